@@ -1,0 +1,176 @@
+//! One `(env, appid)`: its instances by zone, its change timestamp, and the
+//! rendered fetch answers cached until it next changes.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::instance::{Instance, StatusMask, Timestamp};
+use super::scheduler::SchedulerRule;
+
+/// The instances of one app, by zone then hostname (sorted, so every replica
+/// renders the same bytes).
+#[derive(Debug, Default)]
+pub struct App {
+    zones: BTreeMap<String, BTreeMap<String, Instance>>,
+    latest_timestamp: Timestamp,
+    /// Rendered all-zone fetch data, one slot per status mask 1..=3.
+    rendered: [OnceLock<Bytes>; 3],
+}
+
+/// The `data` of a fetch answer, in the shape clients parse.
+#[derive(Serialize)]
+pub struct FetchData<'a> {
+    pub instances: BTreeMap<&'a str, Vec<&'a Instance>>,
+    pub latest_timestamp: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<&'a [SchedulerRule]>,
+}
+
+impl App {
+    pub fn latest_timestamp(&self) -> Timestamp {
+        self.latest_timestamp
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.zones.is_empty()
+    }
+
+    pub fn get(&self, zone: &str, hostname: &str) -> Option<&Instance> {
+        self.zones.get(zone)?.get(hostname)
+    }
+
+    pub fn get_mut(&mut self, zone: &str, hostname: &str) -> Option<&mut Instance> {
+        self.get(zone, hostname)?;
+        self.invalidate();
+        self.zones.get_mut(zone)?.get_mut(hostname)
+    }
+
+    pub fn instances(&self) -> impl Iterator<Item = &Instance> {
+        self.zones.values().flat_map(|z| z.values())
+    }
+
+    pub fn len(&self) -> usize {
+        self.zones.values().map(BTreeMap::len).sum()
+    }
+
+    pub fn has_zone(&self, zone: &str) -> bool {
+        self.zones.contains_key(zone)
+    }
+
+    /// Moves the change timestamp forward to `at`, or by one nanosecond when
+    /// `at` is not above it, and returns the new value.
+    pub fn advance(&mut self, at: Timestamp) -> Timestamp {
+        self.invalidate();
+        self.latest_timestamp = at.max(self.latest_timestamp + 1);
+        self.latest_timestamp
+    }
+
+    /// Restores the change timestamp from a snapshot.
+    pub fn set_latest_timestamp(&mut self, ts: Timestamp) {
+        self.invalidate();
+        self.latest_timestamp = ts;
+    }
+
+    pub fn insert(&mut self, instance: Instance) {
+        self.invalidate();
+        self.zones
+            .entry(instance.zone.clone())
+            .or_default()
+            .insert(instance.hostname.clone(), instance);
+    }
+
+    pub fn remove(&mut self, zone: &str, hostname: &str) -> Option<Instance> {
+        let hosts = self.zones.get_mut(zone)?;
+        let removed = hosts.remove(hostname)?;
+        if hosts.is_empty() {
+            self.zones.remove(zone);
+        }
+        self.invalidate();
+        Some(removed)
+    }
+
+    /// Whether any instance in scope (one zone, or all) is up: what makes a
+    /// poll answer.
+    pub fn has_up(&self, zone: Option<&str>) -> bool {
+        self.in_scope(zone)
+            .flat_map(|(_, hosts)| hosts.values())
+            .any(|i| StatusMask::UP.admits(i.status))
+    }
+
+    /// The fetch data for a zone (or all zones) filtered by status; `None`
+    /// when a zone is named and the app has no instance there.
+    pub fn fetch_data<'a>(
+        &'a self,
+        zone: Option<&str>,
+        mask: StatusMask,
+        scheduler: Option<&'a [SchedulerRule]>,
+    ) -> Option<FetchData<'a>> {
+        match zone {
+            Some(z) if !self.zones.contains_key(z) => None,
+            _ => Some(self.data(zone, mask, scheduler)),
+        }
+    }
+
+    /// The rendered JSON of `fetch_data`, cached for the all-zone case.
+    pub fn render(
+        &self,
+        zone: Option<&str>,
+        mask: StatusMask,
+        scheduler: Option<&[SchedulerRule]>,
+    ) -> Option<Bytes> {
+        match zone {
+            None => {
+                let slot = &self.rendered[mask.bits() as usize - 1];
+                Some(
+                    slot.get_or_init(|| encode(&self.data(None, mask, scheduler)))
+                        .clone(),
+                )
+            }
+            Some(_) => self.fetch_data(zone, mask, scheduler).map(|d| encode(&d)),
+        }
+    }
+
+    fn data<'a>(
+        &'a self,
+        zone: Option<&str>,
+        mask: StatusMask,
+        scheduler: Option<&'a [SchedulerRule]>,
+    ) -> FetchData<'a> {
+        let instances = self
+            .in_scope(zone)
+            .map(|(z, hosts)| {
+                let admitted = hosts.values().filter(|i| mask.admits(i.status)).collect();
+                (z.as_str(), admitted)
+            })
+            .collect();
+        FetchData {
+            instances,
+            latest_timestamp: self.latest_timestamp,
+            scheduler,
+        }
+    }
+
+    fn in_scope<'a>(
+        &'a self,
+        zone: Option<&str>,
+    ) -> Box<dyn Iterator<Item = (&'a String, &'a BTreeMap<String, Instance>)> + 'a> {
+        match zone {
+            Some(z) => Box::new(self.zones.get_key_value(z).into_iter()),
+            None => Box::new(self.zones.iter()),
+        }
+    }
+
+    fn invalidate(&mut self) {
+        for slot in &mut self.rendered {
+            slot.take();
+        }
+    }
+}
+
+/// Serializes fetch data; our own types always serialize.
+fn encode(data: &FetchData) -> Bytes {
+    Bytes::from(serde_json::to_vec(data).unwrap_or_default())
+}

@@ -1,0 +1,74 @@
+//! The commands that change the registry, and what applying them answers.
+//!
+//! Every command carries the time it was stamped with by the node that
+//! proposed it, so that applying it gives the same state on every replica.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::RegistryError;
+use super::instance::{Instance, InstanceKey, Metadata, Registration, Status, Timestamp};
+
+/// A change to the registry, as replicated through the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Add an instance or replace the one with the same key.
+    Register {
+        registration: Registration,
+        at: Timestamp,
+    },
+    /// Heartbeats of a batch of instances.
+    Renew {
+        keys: Vec<InstanceKey>,
+        at: Timestamp,
+    },
+    /// Remove one instance.
+    Cancel { key: InstanceKey, at: Timestamp },
+    /// Change status and/or metadata of several instances of one app in one
+    /// zone, all or nothing.
+    Set {
+        env: String,
+        appid: String,
+        zone: String,
+        changes: Vec<Change>,
+        at: Timestamp,
+    },
+    /// Remove instances whose last renew is older than `silent_since`; an
+    /// instance renewed after the leader chose it is kept.
+    Evict {
+        keys: Vec<InstanceKey>,
+        silent_since: Timestamp,
+        at: Timestamp,
+    },
+}
+
+/// One instance's part of a `Set`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub hostname: String,
+    pub status: Option<Status>,
+    pub metadata: Option<Metadata>,
+}
+
+/// What a command did, when it was accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// Register, cancel and set answer no data.
+    Done,
+    /// One answer per renewed key, in order.
+    Renewed(Vec<Renewal>),
+    /// The keys actually evicted.
+    Evicted(Vec<InstanceKey>),
+}
+
+/// The answer to one renewed key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Renewal {
+    Renewed(Box<Instance>),
+    /// The app exists but this instance does not.
+    UnknownInstance,
+    /// No instance of this `(env, appid)` exists at all.
+    UnknownApp,
+}
+
+/// The result of applying one command.
+pub type Outcome = Result<Applied, RegistryError>;

@@ -1,0 +1,243 @@
+//! An instance of a service and the identity and status types around it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::RegistryError;
+
+/// Nanoseconds since the Unix epoch: the unit of every discovery timestamp.
+pub type Timestamp = i64;
+
+/// Free-form string metadata; a `BTreeMap` so it renders with sorted keys,
+/// as the original server's Go maps do.
+pub type Metadata = BTreeMap<String, String>;
+
+/// Whether an instance takes traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "u32", try_from = "u32")]
+pub enum Status {
+    /// `1`: registered and taking traffic.
+    Up,
+    /// `2`: registered, taking no traffic.
+    Waiting,
+}
+
+impl Status {
+    /// The bit this status has in a fetch `status` mask.
+    pub fn bit(self) -> u32 {
+        u32::from(self)
+    }
+}
+
+impl From<Status> for u32 {
+    fn from(s: Status) -> u32 {
+        match s {
+            Status::Up => 1,
+            Status::Waiting => 2,
+        }
+    }
+}
+
+impl TryFrom<u32> for Status {
+    type Error = RegistryError;
+    fn try_from(v: u32) -> Result<Self, Self::Error> {
+        match v {
+            1 => Ok(Status::Up),
+            2 => Ok(Status::Waiting),
+            _ => Err(RegistryError::bad(
+                "status",
+                "must be 1 (up) or 2 (waiting)",
+            )),
+        }
+    }
+}
+
+/// A fetch filter over instance statuses: `1` up, `2` waiting, `3` both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StatusMask(u32);
+
+impl StatusMask {
+    pub const UP: StatusMask = StatusMask(1);
+
+    /// Accepts the masks clients send: 1, 2 or 3.
+    pub fn new(bits: u32) -> Result<Self, RegistryError> {
+        if (1..=3).contains(&bits) {
+            Ok(StatusMask(bits))
+        } else {
+            Err(RegistryError::bad("status", "must be 1, 2 or 3"))
+        }
+    }
+
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    pub fn admits(self, status: Status) -> bool {
+        self.0 & status.bit() != 0
+    }
+}
+
+/// Identifies one instance: `(env, appid, zone, hostname)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InstanceKey {
+    pub env: String,
+    pub appid: String,
+    pub zone: String,
+    pub hostname: String,
+}
+
+/// What a client states when it registers; the registry adds the timestamps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub region: String,
+    pub zone: String,
+    pub env: String,
+    pub appid: String,
+    pub hostname: String,
+    pub addrs: Vec<String>,
+    pub version: String,
+    pub metadata: Metadata,
+    pub status: Status,
+}
+
+impl Registration {
+    pub fn key(&self) -> InstanceKey {
+        InstanceKey {
+            env: self.env.clone(),
+            appid: self.appid.clone(),
+            zone: self.zone.clone(),
+            hostname: self.hostname.clone(),
+        }
+    }
+}
+
+/// A registered instance, in the field order of the wire format.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub region: String,
+    pub zone: String,
+    pub env: String,
+    pub appid: String,
+    pub hostname: String,
+    pub addrs: Vec<String>,
+    pub version: String,
+    pub metadata: Metadata,
+    pub status: Status,
+    pub reg_timestamp: Timestamp,
+    pub up_timestamp: Timestamp,
+    pub renew_timestamp: Timestamp,
+    pub dirty_timestamp: Timestamp,
+    pub latest_timestamp: Timestamp,
+}
+
+impl Instance {
+    /// A first registration: every timestamp is `at`.
+    pub fn new(reg: Registration, at: Timestamp) -> Self {
+        Instance {
+            region: reg.region,
+            zone: reg.zone,
+            env: reg.env,
+            appid: reg.appid,
+            hostname: reg.hostname,
+            addrs: reg.addrs,
+            version: reg.version,
+            metadata: reg.metadata,
+            status: reg.status,
+            reg_timestamp: at,
+            up_timestamp: at,
+            renew_timestamp: at,
+            dirty_timestamp: at,
+            latest_timestamp: at,
+        }
+    }
+
+    /// A registration over an existing instance: the new data replaces the
+    /// old, the first-registration time stays, and `up_timestamp` moves only
+    /// when the status becomes up.
+    pub fn reregistered(&self, reg: Registration, at: Timestamp) -> Self {
+        let up_timestamp = if reg.status == Status::Up && self.status != Status::Up {
+            at
+        } else {
+            self.up_timestamp
+        };
+        Instance {
+            reg_timestamp: self.reg_timestamp,
+            up_timestamp,
+            ..Instance::new(reg, at)
+        }
+    }
+
+    pub fn key(&self) -> InstanceKey {
+        InstanceKey {
+            env: self.env.clone(),
+            appid: self.appid.clone(),
+            zone: self.zone.clone(),
+            hostname: self.hostname.clone(),
+        }
+    }
+}
+
+/// Parses a client's `metadata` parameter: a JSON object whose values are
+/// strings; numbers and booleans are kept as their JSON text, anything
+/// nested is refused.
+pub fn parse_metadata(raw: &str) -> Result<Metadata, RegistryError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(Metadata::new());
+    }
+    let value: serde_json::Value = serde_json::from_str(raw)
+        .map_err(|e| RegistryError::bad("metadata", &format!("not a JSON object: {e}")))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(RegistryError::bad("metadata", "not a JSON object"));
+    };
+    map.into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                serde_json::Value::Null => String::new(),
+                _ => {
+                    return Err(RegistryError::bad(
+                        "metadata",
+                        &format!("value of {k:?} must be a string, number or boolean"),
+                    ))
+                }
+            };
+            Ok((k, text))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_keeps_scalars_as_text_and_refuses_nesting() {
+        let m = parse_metadata(r#"{"weight":10,"x":"y","on":true}"#).unwrap();
+        assert_eq!(m["weight"], "10");
+        assert_eq!(m["x"], "y");
+        assert_eq!(m["on"], "true");
+        assert!(parse_metadata(r#"{"a":{"b":1}}"#).is_err());
+        assert!(parse_metadata(r#"{not json"#).is_err());
+        assert!(parse_metadata(r#"[1,2]"#).is_err());
+        assert!(parse_metadata("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn status_mask_filters_by_bit() {
+        let up = StatusMask::new(1).unwrap();
+        let both = StatusMask::new(3).unwrap();
+        assert!(up.admits(Status::Up) && !up.admits(Status::Waiting));
+        assert!(both.admits(Status::Up) && both.admits(Status::Waiting));
+        assert!(StatusMask::new(0).is_err() && StatusMask::new(4).is_err());
+    }
+
+    #[test]
+    fn status_serializes_as_number() {
+        assert_eq!(serde_json::to_string(&Status::Waiting).unwrap(), "2");
+        assert!(serde_json::from_str::<Status>("3").is_err());
+    }
+}

@@ -1,0 +1,375 @@
+//! The registry: apps and their instances, and the rules by which commands
+//! change them. Plain data and logic with no I/O, applied identically on
+//! every replica.
+
+mod app;
+mod command;
+mod error;
+mod instance;
+mod scheduler;
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+pub use app::{App, FetchData};
+pub use command::{Applied, Change, Command, Outcome, Renewal};
+pub use error::RegistryError;
+pub use instance::{
+    parse_metadata, Instance, InstanceKey, Metadata, Registration, Status, StatusMask, Timestamp,
+};
+pub use scheduler::{Schedule, SchedulerRule, Schedules};
+
+/// `(env, appid)`: the unit that long polls watch.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AppKey {
+    pub env: String,
+    pub appid: String,
+}
+
+impl AppKey {
+    pub fn new(env: &str, appid: &str) -> Self {
+        AppKey {
+            env: env.to_string(),
+            appid: appid.to_string(),
+        }
+    }
+}
+
+/// Why a fetch found nothing to answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FetchMiss {
+    /// No instance of the app exists.
+    UnknownApp,
+    /// The app exists but has no instance in the zone asked for.
+    UnknownZone { latest_timestamp: Timestamp },
+}
+
+/// What a long poll sees of one app.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PollView {
+    /// The app does not exist.
+    Unknown,
+    /// Nothing newer than the client's timestamp with an up instance.
+    Unchanged,
+    /// Newer, with at least one up instance: the rendered data (up only).
+    Changed(Bytes),
+}
+
+/// All apps, by env then appid.
+#[derive(Debug, Default)]
+pub struct Registry {
+    envs: HashMap<String, HashMap<String, App>>,
+    schedules: Schedules,
+    instances: usize,
+    /// The highest timestamp any change was stamped with: every change is
+    /// stamped above it, so an app that empties and comes back still moves
+    /// forward for its watchers whatever the proposer's clock says.
+    high_water: Timestamp,
+}
+
+/// The result of applying one command: the answer for the client, and the
+/// apps whose watchers must be told.
+#[derive(Debug)]
+pub struct Effect {
+    pub outcome: Outcome,
+    pub changed: Vec<AppKey>,
+}
+
+impl Registry {
+    pub fn new(schedules: Schedules) -> Self {
+        Registry {
+            schedules,
+            ..Registry::default()
+        }
+    }
+
+    /// How many instances are registered.
+    pub fn len(&self) -> usize {
+        self.instances
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.instances == 0
+    }
+
+    pub fn app(&self, env: &str, appid: &str) -> Option<&App> {
+        self.envs.get(env)?.get(appid)
+    }
+
+    pub fn get(&self, key: &InstanceKey) -> Option<&Instance> {
+        self.app(&key.env, &key.appid)?
+            .get(&key.zone, &key.hostname)
+    }
+
+    /// Every instance, in a stable order.
+    pub fn instances(&self) -> impl Iterator<Item = &Instance> {
+        self.envs
+            .values()
+            .flat_map(|apps| apps.values())
+            .flat_map(App::instances)
+    }
+
+    /// Applies one command. Deterministic: the result depends only on the
+    /// current state and the command.
+    pub fn apply(&mut self, command: &Command) -> Effect {
+        match command {
+            Command::Register { registration, at } => self.register(registration, *at),
+            Command::Renew { keys, at } => Effect {
+                outcome: Ok(Applied::Renewed(
+                    keys.iter().map(|k| self.renew(k, *at)).collect(),
+                )),
+                changed: Vec::new(),
+            },
+            Command::Cancel { key, at } => match self.remove(key, *at) {
+                Some(_) => Effect {
+                    outcome: Ok(Applied::Done),
+                    changed: vec![AppKey::new(&key.env, &key.appid)],
+                },
+                None => Effect {
+                    outcome: Err(RegistryError::NotFound),
+                    changed: Vec::new(),
+                },
+            },
+            Command::Set {
+                env,
+                appid,
+                zone,
+                changes,
+                at,
+            } => self.set(env, appid, zone, changes, *at),
+            Command::Evict {
+                keys,
+                silent_since,
+                at,
+            } => self.evict(keys, *silent_since, *at),
+        }
+    }
+
+    fn register(&mut self, reg: &Registration, at: Timestamp) -> Effect {
+        let app = self
+            .envs
+            .entry(reg.env.clone())
+            .or_default()
+            .entry(reg.appid.clone())
+            .or_default();
+        let ts = app.advance(at.max(self.high_water + 1));
+        self.high_water = ts;
+        let instance = match app.get(&reg.zone, &reg.hostname) {
+            Some(old) => old.reregistered(reg.clone(), ts),
+            None => {
+                self.instances += 1;
+                Instance::new(reg.clone(), ts)
+            }
+        };
+        app.insert(instance);
+        Effect {
+            outcome: Ok(Applied::Done),
+            changed: vec![AppKey::new(&reg.env, &reg.appid)],
+        }
+    }
+
+    fn renew(&mut self, key: &InstanceKey, at: Timestamp) -> Renewal {
+        let Some(app) = self
+            .envs
+            .get_mut(&key.env)
+            .and_then(|a| a.get_mut(&key.appid))
+        else {
+            return Renewal::UnknownApp;
+        };
+        match app.get_mut(&key.zone, &key.hostname) {
+            Some(instance) => {
+                instance.renew_timestamp = instance.renew_timestamp.max(at);
+                Renewal::Renewed(Box::new(instance.clone()))
+            }
+            None => Renewal::UnknownInstance,
+        }
+    }
+
+    /// Removes an instance, dropping its zone and app when they empty.
+    fn remove(&mut self, key: &InstanceKey, at: Timestamp) -> Option<Instance> {
+        let apps = self.envs.get_mut(&key.env)?;
+        let app = apps.get_mut(&key.appid)?;
+        let removed = app.remove(&key.zone, &key.hostname)?;
+        self.high_water = app.advance(at.max(self.high_water + 1));
+        if app.is_empty() {
+            apps.remove(&key.appid);
+            if apps.is_empty() {
+                self.envs.remove(&key.env);
+            }
+        }
+        self.instances -= 1;
+        Some(removed)
+    }
+
+    fn set(
+        &mut self,
+        env: &str,
+        appid: &str,
+        zone: &str,
+        changes: &[Change],
+        at: Timestamp,
+    ) -> Effect {
+        let refuse = |e| Effect {
+            outcome: Err(e),
+            changed: Vec::new(),
+        };
+        let Some(app) = self.envs.get_mut(env).and_then(|a| a.get_mut(appid)) else {
+            return refuse(RegistryError::bad("appid", &format!("{appid} not found")));
+        };
+        if let Some(c) = changes
+            .iter()
+            .find(|c| app.get(zone, &c.hostname).is_none())
+        {
+            return refuse(RegistryError::bad(
+                "hostname",
+                &format!("{} not found in zone {zone}", c.hostname),
+            ));
+        }
+        let ts = app.advance(at.max(self.high_water + 1));
+        self.high_water = ts;
+        for change in changes {
+            let Some(instance) = app.get_mut(zone, &change.hostname) else {
+                continue;
+            };
+            if let Some(status) = change.status {
+                if status == Status::Up && instance.status != Status::Up {
+                    instance.up_timestamp = ts;
+                }
+                instance.status = status;
+            }
+            if let Some(metadata) = &change.metadata {
+                instance.metadata = metadata.clone();
+            }
+            instance.dirty_timestamp = ts;
+            instance.latest_timestamp = ts;
+        }
+        Effect {
+            outcome: Ok(Applied::Done),
+            changed: vec![AppKey::new(env, appid)],
+        }
+    }
+
+    fn evict(&mut self, keys: &[InstanceKey], silent_since: Timestamp, at: Timestamp) -> Effect {
+        let mut evicted = Vec::new();
+        for key in keys {
+            let silent = self
+                .get(key)
+                .is_some_and(|i| i.renew_timestamp < silent_since);
+            if silent && self.remove(key, at).is_some() {
+                evicted.push(key.clone());
+            }
+        }
+        let mut changed: Vec<AppKey> = evicted
+            .iter()
+            .map(|k| AppKey::new(&k.env, &k.appid))
+            .collect();
+        changed.sort();
+        changed.dedup();
+        Effect {
+            outcome: Ok(Applied::Evicted(evicted)),
+            changed,
+        }
+    }
+
+    /// The rendered fetch data of one app.
+    pub fn fetch(
+        &self,
+        env: &str,
+        appid: &str,
+        zone: Option<&str>,
+        mask: StatusMask,
+    ) -> Result<Bytes, FetchMiss> {
+        let app = self.app(env, appid).ok_or(FetchMiss::UnknownApp)?;
+        app.render(zone, mask, self.schedules.rules(env, appid))
+            .ok_or(FetchMiss::UnknownZone {
+                latest_timestamp: app.latest_timestamp(),
+            })
+    }
+
+    /// What a long poll holding `since` for this app should do.
+    pub fn poll(&self, env: &str, appid: &str, zone: Option<&str>, since: Timestamp) -> PollView {
+        let Some(app) = self.app(env, appid) else {
+            return PollView::Unknown;
+        };
+        if app.latest_timestamp() <= since || !app.has_up(zone) {
+            return PollView::Unchanged;
+        }
+        match app.render(zone, StatusMask::UP, self.schedules.rules(env, appid)) {
+            Some(bytes) => PollView::Changed(bytes),
+            None => PollView::Unchanged,
+        }
+    }
+
+    /// Every instance grouped by appid, as `fetch/all` answers.
+    pub fn all_by_appid(&self) -> BTreeMap<&str, Vec<&Instance>> {
+        let mut all: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
+        for instance in self.instances() {
+            all.entry(instance.appid.as_str())
+                .or_default()
+                .push(instance);
+        }
+        all
+    }
+
+    /// The whole state in a form that survives serialization.
+    pub fn to_snapshot(&self) -> RegistrySnapshot {
+        let mut apps: Vec<AppSnapshot> = self
+            .envs
+            .iter()
+            .flat_map(|(env, apps)| {
+                apps.iter().map(move |(appid, app)| AppSnapshot {
+                    env: env.clone(),
+                    appid: appid.clone(),
+                    latest_timestamp: app.latest_timestamp(),
+                    instances: app.instances().cloned().collect(),
+                })
+            })
+            .collect();
+        apps.sort_by(|a, b| (&a.env, &a.appid).cmp(&(&b.env, &b.appid)));
+        RegistrySnapshot {
+            high_water: self.high_water,
+            apps,
+        }
+    }
+
+    /// Replaces the whole state with a snapshot's.
+    pub fn restore(&mut self, snapshot: RegistrySnapshot) {
+        self.envs.clear();
+        self.instances = 0;
+        self.high_water = snapshot.high_water;
+        for a in snapshot.apps {
+            let app = self
+                .envs
+                .entry(a.env)
+                .or_default()
+                .entry(a.appid)
+                .or_default();
+            for instance in a.instances {
+                app.insert(instance);
+                self.instances += 1;
+            }
+            app.set_latest_timestamp(a.latest_timestamp);
+        }
+    }
+}
+
+/// The serialized form of the registry, as stored in Raft snapshots.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RegistrySnapshot {
+    pub high_water: Timestamp,
+    pub apps: Vec<AppSnapshot>,
+}
+
+/// One app in a snapshot.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AppSnapshot {
+    pub env: String,
+    pub appid: String,
+    pub latest_timestamp: Timestamp,
+    pub instances: Vec<Instance>,
+}
+
+#[cfg(test)]
+mod tests;

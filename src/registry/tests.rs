@@ -1,0 +1,362 @@
+use super::*;
+
+fn reg(appid: &str, zone: &str, host: &str, status: Status) -> Registration {
+    Registration {
+        region: "sh".into(),
+        zone: zone.into(),
+        env: "dev".into(),
+        appid: appid.into(),
+        hostname: host.into(),
+        addrs: vec![format!("grpc://{host}:9000")],
+        version: "v1".into(),
+        metadata: Metadata::new(),
+        status,
+    }
+}
+
+fn key(appid: &str, zone: &str, host: &str) -> InstanceKey {
+    InstanceKey {
+        env: "dev".into(),
+        appid: appid.into(),
+        zone: zone.into(),
+        hostname: host.into(),
+    }
+}
+
+fn register(r: &mut Registry, appid: &str, zone: &str, host: &str, at: Timestamp) -> Effect {
+    r.apply(&Command::Register {
+        registration: reg(appid, zone, host, Status::Up),
+        at,
+    })
+}
+
+fn fetch_json(r: &Registry, appid: &str, zone: Option<&str>, mask: u32) -> serde_json::Value {
+    let bytes = r
+        .fetch("dev", appid, zone, StatusMask::new(mask).unwrap())
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn register_stamps_every_timestamp_and_moves_the_app() {
+    let mut r = Registry::default();
+    let e = register(&mut r, "a", "z1", "h1", 100);
+    assert_eq!(e.outcome, Ok(Applied::Done));
+    assert_eq!(e.changed, vec![AppKey::new("dev", "a")]);
+    let i = r.get(&key("a", "z1", "h1")).unwrap();
+    assert_eq!(
+        [
+            i.reg_timestamp,
+            i.up_timestamp,
+            i.renew_timestamp,
+            i.dirty_timestamp,
+            i.latest_timestamp
+        ],
+        [100; 5]
+    );
+    assert_eq!(r.app("dev", "a").unwrap().latest_timestamp(), 100);
+    assert_eq!(r.len(), 1);
+}
+
+#[test]
+fn app_timestamp_strictly_increases_even_when_the_clock_does_not() {
+    let mut r = Registry::default();
+    register(&mut r, "a", "z1", "h1", 100);
+    register(&mut r, "a", "z1", "h2", 50);
+    assert_eq!(r.app("dev", "a").unwrap().latest_timestamp(), 101);
+    assert_eq!(r.get(&key("a", "z1", "h2")).unwrap().latest_timestamp, 101);
+}
+
+#[test]
+fn reregister_replaces_data_and_keeps_first_registration() {
+    let mut r = Registry::default();
+    register(&mut r, "a", "z1", "h1", 100);
+    let mut again = reg("a", "z1", "h1", Status::Up);
+    again.addrs = vec!["grpc://new:1".into()];
+    r.apply(&Command::Register {
+        registration: again,
+        at: 200,
+    });
+    let i = r.get(&key("a", "z1", "h1")).unwrap();
+    assert_eq!(i.addrs, vec!["grpc://new:1".to_string()]);
+    assert_eq!((i.reg_timestamp, i.up_timestamp), (100, 100));
+    assert_eq!((i.dirty_timestamp, i.latest_timestamp), (200, 200));
+    assert_eq!(r.len(), 1);
+}
+
+#[test]
+fn renew_moves_only_the_renew_timestamp() {
+    let mut r = Registry::default();
+    register(&mut r, "a", "z1", "h1", 100);
+    let e = r.apply(&Command::Renew {
+        keys: vec![
+            key("a", "z1", "h1"),
+            key("a", "z1", "nope"),
+            key("b", "z1", "h1"),
+        ],
+        at: 300,
+    });
+    let Ok(Applied::Renewed(answers)) = e.outcome else {
+        panic!("renew refused: {:?}", e.outcome)
+    };
+    assert!(matches!(&answers[0], Renewal::Renewed(i) if i.renew_timestamp == 300));
+    assert_eq!(answers[1], Renewal::UnknownInstance);
+    assert_eq!(answers[2], Renewal::UnknownApp);
+    assert!(e.changed.is_empty());
+    assert_eq!(r.app("dev", "a").unwrap().latest_timestamp(), 100);
+    let i = r.get(&key("a", "z1", "h1")).unwrap();
+    assert_eq!((i.renew_timestamp, i.latest_timestamp), (300, 100));
+}
+
+#[test]
+fn renew_never_moves_back() {
+    let mut r = Registry::default();
+    register(&mut r, "a", "z1", "h1", 100);
+    r.apply(&Command::Renew {
+        keys: vec![key("a", "z1", "h1")],
+        at: 90,
+    });
+    assert_eq!(r.get(&key("a", "z1", "h1")).unwrap().renew_timestamp, 100);
+}
+
+#[test]
+fn cancel_removes_zone_and_app_when_they_empty() {
+    let mut r = Registry::default();
+    register(&mut r, "a", "z1", "h1", 100);
+    register(&mut r, "a", "z2", "h2", 110);
+    let e = r.apply(&Command::Cancel {
+        key: key("a", "z2", "h2"),
+        at: 120,
+    });
+    assert_eq!(e.outcome, Ok(Applied::Done));
+    assert!(!r.app("dev", "a").unwrap().has_zone("z2"));
+    assert_eq!(r.app("dev", "a").unwrap().latest_timestamp(), 120);
+    let again = r.apply(&Command::Cancel {
+        key: key("a", "z2", "h2"),
+        at: 130,
+    });
+    assert_eq!(again.outcome, Err(RegistryError::NotFound));
+    r.apply(&Command::Cancel {
+        key: key("a", "z1", "h1"),
+        at: 140,
+    });
+    assert!(r.app("dev", "a").is_none());
+    assert_eq!(
+        r.fetch("dev", "a", None, StatusMask::UP),
+        Err(FetchMiss::UnknownApp)
+    );
+    assert!(r.is_empty());
+}
+
+#[test]
+fn set_is_all_or_nothing() {
+    let mut r = Registry::default();
+    register(&mut r, "a", "z1", "h1", 100);
+    register(&mut r, "a", "z1", "h2", 110);
+    let change = |h: &str| Change {
+        hostname: h.into(),
+        status: Some(Status::Waiting),
+        metadata: None,
+    };
+    let e = r.apply(&Command::Set {
+        env: "dev".into(),
+        appid: "a".into(),
+        zone: "z1".into(),
+        changes: vec![change("h1"), change("nope")],
+        at: 200,
+    });
+    assert_eq!(e.outcome.unwrap_err().code(), -400);
+    assert_eq!(r.get(&key("a", "z1", "h1")).unwrap().status, Status::Up);
+    assert_eq!(r.app("dev", "a").unwrap().latest_timestamp(), 110);
+
+    let e = r.apply(&Command::Set {
+        env: "dev".into(),
+        appid: "a".into(),
+        zone: "z1".into(),
+        changes: vec![change("h1"), change("h2")],
+        at: 200,
+    });
+    assert_eq!(e.outcome, Ok(Applied::Done));
+    assert_eq!(e.changed, vec![AppKey::new("dev", "a")]);
+    assert_eq!(r.app("dev", "a").unwrap().latest_timestamp(), 200);
+    let i = r.get(&key("a", "z1", "h2")).unwrap();
+    assert_eq!(
+        (i.status, i.dirty_timestamp, i.latest_timestamp),
+        (Status::Waiting, 200, 200)
+    );
+}
+
+#[test]
+fn set_back_to_up_moves_up_timestamp_and_replaces_metadata() {
+    let mut r = Registry::default();
+    r.apply(&Command::Register {
+        registration: reg("a", "z1", "h1", Status::Waiting),
+        at: 100,
+    });
+    r.apply(&Command::Set {
+        env: "dev".into(),
+        appid: "a".into(),
+        zone: "z1".into(),
+        changes: vec![Change {
+            hostname: "h1".into(),
+            status: Some(Status::Up),
+            metadata: Some(Metadata::from([("weight".into(), "20".into())])),
+        }],
+        at: 300,
+    });
+    let i = r.get(&key("a", "z1", "h1")).unwrap();
+    assert_eq!(
+        (i.status, i.up_timestamp, i.reg_timestamp),
+        (Status::Up, 300, 100)
+    );
+    assert_eq!(i.metadata["weight"], "20");
+}
+
+#[test]
+fn set_on_unknown_app_is_a_bad_request() {
+    let mut r = Registry::default();
+    let e = r.apply(&Command::Set {
+        env: "dev".into(),
+        appid: "none".into(),
+        zone: "z1".into(),
+        changes: vec![],
+        at: 1,
+    });
+    assert_eq!(e.outcome.unwrap_err().code(), -400);
+}
+
+#[test]
+fn evict_spares_instances_renewed_after_the_decision() {
+    let mut r = Registry::default();
+    register(&mut r, "a", "z1", "h1", 100);
+    register(&mut r, "a", "z1", "h2", 100);
+    r.apply(&Command::Renew {
+        keys: vec![key("a", "z1", "h2")],
+        at: 500,
+    });
+    let e = r.apply(&Command::Evict {
+        keys: vec![key("a", "z1", "h1"), key("a", "z1", "h2")],
+        silent_since: 400,
+        at: 600,
+    });
+    assert_eq!(e.outcome, Ok(Applied::Evicted(vec![key("a", "z1", "h1")])));
+    assert_eq!(e.changed, vec![AppKey::new("dev", "a")]);
+    assert!(r.get(&key("a", "z1", "h1")).is_none());
+    assert!(r.get(&key("a", "z1", "h2")).is_some());
+}
+
+#[test]
+fn fetch_filters_by_status_and_zone() {
+    let mut r = Registry::default();
+    register(&mut r, "a", "z1", "h1", 100);
+    r.apply(&Command::Register {
+        registration: reg("a", "z2", "h2", Status::Waiting),
+        at: 110,
+    });
+    let up = fetch_json(&r, "a", None, 1);
+    assert_eq!(up["instances"]["z1"].as_array().unwrap().len(), 1);
+    assert_eq!(up["instances"]["z2"], serde_json::json!([]));
+    assert_eq!(up["latest_timestamp"], 110);
+    let waiting = fetch_json(&r, "a", None, 2);
+    assert_eq!(waiting["instances"]["z2"][0]["hostname"], "h2");
+    let z1 = fetch_json(&r, "a", Some("z1"), 3);
+    assert!(z1["instances"].get("z2").is_none());
+    assert_eq!(
+        r.fetch("dev", "a", Some("z9"), StatusMask::UP),
+        Err(FetchMiss::UnknownZone {
+            latest_timestamp: 110
+        })
+    );
+    assert!(up.get("scheduler").is_none());
+}
+
+#[test]
+fn fetch_cache_follows_changes() {
+    let mut r = Registry::default();
+    register(&mut r, "a", "z1", "h1", 100);
+    assert_eq!(
+        fetch_json(&r, "a", None, 1)["instances"]["z1"][0]["renew_timestamp"],
+        100
+    );
+    r.apply(&Command::Renew {
+        keys: vec![key("a", "z1", "h1")],
+        at: 150,
+    });
+    assert_eq!(
+        fetch_json(&r, "a", None, 1)["instances"]["z1"][0]["renew_timestamp"],
+        150
+    );
+}
+
+#[test]
+fn instance_renders_fields_in_wire_order() {
+    let mut r = Registry::default();
+    register(&mut r, "a", "z1", "h1", 7);
+    let bytes = r.fetch("dev", "a", None, StatusMask::UP).unwrap();
+    let text = std::str::from_utf8(&bytes).unwrap();
+    assert_eq!(
+        text,
+        r#"{"instances":{"z1":[{"region":"sh","zone":"z1","env":"dev","appid":"a","hostname":"h1","addrs":["grpc://h1:9000"],"version":"v1","metadata":{},"status":1,"reg_timestamp":7,"up_timestamp":7,"renew_timestamp":7,"dirty_timestamp":7,"latest_timestamp":7}]},"latest_timestamp":7}"#
+    );
+}
+
+#[test]
+fn scheduler_is_part_of_fetch_data() {
+    let rules = vec![SchedulerRule {
+        src: "z1".into(),
+        dst: BTreeMap::from([("z1".to_string(), 3), ("z2".to_string(), 1)]),
+    }];
+    let mut r = Registry::new(Schedules::new(vec![Schedule {
+        appid: "a".into(),
+        env: None,
+        rules,
+    }]));
+    register(&mut r, "a", "z1", "h1", 7);
+    let data = fetch_json(&r, "a", None, 1);
+    assert_eq!(
+        data["scheduler"],
+        serde_json::json!([{"src":"z1","dst":{"z1":3,"z2":1}}])
+    );
+}
+
+#[test]
+fn poll_answers_only_newer_apps_with_an_up_instance() {
+    let mut r = Registry::default();
+    assert_eq!(r.poll("dev", "a", None, 0), PollView::Unknown);
+    r.apply(&Command::Register {
+        registration: reg("a", "z1", "h1", Status::Waiting),
+        at: 100,
+    });
+    assert_eq!(r.poll("dev", "a", None, 0), PollView::Unchanged);
+    register(&mut r, "a", "z1", "h2", 200);
+    assert!(matches!(r.poll("dev", "a", None, 0), PollView::Changed(_)));
+    assert_eq!(r.poll("dev", "a", None, 200), PollView::Unchanged);
+    assert_eq!(r.poll("dev", "a", Some("z2"), 0), PollView::Unchanged);
+    let PollView::Changed(bytes) = r.poll("dev", "a", None, 150) else {
+        panic!("expected a change")
+    };
+    let data: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(data["instances"]["z1"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn snapshot_round_trip_restores_state_and_timestamps() {
+    let mut r = Registry::default();
+    register(&mut r, "a", "z1", "h1", 100);
+    register(&mut r, "b", "z2", "h2", 200);
+    r.apply(&Command::Cancel {
+        key: key("a", "z1", "h1"),
+        at: 50,
+    });
+    register(&mut r, "a", "z1", "h3", 10);
+    let snap = serde_json::to_vec(&r.to_snapshot()).unwrap();
+    let mut back = Registry::default();
+    back.restore(serde_json::from_slice(&snap).unwrap());
+    assert_eq!(back.len(), 2);
+    // The app emptied and came back with an older clock: still forward.
+    assert_eq!(back.app("dev", "a").unwrap().latest_timestamp(), 202);
+    assert_eq!(
+        serde_json::to_vec(&back.to_snapshot()).unwrap(),
+        serde_json::to_vec(&r.to_snapshot()).unwrap()
+    );
+}
