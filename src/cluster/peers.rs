@@ -1,0 +1,94 @@
+//! This node's view of its peers: who the members are (from the Raft
+//! membership) and which answer (probed), fed to self-discovery.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::raft::{NodeId, Raft};
+use crate::self_discovery::{NodeView, SelfDiscovery};
+
+/// Where peers answer liveness probes.
+pub const HEALTH_PATH: &str = "/internal/health";
+
+/// How the prober runs.
+#[derive(Clone, Debug)]
+pub struct ProbeSettings {
+    pub me: NodeId,
+    pub region: String,
+    /// Time between probe rounds.
+    pub every: Duration,
+    /// A peer unanswered for this long is lost.
+    pub lost_after: Duration,
+}
+
+/// Probes every other member each round and publishes the members with
+/// their liveness; ends when `shutdown` turns true.
+pub async fn watch_peers(
+    raft: Raft,
+    nodes: Arc<SelfDiscovery>,
+    settings: ProbeSettings,
+    now: fn() -> i64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(settings.every.max(Duration::from_millis(200)))
+        .build()
+        .unwrap_or_default();
+    let mut last_seen: HashMap<NodeId, Instant> = HashMap::new();
+    let mut first_seen: HashMap<NodeId, i64> = HashMap::new();
+    let metrics = raft.metrics();
+    loop {
+        let members: Vec<_> = {
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .map(|(id, member)| (*id, member.clone()))
+                .collect()
+        };
+        let probes = members
+            .iter()
+            .filter(|(id, _)| *id != settings.me)
+            .map(|(id, member)| {
+                let url = format!("http://{}{}", member.raft_addr, HEALTH_PATH);
+                let http = http.clone();
+                async move {
+                    (
+                        *id,
+                        http.get(url)
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status().is_success()),
+                    )
+                }
+            });
+        for (id, answered) in futures::future::join_all(probes).await {
+            if answered {
+                last_seen.insert(id, Instant::now());
+            }
+        }
+        let views = members
+            .iter()
+            .map(|(id, member)| NodeView {
+                name: member.name.clone(),
+                api_addr: member.api_addr.clone(),
+                zone: member.zone.clone(),
+                region: settings.region.clone(),
+                up: *id == settings.me
+                    || last_seen
+                        .get(id)
+                        .is_some_and(|t| t.elapsed() < settings.lost_after),
+                since: *first_seen.entry(*id).or_insert_with(now),
+            })
+            .collect();
+        nodes.update(views, now());
+        tokio::select! {
+            _ = tokio::time::sleep(settings.every) => {}
+            _ = crate::http::stopped(&mut shutdown) => return,
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Node configuration: a TOML file (see `configs/`), overridden by
+//! environment variables and command-line flags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::raft::{Member, NodeId};
+use crate::registry::Schedule;
+
+/// Everything a node needs to run. Every field has a default so that a node
+/// starts with no file at all.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub cluster: ClusterConfig,
+    pub raft: RaftConfig,
+    pub poll: PollConfig,
+    pub storage: StorageConfig,
+    #[serde(rename = "scheduler")]
+    pub schedules: Vec<Schedule>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's Raft id, unique in the cluster.
+    pub id: NodeId,
+    /// Published as the hostname of this node's `infra.discovery` instance.
+    pub name: String,
+    /// Where the HTTP server listens (clients, peers and admin).
+    pub listen: String,
+    /// `host:port` clients are told to use (in `infra.discovery`, `nodes`).
+    pub advertise: String,
+    /// `host:port` peers use for Raft and forwarded writes; defaults to
+    /// `advertise`.
+    pub raft_advertise: String,
+    pub zone: String,
+    pub env: String,
+    pub region: String,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The initial members; empty means a cluster of this node alone.
+    pub members: Vec<MemberConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    pub id: NodeId,
+    pub name: String,
+    pub raft_addr: String,
+    pub api_addr: String,
+    #[serde(default)]
+    pub zone: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// How long a write waits for a leader before answering `-503`.
+    pub write_timeout_ms: u64,
+    /// A snapshot is taken after this many log entries since the last one.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot for slightly lagging followers.
+    pub keep_logs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PollConfig {
+    /// How long a long poll is held before answering `-304`.
+    pub hold_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// sled's page cache, in MiB.
+    pub cache_mb: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: 1,
+            name: String::new(),
+            listen: "0.0.0.0:7171".into(),
+            advertise: "127.0.0.1:7171".into(),
+            raft_advertise: String::new(),
+            zone: "sh001".into(),
+            env: "dev".into(),
+            region: "sh".into(),
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            write_timeout_ms: 3000,
+            snapshot_every: 20_000,
+            keep_logs: 5_000,
+        }
+    }
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig { hold_ms: 30_000 }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { cache_mb: 16 }
+    }
+}
+
+/// Command-line flags; each also reads an environment variable.
+#[derive(Debug, Default, Parser)]
+#[command(
+    name = "discovery",
+    version,
+    about = "A discovery-compatible registry on Raft"
+)]
+pub struct Flags {
+    /// The TOML configuration file.
+    #[arg(long, short = 'c', env = "DISCOVERY_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "DISCOVERY_NODE_ID")]
+    pub node_id: Option<NodeId>,
+    #[arg(long, env = "DISCOVERY_NAME")]
+    pub name: Option<String>,
+    #[arg(long, env = "DISCOVERY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, env = "DISCOVERY_LISTEN")]
+    pub listen: Option<String>,
+    #[arg(long, env = "DISCOVERY_ADVERTISE")]
+    pub advertise: Option<String>,
+    #[arg(long, env = "DISCOVERY_RAFT_ADVERTISE")]
+    pub raft_advertise: Option<String>,
+    #[arg(long, env = "DISCOVERY_ZONE")]
+    pub zone: Option<String>,
+    #[arg(long, env = "DISCOVERY_ENV")]
+    pub env: Option<String>,
+    #[arg(long, env = "DISCOVERY_REGION")]
+    pub region: Option<String>,
+    /// Long-poll hold time in milliseconds.
+    #[arg(long, env = "DISCOVERY_POLL_HOLD_MS")]
+    pub poll_hold_ms: Option<u64>,
+}
+
+impl Config {
+    /// Reads the file named by the flags (if any) and applies the flags.
+    pub fn load(flags: &Flags) -> anyhow::Result<Config> {
+        let mut config = match &flags.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply(flags);
+        config.finish()
+    }
+
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    fn apply(&mut self, flags: &Flags) {
+        let n = &mut self.node;
+        let set = |field: &mut String, value: &Option<String>| {
+            if let Some(v) = value {
+                field.clone_from(v);
+            }
+        };
+        if let Some(id) = flags.node_id {
+            n.id = id;
+        }
+        set(&mut n.name, &flags.name);
+        set(&mut n.listen, &flags.listen);
+        set(&mut n.advertise, &flags.advertise);
+        set(&mut n.raft_advertise, &flags.raft_advertise);
+        set(&mut n.zone, &flags.zone);
+        set(&mut n.env, &flags.env);
+        set(&mut n.region, &flags.region);
+        if let Some(dir) = &flags.data_dir {
+            n.data_dir.clone_from(dir);
+        }
+        if let Some(ms) = flags.poll_hold_ms {
+            self.poll.hold_ms = ms;
+        }
+    }
+
+    /// Fills derived defaults and checks what cannot work.
+    pub fn finish(mut self) -> anyhow::Result<Config> {
+        if self.node.name.is_empty() {
+            self.node.name = format!("discovery-{}", self.node.id);
+        }
+        if self.node.raft_advertise.is_empty() {
+            self.node.raft_advertise.clone_from(&self.node.advertise);
+        }
+        let r = &self.raft;
+        anyhow::ensure!(
+            r.heartbeat_ms > 0 && r.heartbeat_ms < r.election_timeout_min_ms,
+            "raft.heartbeat_ms must be above 0 and below raft.election_timeout_min_ms"
+        );
+        anyhow::ensure!(
+            r.election_timeout_min_ms < r.election_timeout_max_ms,
+            "raft.election_timeout_min_ms must be below raft.election_timeout_max_ms"
+        );
+        anyhow::ensure!(self.poll.hold_ms > 0, "poll.hold_ms must be above 0");
+        if !self.cluster.members.is_empty() {
+            anyhow::ensure!(
+                self.cluster.members.iter().any(|m| m.id == self.node.id),
+                "cluster.members must list this node (id {})",
+                self.node.id
+            );
+        }
+        Ok(self)
+    }
+
+    /// This node as a cluster member.
+    pub fn me(&self) -> Member {
+        Member {
+            name: self.node.name.clone(),
+            raft_addr: self.node.raft_advertise.clone(),
+            api_addr: self.node.advertise.clone(),
+            zone: self.node.zone.clone(),
+        }
+    }
+
+    /// The initial members: the configured list, or this node alone.
+    pub fn initial_members(&self) -> Vec<(NodeId, Member)> {
+        if self.cluster.members.is_empty() {
+            return vec![(self.node.id, self.me())];
+        }
+        self.cluster
+            .members
+            .iter()
+            .map(|m| {
+                let member = Member {
+                    name: m.name.clone(),
+                    raft_addr: m.raft_addr.clone(),
+                    api_addr: m.api_addr.clone(),
+                    zone: if m.zone.is_empty() {
+                        self.node.zone.clone()
+                    } else {
+                        m.zone.clone()
+                    },
+                };
+                (m.id, member)
+            })
+            .collect()
+    }
+
+    pub fn poll_hold(&self) -> Duration {
+        Duration::from_millis(self.poll.hold_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_start_a_single_node() {
+        let c = Config::default().finish().unwrap();
+        assert_eq!(c.node.name, "discovery-1");
+        assert_eq!(c.node.raft_advertise, "127.0.0.1:7171");
+        assert_eq!(c.initial_members().len(), 1);
+        assert_eq!(c.poll_hold(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let mut c: Config = toml::from_str(
+            r#"
+            [node]
+            id = 2
+            zone = "sh002"
+            [poll]
+            hold_ms = 500
+            "#,
+        )
+        .unwrap();
+        c.apply(&Flags {
+            zone: Some("sh009".into()),
+            poll_hold_ms: Some(100),
+            ..Flags::default()
+        });
+        let c = c.finish().unwrap();
+        assert_eq!(
+            (c.node.id, c.node.zone.as_str(), c.poll.hold_ms),
+            (2, "sh009", 100)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_timeouts_are_refused() {
+        assert!(toml::from_str::<Config>("[node]\nnope = 1").is_err());
+        let mut c = Config::default();
+        c.raft.heartbeat_ms = 5000;
+        assert!(c.finish().is_err());
+    }
+
+    #[test]
+    fn the_shipped_configs_parse() {
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/configs")).unwrap() {
+            let path = entry.unwrap().path();
+            Config::from_file(&path)
+                .and_then(Config::finish)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        }
+    }
+}

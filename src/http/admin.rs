@@ -1,0 +1,77 @@
+//! Operator routes: the cluster as this node sees it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+
+use super::discovery::Api;
+use crate::raft::{Member, NodeId, Raft};
+
+/// What `/admin/status` answers.
+#[derive(Serialize)]
+pub struct Status {
+    pub id: NodeId,
+    pub state: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub voters: Vec<NodeId>,
+    pub members: BTreeMap<NodeId, MemberStatus>,
+    pub protected: bool,
+    pub instances: usize,
+    pub held_polls: usize,
+}
+
+#[derive(Serialize)]
+pub struct MemberStatus {
+    #[serde(flatten)]
+    pub member: Member,
+    pub voter: bool,
+    /// Known on the leader only: the last log index replicated to it, and
+    /// how far behind the leader's log it is.
+    pub matched_index: Option<u64>,
+    pub lag: Option<u64>,
+}
+
+pub async fn status(State((raft, api)): State<(Raft, Arc<Api>)>) -> Json<Status> {
+    let m = raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    let members = membership
+        .nodes()
+        .map(|(id, member)| {
+            let matched = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id))
+                .map(|l| l.map_or(0, |l| l.index));
+            let lag = matched.map(|i| m.last_log_index.unwrap_or(0).saturating_sub(i));
+            let status = MemberStatus {
+                member: member.clone(),
+                voter: voters.contains(id),
+                matched_index: matched,
+                lag,
+            };
+            (*id, status)
+        })
+        .collect();
+    Json(Status {
+        id: m.id,
+        state: format!("{:?}", m.state),
+        leader: m.current_leader,
+        term: m.current_term,
+        last_log_index: m.last_log_index,
+        applied_index: m.last_applied.map(|l| l.index),
+        snapshot_index: m.snapshot.map(|l| l.index),
+        voters,
+        members,
+        protected: api.protection.is_on(),
+        instances: api.local.read().len(),
+        held_polls: api.local.hub().held(),
+    })
+}

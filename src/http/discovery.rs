@@ -1,0 +1,444 @@
+//! The public discovery API: thin handlers that bind parameters, call the
+//! registry or the write path, and render the answer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::response::Response;
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::params::Params;
+use super::reply;
+use crate::cluster::protection::Protection;
+use crate::cluster::writer::{WriteError, Writer};
+use crate::local::LocalRegistry;
+use crate::registry::{
+    parse_metadata, AppKey, Applied, Change, Command, FetchMiss, Instance, InstanceKey, Outcome,
+    PollView, Registration, RegistryError, Renewal, Status, StatusMask, Timestamp,
+};
+use crate::self_discovery::{self, SelfDiscovery};
+
+/// What the handlers share.
+pub struct Api {
+    pub local: Arc<LocalRegistry>,
+    pub writer: Writer,
+    pub nodes: Arc<SelfDiscovery>,
+    pub protection: Arc<Protection>,
+    pub poll_hold: Duration,
+    /// The node's own env, under which `fetch/all` lists the cluster's nodes.
+    pub env: String,
+}
+
+type Shared = State<Arc<Api>>;
+
+/// What `renew` answers for an instance the registry does not hold, as the
+/// original renders its zero value.
+const ZERO_INSTANCE: &[u8] = br#"{"region":"","zone":"","env":"","appid":"","hostname":"","addrs":null,"version":"","metadata":null,"status":0,"reg_timestamp":0,"up_timestamp":0,"renew_timestamp":0,"dirty_timestamp":0,"latest_timestamp":0}"#;
+
+/// Nanoseconds since the Unix epoch: the stamp this node puts on commands.
+pub fn now() -> Timestamp {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as Timestamp)
+}
+
+macro_rules! try_param {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return reply::error(&e),
+        }
+    };
+}
+
+/// Refuses reads while the node is catching up.
+fn guard(api: &Api) -> Result<(), Response> {
+    if api.protection.is_on() {
+        Err(reply::protected(
+            "this node is catching up with the cluster",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+async fn write(api: &Api, command: Command) -> Result<Outcome, Response> {
+    api.writer.write(command).await.map_err(|e| match e {
+        WriteError::NoQuorum(_) => reply::answer(-503, &e.to_string(), None),
+        WriteError::Unavailable(_) => reply::answer(-500, &e.to_string(), None),
+    })
+}
+
+fn instance_key(p: &Params) -> Result<InstanceKey, RegistryError> {
+    Ok(InstanceKey {
+        zone: p.required("zone")?.to_string(),
+        env: p.required("env")?.to_string(),
+        appid: p.required("appid")?.to_string(),
+        hostname: p.required("hostname")?.to_string(),
+    })
+}
+
+fn registration(p: &Params) -> Result<Registration, RegistryError> {
+    let key = instance_key(p)?;
+    let status = Status::try_from(p.required_number::<u32>("status")?)?;
+    let addrs: Vec<String> = p.list("addrs").into_iter().map(str::to_string).collect();
+    if addrs.is_empty() {
+        return Err(RegistryError::bad(
+            "addrs",
+            "at least one address is required",
+        ));
+    }
+    if key.appid == self_discovery::APPID {
+        return Err(RegistryError::bad(
+            "appid",
+            "infra.discovery is the cluster's own app",
+        ));
+    }
+    Ok(Registration {
+        region: p.one("region").unwrap_or_default().to_string(),
+        zone: key.zone,
+        env: key.env,
+        appid: key.appid,
+        hostname: key.hostname,
+        addrs,
+        version: p.one("version").unwrap_or_default().to_string(),
+        metadata: parse_metadata(p.one("metadata").unwrap_or_default())?,
+        status,
+    })
+}
+
+pub async fn register(State(api): Shared, p: Params) -> Response {
+    let registration = try_param!(registration(&p));
+    match write(
+        &api,
+        Command::Register {
+            registration,
+            at: now(),
+        },
+    )
+    .await
+    {
+        Ok(outcome) => done_or_error(outcome),
+        Err(r) => r,
+    }
+}
+
+pub async fn renew(State(api): Shared, p: Params) -> Response {
+    let key = try_param!(instance_key(&p));
+    let outcome = match write(
+        &api,
+        Command::Renew {
+            keys: vec![key],
+            at: now(),
+        },
+    )
+    .await
+    {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    match outcome {
+        Ok(Applied::Renewed(mut renewals)) => match renewals.pop() {
+            Some(Renewal::Renewed(instance)) => {
+                reply::ok(&serde_json::to_vec(&instance).unwrap_or_default())
+            }
+            Some(Renewal::UnknownInstance) => reply::answer(-404, "-404", Some(ZERO_INSTANCE)),
+            Some(Renewal::UnknownApp) | None => reply::answer(-404, "-404", Some(b"null")),
+        },
+        other => done_or_error(other),
+    }
+}
+
+pub async fn cancel(State(api): Shared, p: Params) -> Response {
+    let key = try_param!(instance_key(&p));
+    match write(&api, Command::Cancel { key, at: now() }).await {
+        Ok(outcome) => done_or_error(outcome),
+        Err(r) => r,
+    }
+}
+
+fn set_command(p: &Params) -> Result<Command, RegistryError> {
+    let zone = p.required("zone")?.to_string();
+    let env = p.required("env")?.to_string();
+    let appid = p.required("appid")?.to_string();
+    let hostnames = p.list("hostname");
+    if hostnames.is_empty() {
+        return Err(RegistryError::bad("hostname", "required"));
+    }
+    let statuses = p.list("status");
+    let metadata = p.raw_list("metadata");
+    let count_ok = |n: usize| n == 0 || n == hostnames.len();
+    if !count_ok(statuses.len()) {
+        return Err(RegistryError::bad(
+            "status",
+            "give none or one per hostname",
+        ));
+    }
+    if !count_ok(metadata.len()) {
+        return Err(RegistryError::bad(
+            "metadata",
+            "give none or one per hostname",
+        ));
+    }
+    let mut changes = Vec::with_capacity(hostnames.len());
+    for (i, hostname) in hostnames.iter().enumerate() {
+        let status = match statuses.get(i) {
+            Some(s) => {
+                let n: u32 = s
+                    .parse()
+                    .map_err(|_| RegistryError::bad("status", &format!("{s:?} is not a number")))?;
+                Some(Status::try_from(n)?)
+            }
+            None => None,
+        };
+        let metadata = metadata.get(i).map(|m| parse_metadata(m)).transpose()?;
+        changes.push(Change {
+            hostname: hostname.to_string(),
+            status,
+            metadata,
+        });
+    }
+    Ok(Command::Set {
+        env,
+        appid,
+        zone,
+        changes,
+        at: now(),
+    })
+}
+
+pub async fn set(State(api): Shared, p: Params) -> Response {
+    let command = try_param!(set_command(&p));
+    match write(&api, command).await {
+        Ok(outcome) => done_or_error(outcome),
+        Err(r) => r,
+    }
+}
+
+fn done_or_error(outcome: Outcome) -> Response {
+    match outcome {
+        Ok(_) => reply::done(),
+        Err(e) => reply::error(&e),
+    }
+}
+
+/// The rendered fetch data of an app, the cluster's own included.
+fn fetch_one(
+    api: &Api,
+    env: &str,
+    appid: &str,
+    zone: Option<&str>,
+    mask: StatusMask,
+) -> Result<Bytes, FetchMiss> {
+    if appid == self_discovery::APPID {
+        api.nodes.fetch(env, zone, mask)
+    } else {
+        api.local.read().fetch(env, appid, zone, mask)
+    }
+}
+
+fn status_mask(p: &Params) -> Result<StatusMask, RegistryError> {
+    StatusMask::new(p.required_number("status")?)
+}
+
+pub async fn fetch(State(api): Shared, p: Params) -> Response {
+    if let Err(r) = guard(&api) {
+        return r;
+    }
+    let env = try_param!(p.required("env"));
+    let appid = try_param!(p.required("appid"));
+    let mask = try_param!(status_mask(&p));
+    match fetch_one(&api, env, appid, p.one("zone"), mask) {
+        Ok(data) => reply::ok(&data),
+        Err(FetchMiss::UnknownApp) => reply::answer(-404, "-404", Some(b"null")),
+        Err(FetchMiss::UnknownZone { latest_timestamp }) => {
+            let data = format!(r#"{{"instances":{{}},"latest_timestamp":{latest_timestamp}}}"#);
+            reply::answer(-404, "-404", Some(data.as_bytes()))
+        }
+    }
+}
+
+pub async fn fetchs(State(api): Shared, p: Params) -> Response {
+    if let Err(r) = guard(&api) {
+        return r;
+    }
+    let env = try_param!(p.required("env"));
+    let appids = p.list("appid");
+    if appids.is_empty() {
+        return reply::error(&RegistryError::bad("appid", "required"));
+    }
+    let mask = try_param!(status_mask(&p));
+    let found: BTreeMap<&str, Bytes> = appids
+        .iter()
+        .filter_map(|appid| {
+            Some((
+                *appid,
+                fetch_one(&api, env, appid, p.one("zone"), mask).ok()?,
+            ))
+        })
+        .collect();
+    let mut data = Vec::from(&b"{"[..]);
+    for (i, (appid, bytes)) in found.iter().enumerate() {
+        if i > 0 {
+            data.push(b',');
+        }
+        data.extend_from_slice(serde_json::to_string(appid).unwrap_or_default().as_bytes());
+        data.push(b':');
+        data.extend_from_slice(bytes);
+    }
+    data.push(b'}');
+    reply::ok(&data)
+}
+
+pub async fn fetch_all(State(api): Shared) -> Response {
+    if let Err(r) = guard(&api) {
+        return r;
+    }
+    let ours: Vec<Instance> = api.nodes.instances(&api.env);
+    let data = {
+        let registry = api.local.read();
+        let mut all = registry.all_by_appid();
+        if !ours.is_empty() {
+            all.insert(self_discovery::APPID, ours.iter().collect());
+        }
+        serde_json::to_vec(&all).unwrap_or_default()
+    };
+    reply::ok(&data)
+}
+
+pub async fn nodes(State(api): Shared) -> Response {
+    if let Err(r) = guard(&api) {
+        return r;
+    }
+    let data = api
+        .nodes
+        .with_nodes(|n| serde_json::to_vec(&n).unwrap_or_default());
+    reply::ok(&data)
+}
+
+/// What a held poll ended with.
+enum Held {
+    Changed {
+        data: Vec<(String, Bytes)>,
+        missing: Vec<String>,
+    },
+    TimedOut,
+}
+
+/// Looks at every polled app once; returns the changed ones and the ones
+/// that do not exist.
+fn look(
+    api: &Api,
+    env: &str,
+    zone: Option<&str>,
+    apps: &[(String, Timestamp)],
+) -> (Vec<(String, Bytes)>, Vec<String>) {
+    let mut changed = Vec::new();
+    let mut missing = Vec::new();
+    let registry = api.local.read();
+    for (appid, since) in apps {
+        let view = if appid == self_discovery::APPID {
+            api.nodes.poll(env, zone, *since)
+        } else {
+            registry.poll(env, appid, zone, *since)
+        };
+        match view {
+            PollView::Changed(data) => changed.push((appid.clone(), data)),
+            PollView::Unknown => missing.push(appid.clone()),
+            PollView::Unchanged => {}
+        }
+    }
+    (changed, missing)
+}
+
+/// Holds a poll until one of its apps changes or the hold time passes. The
+/// watch is registered before the first look, so no change slips between.
+async fn hold(api: &Api, env: &str, zone: Option<&str>, apps: &[(String, Timestamp)]) -> Held {
+    let keys = apps
+        .iter()
+        .map(|(appid, _)| {
+            if appid == self_discovery::APPID {
+                self_discovery::watch_key()
+            } else {
+                AppKey::new(env, appid)
+            }
+        })
+        .collect();
+    let watch = api.local.hub().watch(keys);
+    let deadline = Instant::now() + api.poll_hold;
+    loop {
+        let (data, missing) = look(api, env, zone, apps);
+        if !data.is_empty() {
+            return Held::Changed { data, missing };
+        }
+        tokio::select! {
+            _ = watch.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => return Held::TimedOut,
+        }
+    }
+}
+
+pub async fn polls(State(api): Shared, p: Params) -> Response {
+    if let Err(r) = guard(&api) {
+        return r;
+    }
+    let env = try_param!(p.required("env"));
+    try_param!(p.required("hostname"));
+    let appids = p.list("appid");
+    if appids.is_empty() {
+        return reply::error(&RegistryError::bad("appid", "required"));
+    }
+    let stamps = p.list("latest_timestamp");
+    if stamps.len() != appids.len() {
+        return reply::error(&RegistryError::bad(
+            "latest_timestamp",
+            &format!(
+                "{} values for {} appids: give one per appid",
+                stamps.len(),
+                appids.len()
+            ),
+        ));
+    }
+    let mut apps = Vec::with_capacity(appids.len());
+    for (appid, stamp) in appids.iter().zip(&stamps) {
+        let since = try_param!(stamp.parse::<Timestamp>().map_err(|_| RegistryError::bad(
+            "latest_timestamp",
+            &format!("{stamp:?} is not a number")
+        )));
+        apps.push((appid.to_string(), since));
+    }
+    match hold(&api, env, p.one("zone"), &apps).await {
+        Held::Changed { data, missing } => {
+            let data: Vec<(&str, Bytes)> =
+                data.iter().map(|(a, b)| (a.as_str(), b.clone())).collect();
+            let missing: Vec<&str> = missing.iter().map(String::as_str).collect();
+            reply::polls(&data, &missing)
+        }
+        Held::TimedOut => reply::not_modified(),
+    }
+}
+
+pub async fn poll(State(api): Shared, p: Params) -> Response {
+    if let Err(r) = guard(&api) {
+        return r;
+    }
+    let env = try_param!(p.required("env"));
+    try_param!(p.required("hostname"));
+    let appid = try_param!(p.required("appid"));
+    let since = try_param!(p.number::<Timestamp>("latest_timestamp")).unwrap_or(0);
+    let apps = [(appid.to_string(), since)];
+    let (_, missing) = look(&api, env, p.one("zone"), &apps);
+    if !missing.is_empty() {
+        return reply::poll_unknown(appid);
+    }
+    match hold(&api, env, p.one("zone"), &apps).await {
+        Held::Changed { mut data, .. } => match data.pop() {
+            Some((_, bytes)) => reply::ok(&bytes),
+            None => reply::not_modified(),
+        },
+        Held::TimedOut => reply::not_modified(),
+    }
+}

@@ -1,0 +1,180 @@
+//! The discovery answer envelope: `{"code":…,"message":…,"ttl":1,"data":…}`
+//! with the `kratos-status-code` header, rendered around pre-serialized data.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::registry::RegistryError;
+
+const JSON: &str = "application/json; charset=utf-8";
+
+/// Renders an answer whose `data` is already JSON.
+pub fn answer(code: i32, message: &str, data: Option<&[u8]>) -> Response {
+    let mut body = BytesMut::with_capacity(48 + data.map_or(0, <[u8]>::len));
+    body.put_slice(b"{\"code\":");
+    body.put_slice(code.to_string().as_bytes());
+    body.put_slice(b",\"message\":");
+    put_string(&mut body, message);
+    body.put_slice(b",\"ttl\":1");
+    if let Some(d) = data {
+        body.put_slice(b",\"data\":");
+        body.put_slice(d);
+    }
+    body.put_u8(b'}');
+    respond(StatusCode::OK, code, body.freeze())
+}
+
+/// Success with data.
+pub fn ok(data: &[u8]) -> Response {
+    answer(0, "0", Some(data))
+}
+
+/// Success without data.
+pub fn done() -> Response {
+    answer(0, "0", None)
+}
+
+/// A refusal whose message is just its code.
+pub fn code(code: i32) -> Response {
+    answer(code, &code.to_string(), None)
+}
+
+/// A registry error: `-400` names the parameter, others carry their code.
+pub fn error(e: &RegistryError) -> Response {
+    match e {
+        RegistryError::BadRequest { .. } => answer(e.code(), &e.to_string(), None),
+        RegistryError::NotFound => code(e.code()),
+    }
+}
+
+/// The long poll timed out with nothing new.
+pub fn not_modified() -> Response {
+    code(-304)
+}
+
+/// Start-up protection: HTTP 503 so clients try another node.
+pub fn protected(reason: &str) -> Response {
+    let mut body = BytesMut::new();
+    body.put_slice(b"{\"code\":-503,\"message\":");
+    put_string(&mut body, &format!("protected: {reason}"));
+    body.put_slice(b",\"ttl\":1}");
+    respond(StatusCode::SERVICE_UNAVAILABLE, -503, body.freeze())
+}
+
+/// The answer of `polls`: the original builds it as a map, so its keys come
+/// sorted and there is no `ttl`.
+pub fn polls(changed: &[(&str, Bytes)], missing: &[&str]) -> Response {
+    let mut body = BytesMut::new();
+    body.put_slice(b"{\"code\":0,\"data\":{");
+    for (i, (appid, data)) in changed.iter().enumerate() {
+        if i > 0 {
+            body.put_u8(b',');
+        }
+        put_string(&mut body, appid);
+        body.put_u8(b':');
+        body.put_slice(data);
+    }
+    body.put_slice(b"},\"error\":{\"-404\":");
+    if missing.is_empty() {
+        body.put_slice(b"null");
+    } else {
+        body.put_slice(
+            serde_json::to_string(missing)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+    }
+    body.put_slice(b"},\"message\":\"0\"}");
+    respond(StatusCode::OK, 0, body.freeze())
+}
+
+/// `poll` of an unknown app: the original's exact words, without `ttl`.
+pub fn poll_unknown(appid: &str) -> Response {
+    let mut body = BytesMut::new();
+    body.put_slice(b"{\"code\":-404,\"message\":");
+    put_string(&mut body, &format!("{appid} not found"));
+    body.put_u8(b'}');
+    respond(StatusCode::OK, -404, body.freeze())
+}
+
+/// Plain-text answers for unknown paths and wrong methods, as the original.
+pub fn not_found() -> Response {
+    plain(StatusCode::NOT_FOUND, "404 page not found")
+}
+
+pub fn method_not_allowed() -> Response {
+    plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain")], text).into_response()
+}
+
+fn put_string(body: &mut BytesMut, s: &str) {
+    body.put_slice(serde_json::to_string(s).unwrap_or_default().as_bytes());
+}
+
+fn respond(status: StatusCode, code: i32, body: Bytes) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    headers.insert("kratos-status-code", HeaderValue::from(code));
+    headers.insert("kratos-trace-id", HeaderValue::from_static(""));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(r: Response) -> String {
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn envelopes_match_the_original_bytes() {
+        assert_eq!(body(done()).await, r#"{"code":0,"message":"0","ttl":1}"#);
+        assert_eq!(
+            body(code(-404)).await,
+            r#"{"code":-404,"message":"-404","ttl":1}"#
+        );
+        assert_eq!(
+            body(answer(-404, "-404", Some(b"null"))).await,
+            r#"{"code":-404,"message":"-404","ttl":1,"data":null}"#
+        );
+        assert_eq!(
+            body(not_modified()).await,
+            r#"{"code":-304,"message":"-304","ttl":1}"#
+        );
+        assert_eq!(
+            body(poll_unknown("no.such.app")).await,
+            r#"{"code":-404,"message":"no.such.app not found"}"#
+        );
+        assert_eq!(
+            body(polls(&[("a", Bytes::from_static(b"{}"))], &[])).await,
+            r#"{"code":0,"data":{"a":{}},"error":{"-404":null},"message":"0"}"#
+        );
+        assert_eq!(
+            body(polls(&[], &["x"])).await,
+            r#"{"code":0,"data":{},"error":{"-404":["x"]},"message":"0"}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn headers_carry_the_code() {
+        let r = error(&RegistryError::bad("zone", "required"));
+        assert_eq!(r.headers()["kratos-status-code"], "-400");
+        assert_eq!(r.headers()["content-type"], JSON);
+        assert_eq!(
+            body(r).await,
+            r#"{"code":-400,"message":"zone: required","ttl":1}"#
+        );
+        let p = protected("catching up");
+        assert_eq!(p.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body(p).await.contains("protect"));
+    }
+}

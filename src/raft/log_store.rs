@@ -1,0 +1,228 @@
+//! The Raft log, vote and commit point in sled.
+//!
+//! Appends are written to sled at once (so readers see them) and made
+//! durable by one flusher task that fsyncs once for every append that
+//! arrived while the previous fsync ran: many writes, one disk flush.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{Entry, LogId, OptionalSend, StorageIOError, Vote};
+use tokio::sync::mpsc;
+
+use super::{NodeId, StorageError, TypeConfig};
+
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const LAST_PURGED: &[u8] = b"last_purged";
+
+/// The log store; cheap to clone, every clone sees the same trees.
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    logs: sled::Tree,
+    meta: sled::Tree,
+    flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+}
+
+impl LogStore {
+    /// Opens the log trees of `db` and starts the flusher task, which ends
+    /// when the last clone of the store is dropped.
+    pub fn open(db: &sled::Db) -> Result<Self, sled::Error> {
+        let (flusher, pending) = mpsc::unbounded_channel();
+        tokio::spawn(flush_in_groups(db.clone(), pending));
+        Ok(LogStore {
+            db: db.clone(),
+            logs: db.open_tree("raft_log")?,
+            meta: db.open_tree("raft_meta")?,
+            flusher,
+        })
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageIOError<NodeId>> {
+        let Some(raw) = self.meta.get(key).map_err(|e| StorageIOError::read(&e))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&raw)
+            .map(Some)
+            .map_err(|e| StorageIOError::read(&e))
+    }
+
+    fn write_meta<T: serde::Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StorageIOError<NodeId>> {
+        let raw = serde_json::to_vec(value).map_err(|e| StorageIOError::write(&e))?;
+        self.meta
+            .insert(key, raw)
+            .map_err(|e| StorageIOError::write(&e))?;
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), StorageIOError<NodeId>> {
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| StorageIOError::write(&e))?;
+        Ok(())
+    }
+
+    fn last_purged(&self) -> Result<Option<LogId<NodeId>>, StorageIOError<NodeId>> {
+        Ok(self
+            .read_meta::<Option<LogId<NodeId>>>(LAST_PURGED)?
+            .flatten())
+    }
+}
+
+/// Calls every waiting append's callback after one flush that covers it.
+async fn flush_in_groups(
+    db: sled::Db,
+    mut pending: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>,
+) {
+    let mut group = Vec::new();
+    while pending.recv_many(&mut group, 4096).await > 0 {
+        let result = db.flush_async().await.map(|_| ());
+        for callback in group.drain(..) {
+            callback.log_io_completed(
+                result
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| std::io::Error::other(e.to_string())),
+            );
+        }
+    }
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn decode_entry(raw: &[u8]) -> Result<Entry<TypeConfig>, StorageIOError<NodeId>> {
+    serde_json::from_slice(raw).map_err(|e| StorageIOError::read_logs(&e))
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => Bound::Included(index_key(*i)),
+            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Bound::Included(index_key(*i)),
+            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let mut entries = Vec::new();
+        for item in self.logs.range::<[u8; 8], _>((start, end)) {
+            let (_, raw) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            entries.push(decode_entry(&raw)?);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self.last_purged()?;
+        let last = self
+            .logs
+            .last()
+            .map_err(|e| StorageIOError::read_logs(&e))?;
+        let last_log_id = match last {
+            Some((_, raw)) => Some(decode_entry(&raw)?.log_id),
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        self.write_meta(VOTE, vote)?;
+        self.flush().await?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        Ok(self.read_meta(VOTE)?)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError> {
+        self.write_meta(COMMITTED, &committed)?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError> {
+        Ok(self
+            .read_meta::<Option<LogId<NodeId>>>(COMMITTED)?
+            .flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let raw = serde_json::to_vec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
+            batch.insert(&index_key(entry.log_id.index), raw);
+        }
+        self.logs
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.flusher.send(callback).map_err(|_| {
+            StorageIOError::write_logs(&std::io::Error::other("log flusher stopped"))
+        })?;
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for item in self.logs.range(index_key(log_id.index)..) {
+            let (key, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
+            batch.remove(key);
+        }
+        self.logs
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.flush().await?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        self.write_meta(LAST_PURGED, &Some(log_id))?;
+        let mut batch = sled::Batch::default();
+        for item in self.logs.range(..=index_key(log_id.index)) {
+            let (key, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
+            batch.remove(key);
+        }
+        self.logs
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,72 @@
+//! The Raft layer: how registry commands become a replicated, durable log.
+//!
+//! - [`log_store`]: the openraft log on sled, flushed in groups;
+//! - [`state_machine`]: the registry as the state machine applied from it,
+//!   with snapshots in the data directory;
+//! - [`network`]: the client side of the Raft RPCs between nodes.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use crate::registry::{Command, Outcome};
+
+/// A node's id in the cluster.
+pub type NodeId = u64;
+
+/// What the cluster knows of each member, kept in the membership config.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The node's name, published as the hostname of its `infra.discovery`
+    /// instance.
+    pub name: String,
+    /// `host:port` its peers reach it on for Raft and forwarded writes.
+    pub raft_addr: String,
+    /// `host:port` clients reach it on, published in `infra.discovery`.
+    pub api_addr: String,
+    /// The zone it serves.
+    pub zone: String,
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.raft_addr)
+    }
+}
+
+/// One log entry's worth of registry commands, applied in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub commands: Vec<Command>,
+}
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} command(s)", self.commands.len())
+    }
+}
+
+/// The outcome of each command of a proposal, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalResult {
+    pub outcomes: Vec<Outcome>,
+}
+
+openraft::declare_raft_types!(
+    /// The openraft type configuration of the registry.
+    pub TypeConfig:
+        D = Proposal,
+        R = ProposalResult,
+        NodeId = NodeId,
+        Node = Member,
+);
+
+/// The running Raft instance of a node.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+pub type StorageError = openraft::StorageError<NodeId>;
