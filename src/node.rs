@@ -105,7 +105,7 @@ impl Node {
         ));
         tasks.spawn(watch_peers(
             raft.clone(),
-            nodes,
+            nodes.clone(),
             ProbeSettings {
                 me: config.node.id,
                 region: config.node.region.clone(),
@@ -121,7 +121,13 @@ impl Node {
             tracing::info!(?members, "initialising a new cluster");
             raft.initialize(members).await?;
         }
-        tasks.spawn(catch_up(raft.clone(), last_log_index, protection, stop));
+        tasks.spawn(catch_up(
+            raft.clone(),
+            last_log_index,
+            nodes,
+            protection,
+            stop,
+        ));
         tracing::info!(id = config.node.id, %addr, "node started");
         Ok(Node {
             addr,
@@ -155,17 +161,29 @@ impl Node {
 }
 
 /// Lifts start-up protection once this node has applied everything its own
-/// log held when it started.
+/// log held when it started and publishes the cluster's members.
 async fn catch_up(
     raft: Raft,
     target: Option<u64>,
+    nodes: Arc<SelfDiscovery>,
     protection: Arc<Protection>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut metrics = raft.metrics();
-    let caught_up = metrics.wait_for(|m| m.last_applied.map(|l| l.index) >= target);
+    let caught_up = async {
+        let mut metrics = raft.metrics();
+        let reached = metrics
+            .wait_for(|m| m.last_applied.map(|l| l.index) >= target)
+            .await
+            .is_ok();
+        reached
+    };
+    let published = async {
+        while !nodes.has_members() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
     tokio::select! {
-        result = caught_up => if result.is_ok() { protection.lift() },
+        (ok, ()) = futures::future::join(caught_up, published) => if ok { protection.lift() },
         _ = crate::http::stopped(&mut stop) => {}
     }
 }

@@ -89,6 +89,11 @@ impl SelfDiscovery {
         }
     }
 
+    /// Whether any member has been published yet.
+    pub fn has_members(&self) -> bool {
+        !self.state.read().nodes.is_empty()
+    }
+
     /// The instances of the live members, as seen in `env`.
     pub fn instances(&self, env: &str) -> Vec<Instance> {
         let state = self.state.read();

@@ -40,16 +40,23 @@ pub async fn watch_peers(
         .unwrap_or_default();
     let mut last_seen: HashMap<NodeId, Instant> = HashMap::new();
     let mut first_seen: HashMap<NodeId, i64> = HashMap::new();
-    let metrics = raft.metrics();
+    let mut metrics = raft.metrics();
     loop {
-        let members: Vec<_> = {
+        let (membership_id, members): (_, Vec<_>) = {
             let m = metrics.borrow();
-            m.membership_config
+            let nodes = m
+                .membership_config
                 .membership()
                 .nodes()
                 .map(|(id, member)| (*id, member.clone()))
-                .collect()
+                .collect();
+            (*m.membership_config.log_id(), nodes)
         };
+        for (id, _) in &members {
+            // A member is given the benefit of the doubt until it has been
+            // silent for `lost_after` since this node first saw it.
+            last_seen.entry(*id).or_insert_with(Instant::now);
+        }
         let probes = members
             .iter()
             .filter(|(id, _)| *id != settings.me)
@@ -86,8 +93,11 @@ pub async fn watch_peers(
             })
             .collect();
         nodes.update(views, now());
+        let membership_changed =
+            metrics.wait_for(|m| *m.membership_config.log_id() != membership_id);
         tokio::select! {
             _ = tokio::time::sleep(settings.every) => {}
+            _ = membership_changed => {}
             _ = crate::http::stopped(&mut shutdown) => return,
         }
     }

@@ -1,0 +1,198 @@
+//! Starts real nodes on 127.0.0.1 ports and talks to them over HTTP, as a
+//! client would.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use raft_discovery::config::Config;
+use raft_discovery::node::Node;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// A port free at the time of asking.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A single node on its own data directory.
+pub struct TestNode {
+    node: Option<Node>,
+    pub config: Config,
+    pub base: String,
+    _dir: TempDir,
+}
+
+impl TestNode {
+    /// A fresh node whose long polls are held `hold_ms`.
+    pub async fn start(hold_ms: u64) -> TestNode {
+        Self::start_with(hold_ms, |_| {}).await
+    }
+
+    pub async fn start_with(hold_ms: u64, adjust: impl FnOnce(&mut Config)) -> TestNode {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut config = Config::default();
+        config.node.listen = format!("127.0.0.1:{port}");
+        config.node.advertise = format!("127.0.0.1:{port}");
+        config.node.data_dir = dir.path().to_path_buf();
+        config.node.name = "test1".into();
+        config.poll.hold_ms = hold_ms;
+        adjust(&mut config);
+        let config = config.finish().expect("valid config");
+        let node = Node::start(config.clone()).await.expect("node starts");
+        let t = TestNode {
+            node: Some(node),
+            base: format!("http://127.0.0.1:{port}"),
+            config,
+            _dir: dir,
+        };
+        t.wait_serving().await;
+        t
+    }
+
+    /// Waits until reads are served (start-up protection lifted).
+    pub async fn wait_serving(&self) {
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = http.get(format!("{}/admin/status", self.base)).send().await {
+                if let Ok(v) = r.json::<Value>().await {
+                    if v["protected"] == false && v["leader"].is_u64() {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("node at {} never served", self.base);
+    }
+
+    /// Stops the node and starts it again on the same data directory.
+    pub async fn restart(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await.expect("clean shutdown");
+        }
+        let node = Node::start(self.config.clone())
+            .await
+            .expect("node restarts");
+        self.node = Some(node);
+        self.wait_serving().await;
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn client(&self) -> Client {
+        Client {
+            base: self.base.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+/// One answer: HTTP status, headers, body text and body JSON.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    /// The discovery code in the body.
+    pub fn code(&self) -> i64 {
+        self.json()["code"].as_i64().expect("a code")
+    }
+}
+
+/// A plain HTTP client of one node.
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Client {
+    async fn answer(r: reqwest::Response) -> Answer {
+        Answer {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            text: r.text().await.expect("a body"),
+        }
+    }
+
+    /// POST a form body given as `key=value` pairs (values url-encoded).
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Answer {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let r = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent");
+        Self::answer(r).await
+    }
+
+    /// GET with a raw query string.
+    pub async fn get(&self, path_and_query: &str) -> Answer {
+        let r = self
+            .http
+            .get(format!("{}{}", self.base, path_and_query))
+            .send()
+            .await
+            .expect("request sent");
+        Self::answer(r).await
+    }
+
+    pub async fn register(&self, appid: &str, zone: &str, hostname: &str, status: &str) -> Answer {
+        self.post(
+            "/discovery/register",
+            &[
+                ("zone", zone),
+                ("env", "dev"),
+                ("appid", appid),
+                ("hostname", hostname),
+                ("status", status),
+                ("addrs", &format!("grpc://{hostname}:9000")),
+            ],
+        )
+        .await
+    }
+
+    pub async fn fetch(&self, appid: &str, status: u32) -> Answer {
+        self.get(&format!(
+            "/discovery/fetch?env=dev&appid={appid}&status={status}"
+        ))
+        .await
+    }
+
+    /// The app's latest_timestamp, from a fetch.
+    pub async fn latest(&self, appid: &str) -> i64 {
+        let a = self.fetch(appid, 3).await;
+        a.json()["data"]["latest_timestamp"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no timestamp in {}", a.text))
+    }
+
+    pub async fn status(&self) -> Value {
+        self.get("/admin/status").await.json()
+    }
+}

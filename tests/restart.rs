@@ -1,0 +1,126 @@
+//! A node recovers its registry from its own data directory.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{free_port, Client, TestNode};
+
+async fn register_some(c: &Client, n: usize) {
+    for i in 0..n {
+        let app = format!("app{}", i % 3);
+        assert_eq!(
+            c.register(&app, "sh001", &format!("h{i}"), "1")
+                .await
+                .code(),
+            0
+        );
+    }
+    let set = [
+        ("zone", "sh001"),
+        ("env", "dev"),
+        ("appid", "app0"),
+        ("hostname", "h0"),
+        ("status", "2"),
+    ];
+    assert_eq!(c.post("/discovery/set", &set).await.code(), 0);
+    let cancel = [
+        ("zone", "sh001"),
+        ("env", "dev"),
+        ("appid", "app1"),
+        ("hostname", "h1"),
+    ];
+    assert_eq!(c.post("/discovery/cancel", &cancel).await.code(), 0);
+}
+
+async fn everything(c: &Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for app in ["app0", "app1", "app2"] {
+        out.push(c.fetch(app, 3).await.text);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_restarted_node_has_its_instances_and_timestamps_back() {
+    // A small snapshot interval: the restart loads a snapshot and replays
+    // the log after it.
+    let mut node = TestNode::start_with(1000, |c| {
+        c.raft.snapshot_every = 10;
+        c.raft.keep_logs = 2;
+    })
+    .await;
+    let c = node.client();
+    register_some(&c, 25).await;
+    let before = everything(&c).await;
+    let status = c.status().await;
+    assert!(
+        status["snapshot_index"].as_u64().is_some(),
+        "a snapshot was taken: {status}"
+    );
+    node.restart().await;
+    let c = node.client();
+    assert_eq!(everything(&c).await, before);
+    assert_eq!(c.status().await["instances"], 24);
+    // And it keeps taking writes where it left off.
+    assert_eq!(c.register("app2", "sh001", "after", "1").await.code(), 0);
+    node.stop().await;
+}
+
+struct Process {
+    child: Child,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(dir: &std::path::Path, port: u16) -> Process {
+    let child = Command::new(env!("CARGO_BIN_EXE_discovery"))
+        .args(["--data-dir", dir.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--advertise", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("discovery starts");
+    Process { child }
+}
+
+async fn serving(c: &Client) {
+    for _ in 0..400 {
+        if let Ok(r) = c.http.get(format!("{}/admin/status", c.base)).send().await {
+            if r.json::<serde_json::Value>()
+                .await
+                .is_ok_and(|v| v["protected"] == false)
+            {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("never served");
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let c = Client {
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::new(),
+    };
+    let mut process = spawn(dir.path(), port);
+    serving(&c).await;
+    register_some(&c, 12).await;
+    let before = everything(&c).await;
+    process.child.kill().unwrap();
+    process.child.wait().unwrap();
+    let _process = spawn(dir.path(), port);
+    serving(&c).await;
+    assert_eq!(everything(&c).await, before);
+}
