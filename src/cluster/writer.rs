@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
 use crate::raft::network::PROPOSE_PATH;
@@ -20,6 +20,11 @@ use crate::registry::{Command, Outcome};
 
 /// The most commands one log entry carries.
 const MAX_BATCH: usize = 1024;
+
+/// Proposals under way at once. openraft appends (and flushes) one entry at
+/// a time, so commands that arrive while these are under way are better
+/// gathered into the next entry than queued as entries of their own.
+const IN_FLIGHT: usize = 2;
 
 /// Why a write was not carried out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,11 +72,19 @@ impl Writer {
 /// Takes whatever commands are waiting, proposes them as one entry in a task
 /// of its own, and goes back for more.
 async fn gather(mut commands: mpsc::UnboundedReceiver<(Command, Reply)>, proposer: Arc<Proposer>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut batch = Vec::new();
-    while commands.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        if commands.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
         let (cmds, replies): (Vec<Command>, Vec<Reply>) = batch.drain(..).unzip();
         let proposer = proposer.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let results = proposer.propose(Proposal { commands: cmds }).await;
             match results {
                 Ok(result) => {
