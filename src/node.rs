@@ -65,6 +65,7 @@ impl Node {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every),
             max_in_snapshot_log_to_keep: config.raft.keep_logs,
             max_payload_entries: 64,
+            install_snapshot_timeout: 60_000,
             ..Default::default()
         }
         .validate()?;

@@ -1,14 +1,20 @@
 //! Routes peers call: Raft RPCs and proposals forwarded by followers.
 
+use std::io::Cursor;
+
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
-use openraft::error::{InstallSnapshotError, RaftError};
+use bytes::Bytes;
+use openraft::error::{Fatal, InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
 };
+use openraft::Snapshot;
 
 use crate::cluster::writer::{accept_forwarded, ForwardError};
+use crate::raft::network::unframe_snapshot;
 use crate::raft::{NodeId, Proposal, ProposalResult, Raft, TypeConfig};
 
 pub async fn append(
@@ -30,6 +36,21 @@ pub async fn snapshot(
     Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
 ) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
     Json(raft.install_snapshot(req).await)
+}
+
+/// A whole snapshot from the leader, framed by [`frame_snapshot`].
+pub async fn full_snapshot(
+    State(raft): State<Raft>,
+    body: Bytes,
+) -> Result<Json<Result<SnapshotResponse<NodeId>, Fatal<NodeId>>>, (StatusCode, String)> {
+    let (header, data) = unframe_snapshot(&body).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+    let snapshot = Snapshot {
+        meta: header.meta,
+        snapshot: Box::new(Cursor::new(data.to_vec())),
+    };
+    Ok(Json(
+        raft.install_full_snapshot(header.vote, snapshot).await,
+    ))
 }
 
 pub async fn propose(

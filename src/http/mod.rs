@@ -19,7 +19,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cluster::peers::HEALTH_PATH;
-use crate::raft::network::{APPEND_PATH, PROPOSE_PATH, SNAPSHOT_PATH, VOTE_PATH};
+use crate::raft::network::{
+    APPEND_PATH, FULL_SNAPSHOT_PATH, PROPOSE_PATH, SNAPSHOT_PATH, VOTE_PATH,
+};
 use crate::raft::Raft;
 use discovery::Api;
 
@@ -51,6 +53,7 @@ pub fn router(api: Arc<Api>, raft: Raft) -> Router {
         .route(APPEND_PATH, post(internal::append))
         .route(VOTE_PATH, post(internal::vote))
         .route(SNAPSHOT_PATH, post(internal::snapshot))
+        .route(FULL_SNAPSHOT_PATH, post(internal::full_snapshot))
         .route(PROPOSE_PATH, post(internal::propose))
         .route(HEALTH_PATH, get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT))

@@ -1,18 +1,21 @@
 //! The client side of Raft RPCs: JSON over HTTP to a peer's internal
 //! routes, on one pooled connection set per node.
 
+use std::future::Future;
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
 };
+use openraft::{OptionalSend, Snapshot, SnapshotMeta, Vote};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Member, NodeId, TypeConfig};
 
@@ -20,6 +23,8 @@ use super::{Member, NodeId, TypeConfig};
 pub const APPEND_PATH: &str = "/internal/raft/append";
 pub const VOTE_PATH: &str = "/internal/raft/vote";
 pub const SNAPSHOT_PATH: &str = "/internal/raft/snapshot";
+/// A whole snapshot in one request: a framed header, then the raw bytes.
+pub const FULL_SNAPSHOT_PATH: &str = "/internal/raft/full-snapshot";
 /// Where followers hand proposals to the leader.
 pub const PROPOSE_PATH: &str = "/internal/propose";
 
@@ -126,5 +131,117 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
         self.call(VOTE_PATH, &rpc, &option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        tokio::select! {
+            result = self.send_full_snapshot(vote, snapshot, &option) => result,
+            closed = cancel => Err(StreamingError::Closed(closed)),
+        }
+    }
+}
+
+/// What precedes the raw bytes of a snapshot sent whole.
+#[derive(Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    pub vote: Vote<NodeId>,
+    pub meta: SnapshotMeta<NodeId, Member>,
+}
+
+/// Frames a snapshot: the header's length (8 bytes, big-endian), the header
+/// as JSON, then the snapshot's own bytes, sent as they are.
+pub fn frame_snapshot(header: &SnapshotHeader, data: &[u8]) -> serde_json::Result<Vec<u8>> {
+    let head = serde_json::to_vec(header)?;
+    let mut body = Vec::with_capacity(8 + head.len() + data.len());
+    body.extend_from_slice(&(head.len() as u64).to_be_bytes());
+    body.extend_from_slice(&head);
+    body.extend_from_slice(data);
+    Ok(body)
+}
+
+/// Splits a framed snapshot into its header and bytes.
+pub fn unframe_snapshot(body: &[u8]) -> Result<(SnapshotHeader, &[u8]), String> {
+    let len_bytes: [u8; 8] = body
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("snapshot frame too short")?;
+    let len = usize::try_from(u64::from_be_bytes(len_bytes)).map_err(|e| e.to_string())?;
+    let head = body.get(8..8 + len).ok_or("snapshot header cut short")?;
+    let header = serde_json::from_slice(head).map_err(|e| e.to_string())?;
+    Ok((header, &body[8 + len..]))
+}
+
+impl Peer {
+    /// Sends a whole snapshot in one request instead of openraft's JSON
+    /// chunks (which would encode every byte as a JSON number).
+    async fn send_full_snapshot(
+        &self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        option: &RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let header = SnapshotHeader {
+            vote,
+            meta: snapshot.meta,
+        };
+        let body = frame_snapshot(&header, snapshot.snapshot.get_ref())
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let url = format!("http://{}{}", self.member.raft_addr, FULL_SNAPSHOT_PATH);
+        let response = self
+            .http
+            .post(url)
+            .timeout(option.hard_ttl())
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    StreamingError::Unreachable(Unreachable::new(&e))
+                } else {
+                    StreamingError::Network(NetworkError::new(&e))
+                }
+            })?;
+        let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> = response
+            .json()
+            .await
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| {
+            StreamingError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.member.clone(),
+                e,
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_framed_snapshot_comes_apart_as_it_went_in() {
+        let header = SnapshotHeader {
+            vote: Vote::new(3, 1),
+            meta: SnapshotMeta {
+                last_log_id: None,
+                last_membership: Default::default(),
+                snapshot_id: "s-1".into(),
+            },
+        };
+        let body = frame_snapshot(&header, b"{\"registry\":1}").unwrap();
+        let (back, data) = unframe_snapshot(&body).unwrap();
+        assert_eq!(back.vote, header.vote);
+        assert_eq!(back.meta.snapshot_id, "s-1");
+        assert_eq!(data, b"{\"registry\":1}");
+        assert!(unframe_snapshot(&body[..4]).is_err());
+        assert!(unframe_snapshot(&body[..12]).is_err());
     }
 }
