@@ -50,6 +50,9 @@ pub struct NodeConfig {
 pub struct ClusterConfig {
     /// The initial members; empty means a cluster of this node alone.
     pub members: Vec<MemberConfig>,
+    /// This node joins an existing cluster (added through the admin API)
+    /// and never initialises one of its own.
+    pub join: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -164,6 +167,9 @@ pub struct Flags {
     /// Long-poll hold time in milliseconds.
     #[arg(long, env = "DISCOVERY_POLL_HOLD_MS")]
     pub poll_hold_ms: Option<u64>,
+    /// Join an existing cluster instead of forming one.
+    #[arg(long, env = "DISCOVERY_JOIN")]
+    pub join: bool,
 }
 
 impl Config {
@@ -206,6 +212,9 @@ impl Config {
         if let Some(ms) = flags.poll_hold_ms {
             self.poll.hold_ms = ms;
         }
+        if flags.join {
+            self.cluster.join = true;
+        }
     }
 
     /// Fills derived defaults and checks what cannot work.
@@ -226,7 +235,7 @@ impl Config {
             "raft.election_timeout_min_ms must be below raft.election_timeout_max_ms"
         );
         anyhow::ensure!(self.poll.hold_ms > 0, "poll.hold_ms must be above 0");
-        if !self.cluster.members.is_empty() {
+        if !self.cluster.members.is_empty() && !self.cluster.join {
             anyhow::ensure!(
                 self.cluster.members.iter().any(|m| m.id == self.node.id),
                 "cluster.members must list this node (id {})",

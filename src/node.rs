@@ -1,18 +1,18 @@
 //! A running node: storage, Raft, the registry and the HTTP server wired
 //! together, with an explicit shutdown.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use openraft::storage::RaftLogStorage;
 use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::cluster::bootstrap::form_cluster;
+use crate::cluster::catch_up::lift_when_caught_up;
 use crate::cluster::peers::{watch_peers, ProbeSettings};
 use crate::cluster::protection::Protection;
 use crate::cluster::writer::Writer;
@@ -50,12 +50,7 @@ impl Node {
 
         let local = LocalRegistry::new(Registry::new(Schedules::new(config.schedules.clone())));
         let state_machine = StateMachine::open(&data_dir, local.clone())?;
-        let mut log_store = LogStore::open(&db)?;
-        let last_log_index = log_store
-            .get_log_state()
-            .await?
-            .last_log_id
-            .map(|l| l.index);
+        let log_store = LogStore::open(&db)?;
 
         let raft_config = openraft::Config {
             cluster_name: "raft-discovery".into(),
@@ -74,7 +69,7 @@ impl Node {
             config.node.id,
             Arc::new(raft_config),
             network,
-            log_store,
+            log_store.clone(),
             state_machine,
         )
         .await?;
@@ -101,7 +96,7 @@ impl Node {
         let mut tasks = JoinSet::new();
         tasks.spawn(crate::http::serve(
             listener,
-            crate::http::router(api, raft.clone()),
+            crate::http::router(api, raft.clone(), log_store.clone()),
             stop.clone(),
         ));
         tasks.spawn(watch_peers(
@@ -117,16 +112,22 @@ impl Node {
             stop.clone(),
         ));
 
-        if !raft.is_initialized().await? {
-            let members: BTreeMap<_, _> = config.initial_members().into_iter().collect();
-            tracing::info!(?members, "initialising a new cluster");
-            raft.initialize(members).await?;
+        let retry = Duration::from_millis(config.raft.heartbeat_ms * 2);
+        if !config.cluster.join {
+            tasks.spawn(form_cluster(
+                raft.clone(),
+                config.node.id,
+                config.initial_members(),
+                retry,
+                stop.clone(),
+            ));
         }
-        tasks.spawn(catch_up(
+        tasks.spawn(lift_when_caught_up(
             raft.clone(),
-            last_log_index,
+            config.node.id,
             nodes,
             protection,
+            retry,
             stop,
         ));
         tracing::info!(id = config.node.id, %addr, "node started");
@@ -158,33 +159,5 @@ impl Node {
             .map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
         self.db.flush_async().await?;
         Ok(())
-    }
-}
-
-/// Lifts start-up protection once this node has applied everything its own
-/// log held when it started and publishes the cluster's members.
-async fn catch_up(
-    raft: Raft,
-    target: Option<u64>,
-    nodes: Arc<SelfDiscovery>,
-    protection: Arc<Protection>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let caught_up = async {
-        let mut metrics = raft.metrics();
-        let reached = metrics
-            .wait_for(|m| m.last_applied.map(|l| l.index) >= target)
-            .await
-            .is_ok();
-        reached
-    };
-    let published = async {
-        while !nodes.has_members() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::select! {
-        (ok, ()) = futures::future::join(caught_up, published) => if ok { protection.lift() },
-        _ = crate::http::stopped(&mut stop) => {}
     }
 }

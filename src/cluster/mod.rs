@@ -1,6 +1,10 @@
-//! Running the registry as a cluster member: the write path, start-up
-//! protection and the node's view of its peers.
+//! Running the registry as a cluster member: forming the cluster, the write
+//! path, start-up protection, membership changes and the node's view of its
+//! peers.
 
+pub mod bootstrap;
+pub mod catch_up;
+pub mod membership;
 pub mod peers;
 pub mod protection;
 pub mod writer;

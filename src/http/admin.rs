@@ -8,6 +8,8 @@ use axum::Json;
 use serde::Serialize;
 
 use super::discovery::Api;
+use crate::cluster::membership::{self, Change, Changed};
+use crate::raft::log_store::LogStore;
 use crate::raft::{Member, NodeId, Raft};
 
 /// What `/admin/status` answers.
@@ -18,6 +20,7 @@ pub struct Status {
     pub leader: Option<NodeId>,
     pub term: u64,
     pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub snapshot_index: Option<u64>,
     pub voters: Vec<NodeId>,
@@ -38,7 +41,15 @@ pub struct MemberStatus {
     pub lag: Option<u64>,
 }
 
-pub async fn status(State((raft, api)): State<(Raft, Arc<Api>)>) -> Json<Status> {
+/// What the admin routes see.
+#[derive(Clone)]
+pub struct Admin {
+    pub raft: Raft,
+    pub api: Arc<Api>,
+    pub log: LogStore,
+}
+
+pub async fn status(State(Admin { raft, api, log }): State<Admin>) -> Json<Status> {
     let m = raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
@@ -66,6 +77,7 @@ pub async fn status(State((raft, api)): State<(Raft, Arc<Api>)>) -> Json<Status>
         leader: m.current_leader,
         term: m.current_term,
         last_log_index: m.last_log_index,
+        committed_index: log.committed_index(),
         applied_index: m.last_applied.map(|l| l.index),
         snapshot_index: m.snapshot.map(|l| l.index),
         voters,
@@ -74,4 +86,12 @@ pub async fn status(State((raft, api)): State<(Raft, Arc<Api>)>) -> Json<Status>
         instances: api.local.read().len(),
         held_polls: api.local.hub().held(),
     })
+}
+
+/// Adds, promotes or removes a node; any node hands it to the leader.
+pub async fn membership(
+    State(Admin { raft, .. }): State<Admin>,
+    Json(change): Json<Change>,
+) -> Json<Result<Changed, String>> {
+    Json(membership::apply(&raft, change).await)
 }

@@ -13,6 +13,8 @@ use openraft::raft::{
 };
 use openraft::Snapshot;
 
+use crate::cluster::bootstrap::BootstrapState;
+use crate::cluster::catch_up::{self, ReadIndex};
 use crate::cluster::writer::{accept_forwarded, ForwardError};
 use crate::raft::network::unframe_snapshot;
 use crate::raft::{NodeId, Proposal, ProposalResult, Raft, TypeConfig};
@@ -58,4 +60,14 @@ pub async fn propose(
     Json(proposal): Json<Proposal>,
 ) -> Json<Result<ProposalResult, ForwardError>> {
     Json(accept_forwarded(&raft, proposal).await)
+}
+
+pub async fn bootstrap_state(State(raft): State<Raft>) -> Json<BootstrapState> {
+    Json(BootstrapState {
+        initialized: raft.is_initialized().await.unwrap_or(true),
+    })
+}
+
+pub async fn read_index(State(raft): State<Raft>) -> Json<ReadIndex> {
+    Json(catch_up::read_index(&raft).await)
 }

@@ -18,7 +18,11 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::cluster::bootstrap::STATE_PATH;
+use crate::cluster::catch_up::READ_INDEX_PATH;
+use crate::cluster::membership::MEMBERSHIP_PATH;
 use crate::cluster::peers::HEALTH_PATH;
+use crate::raft::log_store::LogStore;
 use crate::raft::network::{
     APPEND_PATH, FULL_SNAPSHOT_PATH, PROPOSE_PATH, SNAPSHOT_PATH, VOTE_PATH,
 };
@@ -36,7 +40,7 @@ fn only<S: Clone + Send + Sync + 'static>(
 }
 
 /// Every route of a node.
-pub fn router(api: Arc<Api>, raft: Raft) -> Router {
+pub fn router(api: Arc<Api>, raft: Raft, log: LogStore) -> Router {
     let public = Router::new()
         .route("/discovery/register", only(post(discovery::register)))
         .route("/discovery/renew", only(post(discovery::renew)))
@@ -56,11 +60,14 @@ pub fn router(api: Arc<Api>, raft: Raft) -> Router {
         .route(FULL_SNAPSHOT_PATH, post(internal::full_snapshot))
         .route(PROPOSE_PATH, post(internal::propose))
         .route(HEALTH_PATH, get(|| async { "ok" }))
+        .route(STATE_PATH, get(internal::bootstrap_state))
+        .route(READ_INDEX_PATH, get(internal::read_index))
         .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT))
         .with_state(raft.clone());
     let admin = Router::new()
         .route("/admin/status", get(admin::status))
-        .with_state((raft, api));
+        .route(MEMBERSHIP_PATH, post(admin::membership))
+        .with_state(admin::Admin { raft, api, log });
     public
         .merge(internal)
         .merge(admin)

@@ -72,6 +72,15 @@ impl LogStore {
         Ok(())
     }
 
+    /// The commit point openraft last recorded here.
+    pub fn committed_index(&self) -> Option<u64> {
+        self.read_meta::<Option<LogId<NodeId>>>(COMMITTED)
+            .ok()
+            .flatten()
+            .flatten()
+            .map(|l| l.index)
+    }
+
     fn last_purged(&self) -> Result<Option<LogId<NodeId>>, StorageIOError<NodeId>> {
         Ok(self
             .read_meta::<Option<LogId<NodeId>>>(LAST_PURGED)?

@@ -1,0 +1,97 @@
+//! What "caught up" means for start-up protection: having applied the
+//! commit point the leader confirmed after this node started.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, RaftError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::protection::Protection;
+use crate::raft::{NodeId, Raft};
+use crate::self_discovery::SelfDiscovery;
+
+/// Where the leader tells the index a reader must have applied.
+pub const READ_INDEX_PATH: &str = "/internal/read-index";
+
+/// The leader's answer on [`READ_INDEX_PATH`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ReadIndex {
+    /// Everything committed up to now is at or below this index.
+    Index(u64),
+    /// This node does not lead.
+    NotLeader,
+}
+
+/// The leader's side: confirms it still leads (a quorum round) and returns
+/// its commit point.
+pub async fn read_index(raft: &Raft) -> ReadIndex {
+    match raft.ensure_linearizable().await {
+        Ok(log_id) => ReadIndex::Index(log_id.map_or(0, |l| l.index)),
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) | Err(_) => {
+            ReadIndex::NotLeader
+        }
+    }
+}
+
+/// Asks the current leader (itself included) for its commit point until one
+/// answers.
+async fn commit_point(raft: &Raft, me: NodeId, http: &reqwest::Client, retry: Duration) -> u64 {
+    loop {
+        let metrics = raft.metrics().borrow().clone();
+        let answer = match metrics.current_leader {
+            Some(leader) if leader == me => Some(read_index(raft).await),
+            Some(leader) => match metrics.membership_config.membership().get_node(&leader) {
+                Some(member) => {
+                    let url = format!("http://{}{}", member.raft_addr, READ_INDEX_PATH);
+                    match http.get(url).send().await {
+                        Ok(r) => r.json::<ReadIndex>().await.ok(),
+                        Err(_) => None,
+                    }
+                }
+                None => None,
+            },
+            None => None,
+        };
+        if let Some(ReadIndex::Index(i)) = answer {
+            return i;
+        }
+        tokio::time::sleep(retry).await;
+    }
+}
+
+/// Lifts start-up protection once this node has applied what the leader
+/// had committed after this node started, and has published the members.
+pub async fn lift_when_caught_up(
+    raft: Raft,
+    me: NodeId,
+    nodes: Arc<SelfDiscovery>,
+    protection: Arc<Protection>,
+    retry: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap_or_default();
+    let caught_up = async {
+        let target = commit_point(&raft, me, &http, retry).await;
+        tracing::info!(target, "catching up with the cluster");
+        let mut metrics = raft.metrics();
+        let reached = metrics
+            .wait_for(|m| m.last_applied.map_or(0, |l| l.index) >= target)
+            .await
+            .is_ok();
+        reached
+    };
+    let published = async {
+        while !nodes.has_members() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        (ok, ()) = futures::future::join(caught_up, published) => if ok { protection.lift() },
+        _ = crate::http::stopped(&mut stop) => {}
+    }
+}
