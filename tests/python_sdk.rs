@@ -15,7 +15,10 @@ async fn the_python_sdk_registers_fetches_and_watches() {
         return;
     }
     let node = TestNode::start(1000).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python_sdk/sdk_client.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python_sdk/sdk_client.py"
+    );
     let domain = node.config.node.advertise.clone();
     let run = tokio::process::Command::new("python3")
         .arg(script)
