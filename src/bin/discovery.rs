@@ -12,6 +12,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
     let config = Config::load(&Flags::parse())?;
     let node = Node::start(config).await?;

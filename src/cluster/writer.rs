@@ -115,7 +115,15 @@ impl Proposer {
     async fn propose(&self, proposal: Proposal) -> Result<ProposalResult, WriteError> {
         let deadline = Instant::now() + self.wait_for_leader;
         loop {
-            match self.raft.client_write(proposal.clone()).await {
+            // A leader cut off from its quorum accepts the entry but cannot
+            // commit it: the wait is bounded there too. The entry may still
+            // commit later, whole, if the leader regains its quorum.
+            let written =
+                tokio::time::timeout_at(deadline, self.raft.client_write(proposal.clone())).await;
+            let Ok(written) = written else {
+                return Err(WriteError::NoQuorum(self.wait_for_leader));
+            };
+            match written {
                 Ok(response) => return Ok(response.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
                     leader_id: Some(leader),
@@ -156,6 +164,9 @@ impl Proposer {
         let response = match sent {
             Ok(r) => r,
             Err(e) if e.is_connect() => return Forwarded::NotSent,
+            Err(e) if e.is_timeout() => {
+                return Forwarded::Done(Err(WriteError::NoQuorum(self.wait_for_leader)))
+            }
             Err(e) => {
                 return Forwarded::Done(Err(WriteError::Unavailable(format!(
                     "leader {leader} did not answer: {e}"

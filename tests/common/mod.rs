@@ -2,6 +2,8 @@
 //! client would.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::net::TcpListener;
 use std::time::Duration;
 

@@ -1,0 +1,454 @@
+//! A three-node cluster of real processes: writes anywhere, reads
+//! everywhere, failover, catch-up, membership changes, loss of quorum.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::cluster::{Cluster, Timings};
+use common::Client;
+use serde_json::json;
+
+async fn hostnames(c: &Client, appid: &str) -> BTreeSet<String> {
+    let v = c.fetch(appid, 3).await.json();
+    v["data"]["instances"]
+        .as_object()
+        .into_iter()
+        .flat_map(|zones| zones.values())
+        .flat_map(|z| z.as_array().cloned().unwrap_or_default())
+        .map(|i| i["hostname"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+async fn applied(cluster: &Cluster, i: usize) -> u64 {
+    cluster.status(i).await.expect("status")["applied_index"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Waits until every running node of `nodes` shows exactly `want`.
+async fn converge(cluster: &Cluster, nodes: &[usize], appid: &str, want: &BTreeSet<String>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for &i in nodes {
+        loop {
+            let got = hostnames(&cluster.client(i), appid).await;
+            if &got == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} has {got:?}, want {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn writes_on_any_node_are_read_on_every_node_and_wake_follower_polls() {
+    let cluster = Cluster::start(3, Timings::default()).await;
+    let leader = cluster.leader().await;
+    let mut want = BTreeSet::new();
+    for i in 0..3 {
+        let host = format!("via-node{}", i + 1);
+        let a = cluster
+            .client(i)
+            .register("shared.app", "sh001", &host, "1")
+            .await;
+        assert_eq!(a.code(), 0, "register on node {i}: {}", a.text);
+        want.insert(host);
+    }
+    converge(&cluster, &[0, 1, 2], "shared.app", &want).await;
+
+    // A poll held on a follower wakes on a write sent to another node.
+    let follower = (leader + 1) % 3;
+    let writer = (leader + 2) % 3;
+    let ts = cluster.client(follower).latest("shared.app").await;
+    let poller = cluster.client(follower);
+    let poll = tokio::spawn(async move {
+        poller
+            .get(&format!(
+                "/discovery/polls?env=dev&hostname=w&appid=shared.app&latest_timestamp={ts}"
+            ))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    assert_eq!(
+        cluster
+            .client(writer)
+            .register("shared.app", "sh001", "late", "1")
+            .await
+            .code(),
+        0
+    );
+    let a = tokio::time::timeout(Duration::from_secs(3), poll)
+        .await
+        .expect("woken")
+        .unwrap();
+    assert_eq!(a.code(), 0, "{}", a.text);
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        a.json()["data"]["shared.app"]["instances"]["sh001"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+
+    // infra.discovery lists all three members on every node.
+    for i in 0..3 {
+        let v = cluster
+            .client(i)
+            .get("/discovery/fetch?env=any&appid=infra.discovery&status=1")
+            .await
+            .json();
+        let addrs: BTreeSet<String> = v["data"]["instances"]["sh001"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["addrs"][0].as_str().unwrap().to_string())
+            .collect();
+        let expected: BTreeSet<String> = (0..3)
+            .map(|j| format!("http://{}", cluster.addr(j)))
+            .collect();
+        assert_eq!(addrs, expected);
+    }
+}
+
+#[tokio::test]
+async fn leader_sigkill_loses_nothing_acknowledged_and_the_node_catches_up() {
+    let mut cluster = Cluster::start(3, Timings::default()).await;
+    let mut acknowledged = BTreeSet::new();
+    for n in 0..20 {
+        let host = format!("before-{n}");
+        if cluster
+            .client(n % 3)
+            .register("kill.app", "sh001", &host, "1")
+            .await
+            .code()
+            == 0
+        {
+            acknowledged.insert(host);
+        }
+    }
+    let leader = cluster.leader().await;
+    cluster.kill(leader);
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+
+    // Writes through the survivors succeed once a new leader is elected.
+    let start = Instant::now();
+    let mut first_success = None;
+    for n in 0..30 {
+        let host = format!("after-{n}");
+        let a = cluster
+            .client(survivors[n % 2])
+            .register("kill.app", "sh001", &host, "1")
+            .await;
+        if a.code() == 0 {
+            first_success.get_or_insert(start.elapsed());
+            acknowledged.insert(host);
+        } else {
+            assert_eq!(
+                a.code(),
+                -503,
+                "only 'no quorum' while electing: {}",
+                a.text
+            );
+        }
+    }
+    assert!(
+        first_success.is_some(),
+        "no write succeeded after the leader died"
+    );
+    converge(&cluster, &survivors, "kill.app", &acknowledged).await;
+
+    // The killed node comes back and catches up.
+    cluster.spawn(leader);
+    cluster.wait_serving(leader).await;
+    converge(&cluster, &[leader], "kill.app", &acknowledged).await;
+}
+
+#[tokio::test]
+async fn a_lagging_node_answers_503_until_it_has_caught_up() {
+    let mut cluster = Cluster::start(3, Timings::default()).await;
+    assert_eq!(
+        cluster
+            .client(0)
+            .register("lag.app", "sh001", "early", "1")
+            .await
+            .code(),
+        0
+    );
+    let behind = 2;
+    cluster
+        .wait_applied(behind, applied(&cluster, 0).await)
+        .await;
+    cluster.kill(behind);
+    for n in 0..10 {
+        assert_eq!(
+            cluster
+                .client(n % 2)
+                .register("lag.app", "sh001", &format!("missed-{n}"), "1")
+                .await
+                .code(),
+            0
+        );
+    }
+    // With the others gone the lagging node cannot learn the commit point:
+    // it must refuse reads rather than answer from its stale registry.
+    cluster.kill(0);
+    cluster.kill(1);
+    cluster.spawn(behind);
+    let c = cluster.client(behind);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        if let Ok(r) = c
+            .http
+            .get(format!(
+                "{}/discovery/fetch?env=dev&appid=lag.app&status=1",
+                c.base
+            ))
+            .send()
+            .await
+        {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "node never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(refused.status().as_u16(), 503);
+    assert_eq!(refused.headers()["kratos-status-code"], "-503");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], -503);
+    assert!(body["message"].as_str().unwrap().contains("protect"));
+    for path in [
+        "/discovery/fetchs?env=dev&appid=lag.app&status=1",
+        "/discovery/fetch/all",
+        "/discovery/nodes",
+        "/discovery/polls?env=dev&hostname=h&appid=lag.app&latest_timestamp=0",
+        "/discovery/poll?env=dev&hostname=h&appid=lag.app&latest_timestamp=0",
+    ] {
+        assert_eq!(c.get(path).await.status, 503, "{path}");
+    }
+    // Writes are accepted (they wait for a leader, then give up: no quorum).
+    assert_eq!(
+        c.register("lag.app", "sh001", "refused", "1").await.code(),
+        -503
+    );
+
+    cluster.spawn(0);
+    cluster.spawn(1);
+    cluster.wait_serving(behind).await;
+    let hosts = hostnames(&c, "lag.app").await;
+    assert_eq!(hosts.len(), 11, "{hosts:?}");
+    assert!(hosts.contains("missed-9"));
+}
+
+#[tokio::test]
+async fn without_quorum_writes_answer_503_in_bounded_time_and_reads_still_work() {
+    let mut cluster = Cluster::start(3, Timings::default()).await;
+    assert_eq!(
+        cluster
+            .client(0)
+            .register("q.app", "sh001", "h1", "1")
+            .await
+            .code(),
+        0
+    );
+    for i in 0..3 {
+        cluster.wait_applied(i, applied(&cluster, 0).await).await;
+    }
+    cluster.kill(0);
+    cluster.kill(1);
+    let survivor = cluster.client(2);
+    for (path, form) in [
+        (
+            "/discovery/register",
+            vec![
+                ("zone", "sh001"),
+                ("env", "dev"),
+                ("appid", "q.app"),
+                ("hostname", "h2"),
+                ("status", "1"),
+                ("addrs", "grpc://x:1"),
+            ],
+        ),
+        (
+            "/discovery/renew",
+            vec![
+                ("zone", "sh001"),
+                ("env", "dev"),
+                ("appid", "q.app"),
+                ("hostname", "h1"),
+            ],
+        ),
+        (
+            "/discovery/cancel",
+            vec![
+                ("zone", "sh001"),
+                ("env", "dev"),
+                ("appid", "q.app"),
+                ("hostname", "h1"),
+            ],
+        ),
+    ] {
+        let start = Instant::now();
+        let a = survivor.post(path, &form).await;
+        let took = start.elapsed();
+        assert_eq!(a.code(), -503, "{path}: {}", a.text);
+        assert!(a.json()["message"].as_str().unwrap().contains("no quorum"));
+        assert!(
+            took >= Duration::from_millis(1_000),
+            "{path} waited {took:?}"
+        );
+        assert!(
+            took < Duration::from_millis(4_000),
+            "{path} waited {took:?}"
+        );
+    }
+    // Reads are answered from the survivor's own state.
+    assert_eq!(
+        hostnames(&survivor, "q.app").await,
+        BTreeSet::from(["h1".to_string()])
+    );
+    let ts = survivor.latest("q.app").await;
+    assert!(ts > 0);
+    // And nothing was half-applied once the others come back.
+    cluster.spawn(0);
+    cluster.spawn(1);
+    cluster.wait_serving(0).await;
+    converge(
+        &cluster,
+        &[0, 1, 2],
+        "q.app",
+        &BTreeSet::from(["h1".to_string()]),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_fourth_node_joins_by_snapshot_through_discoveryctl_and_leaves_again() {
+    let mut cluster = Cluster::start(
+        3,
+        Timings {
+            snapshot_every: 20,
+            keep_logs: 0,
+            ..Timings::default()
+        },
+    )
+    .await;
+    for n in 0..60 {
+        assert_eq!(
+            cluster
+                .client(n % 3)
+                .register("join.app", "sh001", &format!("h{n}"), "1")
+                .await
+                .code(),
+            0
+        );
+    }
+    let leader = cluster.leader().await;
+    let leader_status = cluster.status(leader).await.unwrap();
+    assert!(
+        leader_status["snapshot_index"].as_u64().is_some(),
+        "the log was compacted: {leader_status}"
+    );
+
+    let new = cluster.new_joiner(4);
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_discoveryctl"))
+            .args(["--node", &cluster.addr(0)])
+            .args(args)
+            .output()
+            .expect("discoveryctl runs");
+        assert!(
+            out.status.success(),
+            "discoveryctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let addr = cluster.addr(new);
+    ctl(&[
+        "add-learner",
+        "--id",
+        "4",
+        "--name",
+        "node4",
+        "--raft-addr",
+        &addr,
+        "--zone",
+        "sh001",
+    ]);
+    ctl(&["promote", "--id", "4"]);
+    cluster.wait_serving(new).await;
+    let status = cluster.status(new).await.unwrap();
+    assert!(
+        status["snapshot_index"].as_u64().is_some(),
+        "caught up by snapshot: {status}"
+    );
+    assert_eq!(hostnames(&cluster.client(new), "join.app").await.len(), 60);
+    let shown = ctl(&["status"]);
+    assert!(
+        shown.contains("node4") && shown.contains("voter"),
+        "{shown}"
+    );
+
+    let in_infra = |c: Client, addr: String| async move {
+        let v = c
+            .get("/discovery/fetch?env=dev&appid=infra.discovery&status=1")
+            .await
+            .json();
+        v["data"]["instances"]["sh001"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["addrs"] == json!([format!("http://{addr}")]))
+    };
+    let listed = |c: Client, addr: String| async move {
+        let v = c.get("/discovery/nodes").await.json();
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["addr"] == addr.as_str())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(in_infra(cluster.client(0), addr.clone()).await
+        && listed(cluster.client(0), addr.clone()).await)
+    {
+        assert!(Instant::now() < deadline, "node4 never published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Writes still work with four voters, and reach the new node.
+    assert_eq!(
+        cluster
+            .client(new)
+            .register("join.app", "sh001", "from-4", "1")
+            .await
+            .code(),
+        0
+    );
+
+    ctl(&["remove", "--id", "4"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while in_infra(cluster.client(0), addr.clone()).await
+        || listed(cluster.client(0), addr.clone()).await
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node4 still published after removal"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        cluster
+            .client(1)
+            .register("join.app", "sh001", "after-remove", "1")
+            .await
+            .code(),
+        0
+    );
+}

@@ -1,0 +1,249 @@
+//! Real `discovery` processes forming a cluster on 127.0.0.1 ports, with
+//! timings short enough for tests.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use super::{free_port, Client};
+
+/// Timings for tests: fast elections, a short bounded write wait.
+pub struct Timings {
+    pub poll_hold_ms: u64,
+    pub write_timeout_ms: u64,
+    pub snapshot_every: u64,
+    pub keep_logs: u64,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            poll_hold_ms: 5_000,
+            write_timeout_ms: 1_500,
+            snapshot_every: 20_000,
+            keep_logs: 5_000,
+        }
+    }
+}
+
+/// One node's place in the cluster.
+pub struct Slot {
+    pub id: u64,
+    pub port: u16,
+    config: PathBuf,
+    process: Option<Child>,
+}
+
+/// A cluster of processes; every process is killed when it is dropped.
+pub struct Cluster {
+    pub slots: Vec<Slot>,
+    dir: TempDir,
+    timings: Timings,
+}
+
+impl Cluster {
+    /// Starts `n` nodes as the initial members.
+    pub async fn start(n: u64, timings: Timings) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let members: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                format!(
+                    r#"{{ id = {}, name = "node{}", raft_addr = "127.0.0.1:{p}", api_addr = "127.0.0.1:{p}", zone = "sh001" }}"#,
+                    i + 1,
+                    i + 1
+                )
+            })
+            .collect();
+        let mut cluster = Cluster {
+            slots: Vec::new(),
+            dir,
+            timings,
+        };
+        for (i, port) in ports.iter().enumerate() {
+            let id = i as u64 + 1;
+            let members = format!("members = [{}]", members.join(", "));
+            let slot = cluster.slot(id, *port, &members);
+            cluster.slots.push(slot);
+        }
+        for i in 0..cluster.slots.len() {
+            cluster.spawn(i);
+        }
+        for i in 0..cluster.slots.len() {
+            cluster.wait_serving(i).await;
+        }
+        cluster
+    }
+
+    fn slot(&self, id: u64, port: u16, cluster_section: &str) -> Slot {
+        let t = &self.timings;
+        let text = format!(
+            r#"
+[node]
+id = {id}
+name = "node{id}"
+listen = "127.0.0.1:{port}"
+advertise = "127.0.0.1:{port}"
+data_dir = "{data}"
+
+[cluster]
+{cluster_section}
+
+[raft]
+heartbeat_ms = 50
+election_timeout_min_ms = 300
+election_timeout_max_ms = 600
+write_timeout_ms = {write}
+snapshot_every = {snap}
+keep_logs = {keep}
+
+[poll]
+hold_ms = {hold}
+"#,
+            data = self.dir.path().join(format!("node{id}")).display(),
+            write = t.write_timeout_ms,
+            snap = t.snapshot_every,
+            keep = t.keep_logs,
+            hold = t.poll_hold_ms,
+        );
+        let config = self.dir.path().join(format!("node{id}.toml"));
+        std::fs::write(&config, text).expect("config written");
+        Slot {
+            id,
+            port,
+            config,
+            process: None,
+        }
+    }
+
+    /// Adds a node that joins the running cluster (not yet a member).
+    pub fn new_joiner(&mut self, id: u64) -> usize {
+        let slot = self.slot(id, free_port(), "join = true");
+        self.slots.push(slot);
+        let i = self.slots.len() - 1;
+        self.spawn(i);
+        i
+    }
+
+    /// Starts (or restarts) node `i` on its data directory.
+    pub fn spawn(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        assert!(slot.process.is_none(), "node {} already runs", slot.id);
+        // DISCOVERY_TEST_LOGS=DIR keeps each node's log there.
+        let log = match std::env::var_os("DISCOVERY_TEST_LOGS") {
+            Some(dir) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(PathBuf::from(dir).join(format!("node{}-{}.log", slot.id, slot.port)))
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+            None => Stdio::null(),
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_discovery"))
+            .arg("--config")
+            .arg(&slot.config)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("discovery starts");
+        slot.process = Some(child);
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.slots[i].process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn client(&self, i: usize) -> Client {
+        Client {
+            base: format!("http://127.0.0.1:{}", self.slots[i].port),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    pub fn addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.slots[i].port)
+    }
+
+    /// The status of node `i`, if it answers.
+    pub async fn status(&self, i: usize) -> Option<Value> {
+        let c = self.client(i);
+        let r = c
+            .http
+            .get(format!("{}/admin/status", c.base))
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    /// Waits until node `i` serves reads (knows a leader, caught up).
+    pub async fn wait_serving(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(s) = self.status(i).await {
+                if s["protected"] == false && s["leader"].is_u64() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("node {} never served", self.slots[i].id);
+    }
+
+    /// The index of the node that leads, as the running nodes agree.
+    pub async fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            for i in 0..self.slots.len() {
+                if self.slots[i].process.is_none() {
+                    continue;
+                }
+                if let Some(s) = self.status(i).await {
+                    if s["state"] == "Leader" {
+                        return i;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no leader");
+    }
+
+    /// Waits until node `i` has applied at least `index`.
+    pub async fn wait_applied(&self, i: usize, index: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(s) = self.status(i).await {
+                if s["applied_index"].as_u64().unwrap_or(0) >= index {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("node {} never applied {index}", self.slots[i].id);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.slots.len() {
+            self.kill(i);
+        }
+    }
+}
