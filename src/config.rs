@@ -9,6 +9,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::raft::{Member, NodeId};
+use crate::registry::eviction::Policy;
 use crate::registry::Schedule;
 
 /// Everything a node needs to run. Every field has a default so that a node
@@ -21,6 +22,8 @@ pub struct Config {
     pub raft: RaftConfig,
     pub poll: PollConfig,
     pub storage: StorageConfig,
+    pub renew: RenewConfig,
+    pub eviction: EvictionConfig,
     #[serde(rename = "scheduler")]
     pub schedules: Vec<Schedule>,
 }
@@ -89,6 +92,32 @@ pub struct PollConfig {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct RenewConfig {
+    /// The leader replicates the renews it collected once per interval.
+    pub batch_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvictionConfig {
+    /// An instance silent for longer is evicted.
+    pub threshold_ms: u64,
+    /// Under self-preservation, only instances silent for longer go.
+    pub ceiling_ms: u64,
+    /// Time between the leader's eviction rounds.
+    pub every_ms: u64,
+    /// How often clients renew (30 s for every SDK): sets the renews
+    /// expected per window.
+    pub renew_interval_ms: u64,
+    /// The window over which renews are counted.
+    pub window_ms: u64,
+    /// Self-preservation starts below this share of the expected renews;
+    /// a round evicts at most `size - ceil(size * keep_ratio)`.
+    pub keep_ratio: f64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// sled's page cache, in MiB.
     pub cache_mb: u64,
@@ -126,6 +155,25 @@ impl Default for RaftConfig {
 impl Default for PollConfig {
     fn default() -> Self {
         PollConfig { hold_ms: 30_000 }
+    }
+}
+
+impl Default for RenewConfig {
+    fn default() -> Self {
+        RenewConfig { batch_ms: 500 }
+    }
+}
+
+impl Default for EvictionConfig {
+    fn default() -> Self {
+        EvictionConfig {
+            threshold_ms: 90_000,
+            ceiling_ms: 3_600_000,
+            every_ms: 10_000,
+            renew_interval_ms: 30_000,
+            window_ms: 60_000,
+            keep_ratio: 0.85,
+        }
     }
 }
 
@@ -235,6 +283,20 @@ impl Config {
             "raft.election_timeout_min_ms must be below raft.election_timeout_max_ms"
         );
         anyhow::ensure!(self.poll.hold_ms > 0, "poll.hold_ms must be above 0");
+        anyhow::ensure!(self.renew.batch_ms > 0, "renew.batch_ms must be above 0");
+        let e = &self.eviction;
+        anyhow::ensure!(
+            e.every_ms > 0 && e.renew_interval_ms > 0 && e.window_ms > 0,
+            "eviction.every_ms, renew_interval_ms and window_ms must be above 0"
+        );
+        anyhow::ensure!(
+            e.threshold_ms <= e.ceiling_ms,
+            "eviction.threshold_ms must not exceed eviction.ceiling_ms"
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&e.keep_ratio),
+            "eviction.keep_ratio must be within 0..=1"
+        );
         if !self.cluster.members.is_empty() && !self.cluster.join {
             anyhow::ensure!(
                 self.cluster.members.iter().any(|m| m.id == self.node.id),
@@ -277,6 +339,18 @@ impl Config {
                 (m.id, member)
             })
             .collect()
+    }
+
+    /// The eviction rules.
+    pub fn eviction_policy(&self) -> Policy {
+        let e = &self.eviction;
+        Policy {
+            threshold: Duration::from_millis(e.threshold_ms),
+            ceiling: Duration::from_millis(e.ceiling_ms),
+            keep_ratio: e.keep_ratio,
+            renew_interval: Duration::from_millis(e.renew_interval_ms),
+            window: Duration::from_millis(e.window_ms),
+        }
     }
 
     pub fn poll_hold(&self) -> Duration {

@@ -14,6 +14,7 @@
 //! - [`cluster`]: the write path (batching, forwarding to the leader),
 //!   start-up protection and peer liveness.
 //! - [`http`]: the discovery API, the internal routes peers call, admin.
+//! - [`clock`]: the wall clock proposers stamp commands with.
 //! - [`config`]: the TOML file, flags and environment of a node.
 //! - [`node`]: everything wired into one running node, with its shutdown.
 
@@ -21,6 +22,7 @@
 // traits; boxing them at every call would only obscure the code.
 #![allow(clippy::result_large_err)]
 
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod http;

@@ -11,13 +11,18 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::clock::now;
 use crate::cluster::bootstrap::form_cluster;
 use crate::cluster::catch_up::lift_when_caught_up;
+use crate::cluster::evictor::{evict_silent, EvictionState};
 use crate::cluster::peers::{watch_peers, ProbeSettings};
 use crate::cluster::protection::Protection;
+use crate::cluster::renewer::{RenewLedger, RenewSettings, Renewer};
 use crate::cluster::writer::Writer;
 use crate::config::Config;
-use crate::http::discovery::{now, Api};
+use crate::http::admin::Admin;
+use crate::http::discovery::Api;
+use crate::http::internal::PeerApi;
 use crate::local::LocalRegistry;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
@@ -82,21 +87,61 @@ impl Node {
         let (shutdown, stop) = watch::channel(false);
         let nodes = SelfDiscovery::new(local.hub().clone());
         let protection = Arc::new(Protection::new());
+        let wait_for_leader = Duration::from_millis(config.raft.write_timeout_ms);
+        let writer = Writer::start(raft.clone(), wait_for_leader);
+        let policy = config.eviction_policy();
+        let ledger = RenewLedger::new(policy.window);
+        let renew_settings = RenewSettings {
+            me: config.node.id,
+            batch: Duration::from_millis(config.renew.batch_ms),
+            wait_for_leader,
+            quorum_within: Duration::from_millis(config.raft.election_timeout_max_ms),
+        };
+        let renewer = Renewer::start(
+            raft.clone(),
+            local.clone(),
+            ledger.clone(),
+            writer.clone(),
+            renew_settings.clone(),
+            stop.clone(),
+        );
+        let eviction = Arc::new(EvictionState::default());
         let api = Arc::new(Api {
             local: local.clone(),
-            writer: Writer::start(
-                raft.clone(),
-                Duration::from_millis(config.raft.write_timeout_ms),
-            ),
+            writer: writer.clone(),
+            renewer,
             nodes: nodes.clone(),
             protection: protection.clone(),
             poll_hold: config.poll_hold(),
             env: config.node.env.clone(),
         });
+        let peers = Arc::new(PeerApi {
+            raft: raft.clone(),
+            local: local.clone(),
+            ledger: ledger.clone(),
+            renew: renew_settings,
+        });
+        let admin = Admin {
+            raft: raft.clone(),
+            api: api.clone(),
+            log: log_store.clone(),
+            eviction: eviction.clone(),
+        };
         let mut tasks = JoinSet::new();
         tasks.spawn(crate::http::serve(
             listener,
-            crate::http::router(api, raft.clone(), log_store.clone()),
+            crate::http::router(api, peers, admin),
+            stop.clone(),
+        ));
+        tasks.spawn(evict_silent(
+            raft.clone(),
+            config.node.id,
+            local.clone(),
+            ledger,
+            writer,
+            policy,
+            Duration::from_millis(config.eviction.every_ms),
+            eviction,
             stop.clone(),
         ));
         tasks.spawn(watch_peers(

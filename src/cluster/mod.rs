@@ -1,10 +1,12 @@
 //! Running the registry as a cluster member: forming the cluster, the write
-//! path, start-up protection, membership changes and the node's view of its
-//! peers.
+//! and renew paths, eviction, start-up protection, membership changes and
+//! the node's view of its peers.
 
 pub mod bootstrap;
 pub mod catch_up;
+pub mod evictor;
 pub mod membership;
 pub mod peers;
 pub mod protection;
+pub mod renewer;
 pub mod writer;

@@ -8,9 +8,11 @@ use axum::Json;
 use serde::Serialize;
 
 use super::discovery::Api;
+use crate::cluster::evictor::EvictionState;
 use crate::cluster::membership::{self, Change, Changed};
 use crate::raft::log_store::LogStore;
 use crate::raft::{Member, NodeId, Raft};
+use crate::registry::eviction::Preservation;
 
 /// What `/admin/status` answers.
 #[derive(Serialize)]
@@ -28,6 +30,8 @@ pub struct Status {
     pub protected: bool,
     pub instances: usize,
     pub held_polls: usize,
+    /// Self-preservation as of the last eviction round (leader only).
+    pub self_preservation: Option<Preservation>,
 }
 
 #[derive(Serialize)]
@@ -47,9 +51,17 @@ pub struct Admin {
     pub raft: Raft,
     pub api: Arc<Api>,
     pub log: LogStore,
+    pub eviction: Arc<EvictionState>,
 }
 
-pub async fn status(State(Admin { raft, api, log }): State<Admin>) -> Json<Status> {
+pub async fn status(
+    State(Admin {
+        raft,
+        api,
+        log,
+        eviction,
+    }): State<Admin>,
+) -> Json<Status> {
     let m = raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
@@ -85,6 +97,7 @@ pub async fn status(State(Admin { raft, api, log }): State<Admin>) -> Json<Statu
         protected: api.protection.is_on(),
         instances: api.local.read().len(),
         held_polls: api.local.hub().held(),
+        self_preservation: *eviction.preservation.lock(),
     })
 }
 

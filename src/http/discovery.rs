@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::Response;
@@ -12,7 +12,9 @@ use tokio::time::Instant;
 
 use super::params::Params;
 use super::reply;
+use crate::clock::now;
 use crate::cluster::protection::Protection;
+use crate::cluster::renewer::Renewer;
 use crate::cluster::writer::{WriteError, Writer};
 use crate::local::LocalRegistry;
 use crate::registry::{
@@ -25,6 +27,7 @@ use crate::self_discovery::{self, SelfDiscovery};
 pub struct Api {
     pub local: Arc<LocalRegistry>,
     pub writer: Writer,
+    pub renewer: Renewer,
     pub nodes: Arc<SelfDiscovery>,
     pub protection: Arc<Protection>,
     pub poll_hold: Duration,
@@ -37,13 +40,6 @@ type Shared = State<Arc<Api>>;
 /// What `renew` answers for an instance the registry does not hold, as the
 /// original renders its zero value.
 const ZERO_INSTANCE: &[u8] = br#"{"region":"","zone":"","env":"","appid":"","hostname":"","addrs":null,"version":"","metadata":null,"status":0,"reg_timestamp":0,"up_timestamp":0,"renew_timestamp":0,"dirty_timestamp":0,"latest_timestamp":0}"#;
-
-/// Nanoseconds since the Unix epoch: the stamp this node puts on commands.
-pub fn now() -> Timestamp {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as Timestamp)
-}
 
 macro_rules! try_param {
     ($e:expr) => {
@@ -66,10 +62,17 @@ fn guard(api: &Api) -> Result<(), Response> {
 }
 
 async fn write(api: &Api, command: Command) -> Result<Outcome, Response> {
-    api.writer.write(command).await.map_err(|e| match e {
+    api.writer
+        .write(command)
+        .await
+        .map_err(|e| write_refused(&e))
+}
+
+fn write_refused(e: &WriteError) -> Response {
+    match e {
         WriteError::NoQuorum(_) => reply::answer(-503, &e.to_string(), None),
         WriteError::Unavailable(_) => reply::answer(-500, &e.to_string(), None),
-    })
+    }
 }
 
 fn instance_key(p: &Params) -> Result<InstanceKey, RegistryError> {

@@ -1,6 +1,8 @@
-//! Routes peers call: Raft RPCs and proposals forwarded by followers.
+//! Routes peers call: Raft RPCs, proposals and renews forwarded by
+//! followers, and what bootstrap and catch-up ask.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,34 +17,45 @@ use openraft::Snapshot;
 
 use crate::cluster::bootstrap::BootstrapState;
 use crate::cluster::catch_up::{self, ReadIndex};
+use crate::cluster::renewer::{self, ForwardedRenews, RenewLedger, RenewSettings};
 use crate::cluster::writer::{accept_forwarded, ForwardError};
+use crate::local::LocalRegistry;
 use crate::raft::network::unframe_snapshot;
 use crate::raft::{NodeId, Proposal, ProposalResult, Raft, TypeConfig};
+use crate::registry::InstanceKey;
+
+/// What the internal routes see.
+pub struct PeerApi {
+    pub raft: Raft,
+    pub local: Arc<LocalRegistry>,
+    pub ledger: Arc<RenewLedger>,
+    pub renew: RenewSettings,
+}
 
 pub async fn append(
-    State(raft): State<Raft>,
+    State(peers): State<Arc<PeerApi>>,
     Json(req): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
-    Json(raft.append_entries(req).await)
+    Json(peers.raft.append_entries(req).await)
 }
 
 pub async fn vote(
-    State(raft): State<Raft>,
+    State(peers): State<Arc<PeerApi>>,
     Json(req): Json<VoteRequest<NodeId>>,
 ) -> Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
-    Json(raft.vote(req).await)
+    Json(peers.raft.vote(req).await)
 }
 
 pub async fn snapshot(
-    State(raft): State<Raft>,
+    State(peers): State<Arc<PeerApi>>,
     Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
 ) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
-    Json(raft.install_snapshot(req).await)
+    Json(peers.raft.install_snapshot(req).await)
 }
 
 /// A whole snapshot from the leader, framed by [`frame_snapshot`].
 pub async fn full_snapshot(
-    State(raft): State<Raft>,
+    State(peers): State<Arc<PeerApi>>,
     body: Bytes,
 ) -> Result<Json<Result<SnapshotResponse<NodeId>, Fatal<NodeId>>>, (StatusCode, String)> {
     let (header, data) = unframe_snapshot(&body).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
@@ -51,23 +64,39 @@ pub async fn full_snapshot(
         snapshot: Box::new(Cursor::new(data.to_vec())),
     };
     Ok(Json(
-        raft.install_full_snapshot(header.vote, snapshot).await,
+        peers
+            .raft
+            .install_full_snapshot(header.vote, snapshot)
+            .await,
     ))
 }
 
 pub async fn propose(
-    State(raft): State<Raft>,
+    State(peers): State<Arc<PeerApi>>,
     Json(proposal): Json<Proposal>,
 ) -> Json<Result<ProposalResult, ForwardError>> {
-    Json(accept_forwarded(&raft, proposal).await)
+    Json(accept_forwarded(&peers.raft, proposal).await)
 }
 
-pub async fn bootstrap_state(State(raft): State<Raft>) -> Json<BootstrapState> {
+pub async fn bootstrap_state(State(peers): State<Arc<PeerApi>>) -> Json<BootstrapState> {
     Json(BootstrapState {
-        initialized: raft.is_initialized().await.unwrap_or(true),
+        initialized: peers.raft.is_initialized().await.unwrap_or(true),
     })
 }
 
-pub async fn read_index(State(raft): State<Raft>) -> Json<ReadIndex> {
-    Json(catch_up::read_index(&raft).await)
+pub async fn read_index(State(peers): State<Arc<PeerApi>>) -> Json<ReadIndex> {
+    Json(catch_up::read_index(&peers.raft).await)
+}
+
+pub async fn renew(
+    State(peers): State<Arc<PeerApi>>,
+    Json(keys): Json<Vec<InstanceKey>>,
+) -> Json<ForwardedRenews> {
+    Json(renewer::accept_forwarded(
+        &peers.raft,
+        &peers.local,
+        &peers.ledger,
+        &peers.renew,
+        &keys,
+    ))
 }

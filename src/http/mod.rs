@@ -22,12 +22,13 @@ use crate::cluster::bootstrap::STATE_PATH;
 use crate::cluster::catch_up::READ_INDEX_PATH;
 use crate::cluster::membership::MEMBERSHIP_PATH;
 use crate::cluster::peers::HEALTH_PATH;
-use crate::raft::log_store::LogStore;
+use crate::cluster::renewer::RENEW_PATH;
 use crate::raft::network::{
     APPEND_PATH, FULL_SNAPSHOT_PATH, PROPOSE_PATH, SNAPSHOT_PATH, VOTE_PATH,
 };
-use crate::raft::Raft;
+use admin::Admin;
 use discovery::Api;
+use internal::PeerApi;
 
 /// Peers send log entries and snapshot chunks; allow them room.
 const INTERNAL_BODY_LIMIT: usize = 512 << 20;
@@ -40,7 +41,7 @@ fn only<S: Clone + Send + Sync + 'static>(
 }
 
 /// Every route of a node.
-pub fn router(api: Arc<Api>, raft: Raft, log: LogStore) -> Router {
+pub fn router(api: Arc<Api>, peers: Arc<PeerApi>, admin: Admin) -> Router {
     let public = Router::new()
         .route("/discovery/register", only(post(discovery::register)))
         .route("/discovery/renew", only(post(discovery::renew)))
@@ -62,12 +63,13 @@ pub fn router(api: Arc<Api>, raft: Raft, log: LogStore) -> Router {
         .route(HEALTH_PATH, get(|| async { "ok" }))
         .route(STATE_PATH, get(internal::bootstrap_state))
         .route(READ_INDEX_PATH, get(internal::read_index))
+        .route(RENEW_PATH, post(internal::renew))
         .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT))
-        .with_state(raft.clone());
+        .with_state(peers);
     let admin = Router::new()
         .route("/admin/status", get(admin::status))
         .route(MEMBERSHIP_PATH, post(admin::membership))
-        .with_state(admin::Admin { raft, api, log });
+        .with_state(admin);
     public
         .merge(internal)
         .merge(admin)

@@ -5,6 +5,7 @@
 mod app;
 mod command;
 mod error;
+pub mod eviction;
 mod instance;
 mod scheduler;
 

@@ -1,0 +1,205 @@
+//! The closed-loop load driver: a fixed number of keep-alive connections,
+//! each sending its next request as soon as the previous one is answered.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::task::JoinSet;
+use tokio::time::{timeout, Instant};
+
+use crate::discovery::succeeded;
+use crate::http::Conn;
+use crate::stats::Latencies;
+
+/// How long a request (with its connect) may take before it counts as an
+/// error; keeps the bench bounded when a server stops answering.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A pause after a failed request so a refused connection does not spin.
+const BACKOFF: Duration = Duration::from_millis(10);
+
+/// The shape of a timed load run.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LoadArgs {
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    pub conns: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of load before measuring, so connections and caches are warm.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+}
+
+impl LoadArgs {
+    /// The run description printed after a result line.
+    pub fn describe(&self) -> String {
+        format!("{} conns, {} s", self.conns, self.duration)
+    }
+}
+
+/// When a run ends.
+#[derive(Clone, Copy)]
+pub enum Stop {
+    /// Run for `warmup + measure`, recording only requests sent and
+    /// answered inside the measured window.
+    Window { warmup: Duration, measure: Duration },
+    /// Send exactly this many requests, recording all of them.
+    Count(u64),
+}
+
+impl Stop {
+    pub fn window(args: &LoadArgs) -> Stop {
+        Stop::Window {
+            warmup: Duration::from_secs_f64(args.warmup),
+            measure: Duration::from_secs_f64(args.duration),
+        }
+    }
+}
+
+/// Renders request number `n` (numbered across all connections) into the
+/// buffer.
+pub type Render = Arc<dyn Fn(u64, &mut Vec<u8>) + Send + Sync>;
+
+/// What a run measured.
+#[derive(Default)]
+pub struct Outcome {
+    /// Successes and failures recorded (in the window, or all for a count).
+    pub ok: u64,
+    pub errors: u64,
+    pub latencies: Latencies,
+    /// The recorded span: the window, or the whole run for a count.
+    pub elapsed: Duration,
+    /// Requests numbered, warm-up included: instances `0..issued` were sent.
+    pub issued: u64,
+}
+
+impl Outcome {
+    pub fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The standard result line: `label: N req/s p50 … errors E (extra)`.
+    pub fn line(&mut self, label: &str, extra: &str) -> String {
+        format!(
+            "{label}: {:.0} req/s {} errors {} ({extra})",
+            self.rate(),
+            self.latencies.summary(),
+            self.errors
+        )
+    }
+}
+
+/// Where one run's connections meet.
+struct Shared {
+    addr: SocketAddr,
+    render: Render,
+    next: AtomicU64,
+    stop: Stop,
+    start: Instant,
+}
+
+impl Shared {
+    /// The next request number, or `None` when the run is over.
+    fn next(&self) -> Option<u64> {
+        match self.stop {
+            Stop::Window { warmup, measure } => {
+                if Instant::now() >= self.start + warmup + measure {
+                    return None;
+                }
+                Some(self.next.fetch_add(1, Ordering::Relaxed))
+            }
+            Stop::Count(total) => {
+                let n = self.next.fetch_add(1, Ordering::Relaxed);
+                (n < total).then_some(n)
+            }
+        }
+    }
+
+    /// The span whose requests are recorded; open-ended for a count.
+    fn window(&self) -> (Instant, Option<Instant>) {
+        match self.stop {
+            Stop::Window { warmup, measure } => {
+                (self.start + warmup, Some(self.start + warmup + measure))
+            }
+            Stop::Count(_) => (self.start, None),
+        }
+    }
+}
+
+/// Runs `conns` connections against `addr` until `stop`.
+pub async fn drive(addr: SocketAddr, conns: usize, stop: Stop, render: Render) -> Result<Outcome> {
+    let shared = Arc::new(Shared {
+        addr,
+        render,
+        next: AtomicU64::new(0),
+        stop,
+        start: Instant::now(),
+    });
+    let mut workers = JoinSet::new();
+    for _ in 0..conns {
+        workers.spawn(worker(shared.clone()));
+    }
+    let mut total = Outcome::default();
+    while let Some(part) = workers.join_next().await {
+        let mut part = part?;
+        total.ok += part.ok;
+        total.errors += part.errors;
+        total.latencies.append(&mut part.latencies);
+    }
+    total.elapsed = match stop {
+        Stop::Window { measure, .. } => measure,
+        Stop::Count(_) => shared.start.elapsed(),
+    };
+    total.issued = match stop {
+        Stop::Window { .. } => shared.next.load(Ordering::Relaxed),
+        Stop::Count(n) => n,
+    };
+    Ok(total)
+}
+
+/// One connection's loop; reconnects after a failure or a server close.
+async fn worker(shared: Arc<Shared>) -> Outcome {
+    let (from, to) = shared.window();
+    let mut out = Outcome::default();
+    let mut request = Vec::with_capacity(512);
+    let mut conn: Option<Conn> = None;
+    while let Some(n) = shared.next() {
+        (shared.render)(n, &mut request);
+        let sent = Instant::now();
+        let result = timeout(REQUEST_TIMEOUT, exchange(&mut conn, shared.addr, &request)).await;
+        let done = Instant::now();
+        if matches!(result, Ok(Ok(true))) {
+            if sent >= from && to.is_none_or(|to| done <= to) {
+                out.ok += 1;
+                out.latencies.push(done - sent);
+            }
+        } else {
+            if sent >= from {
+                out.errors += 1;
+            }
+            tokio::time::sleep(BACKOFF).await;
+        }
+    }
+    out
+}
+
+/// One request on the connection in `slot` (opened if there is none);
+/// whether it succeeded. The connection is put back only if it can carry
+/// another request, so a failure or timeout leaves the slot empty.
+async fn exchange(slot: &mut Option<Conn>, addr: SocketAddr, request: &[u8]) -> Result<bool> {
+    let mut conn = match slot.take() {
+        Some(c) => c,
+        None => Conn::connect(addr).await?,
+    };
+    let reply = conn.send(request).await?;
+    let good = succeeded(reply.status, reply.body);
+    if conn.reusable() {
+        *slot = Some(conn);
+    }
+    Ok(good)
+}

@@ -1,0 +1,118 @@
+//! `discovery-bench`: load and measure a `discovery` server on this machine.
+//! Result lines go to stdout, ready to paste into a Markdown table; progress
+//! notes go to stderr, prefixed with `#`.
+
+mod discovery;
+mod fetch;
+mod fill;
+mod http;
+mod limits;
+mod load;
+mod memory;
+mod polls;
+mod register;
+mod server;
+mod stats;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use load::LoadArgs;
+use server::Launch;
+
+/// The server's own default hold time; only `polls` needs a longer one.
+const POLL_HOLD_MS: u64 = 30_000;
+
+#[derive(Parser)]
+#[command(name = "discovery-bench", about = "Benchmarks a discovery server")]
+struct Cli {
+    /// The server binary to start.
+    #[arg(long, global = true, default_value = "target/release/discovery")]
+    server: PathBuf,
+    /// Threads of the bench itself. One by default, so that on a small
+    /// machine the bench leaves the other cores to the server.
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read throughput and latency of one fetch, or of any URL.
+    Fetch(fetch::Args),
+    /// Memory per held long poll and how fast a change wakes them all.
+    Polls(polls::Args),
+    /// Register and renew throughput and commit latency.
+    Register(register::Args),
+    /// Memory with many instances and restart-to-serving time.
+    Memory(memory::Args),
+    /// Everything above, in turn, with the defaults of each.
+    All(AllArgs),
+}
+
+/// `all` takes the timed-load shape and the sizes worth shrinking for a
+/// quick run; everything else is at its default.
+#[derive(clap::Args)]
+struct AllArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Long polls held (see `polls --count`).
+    #[arg(long, default_value_t = polls::COUNT)]
+    count: u64,
+    /// Instances registered (see `memory --instances`).
+    #[arg(long, default_value_t = memory::INSTANCES)]
+    instances: u64,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let nofile = limits::raise_nofile()?;
+    eprintln!("# open-file limit {nofile}");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads.max(1))
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let launch = Launch {
+        binary: cli.server.clone(),
+        poll_hold_ms: POLL_HOLD_MS,
+    };
+    runtime.block_on(async {
+        // On Ctrl-C the command is dropped, which kills its server.
+        tokio::select! {
+            result = run(&launch, cli.command) => result,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        }
+    })
+}
+
+async fn run(launch: &Launch, command: Command) -> Result<()> {
+    match command {
+        Command::Fetch(args) => fetch::run(launch, &args).await,
+        Command::Polls(args) => polls::run(launch, &args).await,
+        Command::Register(args) => register::run(launch, &args).await,
+        Command::Memory(args) => memory::run(launch, &args).await,
+        Command::All(all) => {
+            fetch::run(launch, &fetch::Args::new(all.load.clone())).await?;
+            let polls = polls::Args {
+                count: all.count,
+                batch: polls::BATCH,
+            };
+            polls::run(launch, &polls).await?;
+            let register = register::Args {
+                load: all.load,
+                apps: register::APPS,
+            };
+            register::run(launch, &register).await?;
+            let memory = memory::Args {
+                instances: all.instances,
+                apps: memory::APPS,
+                settle: memory::SETTLE,
+            };
+            memory::run(launch, &memory).await
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Starting and stopping the `discovery` server under test, in a data
+//! directory of its own, and reading its memory use.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use crate::discovery;
+
+/// How long a fresh server may take to become a serving leader.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a signalled server may take to exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A temporary directory holding the server's data and log; removed on
+/// drop.
+pub struct Workdir {
+    root: PathBuf,
+}
+
+impl Workdir {
+    pub fn new() -> Result<Workdir> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let root = std::env::temp_dir().join(format!(
+            "discovery-bench-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        Ok(Workdir { root })
+    }
+
+    fn data(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.root.join("server.log")
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        // A server killed a moment ago may still be closing files: retry.
+        for _ in 0..20 {
+            match std::fs::remove_dir_all(&self.root) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+/// A free loopback port, found by binding port 0 and letting it go.
+pub fn free_addr() -> Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?)
+}
+
+/// How to start the server.
+#[derive(Clone)]
+pub struct Launch {
+    pub binary: PathBuf,
+    pub poll_hold_ms: u64,
+}
+
+/// A running server; killed when dropped, so every exit path of a
+/// subcommand (errors included) stops it.
+pub struct Server {
+    child: Child,
+    pid: u32,
+    pub addr: SocketAddr,
+    log: PathBuf,
+}
+
+/// How a server is stopped.
+#[derive(Clone, Copy, Debug)]
+pub enum Signal {
+    Term,
+    Kill,
+}
+
+impl Signal {
+    fn number(self) -> i32 {
+        match self {
+            Signal::Term => libc::SIGTERM,
+            Signal::Kill => libc::SIGKILL,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Term => "SIGTERM",
+            Signal::Kill => "SIGKILL",
+        }
+    }
+}
+
+impl Server {
+    /// Starts a server on `addr` with its data in `dir`, and returns without
+    /// waiting for it to serve.
+    pub fn spawn(launch: &Launch, dir: &Workdir, addr: SocketAddr) -> Result<Server> {
+        let log = dir.log();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let mut cmd = Command::new(&launch.binary);
+        cmd.arg("--node-id")
+            .arg("1")
+            .arg("--data-dir")
+            .arg(dir.data())
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--advertise")
+            .arg(addr.to_string())
+            .arg("--poll-hold-ms")
+            .arg(launch.poll_hold_ms.to_string())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .kill_on_drop(true);
+        // Settings in the environment would change what is measured.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("DISCOVERY_") {
+                cmd.env_remove(key);
+            }
+        }
+        // SAFETY: the closure only calls prctl, which is async-signal-safe.
+        // It makes the server die with the bench even if the bench itself is
+        // killed, so no server outlives a run.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", launch.binary.display()))?;
+        let pid = child.id().context("the server exited at once")?;
+        Ok(Server {
+            child,
+            pid,
+            addr,
+            log,
+        })
+    }
+
+    /// Starts a server on a fresh port and waits until it leads and serves.
+    pub async fn start(launch: &Launch, dir: &Workdir) -> Result<Server> {
+        let mut server = Server::spawn(launch, dir, free_addr()?)?;
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    /// Waits until `/admin/status` reports a leader out of protection.
+    async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            self.check_alive()?;
+            if let Ok(s) = discovery::status(self.addr).await {
+                if s.state == "Leader" && !s.protected {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the server did not serve within {READY_TIMEOUT:?}{}",
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Fails if the server has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("the server exited with {status}{}", self.log_tail());
+        }
+        Ok(())
+    }
+
+    /// The server's resident memory (VmRSS), in bytes.
+    pub fn rss(&self) -> Result<u64> {
+        let path = format!("/proc/{}/status", self.pid);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let kb: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no VmRSS in {path}"))?;
+        Ok(kb * 1024)
+    }
+
+    /// Sends `signal` and waits for the process to exit; returns how long
+    /// that took.
+    pub async fn stop(mut self, signal: Signal) -> Result<Duration> {
+        let start = Instant::now();
+        let pid = i32::try_from(self.pid)?;
+        // SAFETY: kill has no memory effects; the pid is our own child, not
+        // yet reaped (we hold its handle), so it cannot have been reused.
+        if unsafe { libc::kill(pid, signal.number()) } == -1 {
+            return Err(io::Error::last_os_error()).context("signalling the server");
+        }
+        match tokio::time::timeout(EXIT_TIMEOUT, self.child.wait()).await {
+            Ok(status) => {
+                status?;
+                Ok(start.elapsed())
+            }
+            Err(_) => bail!(
+                "the server did not exit within {EXIT_TIMEOUT:?} of {}",
+                signal.name()
+            ),
+        }
+    }
+
+    /// The end of the server's log, for error messages.
+    fn log_tail(&self) -> String {
+        tail(&self.log, 20)
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    let from = all.len().saturating_sub(lines);
+    if from == all.len() {
+        return String::new();
+    }
+    format!(
+        "; last lines of {}:\n{}",
+        path.display(),
+        all[from..].join("\n")
+    )
+}

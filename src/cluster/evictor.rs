@@ -1,0 +1,108 @@
+//! The leader's eviction rounds: instances silent past the threshold are
+//! removed through the log, so every replica evicts the same instances at
+//! the same log position. Followers never evict.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::SeedableRng;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::renewer::RenewLedger;
+use super::writer::Writer;
+use crate::clock::now;
+use crate::local::LocalRegistry;
+use crate::raft::{NodeId, Raft};
+use crate::registry::eviction::{Policy, Preservation};
+use crate::registry::{Applied, Command, Timestamp};
+
+/// What the evictor shares with the admin status.
+#[derive(Default)]
+pub struct EvictionState {
+    /// The last round's self-preservation reading (leader only).
+    pub preservation: Mutex<Option<Preservation>>,
+}
+
+/// Runs an eviction round every `every` while this node leads.
+#[allow(clippy::too_many_arguments)]
+pub async fn evict_silent(
+    raft: Raft,
+    me: NodeId,
+    local: Arc<LocalRegistry>,
+    ledger: Arc<RenewLedger>,
+    writer: Writer,
+    policy: Policy,
+    every: Duration,
+    state: Arc<EvictionState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    let mut leading_since: Option<(Instant, Timestamp)> = None;
+    let mut was_protecting = false;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = crate::http::stopped(&mut stop) => return,
+        }
+        if raft.metrics().borrow().current_leader != Some(me) {
+            leading_since = None;
+            *state.preservation.lock() = None;
+            continue;
+        }
+        let (since, grace_from) = *leading_since.get_or_insert_with(|| (Instant::now(), now()));
+        let at = now();
+        let (preservation, keys) = {
+            let registry = local.read();
+            let p = policy.preservation(registry.len(), ledger.seen_in_window(), since.elapsed());
+            let keys = policy.choose(
+                &registry,
+                at,
+                grace_from,
+                &ledger.pending(),
+                p.protecting,
+                &mut rng,
+            );
+            (p, keys)
+        };
+        if preservation.protecting != was_protecting {
+            was_protecting = preservation.protecting;
+            if preservation.protecting {
+                tracing::warn!(
+                    seen = preservation.seen,
+                    expected = preservation.expected,
+                    "self-preservation on: too few renews, evicting only instances silent past the ceiling"
+                );
+            } else {
+                tracing::info!(
+                    seen = preservation.seen,
+                    expected = preservation.expected,
+                    "self-preservation off"
+                );
+            }
+        }
+        *state.preservation.lock() = Some(preservation);
+        if keys.is_empty() {
+            continue;
+        }
+        let command = Command::Evict {
+            keys,
+            silent_since: policy.silent_since(at, preservation.protecting),
+            at,
+        };
+        match writer.write(command).await {
+            Ok(Ok(Applied::Evicted(gone))) if !gone.is_empty() => {
+                tracing::info!(
+                    count = gone.len(),
+                    protecting = preservation.protecting,
+                    "evicted silent instances"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("eviction not replicated: {e}"),
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! The renew path. Renews are heartbeats: 100,000 instances renewing every
+//! 30 s send ~3,300 a second, forever. None of them costs a log entry, a
+//! disk flush or a poll wake-up of its own:
+//!
+//! - the leader answers a renew from its applied registry (so an unknown
+//!   instance gets an exact `-404`) and notes it in a pending set;
+//! - every `batch` interval the leader proposes the pending set as one
+//!   `Renew` command, which every replica applies: renew timestamps
+//!   converge, and a leader change loses at most one interval of renews;
+//! - a follower gathers the renews it receives and hands them to the
+//!   leader in batches, one request per batch.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::writer::{WriteError, Writer};
+use crate::local::LocalRegistry;
+use crate::raft::{NodeId, Raft};
+use crate::registry::{Command, InstanceKey, Renewal, Timestamp};
+
+/// Where followers hand renews to the leader.
+pub const RENEW_PATH: &str = "/internal/renew";
+
+/// The most renews one batch carries.
+const MAX_BATCH: usize = 4096;
+
+/// The leader's answer to forwarded renews.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardedRenews {
+    Answered(Vec<Renewal>),
+    /// This node does not lead (or has lost its quorum).
+    NotLeader,
+}
+
+/// Renews accepted by this node as leader and not yet proposed, and a count
+/// of renews per time bucket for self-preservation.
+pub struct RenewLedger {
+    pending: Mutex<HashMap<InstanceKey, Timestamp>>,
+    seen: Mutex<VecDeque<(Instant, u64)>>,
+    bucket: Duration,
+    window: Duration,
+}
+
+impl RenewLedger {
+    /// Counts renews over `window`, in twenty buckets.
+    pub fn new(window: Duration) -> Arc<Self> {
+        Arc::new(RenewLedger {
+            pending: Mutex::new(HashMap::new()),
+            seen: Mutex::new(VecDeque::new()),
+            bucket: (window / 20).max(Duration::from_millis(10)),
+            window,
+        })
+    }
+
+    /// Answers renews from the applied registry and notes the known ones.
+    pub fn accept(
+        &self,
+        local: &LocalRegistry,
+        keys: &[InstanceKey],
+        now: Timestamp,
+    ) -> Vec<Renewal> {
+        let answers: Vec<Renewal> = {
+            let registry = local.read();
+            keys.iter()
+                .map(|key| match registry.get(key) {
+                    Some(instance) => {
+                        let mut renewed = instance.clone();
+                        renewed.renew_timestamp = renewed.renew_timestamp.max(now);
+                        Renewal::Renewed(Box::new(renewed))
+                    }
+                    None if registry.app(&key.env, &key.appid).is_some() => {
+                        Renewal::UnknownInstance
+                    }
+                    None => Renewal::UnknownApp,
+                })
+                .collect()
+        };
+        let mut renewed = 0;
+        {
+            let mut pending = self.pending.lock();
+            for (key, answer) in keys.iter().zip(&answers) {
+                if matches!(answer, Renewal::Renewed(_)) {
+                    pending.insert(key.clone(), now);
+                    renewed += 1;
+                }
+            }
+        }
+        self.count(renewed);
+        answers
+    }
+
+    fn count(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut seen = self.seen.lock();
+        match seen.back_mut() {
+            Some((start, count)) if now.duration_since(*start) < self.bucket => *count += n,
+            _ => seen.push_back((now, n)),
+        }
+        while seen
+            .front()
+            .is_some_and(|(start, _)| now.duration_since(*start) > self.window)
+        {
+            seen.pop_front();
+        }
+    }
+
+    /// Renews accepted over the last window.
+    pub fn seen_in_window(&self) -> u64 {
+        let now = Instant::now();
+        let seen = self.seen.lock();
+        seen.iter()
+            .filter(|(start, _)| now.duration_since(*start) <= self.window)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// A copy of the renews not yet proposed.
+    pub fn pending(&self) -> HashMap<InstanceKey, Timestamp> {
+        self.pending.lock().clone()
+    }
+
+    /// Takes the renews not yet proposed.
+    fn take(&self) -> Vec<InstanceKey> {
+        let mut pending = self.pending.lock();
+        let keys: Vec<InstanceKey> = pending.drain().map(|(k, _)| k).collect();
+        keys
+    }
+
+    /// Forgets everything (this node stopped leading).
+    fn clear(&self) {
+        self.pending.lock().clear();
+        self.seen.lock().clear();
+    }
+}
+
+/// Whether this node leads with a quorum that answered recently.
+pub fn leads(raft: &Raft, me: NodeId, quorum_within: Duration) -> bool {
+    let m = raft.metrics().borrow().clone();
+    m.current_leader == Some(me)
+        && m.millis_since_quorum_ack
+            .is_some_and(|ms| u128::from(ms) <= quorum_within.as_millis())
+}
+
+type Reply = oneshot::Sender<Result<Renewal, WriteError>>;
+
+/// A handle to the renew path; cheap to clone.
+#[derive(Clone)]
+pub struct Renewer {
+    queue: mpsc::UnboundedSender<(InstanceKey, Reply)>,
+}
+
+/// What the renew path needs to run.
+#[derive(Clone)]
+pub struct RenewSettings {
+    pub me: NodeId,
+    /// How often the leader proposes the renews it collected.
+    pub batch: Duration,
+    /// How long a renew waits for a leader before `-503`.
+    pub wait_for_leader: Duration,
+    /// A leader whose quorum has not answered for this long does not
+    /// accept renews.
+    pub quorum_within: Duration,
+}
+
+impl Renewer {
+    /// Starts the gathering task and the leader's proposing task; both end
+    /// at shutdown.
+    pub fn start(
+        raft: Raft,
+        local: Arc<LocalRegistry>,
+        ledger: Arc<RenewLedger>,
+        writer: Writer,
+        settings: RenewSettings,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        let (queue, renews) = mpsc::unbounded_channel();
+        let path = Arc::new(Path {
+            raft: raft.clone(),
+            local,
+            ledger: ledger.clone(),
+            http: reqwest::Client::new(),
+            settings: settings.clone(),
+        });
+        tokio::spawn(gather(renews, path));
+        tokio::spawn(propose_pending(raft, ledger, writer, settings, stop));
+        Renewer { queue }
+    }
+
+    pub async fn renew(&self, key: InstanceKey) -> Result<Renewal, WriteError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .send((key, tx))
+            .map_err(|_| WriteError::Unavailable("renew path stopped".into()))?;
+        rx.await
+            .map_err(|_| WriteError::Unavailable("renew dropped".into()))?
+    }
+}
+
+struct Path {
+    raft: Raft,
+    local: Arc<LocalRegistry>,
+    ledger: Arc<RenewLedger>,
+    http: reqwest::Client,
+    settings: RenewSettings,
+}
+
+async fn gather(mut renews: mpsc::UnboundedReceiver<(InstanceKey, Reply)>, path: Arc<Path>) {
+    let mut batch = Vec::new();
+    while renews.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (keys, replies): (Vec<InstanceKey>, Vec<Reply>) = batch.drain(..).unzip();
+        let path = path.clone();
+        tokio::spawn(async move {
+            match path.renew(keys).await {
+                Ok(answers) => {
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(Ok(answer));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Path {
+    /// Answers here when leading, else at the leader; waits a bounded time
+    /// for one.
+    async fn renew(&self, keys: Vec<InstanceKey>) -> Result<Vec<Renewal>, WriteError> {
+        let deadline = Instant::now() + self.settings.wait_for_leader;
+        loop {
+            if leads(&self.raft, self.settings.me, self.settings.quorum_within) {
+                return Ok(self.ledger.accept(&self.local, &keys, crate::clock::now()));
+            }
+            if let Some(answers) = self.forward(&keys, deadline).await {
+                return Ok(answers);
+            }
+            if Instant::now() >= deadline {
+                return Err(WriteError::NoQuorum(self.settings.wait_for_leader));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Hands the renews to the leader; `None` when there is none to reach.
+    async fn forward(&self, keys: &[InstanceKey], deadline: Instant) -> Option<Vec<Renewal>> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader.filter(|l| *l != self.settings.me)?;
+        let member = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .clone();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let answer = self
+            .http
+            .post(format!("http://{}{}", member.raft_addr, RENEW_PATH))
+            .timeout(remaining.max(Duration::from_millis(100)))
+            .json(keys)
+            .send()
+            .await
+            .ok()?
+            .json::<ForwardedRenews>()
+            .await
+            .ok()?;
+        match answer {
+            ForwardedRenews::Answered(answers) => Some(answers),
+            ForwardedRenews::NotLeader => None,
+        }
+    }
+}
+
+/// The leader's side of forwarded renews.
+pub fn accept_forwarded(
+    raft: &Raft,
+    local: &LocalRegistry,
+    ledger: &RenewLedger,
+    settings: &RenewSettings,
+    keys: &[InstanceKey],
+) -> ForwardedRenews {
+    if leads(raft, settings.me, settings.quorum_within) {
+        ForwardedRenews::Answered(ledger.accept(local, keys, crate::clock::now()))
+    } else {
+        ForwardedRenews::NotLeader
+    }
+}
+
+/// Every `batch` interval, proposes the renews the leader collected as one
+/// command; a node that stops leading drops what it had.
+async fn propose_pending(
+    raft: Raft,
+    ledger: Arc<RenewLedger>,
+    writer: Writer,
+    settings: RenewSettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(settings.batch);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = crate::http::stopped(&mut stop) => return,
+        }
+        if raft.metrics().borrow().current_leader != Some(settings.me) {
+            ledger.clear();
+            continue;
+        }
+        let keys = ledger.take();
+        if keys.is_empty() {
+            continue;
+        }
+        let at = crate::clock::now();
+        let count = keys.len();
+        if let Err(e) = writer.write(Command::Renew { keys, at }).await {
+            tracing::warn!(count, "renews not replicated: {e}");
+        }
+    }
+}
