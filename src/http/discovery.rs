@@ -18,8 +18,8 @@ use crate::cluster::renewer::Renewer;
 use crate::cluster::writer::{WriteError, Writer};
 use crate::local::LocalRegistry;
 use crate::registry::{
-    parse_metadata, AppKey, Applied, Change, Command, FetchMiss, Instance, InstanceKey, Outcome,
-    PollView, Registration, RegistryError, Renewal, Status, StatusMask, Timestamp,
+    parse_metadata, AppKey, Change, Command, FetchMiss, Instance, InstanceKey, Outcome, PollView,
+    Registration, RegistryError, Renewal, Status, StatusMask, Timestamp,
 };
 use crate::self_discovery::{self, SelfDiscovery};
 
@@ -131,27 +131,13 @@ pub async fn register(State(api): Shared, p: Params) -> Response {
 
 pub async fn renew(State(api): Shared, p: Params) -> Response {
     let key = try_param!(instance_key(&p));
-    let outcome = match write(
-        &api,
-        Command::Renew {
-            keys: vec![key],
-            at: now(),
-        },
-    )
-    .await
-    {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    match outcome {
-        Ok(Applied::Renewed(mut renewals)) => match renewals.pop() {
-            Some(Renewal::Renewed(instance)) => {
-                reply::ok(&serde_json::to_vec(&instance).unwrap_or_default())
-            }
-            Some(Renewal::UnknownInstance) => reply::answer(-404, "-404", Some(ZERO_INSTANCE)),
-            Some(Renewal::UnknownApp) | None => reply::answer(-404, "-404", Some(b"null")),
-        },
-        other => done_or_error(other),
+    match api.renewer.renew(key).await {
+        Ok(Renewal::Renewed(instance)) => {
+            reply::ok(&serde_json::to_vec(&instance).unwrap_or_default())
+        }
+        Ok(Renewal::UnknownInstance) => reply::answer(-404, "-404", Some(ZERO_INSTANCE)),
+        Ok(Renewal::UnknownApp) => reply::answer(-404, "-404", Some(b"null")),
+        Err(e) => write_refused(&e),
     }
 }
 

@@ -68,9 +68,12 @@ impl Policy {
         }
     }
 
-    /// The most instances one round may evict: `size - ceil(size * ratio)`.
+    /// The most instances one round may evict: `size - ceil(size * ratio)`,
+    /// but at least one, or a registry of six instances or fewer could never
+    /// evict a dead one.
     pub fn round_limit(&self, size: usize) -> usize {
-        size - (size as f64 * self.keep_ratio).ceil() as usize
+        let bounded = size - (size as f64 * self.keep_ratio).ceil() as usize;
+        bounded.max(1.min(size))
     }
 
     /// Chooses the instances to evict now, at random across apps.
@@ -167,7 +170,10 @@ mod tests {
         let p = policy();
         assert_eq!(p.round_limit(100), 15);
         assert_eq!(p.round_limit(20), 3);
-        assert_eq!(p.round_limit(1), 0);
+        assert_eq!(p.round_limit(7), 1);
+        // Small registries still evict, one a round.
+        assert_eq!(p.round_limit(6), 1);
+        assert_eq!(p.round_limit(1), 1);
         assert_eq!(p.round_limit(0), 0);
     }
 

@@ -16,6 +16,8 @@ pub struct Timings {
     pub write_timeout_ms: u64,
     pub snapshot_every: u64,
     pub keep_logs: u64,
+    /// The `[renew]` and `[eviction]` sections, verbatim.
+    pub lifecycle: String,
 }
 
 impl Default for Timings {
@@ -25,6 +27,7 @@ impl Default for Timings {
             write_timeout_ms: 1_500,
             snapshot_every: 20_000,
             keep_logs: 5_000,
+            lifecycle: String::new(),
         }
     }
 }
@@ -104,12 +107,15 @@ keep_logs = {keep}
 
 [poll]
 hold_ms = {hold}
+
+{lifecycle}
 "#,
             data = self.dir.path().join(format!("node{id}")).display(),
             write = t.write_timeout_ms,
             snap = t.snapshot_every,
             keep = t.keep_logs,
             hold = t.poll_hold_ms,
+            lifecycle = t.lifecycle,
         );
         let config = self.dir.path().join(format!("node{id}.toml"));
         std::fs::write(&config, text).expect("config written");
