@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::RegistryError;
-use super::instance::{Instance, InstanceKey, Metadata, Registration, Status, Timestamp};
+use super::instance::{Instance, InstanceKey, Registration, Status, Timestamp};
+use super::metadata::Metadata;
 
 /// A change to the registry, as replicated through the log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,17 +1,12 @@
 //! An instance of a service and the identity and status types around it.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::error::RegistryError;
+use super::metadata::Metadata;
 
 /// Nanoseconds since the Unix epoch: the unit of every discovery timestamp.
 pub type Timestamp = i64;
-
-/// Free-form string metadata; a `BTreeMap` so it renders with sorted keys,
-/// as the original server's Go maps do.
-pub type Metadata = BTreeMap<String, String>;
 
 /// Whether an instance takes traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -178,53 +173,9 @@ impl Instance {
     }
 }
 
-/// Parses a client's `metadata` parameter: a JSON object whose values are
-/// strings; numbers and booleans are kept as their JSON text, anything
-/// nested is refused.
-pub fn parse_metadata(raw: &str) -> Result<Metadata, RegistryError> {
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return Ok(Metadata::new());
-    }
-    let value: serde_json::Value = serde_json::from_str(raw)
-        .map_err(|e| RegistryError::bad("metadata", &format!("not a JSON object: {e}")))?;
-    let serde_json::Value::Object(map) = value else {
-        return Err(RegistryError::bad("metadata", "not a JSON object"));
-    };
-    map.into_iter()
-        .map(|(k, v)| {
-            let text = match v {
-                serde_json::Value::String(s) => s,
-                serde_json::Value::Number(n) => n.to_string(),
-                serde_json::Value::Bool(b) => b.to_string(),
-                serde_json::Value::Null => String::new(),
-                _ => {
-                    return Err(RegistryError::bad(
-                        "metadata",
-                        &format!("value of {k:?} must be a string, number or boolean"),
-                    ))
-                }
-            };
-            Ok((k, text))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metadata_keeps_scalars_as_text_and_refuses_nesting() {
-        let m = parse_metadata(r#"{"weight":10,"x":"y","on":true}"#).unwrap();
-        assert_eq!(m["weight"], "10");
-        assert_eq!(m["x"], "y");
-        assert_eq!(m["on"], "true");
-        assert!(parse_metadata(r#"{"a":{"b":1}}"#).is_err());
-        assert!(parse_metadata(r#"{not json"#).is_err());
-        assert!(parse_metadata(r#"[1,2]"#).is_err());
-        assert!(parse_metadata("").unwrap().is_empty());
-    }
 
     #[test]
     fn status_mask_filters_by_bit() {

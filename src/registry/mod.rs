@@ -7,6 +7,7 @@ mod command;
 mod error;
 pub mod eviction;
 mod instance;
+mod metadata;
 mod scheduler;
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,9 +18,8 @@ use serde::{Deserialize, Serialize};
 pub use app::{App, FetchData};
 pub use command::{Applied, Change, Command, Outcome, Renewal};
 pub use error::RegistryError;
-pub use instance::{
-    parse_metadata, Instance, InstanceKey, Metadata, Registration, Status, StatusMask, Timestamp,
-};
+pub use instance::{Instance, InstanceKey, Registration, Status, StatusMask, Timestamp};
+pub use metadata::{parse_metadata, Metadata};
 pub use scheduler::{Schedule, SchedulerRule, Schedules};
 
 /// `(env, appid)`: the unit that long polls watch.

@@ -209,7 +209,7 @@ fn set_back_to_up_moves_up_timestamp_and_replaces_metadata() {
         (i.status, i.up_timestamp, i.reg_timestamp),
         (Status::Up, 300, 100)
     );
-    assert_eq!(i.metadata["weight"], "20");
+    assert_eq!(&i.metadata["weight"], "20");
 }
 
 #[test]
