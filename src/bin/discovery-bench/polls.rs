@@ -73,6 +73,7 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
         "/discovery/register",
         &instance_form("fan-1"),
     );
+    let cpu_before = server.cpu_time()?;
     let sent = Instant::now();
     let reply = timeout(REQUEST_TIMEOUT, trigger.send(&request))
         .await
@@ -86,14 +87,16 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
     let commit = sent.elapsed();
 
     let (answered, mut latencies) = collect(&mut polls, sent).await;
+    let cpu = server.cpu_time()?.saturating_sub(cpu_before);
     let per_poll = held.saturating_sub(base) / args.count.max(1);
     println!(
-        "polls: answered {answered}/{} wake {} memory {per_poll} B/poll (RSS {} -> {}, register {})",
+        "polls: answered {answered}/{} wake {} memory {per_poll} B/poll (RSS {} -> {}, register {}, server CPU {})",
         args.count,
         latencies.summary(),
         Mib(base),
         Mib(held),
-        Ms::from(commit)
+        Ms::from(commit),
+        Ms::from(cpu)
     );
     ensure!(
         answered == args.count,

@@ -207,6 +207,28 @@ impl Server {
         Ok(kb * 1024)
     }
 
+    /// CPU time the server has used so far, user and system.
+    pub fn cpu_time(&self) -> Result<Duration> {
+        let path = format!("/proc/{}/stat", self.pid);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        // The command name may hold spaces: fields count from after its ')'.
+        let fields: Vec<&str> = text
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| -> Result<u64> {
+            fields
+                .get(i)
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("no field {i} in {path}"))
+        };
+        // utime and stime are fields 14 and 15 of stat(5), 12 and 13 here.
+        let total = ticks(11)? + ticks(12)?;
+        // SAFETY: sysconf has no memory effects.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Ok(Duration::from_millis(total * 1000 / hz))
+    }
+
     /// Sends `signal` and waits for the process to exit; returns how long
     /// that took.
     pub async fn stop(mut self, signal: Signal) -> Result<Duration> {
