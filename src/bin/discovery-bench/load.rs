@@ -1,5 +1,6 @@
 //! The closed-loop load driver: a fixed number of keep-alive connections,
-//! each sending its next request as soon as the previous one is answered.
+//! each sending its next request as soon as the previous one is answered;
+//! to one server or spread over the nodes of a cluster.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +66,10 @@ impl Stop {
 /// buffer.
 pub type Render = Arc<dyn Fn(u64, &mut Vec<u8>) + Send + Sync>;
 
+/// Renders request number `n` (numbered across all nodes) for the node at
+/// the address given.
+pub type SpreadRender = Arc<dyn Fn(SocketAddr, u64, &mut Vec<u8>) + Send + Sync>;
+
 /// What a run measured.
 #[derive(Default)]
 pub struct Outcome {
@@ -79,6 +84,15 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Adds the counts and samples of another part of the same run.
+    pub fn merge(&mut self, mut other: Outcome) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.latencies.append(&mut other.latencies);
+        self.elapsed = self.elapsed.max(other.elapsed);
+        self.issued += other.issued;
+    }
+
     pub fn rate(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -146,10 +160,7 @@ pub async fn drive(addr: SocketAddr, conns: usize, stop: Stop, render: Render) -
     }
     let mut total = Outcome::default();
     while let Some(part) = workers.join_next().await {
-        let mut part = part?;
-        total.ok += part.ok;
-        total.errors += part.errors;
-        total.latencies.append(&mut part.latencies);
+        total.merge(part?);
     }
     total.elapsed = match stop {
         Stop::Window { measure, .. } => measure,
@@ -160,6 +171,33 @@ pub async fn drive(addr: SocketAddr, conns: usize, stop: Stop, render: Render) -
         Stop::Count(n) => n,
     };
     Ok(total)
+}
+
+/// Runs `conns` connections spread evenly over `addrs` until `stop`, each
+/// node's share as in [`drive`]; returns one outcome per address, in order.
+///
+/// Request numbers interleave (node `k` of `m` sends `k`, `k + m`, …), so
+/// together the nodes cover the numbers one `drive` would.
+pub async fn drive_spread(
+    addrs: &[SocketAddr],
+    conns: usize,
+    stop: Stop,
+    render: SpreadRender,
+) -> Result<Vec<Outcome>> {
+    let nodes = addrs.len();
+    let m = nodes as u64;
+    let runs = addrs.iter().enumerate().map(|(k, &addr)| {
+        let k64 = k as u64;
+        let share = conns / nodes + usize::from(k < conns % nodes);
+        let stop = match stop {
+            Stop::Count(total) => Stop::Count(total / m + u64::from(k64 < total % m)),
+            window => window,
+        };
+        let render = render.clone();
+        let mine: Render = Arc::new(move |n, buf: &mut Vec<u8>| render(addr, n * m + k64, buf));
+        drive(addr, share, stop, mine)
+    });
+    futures::future::try_join_all(runs).await
 }
 
 /// One connection's loop; reconnects after a failure or a server close.
@@ -191,7 +229,7 @@ async fn worker(shared: Arc<Shared>) -> Outcome {
 /// One request on the connection in `slot` (opened if there is none);
 /// whether it succeeded. The connection is put back only if it can carry
 /// another request, so a failure or timeout leaves the slot empty.
-async fn exchange(slot: &mut Option<Conn>, addr: SocketAddr, request: &[u8]) -> Result<bool> {
+pub async fn exchange(slot: &mut Option<Conn>, addr: SocketAddr, request: &[u8]) -> Result<bool> {
     let mut conn = match slot.take() {
         Some(c) => c,
         None => Conn::connect(addr).await?,

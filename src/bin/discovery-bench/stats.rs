@@ -25,6 +25,17 @@ impl Latencies {
         }
     }
 
+    /// The middle sample, or the mean of the two middle ones.
+    pub fn median(&mut self) -> u64 {
+        self.0.sort_unstable();
+        let n = self.0.len();
+        match n {
+            0 => 0,
+            _ if n % 2 == 1 => self.0[n / 2],
+            _ => (self.0[n / 2 - 1] + self.0[n / 2]) / 2,
+        }
+    }
+
     /// Nearest-rank percentile of the sorted samples.
     fn percentile(&self, p: f64) -> u64 {
         if self.0.is_empty() {
