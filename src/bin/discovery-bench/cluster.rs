@@ -161,6 +161,14 @@ impl Cluster {
         self.nodes.iter().map(|n| n.addr).collect()
     }
 
+    /// Node `id`'s process, while it runs.
+    pub fn server(&self, id: u64) -> Result<&Server> {
+        self.node(id)?
+            .server
+            .as_ref()
+            .with_context(|| format!("node {id} does not run"))
+    }
+
     /// Node `id`'s data directory.
     pub fn data_dir(&self, id: u64) -> Result<PathBuf> {
         Ok(self.node(id)?.data.clone())

@@ -36,6 +36,7 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
         &cluster.addrs(),
         args.load.conns,
         Stop::window(&args.load),
+        None,
         render,
     )
     .await?;

@@ -142,6 +142,7 @@ pub struct Status {
 /// `/admin/status`).
 #[derive(Clone, Copy, Default, Deserialize)]
 pub struct Storage {
+    pub flushes: u64,
     pub appended_entries: u64,
 }
 
@@ -226,6 +227,20 @@ pub async fn add_learner(addr: SocketAddr, id: u64, node: SocketAddr) -> Result<
 
 /// How long the server itself lets a membership change take.
 const LEARNER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The `renew_timestamp` of instance `hostname` in a fetch answer's body.
+pub fn renew_timestamp(body: &[u8], hostname: &str) -> Result<i64> {
+    let json: Value = serde_json::from_slice(body).context("parsing the fetch answer")?;
+    json["data"]["instances"]
+        .as_object()
+        .context("fetch answer without data.instances")?
+        .values()
+        .filter_map(Value::as_array)
+        .flatten()
+        .find(|i| i["hostname"] == hostname)
+        .and_then(|i| i["renew_timestamp"].as_i64())
+        .with_context(|| format!("{hostname} is not in the fetch answer"))
+}
 
 /// A successful fetch: its exact body and what the bench reads from it.
 pub struct Fetched {

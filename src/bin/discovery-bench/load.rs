@@ -1,6 +1,7 @@
-//! The closed-loop load driver: a fixed number of keep-alive connections,
-//! each sending its next request as soon as the previous one is answered;
-//! to one server or spread over the nodes of a cluster.
+//! The load driver: a fixed number of keep-alive connections, each sending
+//! its next request as soon as the previous one is answered (closed loop)
+//! or, when paced, as soon as the request is due; to one server or spread
+//! over the nodes of a cluster.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,9 +78,13 @@ pub struct Outcome {
     pub ok: u64,
     pub errors: u64,
     pub latencies: Latencies,
+    /// In a paced run, how late each recorded request was sent: whether
+    /// the bench kept up with the pace.
+    pub behind: Latencies,
     /// The recorded span: the window, or the whole run for a count.
     pub elapsed: Duration,
-    /// Requests numbered, warm-up included: instances `0..issued` were sent.
+    /// Requests numbered, warm-up included: in a run that is not paced,
+    /// instances `0..issued` were sent.
     pub issued: u64,
 }
 
@@ -89,6 +94,7 @@ impl Outcome {
         self.ok += other.ok;
         self.errors += other.errors;
         self.latencies.append(&mut other.latencies);
+        self.behind.append(&mut other.behind);
         self.elapsed = self.elapsed.max(other.elapsed);
         self.issued += other.issued;
     }
@@ -114,22 +120,31 @@ struct Shared {
     render: Render,
     next: AtomicU64,
     stop: Stop,
+    /// Requests per second of a paced run.
+    rate: Option<f64>,
     start: Instant,
 }
 
 impl Shared {
-    /// The next request number, or `None` when the run is over.
-    fn next(&self) -> Option<u64> {
-        match self.stop {
-            Stop::Window { warmup, measure } => {
-                if Instant::now() >= self.start + warmup + measure {
-                    return None;
-                }
-                Some(self.next.fetch_add(1, Ordering::Relaxed))
+    /// The next request number and, when paced, when it is due; `None`
+    /// when the run is over.
+    fn next(&self) -> Option<(u64, Option<Instant>)> {
+        let take = || self.next.fetch_add(1, Ordering::Relaxed);
+        let due = |n: u64, rate: f64| self.start + Duration::from_secs_f64(n as f64 / rate);
+        match (self.stop, self.rate) {
+            // The clock is read before a number is taken, so every number
+            // taken is sent: instances `0..issued` exist afterwards.
+            (Stop::Window { warmup, measure }, None) => {
+                (Instant::now() < self.start + warmup + measure).then(|| (take(), None))
             }
-            Stop::Count(total) => {
-                let n = self.next.fetch_add(1, Ordering::Relaxed);
-                (n < total).then_some(n)
+            (Stop::Window { warmup, measure }, Some(rate)) => {
+                let n = take();
+                let due = due(n, rate);
+                (due < self.start + warmup + measure).then_some((n, Some(due)))
+            }
+            (Stop::Count(total), rate) => {
+                let n = take();
+                (n < total).then(|| (n, rate.map(|r| due(n, r))))
             }
         }
     }
@@ -147,11 +162,52 @@ impl Shared {
 
 /// Runs `conns` connections against `addr` until `stop`.
 pub async fn drive(addr: SocketAddr, conns: usize, stop: Stop, render: Render) -> Result<Outcome> {
+    run(addr, conns, stop, None, render).await
+}
+
+/// Runs `conns` connections spread evenly over `addrs` until `stop`, each
+/// node's share as in [`drive`]; returns one outcome per address, in order.
+///
+/// Request numbers interleave (node `k` of `m` sends `k`, `k + m`, …), so
+/// together the nodes cover the numbers one `drive` would. With a `rate`
+/// the run is paced: the nodes share the rate equally and request `j` is
+/// due about `j / rate` after the start, whatever node it goes to.
+pub async fn drive_spread(
+    addrs: &[SocketAddr],
+    conns: usize,
+    stop: Stop,
+    rate: Option<f64>,
+    render: SpreadRender,
+) -> Result<Vec<Outcome>> {
+    let nodes = addrs.len();
+    let m = nodes as u64;
+    let runs = addrs.iter().enumerate().map(|(k, &addr)| {
+        let k64 = k as u64;
+        let share = conns / nodes + usize::from(k < conns % nodes);
+        let stop = match stop {
+            Stop::Count(total) => Stop::Count(total / m + u64::from(k64 < total % m)),
+            window => window,
+        };
+        let render = render.clone();
+        let mine: Render = Arc::new(move |n, buf: &mut Vec<u8>| render(addr, n * m + k64, buf));
+        run(addr, share, stop, rate.map(|r| r / nodes as f64), mine)
+    });
+    futures::future::try_join_all(runs).await
+}
+
+async fn run(
+    addr: SocketAddr,
+    conns: usize,
+    stop: Stop,
+    rate: Option<f64>,
+    render: Render,
+) -> Result<Outcome> {
     let shared = Arc::new(Shared {
         addr,
         render,
         next: AtomicU64::new(0),
         stop,
+        rate,
         start: Instant::now(),
     });
     let mut workers = JoinSet::new();
@@ -173,42 +229,21 @@ pub async fn drive(addr: SocketAddr, conns: usize, stop: Stop, render: Render) -
     Ok(total)
 }
 
-/// Runs `conns` connections spread evenly over `addrs` until `stop`, each
-/// node's share as in [`drive`]; returns one outcome per address, in order.
-///
-/// Request numbers interleave (node `k` of `m` sends `k`, `k + m`, …), so
-/// together the nodes cover the numbers one `drive` would.
-pub async fn drive_spread(
-    addrs: &[SocketAddr],
-    conns: usize,
-    stop: Stop,
-    render: SpreadRender,
-) -> Result<Vec<Outcome>> {
-    let nodes = addrs.len();
-    let m = nodes as u64;
-    let runs = addrs.iter().enumerate().map(|(k, &addr)| {
-        let k64 = k as u64;
-        let share = conns / nodes + usize::from(k < conns % nodes);
-        let stop = match stop {
-            Stop::Count(total) => Stop::Count(total / m + u64::from(k64 < total % m)),
-            window => window,
-        };
-        let render = render.clone();
-        let mine: Render = Arc::new(move |n, buf: &mut Vec<u8>| render(addr, n * m + k64, buf));
-        drive(addr, share, stop, mine)
-    });
-    futures::future::try_join_all(runs).await
-}
-
 /// One connection's loop; reconnects after a failure or a server close.
 async fn worker(shared: Arc<Shared>) -> Outcome {
     let (from, to) = shared.window();
     let mut out = Outcome::default();
     let mut request = Vec::with_capacity(512);
     let mut conn: Option<Conn> = None;
-    while let Some(n) = shared.next() {
+    while let Some((n, due)) = shared.next() {
+        if let Some(due) = due {
+            tokio::time::sleep_until(due).await;
+        }
         (shared.render)(n, &mut request);
         let sent = Instant::now();
+        if let Some(due) = due.filter(|_| sent >= from) {
+            out.behind.push(sent - due);
+        }
         let result = timeout(REQUEST_TIMEOUT, exchange(&mut conn, shared.addr, &request)).await;
         let done = Instant::now();
         if matches!(result, Ok(Ok(true))) {

@@ -4,24 +4,31 @@
 //! prefixed with `#`.
 //!
 //! - one server: `fetch`, `polls`, `register`, `memory` (and `all`);
-//! - a cluster (`cluster`): `cluster-register`, `failover`, `join`;
-//! - the pieces: `server` (processes), `load` (timed or spread load),
-//!   `http` (the client), `discovery` (requests and setup calls), `fill`,
-//!   `stats`, `limits`.
+//! - a cluster (`cluster`): `cluster-register`, `failover`, `join`,
+//!   `renews`, `lifecycle`;
+//! - the pieces: `server` (processes), `load` (timed, paced or spread
+//!   load), `http` (the client), `discovery` (requests and setup calls),
+//!   `fill`, `stats`, `cpu` and `meter` (CPU and disk use), `lag`
+//!   (replication lag of renews), `limits`.
 
 mod cluster;
 mod cluster_register;
+mod cpu;
 mod discovery;
 mod failover;
 mod fetch;
 mod fill;
 mod http;
 mod join;
+mod lag;
+mod lifecycle;
 mod limits;
 mod load;
 mod memory;
+mod meter;
 mod polls;
 mod register;
+mod renews;
 mod server;
 mod stats;
 
@@ -66,6 +73,10 @@ enum Command {
     Failover(failover::Args),
     /// Time for a fourth node to catch up with a large registry.
     Join(join::Args),
+    /// Renew throughput on a three-node cluster and the disk flushes it costs.
+    Renews(renews::Args),
+    /// A large registry renewing at its cadence: CPU and follower lag.
+    Lifecycle(lifecycle::Args),
     /// Everything above, in turn, with the defaults of each.
     All(AllArgs),
 }
@@ -115,6 +126,8 @@ async fn run(launch: &Launch, command: Command) -> Result<()> {
         Command::ClusterRegister(args) => cluster_register::run(launch, &args).await,
         Command::Failover(args) => failover::run(launch, &args).await,
         Command::Join(args) => join::run(launch, &args).await,
+        Command::Renews(args) => renews::run(launch, &args).await,
+        Command::Lifecycle(args) => lifecycle::run(launch, &args).await,
         Command::All(all) => {
             fetch::run(launch, &fetch::Args::new(all.load.clone())).await?;
             let polls = polls::Args {

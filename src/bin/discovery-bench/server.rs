@@ -1,6 +1,6 @@
 //! Starting and stopping the `discovery` server under test, in a data
 //! directory of its own (from flags, or from a configuration file as a
-//! cluster member), and reading its memory use.
+//! cluster member), and reading its memory and CPU use.
 
 use std::ffi::OsString;
 use std::io;
@@ -235,6 +235,11 @@ impl Server {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .with_context(|| format!("no VmRSS in {path}"))?;
         Ok(kb * 1024)
+    }
+
+    /// CPU time (user and system) the server has used so far.
+    pub fn cpu_time(&self) -> Result<Duration> {
+        crate::cpu::process_time(self.pid)
     }
 
     /// Sends `signal` and waits for the process to exit; returns how long

@@ -36,6 +36,10 @@ impl Latencies {
         }
     }
 
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Nearest-rank percentile of the sorted samples.
     fn percentile(&self, p: f64) -> u64 {
         if self.0.is_empty() {
