@@ -20,11 +20,51 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often a node's status is read while waiting on it.
 const STATUS_EVERY: Duration = Duration::from_millis(20);
 
-/// The `[raft]` keys a benchmark may set; the others keep their defaults.
-#[derive(Clone, Copy, Debug, Default)]
+/// The `[raft]` keys of every node a benchmark may set; those not given
+/// keep the server's defaults, which is what is measured unless told.
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
 pub struct RaftSettings {
+    /// The nodes' `raft.heartbeat_ms`.
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// The nodes' `raft.election_timeout_min_ms`.
+    #[arg(long)]
+    pub election_timeout_min_ms: Option<u64>,
+    /// The nodes' `raft.election_timeout_max_ms`.
+    #[arg(long)]
+    pub election_timeout_max_ms: Option<u64>,
+    /// The nodes' `raft.snapshot_every`.
+    #[arg(long)]
     pub snapshot_every: Option<u64>,
+    /// The nodes' `raft.keep_logs`.
+    #[arg(long)]
     pub keep_logs: Option<u64>,
+}
+
+impl RaftSettings {
+    /// The keys given, as lines of a `[raft]` section.
+    fn toml(&self) -> String {
+        [
+            ("heartbeat_ms", self.heartbeat_ms),
+            ("election_timeout_min_ms", self.election_timeout_min_ms),
+            ("election_timeout_max_ms", self.election_timeout_max_ms),
+            ("snapshot_every", self.snapshot_every),
+            ("keep_logs", self.keep_logs),
+        ]
+        .iter()
+        .filter_map(|(key, value)| value.map(|v| format!("{key} = {v}\n")))
+        .collect()
+    }
+
+    /// What was changed from the defaults, for result lines.
+    pub fn describe(&self) -> String {
+        let set = self.toml();
+        if set.is_empty() {
+            "default raft timings".into()
+        } else {
+            set.trim_end().replace('\n', ", ")
+        }
+    }
 }
 
 /// One node: where it listens, its files, and its process while it runs.
@@ -91,13 +131,7 @@ impl Cluster {
         let root = self.dir.path().join(format!("node{id}"));
         std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
         let data = root.join("data");
-        let mut raft = String::new();
-        if let Some(n) = self.raft.snapshot_every {
-            raft.push_str(&format!("snapshot_every = {n}\n"));
-        }
-        if let Some(n) = self.raft.keep_logs {
-            raft.push_str(&format!("keep_logs = {n}\n"));
-        }
+        let raft = self.raft.toml();
         let text = format!(
             "[node]\nid = {id}\nname = \"node{id}\"\nlisten = \"{addr}\"\nadvertise = \"{addr}\"\n\
              zone = \"{ZONE}\"\ndata_dir = {data}\n\n[cluster]\n{cluster_section}\n\n\

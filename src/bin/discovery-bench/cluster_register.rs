@@ -15,6 +15,8 @@ use crate::server::Launch;
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
     #[command(flatten)]
+    pub raft: RaftSettings,
+    #[command(flatten)]
     pub load: LoadArgs,
     /// Apps the registered instances are spread over.
     #[arg(long, default_value_t = crate::register::APPS)]
@@ -22,7 +24,7 @@ pub struct Args {
 }
 
 pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
-    let cluster = Cluster::start(launch, 3, RaftSettings::default()).await?;
+    let cluster = Cluster::start(launch, 3, args.raft).await?;
     let leader = cluster.leader().await?;
     let fleet = Fleet {
         prefix: "creg",
@@ -41,9 +43,10 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
     )
     .await?;
     let what = format!(
-        "{} over 3 nodes, {} apps, leader node {leader}",
+        "{} over 3 nodes, {} apps, leader node {leader}, {}",
         args.load.describe(),
-        args.apps
+        args.apps,
+        args.raft.describe()
     );
     print_by_role("cluster-register", &what, outcomes, &cluster.ids(), leader);
     Ok(())

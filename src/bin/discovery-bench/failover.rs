@@ -38,6 +38,8 @@ const STATUS_EVERY: Duration = Duration::from_millis(5);
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
+    #[command(flatten)]
+    pub raft: RaftSettings,
     /// Leader kills, one per run.
     #[arg(long, default_value_t = 10)]
     pub runs: u32,
@@ -79,7 +81,7 @@ struct Run {
 
 pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
     ensure!(args.runs > 0, "--runs must be above 0");
-    let mut cluster = Cluster::start(launch, 3, RaftSettings::default()).await?;
+    let mut cluster = Cluster::start(launch, 3, args.raft).await?;
     let read_fleet = Fleet {
         prefix: "foread",
         apps: 1,
@@ -116,20 +118,10 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
     }
     let summary =
         |l: &mut Latencies| format!("median {} max {}", Ms(l.median()), Ms(l.summary().max));
-    println!(
-        "failover first write: {} ({} runs)",
-        summary(&mut first),
-        args.runs
-    );
-    println!(
-        "failover no leader: {} ({} runs)",
-        summary(&mut leaderless),
-        args.runs
-    );
-    println!(
-        "failover failed reads: {failed_reads} of {reads} ({} runs)",
-        args.runs
-    );
+    let what = format!("{} runs, {}", args.runs, args.raft.describe());
+    println!("failover first write: {} ({what})", summary(&mut first));
+    println!("failover no leader: {} ({what})", summary(&mut leaderless));
+    println!("failover failed reads: {failed_reads} of {reads} ({what})");
     Ok(())
 }
 

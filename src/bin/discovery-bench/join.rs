@@ -30,12 +30,8 @@ pub struct Args {
     pub instances: u64,
     #[arg(long, default_value_t = memory::APPS)]
     pub apps: u64,
-    /// The nodes' `raft.snapshot_every` (the server's default if not set).
-    #[arg(long)]
-    pub snapshot_every: Option<u64>,
-    /// The nodes' `raft.keep_logs` (the server's default if not set).
-    #[arg(long)]
-    pub keep_logs: Option<u64>,
+    #[command(flatten)]
+    pub raft: RaftSettings,
 }
 
 pub async fn run(launch: &crate::server::Launch, args: &Args) -> Result<()> {
@@ -44,11 +40,7 @@ pub async fn run(launch: &crate::server::Launch, args: &Args) -> Result<()> {
         "--instances must be a multiple of --apps"
     );
     let per_app = args.instances / args.apps;
-    let raft = RaftSettings {
-        snapshot_every: args.snapshot_every,
-        keep_logs: args.keep_logs,
-    };
-    let mut cluster = Cluster::start(launch, 3, raft).await?;
+    let mut cluster = Cluster::start(launch, 3, args.raft).await?;
     let leader = cluster.leader().await?;
     let leader_addr = cluster.addr(leader)?;
     let fleet = Fleet {
@@ -113,12 +105,13 @@ pub async fn run(launch: &crate::server::Launch, args: &Args) -> Result<()> {
     };
     println!(
         "join: caught up in {} ({} instances, {} apps; applied index {} >= leader's commit {target} \
-         at the join; admin answered in {}; {snapshot})",
+         at the join; admin answered in {}; {snapshot}; {})",
         Ms::from(caught_up),
         args.instances,
         args.apps,
         status.applied(),
         Ms::from(answered),
+        args.raft.describe()
     );
     Ok(())
 }

@@ -23,6 +23,8 @@ pub const INSTANCES: u64 = 100_000;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
+    #[command(flatten)]
+    pub raft: RaftSettings,
     /// Instances registered, each renewed once per --cadence.
     #[arg(long, default_value_t = INSTANCES)]
     pub instances: u64,
@@ -49,7 +51,7 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
         args.instances > 0 && args.cadence > 0.0,
         "--instances and --cadence must be above 0"
     );
-    let cluster = Cluster::start(launch, 3, RaftSettings::default()).await?;
+    let cluster = Cluster::start(launch, 3, args.raft).await?;
     let leader = cluster.leader().await?;
     let fleet = Fleet {
         prefix: "life",
@@ -103,8 +105,11 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
     led.merge(followed);
     let mut out = led;
     let what = format!(
-        "{instances} instances every {} s, {} conns over 3 nodes, {} s, leader node {leader}",
-        args.cadence, args.conns, args.duration
+        "{instances} instances every {} s, {} conns over 3 nodes, {} s, leader node {leader}, {}",
+        args.cadence,
+        args.conns,
+        args.duration,
+        args.raft.describe()
     );
     println!(
         "lifecycle renews: {:.0}/s of {rate:.0}/s due, {} errors {}, sent behind schedule {} ({what})",

@@ -20,6 +20,8 @@ pub const INSTANCES: u64 = 10_000;
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
     #[command(flatten)]
+    pub raft: RaftSettings,
+    #[command(flatten)]
     pub load: LoadArgs,
     /// Instances registered before the load; the renews go over them in
     /// turn.
@@ -32,7 +34,7 @@ pub struct Args {
 
 pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
     ensure!(args.instances > 0, "--instances must be above 0");
-    let cluster = Cluster::start(launch, 3, RaftSettings::default()).await?;
+    let cluster = Cluster::start(launch, 3, args.raft).await?;
     let leader = cluster.leader().await?;
     let fleet = Fleet {
         prefix: "ren",
@@ -68,8 +70,9 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
     );
     let (before, after) = readings?;
     let what = format!(
-        "{} over 3 nodes, {instances} instances, leader node {leader}",
-        args.load.describe()
+        "{} over 3 nodes, {instances} instances, leader node {leader}, {}",
+        args.load.describe(),
+        args.raft.describe()
     );
     print_by_role("renews", &what, outcomes?, &ids, leader);
     let (usage, bench) = meter::usage(&before, &after);
