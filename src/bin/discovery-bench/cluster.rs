@@ -342,3 +342,21 @@ pub fn print_by_role(label: &str, what: &str, outcomes: Vec<Outcome>, ids: &[u64
         println!("{line}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RaftSettings;
+
+    #[test]
+    fn only_the_keys_given_reach_the_config() {
+        assert_eq!(RaftSettings::default().toml(), "");
+        assert_eq!(RaftSettings::default().describe(), "default raft timings");
+        let set = RaftSettings {
+            heartbeat_ms: Some(50),
+            keep_logs: Some(0),
+            ..RaftSettings::default()
+        };
+        assert_eq!(set.toml(), "heartbeat_ms = 50\nkeep_logs = 0\n");
+        assert_eq!(set.describe(), "heartbeat_ms = 50, keep_logs = 0");
+    }
+}

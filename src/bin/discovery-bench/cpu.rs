@@ -41,3 +41,23 @@ pub fn own_time() -> Result<Duration> {
 pub fn percent(cpu: Duration, wall: Duration) -> f64 {
     100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_cpu_time_grows_with_work() {
+        let before = own_time().unwrap();
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(own_time().unwrap() > before);
+        assert_eq!(
+            percent(Duration::from_millis(250), Duration::from_secs(1)),
+            25.0
+        );
+    }
+}

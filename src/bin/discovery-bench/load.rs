@@ -183,16 +183,22 @@ pub async fn drive_spread(
     let m = nodes as u64;
     let runs = addrs.iter().enumerate().map(|(k, &addr)| {
         let k64 = k as u64;
-        let share = conns / nodes + usize::from(k < conns % nodes);
+        let conns = share(conns as u64, k64, m) as usize;
         let stop = match stop {
-            Stop::Count(total) => Stop::Count(total / m + u64::from(k64 < total % m)),
+            Stop::Count(total) => Stop::Count(share(total, k64, m)),
             window => window,
         };
         let render = render.clone();
         let mine: Render = Arc::new(move |n, buf: &mut Vec<u8>| render(addr, n * m + k64, buf));
-        run(addr, share, stop, rate.map(|r| r / nodes as f64), mine)
+        run(addr, conns, stop, rate.map(|r| r / nodes as f64), mine)
     });
     futures::future::try_join_all(runs).await
+}
+
+/// Node `k`'s share of `total` over `m` nodes: the numbers `k, k + m, …`
+/// below `total`.
+fn share(total: u64, k: u64, m: u64) -> u64 {
+    total / m + u64::from(k < total % m)
 }
 
 async fn run(
@@ -275,4 +281,21 @@ pub async fn exchange(slot: &mut Option<Conn>, addr: SocketAddr, request: &[u8])
         *slot = Some(conn);
     }
     Ok(good)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn shares_cover_the_total_exactly() {
+        for total in [0, 1, 2, 63, 64, 65, 100_000] {
+            let shares: Vec<u64> = (0..3).map(|k| share(total, k, 3)).collect();
+            assert_eq!(shares.iter().sum::<u64>(), total);
+            for (k, s) in shares.iter().enumerate() {
+                let numbers = (k as u64..total).step_by(3).count() as u64;
+                assert_eq!(*s, numbers, "node {k} of 3, total {total}");
+            }
+        }
+    }
 }

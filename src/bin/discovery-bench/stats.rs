@@ -99,3 +99,30 @@ impl fmt::Display for Mib {
         write!(f, "{:.1} MiB", self.0 as f64 / (1024.0 * 1024.0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(ms: &[u64]) -> Latencies {
+        let mut l = Latencies::default();
+        for m in ms {
+            l.push(Duration::from_millis(*m));
+        }
+        l
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(of(&[]).median(), 0);
+        assert_eq!(of(&[30, 10, 20]).median(), 20_000_000);
+        assert_eq!(of(&[40, 10, 30, 20]).median(), 25_000_000);
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut l = of(&(1..=100).collect::<Vec<_>>());
+        let s = l.summary();
+        assert_eq!((s.p50, s.p99, s.max), (50_000_000, 99_000_000, 100_000_000));
+    }
+}
