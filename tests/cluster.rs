@@ -61,6 +61,16 @@ async fn writes_on_any_node_are_read_on_every_node_and_wake_follower_polls() {
     }
     converge(&cluster, &[0, 1, 2], "shared.app", &want).await;
 
+    // Every node appended the entries to its own log and flushed them.
+    for i in 0..3 {
+        let storage = &cluster.status(i).await.expect("status")["storage"];
+        assert!(
+            storage["appended_entries"].as_u64().unwrap() >= 3,
+            "{storage}"
+        );
+        assert!(storage["flushes"].as_u64().unwrap() > 0, "{storage}");
+    }
+
     // A poll held on a follower wakes on a write sent to another node.
     let follower = (leader + 1) % 3;
     let writer = (leader + 2) % 3;

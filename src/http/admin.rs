@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::discovery::Api;
 use crate::cluster::evictor::EvictionState;
 use crate::cluster::membership::{self, Change, Changed};
-use crate::raft::log_store::LogStore;
+use crate::raft::log_store::{LogStore, StorageStats};
 use crate::raft::{Member, NodeId, Raft};
 use crate::registry::eviction::Preservation;
 
@@ -32,6 +32,8 @@ pub struct Status {
     pub held_polls: usize,
     /// Self-preservation as of the last eviction round (leader only).
     pub self_preservation: Option<Preservation>,
+    /// Disk flushes and entries of this node's log since it started.
+    pub storage: StorageStats,
 }
 
 #[derive(Serialize)]
@@ -98,6 +100,7 @@ pub async fn status(
         instances: api.local.read().len(),
         held_polls: api.local.hub().held(),
         self_preservation: *eviction.preservation.lock(),
+        storage: log.stats(),
     })
 }
 

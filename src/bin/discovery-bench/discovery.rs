@@ -55,7 +55,8 @@ impl Fleet {
         format!("{}.app.{app:04}", self.prefix)
     }
 
-    fn names(&self, n: u64) -> (String, String) {
+    /// The appid and hostname of instance `n`.
+    pub fn names(&self, n: u64) -> (String, String) {
         let app = n % self.apps;
         let hostname = format!("{}-{app:04}-{:03}", self.prefix, n / self.apps);
         (self.appid(app), hostname)
@@ -126,9 +127,33 @@ pub fn succeeded(status: u16, body: &[u8]) -> bool {
 #[derive(Deserialize)]
 pub struct Status {
     pub state: String,
+    pub leader: Option<u64>,
     pub protected: bool,
     pub instances: u64,
     pub held_polls: u64,
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub storage: Storage,
+}
+
+/// The disk work of a node's log since it started (`storage` in
+/// `/admin/status`).
+#[derive(Clone, Copy, Default, Deserialize)]
+pub struct Storage {
+    pub flushes: u64,
+    pub appended_entries: u64,
+}
+
+impl Status {
+    pub fn applied(&self) -> u64 {
+        self.applied_index.unwrap_or(0)
+    }
+
+    pub fn committed(&self) -> u64 {
+        self.committed_index.unwrap_or(0)
+    }
 }
 
 /// One request on a fresh connection; the answer's status and body.
@@ -161,6 +186,60 @@ pub async fn register(addr: SocketAddr, form: &str) -> Result<()> {
         String::from_utf8_lossy(&body)
     );
     Ok(())
+}
+
+/// Adds node `id`, serving on `node`, to the cluster as a learner through
+/// the admin API of the node at `addr`; answers once the leader says it
+/// has caught up.
+pub async fn add_learner(addr: SocketAddr, id: u64, node: SocketAddr) -> Result<()> {
+    let body = serde_json::json!({
+        "change": "add_learner",
+        "id": id,
+        "name": format!("node{id}"),
+        "raft_addr": node.to_string(),
+        "api_addr": node.to_string(),
+        "zone": ZONE,
+    })
+    .to_string();
+    let request = format!(
+        "POST /admin/membership HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // Catching up may take long: wait as long as the server does.
+    let mut conn = Conn::connect(addr).await?;
+    let reply = timeout(LEARNER_TIMEOUT, conn.send(request.as_bytes()))
+        .await
+        .context("adding the learner took too long")??;
+    let answer: Value = serde_json::from_slice(reply.body).with_context(|| {
+        format!(
+            "/admin/membership answered HTTP {}: {}",
+            reply.status,
+            String::from_utf8_lossy(reply.body)
+        )
+    })?;
+    ensure!(
+        answer.get("Ok").is_some(),
+        "adding node {id} as a learner failed: {answer}"
+    );
+    Ok(())
+}
+
+/// How long the server itself lets a membership change take.
+const LEARNER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The `renew_timestamp` of instance `hostname` in a fetch answer's body.
+pub fn renew_timestamp(body: &[u8], hostname: &str) -> Result<i64> {
+    let json: Value = serde_json::from_slice(body).context("parsing the fetch answer")?;
+    json["data"]["instances"]
+        .as_object()
+        .context("fetch answer without data.instances")?
+        .values()
+        .filter_map(Value::as_array)
+        .flatten()
+        .find(|i| i["hostname"] == hostname)
+        .and_then(|i| i["renew_timestamp"].as_i64())
+        .with_context(|| format!("{hostname} is not in the fetch answer"))
 }
 
 /// A successful fetch: its exact body and what the bench reads from it.

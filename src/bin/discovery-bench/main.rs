@@ -1,16 +1,34 @@
-//! `discovery-bench`: load and measure a `discovery` server on this machine.
-//! Result lines go to stdout, ready to paste into a Markdown table; progress
-//! notes go to stderr, prefixed with `#`.
+//! `discovery-bench`: load and measure a `discovery` server, or a
+//! three-node cluster of them, on this machine. Result lines go to stdout,
+//! ready to paste into a Markdown table; progress notes go to stderr,
+//! prefixed with `#`.
+//!
+//! - one server: `fetch`, `polls`, `register`, `memory` (and `all`);
+//! - a cluster (`cluster`): `cluster-register`, `failover`, `join`,
+//!   `renews`, `lifecycle`;
+//! - the pieces: `server` (processes), `load` (timed, paced or spread
+//!   load), `http` (the client), `discovery` (requests and setup calls),
+//!   `fill`, `stats`, `cpu` and `meter` (CPU and disk use), `lag`
+//!   (replication lag of renews), `limits`.
 
+mod cluster;
+mod cluster_register;
+mod cpu;
 mod discovery;
+mod failover;
 mod fetch;
 mod fill;
 mod http;
+mod join;
+mod lag;
+mod lifecycle;
 mod limits;
 mod load;
 mod memory;
+mod meter;
 mod polls;
 mod register;
+mod renews;
 mod server;
 mod stats;
 
@@ -49,6 +67,16 @@ enum Command {
     Register(register::Args),
     /// Memory with many instances and restart-to-serving time.
     Memory(memory::Args),
+    /// Register throughput and commit latency on a three-node cluster.
+    ClusterRegister(cluster_register::Args),
+    /// Time to write again after the leader is SIGKILLed, and failed reads.
+    Failover(failover::Args),
+    /// Time for a fourth node to catch up with a large registry.
+    Join(join::Args),
+    /// Renew throughput on a three-node cluster and the disk flushes it costs.
+    Renews(renews::Args),
+    /// A large registry renewing at its cadence: CPU and follower lag.
+    Lifecycle(lifecycle::Args),
     /// Everything above, in turn, with the defaults of each.
     All(AllArgs),
 }
@@ -95,6 +123,11 @@ async fn run(launch: &Launch, command: Command) -> Result<()> {
         Command::Polls(args) => polls::run(launch, &args).await,
         Command::Register(args) => register::run(launch, &args).await,
         Command::Memory(args) => memory::run(launch, &args).await,
+        Command::ClusterRegister(args) => cluster_register::run(launch, &args).await,
+        Command::Failover(args) => failover::run(launch, &args).await,
+        Command::Join(args) => join::run(launch, &args).await,
+        Command::Renews(args) => renews::run(launch, &args).await,
+        Command::Lifecycle(args) => lifecycle::run(launch, &args).await,
         Command::All(all) => {
             fetch::run(launch, &fetch::Args::new(all.load.clone())).await?;
             let polls = polls::Args {

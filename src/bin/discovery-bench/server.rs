@@ -1,6 +1,8 @@
 //! Starting and stopping the `discovery` server under test, in a data
-//! directory of its own, and reading its memory use.
+//! directory of its own (from flags, or from a configuration file as a
+//! cluster member), and reading its memory and CPU use.
 
+use std::ffi::OsString;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -36,6 +38,11 @@ impl Workdir {
         ));
         std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
         Ok(Workdir { root })
+    }
+
+    /// The directory itself, for callers that lay out several servers in it.
+    pub fn path(&self) -> &Path {
+        &self.root
     }
 
     fn data(&self) -> PathBuf {
@@ -110,23 +117,46 @@ impl Server {
     /// Starts a server on `addr` with its data in `dir`, and returns without
     /// waiting for it to serve.
     pub fn spawn(launch: &Launch, dir: &Workdir, addr: SocketAddr) -> Result<Server> {
-        let log = dir.log();
+        let args: Vec<OsString> = vec![
+            "--node-id".into(),
+            "1".into(),
+            "--data-dir".into(),
+            dir.data().into(),
+            "--listen".into(),
+            addr.to_string().into(),
+            "--advertise".into(),
+            addr.to_string().into(),
+            "--poll-hold-ms".into(),
+            launch.poll_hold_ms.to_string().into(),
+        ];
+        Server::spawn_args(launch, &args, &dir.log(), addr)
+    }
+
+    /// Starts a server from the configuration file `config`, which makes it
+    /// listen on `addr`, logging to `log`; returns without waiting for it.
+    pub fn spawn_config(
+        launch: &Launch,
+        config: &Path,
+        log: &Path,
+        addr: SocketAddr,
+    ) -> Result<Server> {
+        let args: Vec<OsString> = vec!["--config".into(), config.into()];
+        Server::spawn_args(launch, &args, log, addr)
+    }
+
+    fn spawn_args(
+        launch: &Launch,
+        args: &[OsString],
+        log: &Path,
+        addr: SocketAddr,
+    ) -> Result<Server> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log)
+            .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
         let mut cmd = Command::new(&launch.binary);
-        cmd.arg("--node-id")
-            .arg("1")
-            .arg("--data-dir")
-            .arg(dir.data())
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--advertise")
-            .arg(addr.to_string())
-            .arg("--poll-hold-ms")
-            .arg(launch.poll_hold_ms.to_string())
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -156,7 +186,7 @@ impl Server {
             child,
             pid,
             addr,
-            log,
+            log: log.to_path_buf(),
         })
     }
 
@@ -207,26 +237,9 @@ impl Server {
         Ok(kb * 1024)
     }
 
-    /// CPU time the server has used so far, user and system.
+    /// CPU time (user and system) the server has used so far.
     pub fn cpu_time(&self) -> Result<Duration> {
-        let path = format!("/proc/{}/stat", self.pid);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        // The command name may hold spaces: fields count from after its ')'.
-        let fields: Vec<&str> = text
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |i: usize| -> Result<u64> {
-            fields
-                .get(i)
-                .and_then(|v| v.parse().ok())
-                .with_context(|| format!("no field {i} in {path}"))
-        };
-        // utime and stime are fields 14 and 15 of stat(5), 12 and 13 here.
-        let total = ticks(11)? + ticks(12)?;
-        // SAFETY: sysconf has no memory effects.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Ok(Duration::from_millis(total * 1000 / hz))
+        crate::cpu::process_time(self.pid)
     }
 
     /// Sends `signal` and waits for the process to exit; returns how long
@@ -252,7 +265,7 @@ impl Server {
     }
 
     /// The end of the server's log, for error messages.
-    fn log_tail(&self) -> String {
+    pub fn log_tail(&self) -> String {
         tail(&self.log, 20)
     }
 }

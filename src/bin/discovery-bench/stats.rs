@@ -25,6 +25,21 @@ impl Latencies {
         }
     }
 
+    /// The middle sample, or the mean of the two middle ones.
+    pub fn median(&mut self) -> u64 {
+        self.0.sort_unstable();
+        let n = self.0.len();
+        match n {
+            0 => 0,
+            _ if n % 2 == 1 => self.0[n / 2],
+            _ => (self.0[n / 2 - 1] + self.0[n / 2]) / 2,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Nearest-rank percentile of the sorted samples.
     fn percentile(&self, p: f64) -> u64 {
         if self.0.is_empty() {
@@ -82,5 +97,32 @@ pub struct Mib(pub u64);
 impl fmt::Display for Mib {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:.1} MiB", self.0 as f64 / (1024.0 * 1024.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(ms: &[u64]) -> Latencies {
+        let mut l = Latencies::default();
+        for m in ms {
+            l.push(Duration::from_millis(*m));
+        }
+        l
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(of(&[]).median(), 0);
+        assert_eq!(of(&[30, 10, 20]).median(), 20_000_000);
+        assert_eq!(of(&[40, 10, 30, 20]).median(), 25_000_000);
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut l = of(&(1..=100).collect::<Vec<_>>());
+        let s = l.summary();
+        assert_eq!((s.p50, s.p99, s.max), (50_000_000, 99_000_000, 100_000_000));
     }
 }

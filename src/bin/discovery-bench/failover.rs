@@ -1,0 +1,304 @@
+//! `failover`: the leader is SIGKILLed while clients write through every
+//! node and read from the others. Each run measures the time from the kill
+//! until the first write sent through a survivor after the kill succeeds,
+//! the time until a survivor's `/admin/status` names a new leader, and the
+//! reads on the survivors that failed meanwhile (there should be none:
+//! followers serve reads from their applied registry).
+//!
+//! Between runs the killed node is restarted on its data directory and the
+//! bench waits until it has caught up, so every run starts from a full
+//! three-node cluster, led by whichever node won the last election.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Result};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{timeout, Instant};
+
+use crate::cluster::{Cluster, RaftSettings};
+use crate::discovery::{self, fetch_target, get, post_form, Fleet};
+use crate::fill::fill;
+use crate::http::Conn;
+use crate::load::{exchange, REQUEST_TIMEOUT};
+use crate::server::Launch;
+use crate::stats::{Latencies, Ms};
+
+/// Instances registered before the first run, for the readers to fetch.
+const READ_INSTANCES: u64 = 100;
+
+/// The longest a run may go without a write succeeding again.
+const GAP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the survivors' status is read for a new leader.
+const STATUS_EVERY: Duration = Duration::from_millis(5);
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub raft: RaftSettings,
+    /// Leader kills, one per run.
+    #[arg(long, default_value_t = 10)]
+    pub runs: u32,
+    /// Writing clients per node, each sending a register every
+    /// --write-every-ms.
+    #[arg(long, default_value_t = 2)]
+    pub writers: usize,
+    #[arg(long, default_value_t = 10)]
+    pub write_every_ms: u64,
+    /// Reading clients per survivor, each fetching every --read-every-ms.
+    #[arg(long, default_value_t = 2)]
+    pub readers: usize,
+    #[arg(long, default_value_t = 10)]
+    pub read_every_ms: u64,
+    /// Seconds of load before the kill, and after the cluster writes again.
+    #[arg(long, default_value_t = 1.0)]
+    pub settle: f64,
+}
+
+/// One write attempt: through which node, when it was sent and answered,
+/// and whether it succeeded.
+struct Attempt {
+    node: u64,
+    sent: Instant,
+    done: Instant,
+    ok: bool,
+}
+
+/// What one run measured.
+struct Run {
+    killed: u64,
+    new_leader: u64,
+    first_write: Duration,
+    leaderless: Duration,
+    reads: u64,
+    failed_reads: u64,
+    refused_writes: u64,
+}
+
+pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
+    ensure!(args.runs > 0, "--runs must be above 0");
+    let mut cluster = Cluster::start(launch, 3, args.raft).await?;
+    let read_fleet = Fleet {
+        prefix: "foread",
+        apps: 1,
+    };
+    fill(
+        cluster.addr(cluster.leader().await?)?,
+        read_fleet,
+        READ_INSTANCES,
+    )
+    .await?;
+    let numbers = Arc::new(AtomicU64::new(0));
+    let mut first = Latencies::default();
+    let mut leaderless = Latencies::default();
+    let (mut reads, mut failed_reads) = (0, 0);
+    for n in 1..=args.runs {
+        let run = one_run(&mut cluster, args, &read_fleet, &numbers).await?;
+        println!(
+            "failover run {n}: first write {}, no leader {}, failed reads {} of {} \
+             (killed node {}, new leader node {}, {} writes refused through survivors)",
+            Ms::from(run.first_write),
+            Ms::from(run.leaderless),
+            run.failed_reads,
+            run.reads,
+            run.killed,
+            run.new_leader,
+            run.refused_writes
+        );
+        first.push(run.first_write);
+        leaderless.push(run.leaderless);
+        reads += run.reads;
+        failed_reads += run.failed_reads;
+        eprintln!("# restarting node {} on its data", run.killed);
+        cluster.restart(run.killed).await?;
+    }
+    let summary =
+        |l: &mut Latencies| format!("median {} max {}", Ms(l.median()), Ms(l.summary().max));
+    let what = format!("{} runs, {}", args.runs, args.raft.describe());
+    println!("failover first write: {} ({what})", summary(&mut first));
+    println!("failover no leader: {} ({what})", summary(&mut leaderless));
+    println!("failover failed reads: {failed_reads} of {reads} ({what})");
+    Ok(())
+}
+
+async fn one_run(
+    cluster: &mut Cluster,
+    args: &Args,
+    read_fleet: &Fleet,
+    numbers: &Arc<AtomicU64>,
+) -> Result<Run> {
+    let leader = cluster.leader().await?;
+    let survivors: Vec<(u64, SocketAddr)> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .map(|id| Ok((id, cluster.addr(id)?)))
+        .collect::<Result<_>>()?;
+    let (stop_tx, stop) = watch::channel(false);
+    let (attempts_tx, mut attempts) = mpsc::unbounded_channel();
+    let mut clients = JoinSet::new();
+    let write_fleet = Fleet {
+        prefix: "fowrite",
+        apps: 10,
+    };
+    for id in cluster.ids() {
+        let addr = cluster.addr(id)?;
+        for _ in 0..args.writers {
+            clients.spawn(write(
+                id,
+                addr,
+                write_fleet,
+                numbers.clone(),
+                Duration::from_millis(args.write_every_ms),
+                attempts_tx.clone(),
+                stop.clone(),
+            ));
+        }
+    }
+    drop(attempts_tx);
+    let mut readers = JoinSet::new();
+    let read_target = fetch_target(&read_fleet.appid(0));
+    for &(_, addr) in &survivors {
+        for _ in 0..args.readers {
+            readers.spawn(read(
+                addr,
+                read_target.clone(),
+                Duration::from_millis(args.read_every_ms),
+                stop.clone(),
+            ));
+        }
+    }
+
+    let settle = Duration::from_secs_f64(args.settle);
+    tokio::time::sleep(settle).await;
+    eprintln!("# killing leader node {leader}");
+    let killed = cluster.kill(leader).await?;
+    let watcher = tokio::spawn(new_leader(survivors.clone(), leader));
+
+    // The first write through a survivor sent after the kill that succeeds.
+    let deadline = killed + GAP_TIMEOUT;
+    let mut refused_writes = 0;
+    let first_write = loop {
+        let attempt = match timeout(deadline - Instant::now(), attempts.recv()).await {
+            Ok(Some(a)) => a,
+            Ok(None) => bail!("every writer stopped"),
+            Err(_) => bail!("no write succeeded within {GAP_TIMEOUT:?} of the kill"),
+        };
+        if attempt.node == leader || attempt.sent < killed {
+            continue;
+        }
+        if attempt.ok {
+            break attempt.done - killed;
+        }
+        refused_writes += 1;
+    };
+    let (new_leader, elected) = timeout(GAP_TIMEOUT, watcher).await???;
+    tokio::time::sleep(settle).await;
+    let _ = stop_tx.send(true);
+    while clients.join_next().await.is_some() {}
+    let (mut reads, mut failed_reads) = (0, 0);
+    while let Some(counts) = readers.join_next().await {
+        let (ok, failed) = counts?;
+        reads += ok + failed;
+        failed_reads += failed;
+    }
+    Ok(Run {
+        killed: leader,
+        new_leader,
+        first_write,
+        leaderless: elected - killed,
+        reads,
+        failed_reads,
+        refused_writes,
+    })
+}
+
+/// Registers a new instance through `addr` every `every` until stopped,
+/// reporting each attempt.
+async fn write(
+    node: u64,
+    addr: SocketAddr,
+    fleet: Fleet,
+    numbers: Arc<AtomicU64>,
+    every: Duration,
+    attempts: mpsc::UnboundedSender<Attempt>,
+    stop: watch::Receiver<bool>,
+) {
+    let mut conn = None;
+    let mut request = Vec::new();
+    let mut next = Instant::now();
+    while !*stop.borrow() {
+        tokio::time::sleep_until(next).await;
+        let n = numbers.fetch_add(1, Ordering::Relaxed);
+        post_form(
+            &mut request,
+            addr,
+            "/discovery/register",
+            &fleet.register_form(n),
+        );
+        let sent = Instant::now();
+        next = sent + every;
+        let ok = matches!(
+            timeout(REQUEST_TIMEOUT, exchange(&mut conn, addr, &request)).await,
+            Ok(Ok(true))
+        );
+        let done = Instant::now();
+        if attempts
+            .send(Attempt {
+                node,
+                sent,
+                done,
+                ok,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Fetches `target` from `addr` every `every` until stopped; returns the
+/// reads that succeeded and those that failed.
+async fn read(
+    addr: SocketAddr,
+    target: String,
+    every: Duration,
+    stop: watch::Receiver<bool>,
+) -> (u64, u64) {
+    let mut request = Vec::new();
+    get(&mut request, addr, &target);
+    let mut conn: Option<Conn> = None;
+    let (mut ok, mut failed) = (0, 0);
+    let mut next = Instant::now();
+    while !*stop.borrow() {
+        tokio::time::sleep_until(next).await;
+        next = Instant::now() + every;
+        match timeout(REQUEST_TIMEOUT, exchange(&mut conn, addr, &request)).await {
+            Ok(Ok(true)) => ok += 1,
+            answer => {
+                failed += 1;
+                eprintln!("# a read on {addr} failed: {answer:?}");
+            }
+        }
+    }
+    (ok, failed)
+}
+
+/// Waits until a survivor's status names a leader other than `old`;
+/// returns it and when it was seen.
+async fn new_leader(survivors: Vec<(u64, SocketAddr)>, old: u64) -> Result<(u64, Instant)> {
+    loop {
+        for &(_, addr) in &survivors {
+            if let Ok(status) = discovery::status(addr).await {
+                if let Some(leader) = status.leader.filter(|l| *l != old) {
+                    return Ok((leader, Instant::now()));
+                }
+            }
+        }
+        tokio::time::sleep(STATUS_EVERY).await;
+    }
+}
