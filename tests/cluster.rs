@@ -381,6 +381,7 @@ async fn a_fourth_node_joins_by_snapshot_through_discoveryctl_and_leaves_again()
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     let addr = cluster.addr(new);
+    let committed = leader_status["committed_index"].as_u64().unwrap();
     ctl(&[
         "add-learner",
         "--id",
@@ -392,6 +393,13 @@ async fn a_fourth_node_joins_by_snapshot_through_discoveryctl_and_leaves_again()
         "--zone",
         "sh001",
     ]);
+    // add-learner answers once the learner holds what was committed.
+    let leader_status = cluster.status(leader).await.unwrap();
+    let matched = leader_status["members"]["4"]["matched_index"].as_u64();
+    assert!(
+        matched.is_some_and(|i| i >= committed),
+        "learner caught up when add-learner answered: {leader_status}"
+    );
     ctl(&["promote", "--id", "4"]);
     cluster.wait_serving(new).await;
     let status = cluster.status(new).await.unwrap();

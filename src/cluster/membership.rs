@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::raft::{Member, NodeId, Raft};
 
+/// How long adding a learner waits for it to catch up: under the time a
+/// forwarded change waits for the leader (below).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(100);
+
 /// Where membership changes are posted (admin API).
 pub const MEMBERSHIP_PATH: &str = "/admin/membership";
 
@@ -52,7 +56,10 @@ pub async fn apply(raft: &Raft, change: Change) -> Result<Changed, String> {
             Err("no leader: the cluster has no quorum".to_string())
         }
         Err(e) => Err(e.to_string()),
-        Ok(()) => {
+        Ok(added) => {
+            if let Some((id, index)) = added {
+                caught_up(raft, id, index).await?;
+            }
             let metrics = raft.metrics().borrow().clone();
             let membership = metrics.membership_config.membership();
             Ok(Changed {
@@ -63,10 +70,15 @@ pub async fn apply(raft: &Raft, change: Change) -> Result<Changed, String> {
     }
 }
 
-async fn apply_here(raft: &Raft, change: &Change) -> Result<(), WriteError> {
+/// Carries out a change on this node, the leader. For a new learner,
+/// returns its id and the log index it must reach to have caught up.
+async fn apply_here(raft: &Raft, change: &Change) -> Result<Option<(NodeId, u64)>, WriteError> {
     match change {
         Change::AddLearner { id, member } => {
-            raft.add_learner(*id, member.clone(), true).await?;
+            // openraft answers once the learner is within its replication
+            // lag threshold (5,000 entries), not once it has caught up.
+            let added = raft.add_learner(*id, member.clone(), true).await?;
+            return Ok(Some((*id, added.log_id.index)));
         }
         Change::Promote { id } => {
             raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), false)
@@ -88,7 +100,26 @@ async fn apply_here(raft: &Raft, change: &Change) -> Result<(), WriteError> {
                 .await?;
         }
     }
-    Ok(())
+    Ok(None)
+}
+
+/// Waits until the leader has replicated to learner `id` everything up to
+/// `index`: the entry that added it, so everything committed before too.
+async fn caught_up(raft: &Raft, id: NodeId, index: u64) -> Result<(), String> {
+    raft.wait(Some(CATCH_UP_TIMEOUT))
+        .metrics(
+            |m| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id))
+                    .and_then(|matched| matched.as_ref())
+                    .is_some_and(|log_id| log_id.index >= index)
+            },
+            "learner caught up",
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("node {id} was added as a learner but has not caught up: {e}"))
 }
 
 async fn forward(leader: &Member, change: &Change) -> Result<Changed, String> {
