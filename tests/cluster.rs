@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, Timings};
+use common::cluster::{Cluster, Hosts, Timings};
 use common::Client;
 use serde_json::json;
 
@@ -114,6 +114,106 @@ async fn writes_on_any_node_are_read_on_every_node_and_wake_follower_polls() {
             .map(|j| format!("http://{}", cluster.addr(j)))
             .collect();
         assert_eq!(addrs, expected);
+    }
+}
+
+/// In a container the address clients use (a port published on the host)
+/// is not one peers can use, and the reverse. Peers here are given
+/// `localhost`, clients `127.0.0.2`, where nothing listens: any peer traffic
+/// sent to the client address would be refused.
+#[tokio::test]
+async fn peers_talk_on_raft_addresses_and_clients_are_told_api_addresses() {
+    let mut cluster = Cluster::start_with_hosts(
+        3,
+        Timings::default(),
+        Hosts {
+            raft_host: "localhost".into(),
+            api_host: "127.0.0.2".into(),
+        },
+    )
+    .await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let c = cluster.client(follower);
+
+    // A write and a renew sent to a follower are forwarded to the leader.
+    assert_eq!(c.register("addr.app", "sh001", "h1", "1").await.code(), 0);
+    let renewed = c
+        .post(
+            "/discovery/renew",
+            &[
+                ("zone", "sh001"),
+                ("env", "dev"),
+                ("appid", "addr.app"),
+                ("hostname", "h1"),
+            ],
+        )
+        .await;
+    assert_eq!(renewed.code(), 0, "{}", renewed.text);
+
+    // A restarted follower learns the commit point from the leader (read
+    // index) before it serves again.
+    cluster.kill(follower);
+    assert_eq!(
+        cluster
+            .client(leader)
+            .register("addr.app", "sh001", "h2", "1")
+            .await
+            .code(),
+        0
+    );
+    cluster.spawn(follower);
+    cluster.wait_serving(follower).await;
+    converge(
+        &cluster,
+        &[follower],
+        "addr.app",
+        &BTreeSet::from(["h1".to_string(), "h2".to_string()]),
+    )
+    .await;
+
+    // Clients are told the api addresses, every member up (health probes
+    // reach peers on their raft addresses).
+    let told: BTreeSet<String> = (0..3)
+        .map(|j| format!("127.0.0.2:{}", cluster.slots[j].port))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 0..3 {
+        loop {
+            let nodes = cluster.client(i).get("/discovery/nodes").await.json();
+            let up: BTreeSet<String> = nodes["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["status"] == 0)
+                .map(|n| n["addr"].as_str().unwrap().to_string())
+                .collect();
+            let infra = cluster
+                .client(i)
+                .get("/discovery/fetch?env=prod&appid=infra.discovery&status=1")
+                .await
+                .json();
+            let addrs: BTreeSet<String> = infra["data"]["instances"]["sh001"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| {
+                    i["addrs"][0]
+                        .as_str()
+                        .unwrap()
+                        .trim_start_matches("http://")
+                        .to_string()
+                })
+                .collect();
+            if up == told && addrs == told {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i}: nodes up {up:?}, infra.discovery {addrs:?}, want {told:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
