@@ -115,6 +115,27 @@ async fn writes_on_any_node_are_read_on_every_node_and_wake_follower_polls() {
             .collect();
         assert_eq!(addrs, expected);
     }
+
+    // Every replica reaches the same registry at the same log index.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut digests = Vec::new();
+        for i in 0..3 {
+            digests.push(cluster.client(i).get("/admin/digest").await.json());
+        }
+        let index = digests[0]["applied_index"].as_u64();
+        if digests.iter().all(|d| d["applied_index"].as_u64() == index) {
+            assert!(
+                digests.iter().all(|d| d["digest"] == digests[0]["digest"]),
+                "same index, different registries: {digests:?}"
+            );
+            assert_eq!(digests[0]["instances"], 4);
+            assert_eq!(digests[0]["digest"].as_str().unwrap().len(), 64);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never at one index: {digests:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// In a container the address clients use (a port published on the host)
