@@ -21,6 +21,16 @@ async fn hostnames(c: &Client, appid: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// What `discoveryctl health` (the containers' health check) says of a node.
+fn healthy(addr: &str) -> bool {
+    std::process::Command::new(env!("CARGO_BIN_EXE_discoveryctl"))
+        .args(["--node", addr, "health"])
+        .output()
+        .expect("discoveryctl runs")
+        .status
+        .success()
+}
+
 async fn applied(cluster: &Cluster, i: usize) -> u64 {
     cluster.status(i).await.expect("status")["applied_index"]
         .as_u64()
@@ -340,6 +350,10 @@ async fn a_lagging_node_answers_503_until_it_has_caught_up() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(refused.status().as_u16(), 503);
+    assert!(
+        !healthy(&cluster.addr(behind)),
+        "a protected node is unhealthy"
+    );
     assert_eq!(refused.headers()["kratos-status-code"], "-503");
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["code"], -503);
@@ -362,6 +376,7 @@ async fn a_lagging_node_answers_503_until_it_has_caught_up() {
     cluster.spawn(0);
     cluster.spawn(1);
     cluster.wait_serving(behind).await;
+    assert!(healthy(&cluster.addr(behind)));
     let hosts = hostnames(&c, "lag.app").await;
     assert_eq!(hosts.len(), 11, "{hosts:?}");
     assert!(hosts.contains("missed-9"));
