@@ -248,6 +248,82 @@ async fn peers_talk_on_raft_addresses_and_clients_are_told_api_addresses() {
     }
 }
 
+/// A frozen leader (a paused container) keeps its connections open and
+/// answers nothing. A write a follower handed to it may or may not be
+/// applied, so it is not sent again; but once another node leads, the
+/// follower answers that write -503 at once instead of holding it (and its
+/// write path) for the whole bounded wait, and later writes go through. A
+/// renew, safe to resend, is answered by the new leader.
+#[tokio::test]
+async fn a_write_handed_to_a_frozen_leader_is_given_up_when_another_leads() {
+    let cluster = Cluster::start(
+        3,
+        Timings {
+            write_timeout_ms: 8_000,
+            ..Timings::default()
+        },
+    )
+    .await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let c = cluster.client(follower);
+    // Pool connections from the follower to the leader.
+    for n in 0..5 {
+        let a = c
+            .register("frozen.app", "sh001", &format!("warm-{n}"), "1")
+            .await;
+        assert_eq!(a.code(), 0, "{}", a.text);
+    }
+    cluster.freeze(leader, true);
+    let start = Instant::now();
+    let stuck: Vec<_> = (0..4)
+        .map(|n| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let a = c
+                    .register("frozen.app", "sh001", &format!("stuck-{n}"), "1")
+                    .await;
+                (a.code(), start.elapsed())
+            })
+        })
+        .collect();
+    // A renew is safe to send again: it goes to the new leader.
+    let renewer = c.clone();
+    let renew = tokio::spawn(async move {
+        let a = renewer
+            .post(
+                "/discovery/renew",
+                &[
+                    ("zone", "sh001"),
+                    ("env", "dev"),
+                    ("appid", "frozen.app"),
+                    ("hostname", "warm-0"),
+                ],
+            )
+            .await;
+        (a.code(), start.elapsed())
+    });
+    for answer in stuck {
+        let (code, took) = answer.await.unwrap();
+        assert!(code == 0 || code == -503, "code {code}");
+        assert!(
+            took < Duration::from_secs(4),
+            "held {took:?} of an 8 s wait"
+        );
+    }
+    let (code, took) = renew.await.unwrap();
+    assert_eq!(code, 0, "renew answered {code} after {took:?}");
+    assert!(took < Duration::from_secs(4), "renew held {took:?}");
+    let a = c.register("frozen.app", "sh001", "after", "1").await;
+    assert_eq!(a.code(), 0, "{}", a.text);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    cluster.freeze(leader, false);
+}
+
 #[tokio::test]
 async fn leader_sigkill_loses_nothing_acknowledged_and_the_node_catches_up() {
     let mut cluster = Cluster::start(3, Timings::default()).await;

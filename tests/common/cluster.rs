@@ -200,6 +200,15 @@ hold_ms = {hold}
         }
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) node `i`: alive, its
+    /// connections open, answering nothing, as a paused container.
+    pub fn freeze(&self, i: usize, frozen: bool) {
+        let child = self.slots[i].process.as_ref().expect("node runs");
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: signalling our own child process by its pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    }
+
     pub fn client(&self, i: usize) -> Client {
         Client {
             base: format!("http://127.0.0.1:{}", self.slots[i].port),
