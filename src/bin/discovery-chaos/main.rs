@@ -312,7 +312,6 @@ async fn fault_rounds(
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        let injected_at = Instant::now();
         let injected = match faults::inject(kind, cluster, leader).await {
             Ok(i) => i,
             Err(e) => {
@@ -322,6 +321,8 @@ async fn fault_rounds(
                 continue;
             }
         };
+        // The fault is in effect once the command that injects it returns.
+        let injected_at = Instant::now();
         round.targets.clone_from(&injected.targets);
         let hit: Vec<String> = injected
             .targets

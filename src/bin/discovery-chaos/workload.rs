@@ -33,6 +33,8 @@ use crate::poller::Poller;
 const ATTEMPTS: usize = 3;
 /// Renews under way at once.
 const RENEW_CONCURRENCY: usize = 16;
+/// Probe writes under way at once.
+const MAX_PROBES: usize = 128;
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -335,11 +337,15 @@ async fn renewer(
     }
 }
 
+/// Sends a probe write every 50 ms without waiting for the ones under
+/// way: one stuck on a dead leader's connection must not hide that writes
+/// sent after it succeed.
 async fn prober(shared: Arc<Shared>, run: String, mut stop: watch::Receiver<bool>) {
-    let k = key("chaos.probe", format!("{run}-probe"));
+    let k = Arc::new(key("chaos.probe", format!("{run}-probe")));
     let mut turn = 0usize;
-    let mut renewing = false;
+    let mut under_way = JoinSet::new();
     while pause(Duration::from_millis(50), &mut stop).await {
+        while under_way.try_join_next().is_some() {}
         let targets: Vec<String> = {
             let spared = shared.spared.lock();
             shared
@@ -349,25 +355,31 @@ async fn prober(shared: Arc<Shared>, run: String, mut stop: watch::Receiver<bool
                 .cloned()
                 .collect()
         };
-        let Some(node) = targets.get(turn % targets.len().max(1)) else {
+        let Some(node) = targets.get(turn % targets.len().max(1)).cloned() else {
             continue;
         };
         turn += 1;
-        shared.history.registering(&k);
-        let started = Instant::now();
-        let answer = shared.client.register(node, &k).await;
-        let ended = Instant::now();
-        shared.history.registered(&k, &answer, ended.into_std());
-        let acked = answer == Answer::Acked;
-        if acked && !renewing {
-            // Re-registered back to back, it needs no renews of its own.
-            shared.history.renewing(&k);
-            renewing = true;
+        if under_way.len() >= MAX_PROBES {
+            continue;
         }
-        shared.record.probe(Probe {
-            started,
-            ended,
-            acked,
+        let (shared, k) = (shared.clone(), k.clone());
+        under_way.spawn(async move {
+            shared.history.registering(&k);
+            let started = Instant::now();
+            let answer = shared.client.register(&node, &k).await;
+            let ended = Instant::now();
+            shared.history.registered(&k, &answer, ended.into_std());
+            let acked = answer == Answer::Acked;
+            if acked {
+                // Re-registered back to back, it needs no renews of its own.
+                shared.history.renewing(&k);
+            }
+            shared.record.probe(Probe {
+                started,
+                ended,
+                acked,
+            });
         });
     }
+    while under_way.join_next().await.is_some() {}
 }
