@@ -113,8 +113,7 @@ impl Cluster {
             nodes,
             raft_network: networks[0].to_string(),
             http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_millis(300))
-                .timeout(Duration::from_millis(800))
+                .connect_timeout(Duration::from_millis(250))
                 .build()?,
             fresh,
         })
@@ -131,22 +130,32 @@ impl Cluster {
         self.nodes.iter().map(|n| n.client.clone()).collect()
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, node: &Node, path: &str) -> Option<T> {
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        node: &Node,
+        path: &str,
+        timeout: Duration,
+    ) -> Option<T> {
         let r = self
             .http
             .get(format!("http://{}{path}", node.client))
+            .timeout(timeout)
             .send()
             .await
             .ok()?;
         r.json().await.ok()
     }
 
+    /// The node's status. A live node answers within a millisecond or
+    /// two; one that takes longer than this is counted as silent.
     pub async fn status(&self, node: &Node) -> Option<Status> {
-        self.get(node, "/admin/status").await
+        self.get(node, "/admin/status", Duration::from_millis(250))
+            .await
     }
 
     pub async fn digest(&self, node: &Node) -> Option<Digest> {
-        self.get(node, "/admin/digest").await
+        self.get(node, "/admin/digest", Duration::from_secs(5))
+            .await
     }
 
     /// Every node's status, in node order (`None`: no answer).

@@ -98,7 +98,7 @@ struct Cli {
     eviction_threshold_secs: u64,
     /// A leader whose quorum has not acknowledged it for longer does not
     /// count as one.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 300)]
     quorum_fresh_ms: u64,
     /// Also write the report (Markdown) to this file.
     #[arg(long)]
@@ -298,6 +298,7 @@ async fn fault_rounds(
             fault: kind,
             targets: Vec::new(),
             figures: Default::default(),
+            no_leader_after_undo: Duration::ZERO,
             healed: None,
             note: None,
         };
@@ -356,6 +357,7 @@ async fn fault_rounds(
         let healthy_at = Instant::now();
         workload.spare(&[]);
         round.figures = record.figures(injected_at, healthy_at);
+        round.no_leader_after_undo = record.figures(heal_started, healthy_at).no_leader;
         say!(
             start,
             "round {n}: healed after {:?}; no leader {:?}, writes back after {:?}",

@@ -2,17 +2,21 @@
 //! status) and how each probe write fared, reduced per fault to the time
 //! without a leader and the time until writes succeeded again.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Status};
 
 /// Time between two looks at the cluster's leadership.
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+/// A node's status answered longer ago than this says nothing of now.
+const STALE: Duration = Duration::from_millis(250);
 
 /// One look at the cluster.
 #[derive(Clone, Copy, Debug)]
@@ -60,26 +64,47 @@ impl Record {
         self.probes.lock().push(probe);
     }
 
-    /// Looks at every node's status until `stop`.
-    pub async fn sample(self: Arc<Self>, cluster: Arc<Cluster>, mut stop: watch::Receiver<bool>) {
-        loop {
-            let statuses = cluster.statuses().await;
-            let leader = statuses
-                .iter()
-                .flatten()
-                .find(|s| s.leads(cluster.fresh))
-                .map(|s| s.id);
-            let term = statuses.iter().flatten().map(|s| s.term).max().unwrap_or(0);
-            self.samples.lock().push(Sample {
-                at: Instant::now(),
-                leader,
-                term,
+    /// Looks at the cluster every 50 ms until `stop`. Each node is asked
+    /// on its own, so one that does not answer (paused) does not slow the
+    /// look at the others; an answer older than [`STALE`] no longer counts.
+    pub async fn sample(self: Arc<Self>, cluster: Arc<Cluster>, stop: watch::Receiver<bool>) {
+        let latest: Arc<Mutex<HashMap<u64, (Instant, Status)>>> = Arc::default();
+        let mut askers = JoinSet::new();
+        for node in cluster.nodes.clone() {
+            let (cluster, latest, mut stop) = (cluster.clone(), latest.clone(), stop.clone());
+            askers.spawn(async move {
+                loop {
+                    if let Some(status) = cluster.status(&node).await {
+                        latest.lock().insert(node.id, (Instant::now(), status));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(SAMPLE_EVERY) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
             });
+        }
+        let mut stop = stop;
+        loop {
+            let sample = {
+                let latest = latest.lock();
+                let now = Instant::now();
+                Sample {
+                    at: now,
+                    leader: latest
+                        .values()
+                        .find(|(at, s)| now - *at <= STALE && s.leads(cluster.fresh))
+                        .map(|(_, s)| s.id),
+                    term: latest.values().map(|(_, s)| s.term).max().unwrap_or(0),
+                }
+            };
+            self.samples.lock().push(sample);
             tokio::select! {
                 _ = tokio::time::sleep(SAMPLE_EVERY) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.wait_for(|s| *s) => break,
             }
         }
+        while askers.join_next().await.is_some() {}
     }
 
     /// The figures of the window `[from, to)`.

@@ -15,6 +15,9 @@ pub struct Round {
     pub fault: FaultKind,
     pub targets: Vec<u64>,
     pub figures: Figures,
+    /// Of `figures.no_leader`, the part after the fault was undone (a node
+    /// coming back with a higher term forces an election).
+    pub no_leader_after_undo: Duration,
     /// From undoing the fault to a healthy cluster; `None`: never healed.
     pub healed: Option<Duration>,
     /// Why the round did not run, or failed.
@@ -27,7 +30,7 @@ fn ms(d: Option<Duration>) -> String {
 
 pub fn rounds(rounds: &[Round]) -> String {
     let mut out = String::from(
-        "| # | fault | node | no leader ms | writes back ms | write p50 / max ms | failed writes | terms | healed after ms | note |\n\
+        "| # | fault | node | no leader ms (after undo) | writes back ms | write p50 / max ms | failed writes | terms | healed after ms | note |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rounds {
@@ -35,11 +38,12 @@ pub fn rounds(rounds: &[Round]) -> String {
         let targets: Vec<String> = r.targets.iter().map(u64::to_string).collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} ({}) | {} | {} / {} | {} | {} | {} | {} |",
             r.n,
             r.fault.name(),
             targets.join(","),
             f.no_leader.as_millis(),
+            r.no_leader_after_undo.as_millis(),
             ms(f.writes_back),
             ms(f.write_p50),
             ms(f.write_max),
