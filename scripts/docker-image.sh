@@ -50,6 +50,10 @@ for mod in libnss_files.so.2 libnss_dns.so.2 libresolv.so.2; do
   [ -n "$lib" ] && [ ! -e "$root$lib" ] && place "$lib"
 done
 printf 'hosts: files dns\n' > "$root/etc/nsswitch.conf"
+# The user the node runs as, by name too: `docker cp -a` (restoring a
+# backup with its ownership) looks it up.
+printf 'nobody:x:65534:65534:nobody:/data:/sbin/nologin\n' > "$root/etc/passwd"
+printf 'nogroup:x:65534:\n' > "$root/etc/group"
 
 cat > "$stage/Dockerfile" <<'DOCKERFILE'
 FROM scratch
@@ -57,7 +61,7 @@ COPY rootfs/ /
 # The data directory belongs to the unprivileged user the node runs as; a
 # named volume mounted there starts with this ownership.
 COPY --chown=65534:65534 data/ /data/
-USER 65534:65534
+USER nobody
 VOLUME /data
 EXPOSE 7171
 ENV RUST_LOG=info,openraft=warn,sled=warn NO_COLOR=1
