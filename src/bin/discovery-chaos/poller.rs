@@ -33,6 +33,8 @@ impl Poller {
         let name = self.state.lock().name.clone();
         let mut seen: HashMap<String, i64> = self.apps.iter().map(|a| (a.clone(), 0)).collect();
         let mut at = self.first;
+        // Each unknown instance is told once, however many answers hold it.
+        let mut phantoms: HashSet<Key> = HashSet::new();
         loop {
             let node = &self.nodes[at % self.nodes.len()];
             let apps: Vec<(String, i64)> = self.apps.iter().map(|a| (a.clone(), seen[a])).collect();
@@ -58,7 +60,9 @@ impl Poller {
                                 zone: ZONE.into(),
                                 hostname: host.clone(),
                             };
-                            if !self.history.knows(&key) && !self.baseline.contains(&key) {
+                            let unknown =
+                                !self.history.knows(&key) && !self.baseline.contains(&key);
+                            if unknown && phantoms.insert(key.clone()) {
                                 state
                                     .problems
                                     .push(format!("{key:?} from {node}: nobody registered it"));
