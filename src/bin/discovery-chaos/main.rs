@@ -233,11 +233,15 @@ async fn main() -> anyhow::Result<()> {
     }
     let unhealed = rounds
         .iter()
-        .filter(|r| r.healed.is_none() && r.note.as_deref() != Some(SKIPPED))
+        .filter(|r| r.ran && r.healed.is_none())
+        .count();
+    let not_run = rounds
+        .iter()
+        .filter(|r| !r.ran && r.note.as_deref() != Some(SKIPPED))
         .count();
     let text = format!(
         "## Chaos run {run}\n\n{} fault rounds, hold {} s, on {} nodes; digest {} at index {}.\n\n### Per fault\n\n{}\n### By fault kind\n\n{}\n### Workload and verdict\n\n{}\n{}",
-        rounds.iter().filter(|r| r.note.as_deref() != Some(SKIPPED)).count(),
+        rounds.iter().filter(|r| r.ran).count(),
         cli.hold_secs,
         cluster.nodes.len(),
         states.digest(),
@@ -245,13 +249,13 @@ async fn main() -> anyhow::Result<()> {
         report::rounds(&rounds),
         report::by_fault(&rounds),
         report::summary(&history, &pollers, &verdict),
-        violations_text(&verdict, unhealed),
+        violations_text(&verdict, unhealed, not_run),
     );
     println!("{text}");
     if let Some(path) = &cli.report {
         std::fs::write(path, &text)?;
     }
-    if !verdict.violations.is_empty() || unhealed > 0 {
+    if !verdict.violations.is_empty() || unhealed > 0 || not_run > 0 {
         std::process::exit(1);
     }
     Ok(())
@@ -259,11 +263,16 @@ async fn main() -> anyhow::Result<()> {
 
 const SKIPPED: &str = "skipped: needs root";
 
-fn violations_text(verdict: &check::Verdict, unhealed: usize) -> String {
+fn violations_text(verdict: &check::Verdict, unhealed: usize, not_run: usize) -> String {
     let mut out = String::new();
     if unhealed > 0 {
         out.push_str(&format!(
             "\n**{unhealed} fault(s) after which the cluster did not heal.**\n"
+        ));
+    }
+    if not_run > 0 {
+        out.push_str(&format!(
+            "\n**{not_run} fault(s) could not be injected (see the notes).**\n"
         ));
     }
     if verdict.violations.is_empty() {
@@ -299,6 +308,7 @@ async fn fault_rounds(
             targets: Vec::new(),
             figures: Default::default(),
             no_leader_after_undo: Duration::ZERO,
+            ran: false,
             healed: None,
             note: None,
         };
@@ -307,11 +317,11 @@ async fn fault_rounds(
             rounds.push(round);
             continue;
         }
-        let leader = loop {
-            if let Some(l) = cluster.leader().await {
-                break l;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some(leader) = wait_leader(cluster, Duration::from_secs(cli.heal_timeout_secs)).await
+        else {
+            round.note = Some("no leader to aim at".into());
+            rounds.push(round);
+            break;
         };
         let injected = match faults::inject(kind, cluster, leader).await {
             Ok(i) => i,
@@ -324,6 +334,7 @@ async fn fault_rounds(
         };
         // The fault is in effect once the command that injects it returns.
         let injected_at = Instant::now();
+        round.ran = true;
         round.targets.clone_from(&injected.targets);
         let hit: Vec<String> = injected
             .targets
@@ -374,6 +385,18 @@ async fn fault_rounds(
         tokio::time::sleep(Duration::from_secs(cli.settle_secs)).await;
     }
     rounds
+}
+
+/// The node leading with its quorum, waiting up to `timeout` for one.
+async fn wait_leader(cluster: &Cluster, timeout: Duration) -> Option<u64> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(l) = cluster.leader().await {
+            return Some(l);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
 }
 
 /// Every node's final state, read once all nodes stand at the same log

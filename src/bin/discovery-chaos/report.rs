@@ -18,6 +18,8 @@ pub struct Round {
     /// Of `figures.no_leader`, the part after the fault was undone (a node
     /// coming back with a higher term forces an election).
     pub no_leader_after_undo: Duration,
+    /// The fault was injected.
+    pub ran: bool,
     /// From undoing the fault to a healthy cluster; `None`: never healed.
     pub healed: Option<Duration>,
     /// Why the round did not run, or failed.
@@ -71,7 +73,7 @@ pub fn by_fault(rounds: &[Round]) -> String {
     for kind in kinds {
         let of: Vec<&Round> = rounds
             .iter()
-            .filter(|r| r.fault == kind && r.note.is_none())
+            .filter(|r| r.fault == kind && r.ran)
             .collect();
         let worst =
             |f: &dyn Fn(&Round) -> Option<Duration>| ms(of.iter().filter_map(|r| f(r)).max());
