@@ -15,7 +15,16 @@
 //! - [`poller`]: the watchers;
 //! - [`measure`]: leadership samples and probe writes, reduced to figures;
 //! - [`check`]: the verdict on the final state;
+//! - [`rounds`]: each fault aimed, injected, undone, healed;
+//! - [`settle`]: the final state, read once the cluster is quiet;
 //! - [`report`]: the tables.
+
+/// Progress on stderr, stamped with the time since the start.
+macro_rules! say {
+    ($start:expr, $($arg:tt)*) => {
+        eprintln!("[{:7.1}s] {}", $start.elapsed().as_secs_f64(), format!($($arg)*))
+    };
+}
 
 mod check;
 mod client;
@@ -26,9 +35,10 @@ mod history;
 mod measure;
 mod poller;
 mod report;
+mod rounds;
+mod settle;
 mod workload;
 
-use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,13 +48,13 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use check::{AppState, Evidence, NodeState};
+use check::Evidence;
 use client::Client;
 use cluster::Cluster;
 use faults::{FaultKind, Injected};
-use history::{History, Key};
+use history::History;
 use measure::Record;
-use report::Round;
+use rounds::Plan;
 use workload::{Settings, Workload};
 
 #[derive(Parser)]
@@ -107,13 +117,6 @@ struct Cli {
     seed: u64,
 }
 
-/// Progress on stderr, stamped with the time since the start.
-macro_rules! say {
-    ($start:expr, $($arg:tt)*) => {
-        eprintln!("[{:7.1}s] {}", $start.elapsed().as_secs_f64(), format!($($arg)*))
-    };
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -132,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
 
     let client = Client::new()?;
     let baseline = Arc::new(
-        settled(&cluster, &client, Duration::from_secs(30))
+        settle::settled(&cluster, &client, Duration::from_secs(30))
             .await
             .baseline(),
     );
@@ -176,9 +179,16 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     // The faults. Ctrl-C undoes the one under way before leaving.
+    let plan = Plan {
+        rounds: cli.rounds,
+        faults: cli.faults.clone(),
+        hold: Duration::from_secs(cli.hold_secs),
+        settle: Duration::from_secs(cli.settle_secs),
+        heal_timeout: Duration::from_secs(cli.heal_timeout_secs),
+    };
     let current: Arc<Mutex<Option<Injected>>> = Arc::default();
     let rounds = tokio::select! {
-        r = fault_rounds(&cli, &cluster, &workload, &record, &current, start) => r,
+        r = rounds::fault_rounds(&plan, &cluster, &workload, &record, &current, start) => r,
         _ = tokio::signal::ctrl_c() => {
             let injected = current.lock().take();
             if let Some(injected) = injected {
@@ -200,8 +210,8 @@ async fn main() -> anyhow::Result<()> {
     let _ = cluster
         .wait_healthy(Duration::from_secs(cli.heal_timeout_secs))
         .await;
-    let states = settled(&cluster, &client, Duration::from_secs(60)).await;
-    let apps = final_apps(&cluster, &client, &settings.appids()).await;
+    let states = settle::settled(&cluster, &client, Duration::from_secs(60)).await;
+    let apps = settle::final_apps(&cluster, &client, &settings.appids()).await;
     let catch_up = Duration::from_secs(cli.poll_hold_secs + 10);
     let deadline = Instant::now() + catch_up;
     while Instant::now() < deadline
@@ -237,7 +247,7 @@ async fn main() -> anyhow::Result<()> {
         .count();
     let not_run = rounds
         .iter()
-        .filter(|r| !r.ran && r.note.as_deref() != Some(SKIPPED))
+        .filter(|r| !r.ran && r.note.as_deref() != Some(rounds::SKIPPED))
         .count();
     let text = format!(
         "## Chaos run {run}\n\n{} fault rounds, hold {} s, on {} nodes; digest {} at index {}.\n\n### Per fault\n\n{}\n### By fault kind\n\n{}\n### Workload and verdict\n\n{}\n{}",
@@ -249,7 +259,7 @@ async fn main() -> anyhow::Result<()> {
         report::rounds(&rounds),
         report::by_fault(&rounds),
         report::summary(&history, &pollers, &verdict),
-        violations_text(&verdict, unhealed, not_run),
+        report::violations(&verdict, unhealed, not_run),
     );
     println!("{text}");
     if let Some(path) = &cli.report {
@@ -259,228 +269,4 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
-}
-
-const SKIPPED: &str = "skipped: needs root";
-
-fn violations_text(verdict: &check::Verdict, unhealed: usize, not_run: usize) -> String {
-    let mut out = String::new();
-    if unhealed > 0 {
-        out.push_str(&format!(
-            "\n**{unhealed} fault(s) after which the cluster did not heal.**\n"
-        ));
-    }
-    if not_run > 0 {
-        out.push_str(&format!(
-            "\n**{not_run} fault(s) could not be injected (see the notes).**\n"
-        ));
-    }
-    if verdict.violations.is_empty() {
-        out.push_str("\nNo violations.\n");
-    } else {
-        out.push_str("\n**Violations:**\n\n");
-        for v in verdict.violations.iter().take(50) {
-            out.push_str(&format!("- {}: {}\n", v.kind, v.detail));
-        }
-        if verdict.violations.len() > 50 {
-            out.push_str(&format!("- … and {} more\n", verdict.violations.len() - 50));
-        }
-    }
-    out
-}
-
-/// Runs the fault rounds; stops early if the cluster does not heal.
-async fn fault_rounds(
-    cli: &Cli,
-    cluster: &Cluster,
-    workload: &Workload,
-    record: &Record,
-    current: &Mutex<Option<Injected>>,
-    start: Instant,
-) -> Vec<Round> {
-    let root = docker::is_root();
-    let mut rounds = Vec::new();
-    for n in 1..=cli.rounds {
-        let kind = cli.faults[(n - 1) % cli.faults.len()];
-        let mut round = Round {
-            n,
-            fault: kind,
-            targets: Vec::new(),
-            figures: Default::default(),
-            no_leader_after_undo: Duration::ZERO,
-            ran: false,
-            healed: None,
-            note: None,
-        };
-        if kind.needs_root() && !root {
-            round.note = Some(SKIPPED.into());
-            rounds.push(round);
-            continue;
-        }
-        let Some(leader) = wait_leader(cluster, Duration::from_secs(cli.heal_timeout_secs)).await
-        else {
-            round.note = Some("no leader to aim at".into());
-            rounds.push(round);
-            break;
-        };
-        let injected = match faults::inject(kind, cluster, leader).await {
-            Ok(i) => i,
-            Err(e) => {
-                say!(start, "round {n}: {} failed to inject: {e:#}", kind.name());
-                round.note = Some(format!("not injected: {e:#}"));
-                rounds.push(round);
-                continue;
-            }
-        };
-        // The fault is in effect once the command that injects it returns.
-        let injected_at = Instant::now();
-        round.ran = true;
-        round.targets.clone_from(&injected.targets);
-        let hit: Vec<String> = injected
-            .targets
-            .iter()
-            .map(|id| cluster.node(*id).client.clone())
-            .collect();
-        if hit.len() < cluster.nodes.len() {
-            workload.spare(&hit);
-        }
-        say!(
-            start,
-            "round {n}: {} on node {:?} (leader was {leader})",
-            kind.name(),
-            injected.targets
-        );
-        *current.lock() = Some(injected);
-        if kind.held() {
-            tokio::time::sleep(Duration::from_secs(cli.hold_secs)).await;
-        }
-        let injected = current.lock().take();
-        let heal_started = Instant::now();
-        if let Some(injected) = &injected {
-            if let Err(e) = faults::heal(cluster, injected).await {
-                round.note = Some(format!("undo failed: {e:#}"));
-            }
-        }
-        round.healed = cluster
-            .wait_healthy(Duration::from_secs(cli.heal_timeout_secs))
-            .await
-            .map(|_| heal_started.elapsed());
-        let healthy_at = Instant::now();
-        workload.spare(&[]);
-        round.figures = record.figures(injected_at, healthy_at);
-        round.no_leader_after_undo = record.figures(heal_started, healthy_at).no_leader;
-        say!(
-            start,
-            "round {n}: healed after {:?}; no leader {:?}, writes back after {:?}",
-            round.healed,
-            round.figures.no_leader,
-            round.figures.writes_back
-        );
-        let healed = round.healed.is_some();
-        rounds.push(round);
-        if !healed {
-            say!(start, "the cluster did not heal: no more faults");
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(cli.settle_secs)).await;
-    }
-    rounds
-}
-
-/// The node leading with its quorum, waiting up to `timeout` for one.
-async fn wait_leader(cluster: &Cluster, timeout: Duration) -> Option<u64> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some(l) = cluster.leader().await {
-            return Some(l);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
-}
-
-/// Every node's final state, read once all nodes stand at the same log
-/// index and it does not move while their registries are read.
-struct Settled {
-    nodes: Vec<NodeState>,
-}
-
-impl Settled {
-    /// Instances on the first node that answered: what was there before.
-    fn baseline(&self) -> HashSet<Key> {
-        self.nodes
-            .iter()
-            .find_map(|n| n.instances.as_ref())
-            .map(|i| i.keys().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    fn digest(&self) -> String {
-        self.nodes
-            .iter()
-            .find_map(|n| n.digest.as_ref())
-            .map_or("-".into(), |d| {
-                d.digest[..12.min(d.digest.len())].to_string()
-            })
-    }
-
-    fn index(&self) -> String {
-        self.nodes
-            .iter()
-            .find_map(|n| n.digest.as_ref()?.applied_index)
-            .map_or("-".into(), |i| i.to_string())
-    }
-}
-
-async fn settled(cluster: &Cluster, client: &Client, timeout: Duration) -> Settled {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let before =
-            futures::future::join_all(cluster.nodes.iter().map(|n| cluster.digest(n))).await;
-        let same_index = before.iter().all(|d| d.is_some())
-            && before.windows(2).all(|w| {
-                w[0].as_ref().map(|d| d.applied_index) == w[1].as_ref().map(|d| d.applied_index)
-            });
-        let instances =
-            futures::future::join_all(cluster.nodes.iter().map(|n| client.all(&n.client))).await;
-        let after =
-            futures::future::join_all(cluster.nodes.iter().map(|n| cluster.digest(n))).await;
-        let still = before.iter().zip(&after).all(|(b, a)| {
-            b.as_ref().map(|d| d.applied_index) == a.as_ref().map(|d| d.applied_index)
-        });
-        if (same_index && still) || Instant::now() >= deadline {
-            return Settled {
-                nodes: cluster
-                    .nodes
-                    .iter()
-                    .zip(before.into_iter().zip(instances))
-                    .map(|(n, (digest, instances))| NodeState {
-                        node: format!("node{}", n.id),
-                        digest,
-                        instances: instances.ok(),
-                    })
-                    .collect(),
-            };
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Each watched app as the leader holds it at the end.
-async fn final_apps(
-    cluster: &Cluster,
-    client: &Client,
-    appids: &[String],
-) -> HashMap<String, AppState> {
-    let node = match cluster.leader().await {
-        Some(id) => cluster.node(id).client.clone(),
-        None => cluster.nodes[0].client.clone(),
-    };
-    let mut apps = HashMap::new();
-    for appid in appids {
-        if let Ok(state) = client.fetch(&node, appid).await {
-            apps.insert(appid.clone(), state);
-        }
-    }
-    apps
 }

@@ -71,10 +71,7 @@ pub fn by_fault(rounds: &[Round]) -> String {
          |---|---|---|---|---|\n",
     );
     for kind in kinds {
-        let of: Vec<&Round> = rounds
-            .iter()
-            .filter(|r| r.fault == kind && r.ran)
-            .collect();
+        let of: Vec<&Round> = rounds.iter().filter(|r| r.fault == kind && r.ran).collect();
         let worst =
             |f: &dyn Fn(&Round) -> Option<Duration>| ms(of.iter().filter_map(|r| f(r)).max());
         let _ = writeln!(
@@ -133,5 +130,32 @@ pub fn summary(
         verdict.either,
         verdict.violations.len()
     );
+    out
+}
+
+/// The verdict in words, and the faults that went wrong.
+pub fn violations(verdict: &Verdict, unhealed: usize, not_run: usize) -> String {
+    let mut out = String::new();
+    if unhealed > 0 {
+        out.push_str(&format!(
+            "\n**{unhealed} fault(s) after which the cluster did not heal.**\n"
+        ));
+    }
+    if not_run > 0 {
+        out.push_str(&format!(
+            "\n**{not_run} fault(s) could not be injected (see the notes).**\n"
+        ));
+    }
+    if verdict.violations.is_empty() {
+        out.push_str("\nNo violations.\n");
+    } else {
+        out.push_str("\n**Violations:**\n\n");
+        for v in verdict.violations.iter().take(50) {
+            out.push_str(&format!("- {}: {}\n", v.kind, v.detail));
+        }
+        if verdict.violations.len() > 50 {
+            out.push_str(&format!("- … and {} more\n", verdict.violations.len() - 50));
+        }
+    }
     out
 }
