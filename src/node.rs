@@ -25,7 +25,7 @@ use crate::http::discovery::Api;
 use crate::http::internal::PeerApi;
 use crate::local::LocalRegistry;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::Network;
+use crate::raft::network::{Network, CONNECT_TIMEOUT};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
 use crate::registry::{Registry, Schedules};
@@ -69,7 +69,7 @@ impl Node {
             ..Default::default()
         }
         .validate()?;
-        let network = Network::new(Duration::from_millis(500))?;
+        let network = Network::new(CONNECT_TIMEOUT)?;
         let raft = Raft::new(
             config.node.id,
             Arc::new(raft_config),

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, Timings};
+use common::cluster::{Cluster, Hosts, Timings};
 use common::Client;
 use serde_json::json;
 
@@ -19,6 +19,16 @@ async fn hostnames(c: &Client, appid: &str) -> BTreeSet<String> {
         .flat_map(|z| z.as_array().cloned().unwrap_or_default())
         .map(|i| i["hostname"].as_str().unwrap_or_default().to_string())
         .collect()
+}
+
+/// What `discoveryctl health` (the containers' health check) says of a node.
+fn healthy(addr: &str) -> bool {
+    std::process::Command::new(env!("CARGO_BIN_EXE_discoveryctl"))
+        .args(["--node", addr, "health"])
+        .output()
+        .expect("discoveryctl runs")
+        .status
+        .success()
 }
 
 async fn applied(cluster: &Cluster, i: usize) -> u64 {
@@ -125,6 +135,203 @@ async fn writes_on_any_node_are_read_on_every_node_and_wake_follower_polls() {
             .collect();
         assert_eq!(addrs, expected);
     }
+
+    // Every replica reaches the same registry at the same log index.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut digests = Vec::new();
+        for i in 0..3 {
+            digests.push(cluster.client(i).get("/admin/digest").await.json());
+        }
+        let index = digests[0]["applied_index"].as_u64();
+        if digests.iter().all(|d| d["applied_index"].as_u64() == index) {
+            assert!(
+                digests.iter().all(|d| d["digest"] == digests[0]["digest"]),
+                "same index, different registries: {digests:?}"
+            );
+            assert_eq!(digests[0]["instances"], 4);
+            assert_eq!(digests[0]["digest"].as_str().unwrap().len(), 64);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never at one index: {digests:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// In a container the address clients use (a port published on the host)
+/// is not one peers can use, and the reverse. Peers here are given
+/// `localhost`, clients `127.0.0.2`, where nothing listens: any peer traffic
+/// sent to the client address would be refused.
+#[tokio::test]
+async fn peers_talk_on_raft_addresses_and_clients_are_told_api_addresses() {
+    let mut cluster = Cluster::start_with_hosts(
+        3,
+        Timings::default(),
+        Hosts {
+            raft_host: "localhost".into(),
+            api_host: "127.0.0.2".into(),
+        },
+    )
+    .await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let c = cluster.client(follower);
+
+    // A write and a renew sent to a follower are forwarded to the leader.
+    assert_eq!(c.register("addr.app", "sh001", "h1", "1").await.code(), 0);
+    let renewed = c
+        .post(
+            "/discovery/renew",
+            &[
+                ("zone", "sh001"),
+                ("env", "dev"),
+                ("appid", "addr.app"),
+                ("hostname", "h1"),
+            ],
+        )
+        .await;
+    assert_eq!(renewed.code(), 0, "{}", renewed.text);
+
+    // A restarted follower learns the commit point from the leader (read
+    // index) before it serves again.
+    cluster.kill(follower);
+    assert_eq!(
+        cluster
+            .client(leader)
+            .register("addr.app", "sh001", "h2", "1")
+            .await
+            .code(),
+        0
+    );
+    cluster.spawn(follower);
+    cluster.wait_serving(follower).await;
+    converge(
+        &cluster,
+        &[follower],
+        "addr.app",
+        &BTreeSet::from(["h1".to_string(), "h2".to_string()]),
+    )
+    .await;
+
+    // Clients are told the api addresses, every member up (health probes
+    // reach peers on their raft addresses).
+    let told: BTreeSet<String> = (0..3)
+        .map(|j| format!("127.0.0.2:{}", cluster.slots[j].port))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 0..3 {
+        loop {
+            let nodes = cluster.client(i).get("/discovery/nodes").await.json();
+            let up: BTreeSet<String> = nodes["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["status"] == 0)
+                .map(|n| n["addr"].as_str().unwrap().to_string())
+                .collect();
+            let infra = cluster
+                .client(i)
+                .get("/discovery/fetch?env=prod&appid=infra.discovery&status=1")
+                .await
+                .json();
+            let addrs: BTreeSet<String> = infra["data"]["instances"]["sh001"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| {
+                    i["addrs"][0]
+                        .as_str()
+                        .unwrap()
+                        .trim_start_matches("http://")
+                        .to_string()
+                })
+                .collect();
+            if up == told && addrs == told {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i}: nodes up {up:?}, infra.discovery {addrs:?}, want {told:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A frozen leader (a paused container) keeps its connections open and
+/// answers nothing. A write a follower handed to it may or may not be
+/// applied, so it is not sent again; but once another node leads, the
+/// follower answers that write -503 at once instead of holding it (and its
+/// write path) for the whole bounded wait, and later writes go through. A
+/// renew, safe to resend, is answered by the new leader.
+#[tokio::test]
+async fn a_write_handed_to_a_frozen_leader_is_given_up_when_another_leads() {
+    let cluster = Cluster::start(
+        3,
+        Timings {
+            write_timeout_ms: 8_000,
+            ..Timings::default()
+        },
+    )
+    .await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let c = cluster.client(follower);
+    // Pool connections from the follower to the leader.
+    for n in 0..5 {
+        let a = c
+            .register("frozen.app", "sh001", &format!("warm-{n}"), "1")
+            .await;
+        assert_eq!(a.code(), 0, "{}", a.text);
+    }
+    cluster.freeze(leader, true);
+    let start = Instant::now();
+    let stuck: Vec<_> = (0..4)
+        .map(|n| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let a = c
+                    .register("frozen.app", "sh001", &format!("stuck-{n}"), "1")
+                    .await;
+                (a.code(), start.elapsed())
+            })
+        })
+        .collect();
+    // A renew is safe to send again: it goes to the new leader.
+    let renewer = c.clone();
+    let renew = tokio::spawn(async move {
+        let a = renewer
+            .post(
+                "/discovery/renew",
+                &[
+                    ("zone", "sh001"),
+                    ("env", "dev"),
+                    ("appid", "frozen.app"),
+                    ("hostname", "warm-0"),
+                ],
+            )
+            .await;
+        (a.code(), start.elapsed())
+    });
+    for answer in stuck {
+        let (code, took) = answer.await.unwrap();
+        assert!(code == 0 || code == -503, "code {code}");
+        assert!(
+            took < Duration::from_secs(4),
+            "held {took:?} of an 8 s wait"
+        );
+    }
+    let (code, took) = renew.await.unwrap();
+    assert_eq!(code, 0, "renew answered {code} after {took:?}");
+    assert!(took < Duration::from_secs(4), "renew held {took:?}");
+    let a = c.register("frozen.app", "sh001", "after", "1").await;
+    assert_eq!(a.code(), 0, "{}", a.text);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    cluster.freeze(leader, false);
 }
 
 #[tokio::test]
@@ -229,6 +436,10 @@ async fn a_lagging_node_answers_503_until_it_has_caught_up() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(refused.status().as_u16(), 503);
+    assert!(
+        !healthy(&cluster.addr(behind)),
+        "a protected node is unhealthy"
+    );
     assert_eq!(refused.headers()["kratos-status-code"], "-503");
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["code"], -503);
@@ -251,6 +462,7 @@ async fn a_lagging_node_answers_503_until_it_has_caught_up() {
     cluster.spawn(0);
     cluster.spawn(1);
     cluster.wait_serving(behind).await;
+    assert!(healthy(&cluster.addr(behind)));
     let hosts = hostnames(&c, "lag.app").await;
     assert_eq!(hosts.len(), 11, "{hosts:?}");
     assert!(hosts.contains("missed-9"));

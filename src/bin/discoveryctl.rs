@@ -1,4 +1,5 @@
-//! `discoveryctl`: look at a cluster and change its membership.
+//! `discoveryctl`: look at a cluster, check a node's health, change the
+//! membership.
 
 use std::time::Duration;
 
@@ -34,6 +35,13 @@ struct Cli {
 enum Command {
     /// Leader, term, log, commit and applied index, members and their lag.
     Status,
+    /// Exits 0 when the node serves (it knows a leader and has caught up),
+    /// 1 otherwise: a health check for containers, which have no curl.
+    Health {
+        /// How long to wait for the node's answer.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
     /// Add a node as a learner; returns once it has caught up.
     AddLearner {
         #[arg(long)]
@@ -92,6 +100,17 @@ async fn main() -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Command::Health { timeout_ms } => {
+            let status: Value = http
+                .get(format!("{base}/admin/status"))
+                .timeout(Duration::from_millis(timeout_ms))
+                .send()
+                .await
+                .with_context(|| format!("asking {base}"))?
+                .json()
+                .await?;
+            return healthy(&status);
+        }
         Command::AddLearner {
             id,
             name,
@@ -126,6 +145,21 @@ async fn main() -> anyhow::Result<()> {
         }
         Err(e) => anyhow::bail!("refused: {e}"),
     }
+}
+
+/// Serving means: start-up protection lifted and a leader known.
+fn healthy(status: &Value) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        status["protected"] == false,
+        "node {} is catching up",
+        status["id"]
+    );
+    anyhow::ensure!(
+        status["leader"].is_u64(),
+        "node {} knows no leader",
+        status["id"]
+    );
+    Ok(())
 }
 
 fn print_status(s: &Value) {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::writer::{WriteError, Writer};
+use super::writer::{another_leader, WriteError, Writer};
 use crate::local::LocalRegistry;
 use crate::raft::{NodeId, Raft};
 use crate::registry::{Command, InstanceKey, Renewal, Timestamp};
@@ -187,7 +187,7 @@ impl Renewer {
             raft: raft.clone(),
             local,
             ledger: ledger.clone(),
-            http: reqwest::Client::new(),
+            http: crate::raft::network::peer_client(),
             settings: settings.clone(),
         });
         tokio::spawn(gather(renews, path));
@@ -264,17 +264,24 @@ impl Path {
             .get_node(&leader)?
             .clone();
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let answer = self
-            .http
-            .post(format!("http://{}{}", member.raft_addr, RENEW_PATH))
-            .timeout(remaining.max(Duration::from_millis(100)))
-            .json(keys)
-            .send()
-            .await
-            .ok()?
-            .json::<ForwardedRenews>()
-            .await
-            .ok()?;
+        let exchange = async {
+            self.http
+                .post(format!("http://{}{}", member.raft_addr, RENEW_PATH))
+                .timeout(remaining.max(Duration::from_millis(100)))
+                .json(keys)
+                .send()
+                .await
+                .ok()?
+                .json::<ForwardedRenews>()
+                .await
+                .ok()
+        };
+        // Renews are heartbeats, safe to send again: a leader that stops
+        // answering is dropped for the next one as soon as one is known.
+        let answer = tokio::select! {
+            answer = exchange => answer?,
+            _ = another_leader(&self.raft, leader) => return None,
+        };
         match answer {
             ForwardedRenews::Answered(answers) => Some(answers),
             ForwardedRenews::NotLeader => None,

@@ -32,6 +32,10 @@ pub enum WriteError {
     /// No leader could be reached within the bounded wait: nothing applied.
     #[error("no quorum: no leader reachable within {0:?}")]
     NoQuorum(Duration),
+    /// The leader holding the write stopped answering and another took
+    /// over: it may or may not be applied.
+    #[error("no quorum: leader {0} was replaced while it held this write, which may still apply")]
+    LeaderReplaced(NodeId),
     /// The node is shutting down or its Raft stopped.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -51,7 +55,7 @@ impl Writer {
         let (queue, commands) = mpsc::unbounded_channel();
         let proposer = Arc::new(Proposer {
             raft,
-            http: reqwest::Client::new(),
+            http: crate::raft::network::peer_client(),
             wait_for_leader,
         });
         tokio::spawn(gather(commands, proposer));
@@ -152,6 +156,26 @@ impl Proposer {
         proposal: &Proposal,
         deadline: Instant,
     ) -> Forwarded {
+        // A leader that stops answering (paused, partitioned: its
+        // connections stay open, its packets go nowhere) would hold the
+        // write, and this node's write path, for the whole bounded wait.
+        // Once another node leads, the answer is no longer worth waiting
+        // for: the write is given up as "may still apply", never resent.
+        tokio::select! {
+            forwarded = self.exchange(leader, member, proposal, deadline) => forwarded,
+            _ = another_leader(&self.raft, leader) => {
+                Forwarded::Done(Err(WriteError::LeaderReplaced(leader)))
+            }
+        }
+    }
+
+    async fn exchange(
+        &self,
+        leader: NodeId,
+        member: &Member,
+        proposal: &Proposal,
+        deadline: Instant,
+    ) -> Forwarded {
         let url = format!("http://{}{}", member.raft_addr, PROPOSE_PATH);
         let remaining = deadline.saturating_duration_since(Instant::now());
         let sent = self
@@ -184,6 +208,19 @@ impl Proposer {
                 "bad answer from leader {leader}: {e}"
             )))),
         }
+    }
+}
+
+/// Resolves once this node knows a leader other than `leader` (itself
+/// included); never if Raft stops.
+pub async fn another_leader(raft: &Raft, leader: NodeId) {
+    let mut metrics = raft.metrics();
+    if metrics
+        .wait_for(|m| m.current_leader.is_some_and(|l| l != leader))
+        .await
+        .is_err()
+    {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::discovery::Api;
 use crate::cluster::evictor::EvictionState;
 use crate::cluster::membership::{self, Change, Changed};
+use crate::local::Digest;
 use crate::raft::log_store::{LogStore, StorageStats};
 use crate::raft::{Member, NodeId, Raft};
 use crate::registry::eviction::Preservation;
@@ -26,6 +27,9 @@ pub struct Status {
     pub applied_index: Option<u64>,
     pub snapshot_index: Option<u64>,
     pub voters: Vec<NodeId>,
+    /// On the leader: milliseconds since a quorum last acknowledged it. A
+    /// leader cut off from its quorum shows it growing.
+    pub quorum_ack_ms: Option<u64>,
     pub members: BTreeMap<NodeId, MemberStatus>,
     pub protected: bool,
     pub instances: usize,
@@ -95,6 +99,7 @@ pub async fn status(
         applied_index: m.last_applied.map(|l| l.index),
         snapshot_index: m.snapshot.map(|l| l.index),
         voters,
+        quorum_ack_ms: m.millis_since_quorum_ack,
         members,
         protected: api.protection.is_on(),
         instances: api.local.read().len(),
@@ -102,6 +107,12 @@ pub async fn status(
         self_preservation: *eviction.preservation.lock(),
         storage: log.stats(),
     })
+}
+
+/// The registry's digest at the index this node has applied: replicas that
+/// show the same index must show the same digest.
+pub async fn digest(State(Admin { api, .. }): State<Admin>) -> Json<Digest> {
+    Json(api.local.digest())
 }
 
 /// Adds, promotes or removes a node; any node hands it to the leader.

@@ -68,6 +68,7 @@ pub fn router(api: Arc<Api>, peers: Arc<PeerApi>, admin: Admin) -> Router {
         .with_state(peers);
     let admin = Router::new()
         .route("/admin/status", get(admin::status))
+        .route("/admin/digest", get(admin::digest))
         .route(MEMBERSHIP_PATH, post(admin::membership))
         .with_state(admin);
     public

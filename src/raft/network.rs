@@ -28,6 +28,23 @@ pub const FULL_SNAPSHOT_PATH: &str = "/internal/raft/full-snapshot";
 /// Where followers hand proposals to the leader.
 pub const PROPOSE_PATH: &str = "/internal/propose";
 
+/// How long a peer may take to accept a connection before it counts as
+/// unreachable. A live peer on the same network accepts within a
+/// millisecond; the address of a dead one (a killed container's) may not
+/// answer at all, and a request waiting on it would hold a forwarded write
+/// for its whole bounded wait instead of moving on to the new leader.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The HTTP client for requests to peers outside Raft RPCs (forwarded
+/// writes and renews).
+pub fn peer_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap_or_default()
+}
+
 /// Makes a client per peer; all share one HTTP connection pool.
 #[derive(Clone)]
 pub struct Network {

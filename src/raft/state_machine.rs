@@ -54,7 +54,8 @@ impl StateMachine {
             let file: SnapshotFile = serde_json::from_slice(&std::fs::read(&path)?)?;
             sm.last_applied = file.meta.last_log_id;
             sm.membership = file.meta.last_membership;
-            sm.local.restore(file.registry);
+            sm.local
+                .restore(file.registry, file.meta.last_log_id.map(|l| l.index));
         }
         Ok(sm)
     }
@@ -126,13 +127,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut results = Vec::new();
         for entry in entries {
             self.last_applied = Some(entry.log_id);
+            let index = entry.log_id.index;
             let outcomes = match entry.payload {
-                EntryPayload::Normal(proposal) => self.local.apply(&proposal.commands),
+                EntryPayload::Normal(proposal) => self.local.apply(index, &proposal.commands),
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
+                    self.local.skip(index);
                     Vec::new()
                 }
-                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Blank => {
+                    self.local.skip(index);
+                    Vec::new()
+                }
             };
             results.push(ProposalResult { outcomes });
         }
@@ -172,7 +178,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let file: SnapshotFile = serde_json::from_slice(&bytes)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         persist(self.dir.clone(), Arc::new(bytes)).await?;
-        self.local.restore(file.registry);
+        self.local
+            .restore(file.registry, meta.last_log_id.map(|l| l.index));
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         tracing::info!(last_log_id = ?meta.last_log_id, "snapshot installed");

@@ -363,6 +363,20 @@ pub struct RegistrySnapshot {
     pub apps: Vec<AppSnapshot>,
 }
 
+impl RegistrySnapshot {
+    /// SHA-256 of the snapshot's JSON, in hex. The form is canonical (apps
+    /// sorted by env and appid, instances by zone and hostname, metadata by
+    /// key) and holds every replicated field, so two replicas that applied
+    /// the same log prefix have the same digest, and any divergence shows.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        // Writing our own types into a hasher cannot fail.
+        let _ = serde_json::to_writer(&mut hasher, self);
+        format!("{:x}", hasher.finalize())
+    }
+}
+
 /// One app in a snapshot.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AppSnapshot {

@@ -40,16 +40,38 @@ pub struct Slot {
     process: Option<Child>,
 }
 
+/// The hosts nodes are known by: peers reach a node at `raft_host:port`,
+/// clients are told `api_host:port`. Every node listens on 127.0.0.1.
+pub struct Hosts {
+    pub raft_host: String,
+    pub api_host: String,
+}
+
+impl Default for Hosts {
+    fn default() -> Self {
+        Hosts {
+            raft_host: "127.0.0.1".into(),
+            api_host: "127.0.0.1".into(),
+        }
+    }
+}
+
 /// A cluster of processes; every process is killed when it is dropped.
 pub struct Cluster {
     pub slots: Vec<Slot>,
     dir: TempDir,
     timings: Timings,
+    hosts: Hosts,
 }
 
 impl Cluster {
     /// Starts `n` nodes as the initial members.
     pub async fn start(n: u64, timings: Timings) -> Cluster {
+        Self::start_with_hosts(n, timings, Hosts::default()).await
+    }
+
+    /// Starts `n` nodes whose peers and clients know them by `hosts`.
+    pub async fn start_with_hosts(n: u64, timings: Timings, hosts: Hosts) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let members: Vec<String> = ports
@@ -57,9 +79,11 @@ impl Cluster {
             .enumerate()
             .map(|(i, p)| {
                 format!(
-                    r#"{{ id = {}, name = "node{}", raft_addr = "127.0.0.1:{p}", api_addr = "127.0.0.1:{p}", zone = "sh001" }}"#,
+                    r#"{{ id = {}, name = "node{}", raft_addr = "{}:{p}", api_addr = "{}:{p}", zone = "sh001" }}"#,
                     i + 1,
-                    i + 1
+                    i + 1,
+                    hosts.raft_host,
+                    hosts.api_host,
                 )
             })
             .collect();
@@ -67,6 +91,7 @@ impl Cluster {
             slots: Vec::new(),
             dir,
             timings,
+            hosts,
         };
         for (i, port) in ports.iter().enumerate() {
             let id = i as u64 + 1;
@@ -91,7 +116,8 @@ impl Cluster {
 id = {id}
 name = "node{id}"
 listen = "127.0.0.1:{port}"
-advertise = "127.0.0.1:{port}"
+advertise = "{api}:{port}"
+raft_advertise = "{raft}:{port}"
 data_dir = "{data}"
 
 [cluster]
@@ -110,6 +136,8 @@ hold_ms = {hold}
 
 {lifecycle}
 "#,
+            api = self.hosts.api_host,
+            raft = self.hosts.raft_host,
             data = self.dir.path().join(format!("node{id}")).display(),
             write = t.write_timeout_ms,
             snap = t.snapshot_every,
@@ -170,6 +198,15 @@ hold_ms = {hold}
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) node `i`: alive, its
+    /// connections open, answering nothing, as a paused container.
+    pub fn freeze(&self, i: usize, frozen: bool) {
+        let child = self.slots[i].process.as_ref().expect("node runs");
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: signalling our own child process by its pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
     }
 
     pub fn client(&self, i: usize) -> Client {

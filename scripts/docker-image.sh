@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Builds the raft-discovery image without pulling anything: the release
+# binaries built here with cargo, the shared libraries they load, and an
+# nsswitch.conf, copied into a FROM-scratch image.
+#
+#   scripts/docker-image.sh            # builds raft-discovery:latest
+#   DISCOVERY_IMAGE=name:tag scripts/docker-image.sh
+#
+# Why not a static binary: the musl target is not on every machine that has
+# cargo, and a static glibc binary cannot load the NSS modules its resolver
+# needs to find peers by name. A normal (dynamic) binary plus exactly the
+# libraries `ldd` lists keeps glibc's resolver, which reads the
+# /etc/resolv.conf and /etc/hosts Docker gives every container, so peer
+# names resolve through Docker's DNS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+image=${DISCOVERY_IMAGE:-raft-discovery:latest}
+bins=(discovery discoveryctl)
+
+command -v cargo >/dev/null || { echo "cargo is required" >&2; exit 1; }
+command -v docker >/dev/null || { echo "docker is required" >&2; exit 1; }
+
+cargo build --release --locked $(printf -- '--bin %s ' "${bins[@]}")
+target=${CARGO_TARGET_DIR:-target}/release
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+root=$stage/rootfs
+mkdir -p "$root/bin" "$root/etc" "$stage/data"
+
+# Copies a file (following links) to the same path inside the image.
+place() {
+  mkdir -p "$root$(dirname "$1")"
+  cp -L "$1" "$root$1"
+}
+
+for b in "${bins[@]}"; do
+  cp "$target/$b" "$root/bin/$b"
+  strip "$root/bin/$b" 2>/dev/null || true
+  # Every library the binary loads, and the loader itself, at their paths.
+  for lib in $(ldd "$target/$b" | grep -o '/[^ ]*'); do
+    [ -e "$root$lib" ] || place "$lib"
+  done
+done
+# glibc before 2.34 keeps the `files` and `dns` lookups in modules it loads
+# at run time, which ldd does not list; newer glibc has them built in.
+for mod in libnss_files.so.2 libnss_dns.so.2 libresolv.so.2; do
+  lib=$(ldconfig -p 2>/dev/null | awk -v m="$mod" '$1 == m && /x86-64|x86_64|aarch64/ { print $NF; exit }')
+  [ -n "$lib" ] && [ ! -e "$root$lib" ] && place "$lib"
+done
+printf 'hosts: files dns\n' > "$root/etc/nsswitch.conf"
+# The user the node runs as, by name too: `docker cp -a` (restoring a
+# backup with its ownership) looks it up.
+printf 'nobody:x:65534:65534:nobody:/data:/sbin/nologin\n' > "$root/etc/passwd"
+printf 'nogroup:x:65534:\n' > "$root/etc/group"
+
+cat > "$stage/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY rootfs/ /
+# The data directory belongs to the unprivileged user the node runs as; a
+# named volume mounted there starts with this ownership.
+COPY --chown=65534:65534 data/ /data/
+USER nobody
+VOLUME /data
+EXPOSE 7171
+ENV RUST_LOG=info,openraft=warn,sled=warn NO_COLOR=1
+HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["/bin/discoveryctl", "--node", "127.0.0.1:7171", "health"]
+ENTRYPOINT ["/bin/discovery"]
+CMD ["--listen", "0.0.0.0:7171", "--data-dir", "/data"]
+DOCKERFILE
+
+docker build --quiet --tag "$image" "$stage" >/dev/null
+# The image must run on its own: the loader and every library are inside.
+docker run --rm --entrypoint /bin/discoveryctl "$image" --version >/dev/null
+docker run --rm "$image" --version >/dev/null
+
+size=$(docker image inspect --format '{{.Size}}' "$image")
+echo "built $image: $((size / 1024 / 1024)) MiB ($size bytes)"
