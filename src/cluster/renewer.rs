@@ -21,7 +21,9 @@ use tokio::time::Instant;
 
 use super::writer::{another_leader, WriteError, Writer};
 use crate::local::LocalRegistry;
-use crate::raft::{NodeId, Raft};
+use openraft::RaftMetrics;
+
+use crate::raft::{Member, NodeId, Raft};
 use crate::registry::{Command, InstanceKey, Renewal, Timestamp};
 
 /// Where followers hand renews to the leader.
@@ -144,8 +146,22 @@ impl RenewLedger {
 
 /// Whether this node leads with a quorum that answered recently.
 pub fn leads(raft: &Raft, me: NodeId, quorum_within: Duration) -> bool {
-    let m = raft.metrics().borrow().clone();
+    leads_with_all_applied(&raft.metrics().borrow(), me, quorum_within)
+}
+
+/// Leading is not enough to answer renews from the applied registry: a new
+/// leader holds every committed entry in its log but may not have applied
+/// them yet, and would answer `-404` for an instance registered a moment
+/// ago. Once it has applied an entry of its own term (the one it commits on
+/// taking over), everything committed before it is applied too.
+fn leads_with_all_applied(
+    m: &RaftMetrics<NodeId, Member>,
+    me: NodeId,
+    quorum_within: Duration,
+) -> bool {
     m.current_leader == Some(me)
+        && m.last_applied
+            .is_some_and(|applied| applied.leader_id.term == m.current_term)
         && m.millis_since_quorum_ack
             .is_some_and(|ms| u128::from(ms) <= quorum_within.as_millis())
 }
@@ -333,5 +349,40 @@ async fn propose_pending(
         if let Err(e) = writer.write(Command::Renew { keys, at }).await {
             tracing::warn!(count, "renews not replicated: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, LogId};
+
+    use super::*;
+
+    const QUORUM: Duration = Duration::from_millis(500);
+
+    fn leader(term: u64, applied_term: u64) -> RaftMetrics<NodeId, Member> {
+        let mut m = RaftMetrics::new_initial(1);
+        m.current_term = term;
+        m.current_leader = Some(1);
+        m.millis_since_quorum_ack = Some(10);
+        m.last_applied = Some(LogId::new(CommittedLeaderId::new(applied_term, 1), 42));
+        m
+    }
+
+    #[test]
+    fn a_new_leader_answers_renews_only_once_it_applied_its_own_term() {
+        assert!(!leads_with_all_applied(&leader(3, 2), 1, QUORUM));
+        assert!(leads_with_all_applied(&leader(3, 3), 1, QUORUM));
+    }
+
+    #[test]
+    fn neither_a_follower_nor_a_leader_without_a_recent_quorum_answers() {
+        assert!(!leads_with_all_applied(&leader(3, 3), 2, QUORUM));
+        let mut stale = leader(3, 3);
+        stale.millis_since_quorum_ack = Some(600);
+        assert!(!leads_with_all_applied(&stale, 1, QUORUM));
+        let mut nothing_applied = leader(3, 3);
+        nothing_applied.last_applied = None;
+        assert!(!leads_with_all_applied(&nothing_applied, 1, QUORUM));
     }
 }
