@@ -3,6 +3,7 @@
 //! calls used for setup and checks.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
 use serde::Deserialize;
@@ -11,7 +12,7 @@ use serde_json::Value;
 use tokio::time::timeout;
 
 use crate::http::Conn;
-use crate::load::REQUEST_TIMEOUT;
+use crate::load::{SpreadRender, REQUEST_TIMEOUT};
 
 pub const ENV: &str = "dev";
 pub const ZONE: &str = "sh001";
@@ -92,6 +93,19 @@ impl Fleet {
             ("appid", &appid),
             ("hostname", &hostname),
         ])
+    }
+
+    /// Request `n` of a load renewing the first `instances` of the fleet
+    /// over and over, sent to whichever node the load picks.
+    pub fn renews(self, instances: u64) -> SpreadRender {
+        Arc::new(move |addr: SocketAddr, n: u64, buf: &mut Vec<u8>| {
+            post_form(
+                buf,
+                addr,
+                "/discovery/renew",
+                &self.renew_form(n % instances),
+            );
+        })
     }
 }
 

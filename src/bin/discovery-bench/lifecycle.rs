@@ -5,14 +5,12 @@
 //! generator shows), the CPU each node used, the disk flushes of each log,
 //! and how long a renew takes to show on the followers.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
 
 use crate::cluster::{by_role, Cluster, RaftSettings};
-use crate::discovery::{post_form, Fleet};
+use crate::discovery::Fleet;
 use crate::fill::fill;
 use crate::lag::{self, Plan};
 use crate::load::{drive_spread, Stop};
@@ -61,14 +59,7 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
 
     let instances = args.instances;
     let rate = instances as f64 / args.cadence;
-    let render = Arc::new(move |addr: SocketAddr, n: u64, buf: &mut Vec<u8>| {
-        post_form(
-            buf,
-            addr,
-            "/discovery/renew",
-            &fleet.renew_form(n % instances),
-        );
-    });
+    let render = fleet.renews(instances);
     let ids = cluster.ids();
     let addrs = cluster.addrs();
     let warmup = Duration::from_secs_f64(args.warmup);

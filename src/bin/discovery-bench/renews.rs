@@ -2,14 +2,12 @@
 //! clients spread over every node, and the disk flushes the renews cost
 //! each node's log.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
 
 use crate::cluster::{print_by_role, Cluster, RaftSettings};
-use crate::discovery::{post_form, Fleet};
+use crate::discovery::Fleet;
 use crate::fill::fill;
 use crate::load::{drive_spread, LoadArgs, Stop};
 use crate::meter;
@@ -43,14 +41,7 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
     fill(cluster.addr(leader)?, fleet, args.instances).await?;
 
     let instances = args.instances;
-    let render = Arc::new(move |addr: SocketAddr, n: u64, buf: &mut Vec<u8>| {
-        post_form(
-            buf,
-            addr,
-            "/discovery/renew",
-            &fleet.renew_form(n % instances),
-        );
-    });
+    let render = fleet.renews(instances);
     let ids = cluster.ids();
     let addrs = cluster.addrs();
     let (outcomes, readings) = tokio::join!(

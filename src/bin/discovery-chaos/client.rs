@@ -137,16 +137,12 @@ impl Client {
             }
             q.finish()
         };
-        let body: Value = self
-            .http
-            .get(format!("http://{node}/discovery/polls?{query}"))
-            .timeout(hold + Duration::from_secs(5))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let body = self
+            .get(
+                format!("http://{node}/discovery/polls?{query}"),
+                hold + Duration::from_secs(5),
+            )
+            .await?;
         match body["code"].as_i64() {
             Some(0) => {
                 let data = body["data"].as_object().ok_or("no data")?;
@@ -163,18 +159,12 @@ impl Client {
 
     /// The app's timestamp and up instances, as `fetch` shows them.
     pub async fn fetch(&self, node: &str, appid: &str) -> Result<AppState, String> {
-        let body: Value = self
-            .http
-            .get(format!(
-                "http://{node}/discovery/fetch?env={ENV}&appid={appid}&status=1"
-            ))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let body = self
+            .get(
+                format!("http://{node}/discovery/fetch?env={ENV}&appid={appid}&status=1"),
+                Duration::from_secs(5),
+            )
+            .await?;
         match body["code"].as_i64() {
             Some(0) => Ok(app_state(&body["data"])),
             _ => Err(format!("answered {body}")),
@@ -183,16 +173,12 @@ impl Client {
 
     /// Every instance the node holds (`fetch/all`), but the cluster's own.
     pub async fn all(&self, node: &str) -> Result<HashMap<Key, Seen>, String> {
-        let body: Value = self
-            .http
-            .get(format!("http://{node}/discovery/fetch/all"))
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let body = self
+            .get(
+                format!("http://{node}/discovery/fetch/all"),
+                Duration::from_secs(10),
+            )
+            .await?;
         if body["code"] != 0 {
             return Err(format!("answered {body}"));
         }
@@ -203,6 +189,19 @@ impl Client {
             .flat_map(|(_, list)| list.as_array().into_iter().flatten())
             .map(|i| (instance_key(i), seen(i)))
             .collect())
+    }
+
+    /// A GET whose answer is JSON.
+    async fn get(&self, url: String, timeout: Duration) -> Result<Value, String> {
+        self.http
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 

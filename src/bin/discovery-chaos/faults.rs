@@ -140,32 +140,8 @@ pub async fn inject(kind: FaultKind, cluster: &Cluster, leader: u64) -> anyhow::
         FaultKind::LossyNetLeader => {
             let dev = raft_interface(cluster, &c).await?;
             let rules = vec![
-                rule(&[
-                    "INPUT",
-                    "-i",
-                    &dev,
-                    "-m",
-                    "statistic",
-                    "--mode",
-                    "random",
-                    "--probability",
-                    LOSS,
-                    "-j",
-                    "DROP",
-                ]),
-                rule(&[
-                    "OUTPUT",
-                    "-o",
-                    &dev,
-                    "-m",
-                    "statistic",
-                    "--mode",
-                    "random",
-                    "--probability",
-                    LOSS,
-                    "-j",
-                    "DROP",
-                ]),
+                random_drop("INPUT", "-i", &dev),
+                random_drop("OUTPUT", "-o", &dev),
             ];
             add_rules(&c, &rules).await?;
             (vec![target], Undo::Rules(c, rules))
@@ -232,6 +208,24 @@ pub async fn heal(cluster: &Cluster, injected: &Injected) -> anyhow::Result<()> 
 
 fn rule(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
+}
+
+/// Drops a `LOSS` share of the packets on `chain` through interface `dev`
+/// (`dir` is `-i` for incoming, `-o` for outgoing).
+fn random_drop(chain: &str, dir: &str, dev: &str) -> Vec<String> {
+    rule(&[
+        chain,
+        dir,
+        dev,
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        LOSS,
+        "-j",
+        "DROP",
+    ])
 }
 
 async fn add_rules(container: &str, rules: &[Vec<String>]) -> anyhow::Result<()> {
