@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::raft::{Member, NodeId};
 use crate::registry::eviction::Policy;
-use crate::registry::Schedule;
+use crate::registry::{Rules, Schedule};
 
 /// Everything a node needs to run. Every field has a default so that a node
 /// starts with no file at all.
@@ -24,6 +24,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub renew: RenewConfig,
     pub eviction: EvictionConfig,
+    pub tls: TlsConfig,
+    pub security: SecurityConfig,
     #[serde(rename = "scheduler")]
     pub schedules: Vec<Schedule>,
 }
@@ -35,12 +37,14 @@ pub struct NodeConfig {
     pub id: NodeId,
     /// Published as the hostname of this node's `infra.discovery` instance.
     pub name: String,
-    /// Where the HTTP server listens (clients, peers and admin).
+    /// Where the client listener (discovery API, admin) listens.
     pub listen: String,
+    /// Where the peer listener (Raft, forwarded writes) listens.
+    pub peer_listen: String,
     /// `host:port` clients are told to use (in `infra.discovery`, `nodes`).
     pub advertise: String,
-    /// `host:port` peers use for Raft and forwarded writes; defaults to
-    /// `advertise`.
+    /// `host:port` peers reach the peer listener on; defaults to the host
+    /// of `advertise` with the port of `peer_listen`.
     pub raft_advertise: String,
     pub zone: String,
     pub env: String,
@@ -123,6 +127,41 @@ pub struct EvictionConfig {
     pub keep_ratio: f64,
 }
 
+/// TLS: mutual between peers (required unless `insecure_peers`), and
+/// optionally HTTPS on the client port. Paths are relative to the working
+/// directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA (PEM): peers must present a certificate it signed.
+    pub ca: PathBuf,
+    /// This node's certificate (PEM), signed by `ca`, shown to peers.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// Peers talk plain HTTP, unauthenticated: only for a cluster on one
+    /// trusted machine. The node warns at start.
+    pub insecure_peers: bool,
+    /// With `client_key`: the client port speaks HTTPS with this
+    /// certificate (off by default: the Go SDK speaks plain HTTP).
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+/// Who may change the registry and the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// The bearer token membership changes need; `DISCOVERY_ADMIN_TOKEN`
+    /// overrides it. Empty: membership changes are refused.
+    pub admin_token: String,
+    /// Networks (CIDRs, or single addresses) that may register, renew,
+    /// cancel and set; others get `-403`. Reads and polls stay open.
+    pub allow_write_from: Vec<String>,
+    /// How far ahead of the leader's clock a command may be stamped.
+    pub max_clock_skew_ms: u64,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
@@ -136,6 +175,7 @@ impl Default for NodeConfig {
             id: 1,
             name: String::new(),
             listen: "0.0.0.0:7171".into(),
+            peer_listen: "0.0.0.0:7271".into(),
             advertise: "127.0.0.1:7171".into(),
             raft_advertise: String::new(),
             zone: "sh001".into(),
@@ -184,6 +224,16 @@ impl Default for EvictionConfig {
     }
 }
 
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            admin_token: String::new(),
+            allow_write_from: vec!["0.0.0.0/0".into(), "::/0".into()],
+            max_clock_skew_ms: 60_000,
+        }
+    }
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig { cache_mb: 16 }
@@ -209,6 +259,8 @@ pub struct Flags {
     pub data_dir: Option<PathBuf>,
     #[arg(long, env = "DISCOVERY_LISTEN")]
     pub listen: Option<String>,
+    #[arg(long, env = "DISCOVERY_PEER_LISTEN")]
+    pub peer_listen: Option<String>,
     #[arg(long, env = "DISCOVERY_ADVERTISE")]
     pub advertise: Option<String>,
     #[arg(long, env = "DISCOVERY_RAFT_ADVERTISE")]
@@ -225,6 +277,20 @@ pub struct Flags {
     /// Join an existing cluster instead of forming one.
     #[arg(long, env = "DISCOVERY_JOIN")]
     pub join: bool,
+    /// The cluster CA, this node's certificate and key (PEM) for mutual
+    /// TLS between peers.
+    #[arg(long, env = "DISCOVERY_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    #[arg(long, env = "DISCOVERY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, env = "DISCOVERY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Plain, unauthenticated HTTP between peers (one trusted machine only).
+    #[arg(long, env = "DISCOVERY_INSECURE_PEERS")]
+    pub insecure_peers: bool,
+    /// The bearer token membership changes need.
+    #[arg(long, env = "DISCOVERY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 impl Config {
@@ -256,6 +322,7 @@ impl Config {
         }
         set(&mut n.name, &flags.name);
         set(&mut n.listen, &flags.listen);
+        set(&mut n.peer_listen, &flags.peer_listen);
         set(&mut n.advertise, &flags.advertise);
         set(&mut n.raft_advertise, &flags.raft_advertise);
         set(&mut n.zone, &flags.zone);
@@ -270,6 +337,20 @@ impl Config {
         if flags.join {
             self.cluster.join = true;
         }
+        let t = &mut self.tls;
+        for (field, value) in [
+            (&mut t.ca, &flags.tls_ca),
+            (&mut t.cert, &flags.tls_cert),
+            (&mut t.key, &flags.tls_key),
+        ] {
+            if let Some(v) = value {
+                field.clone_from(v);
+            }
+        }
+        if flags.insecure_peers {
+            t.insecure_peers = true;
+        }
+        set(&mut self.security.admin_token, &flags.admin_token);
     }
 
     /// Fills derived defaults and checks what cannot work.
@@ -278,8 +359,36 @@ impl Config {
             self.node.name = format!("discovery-{}", self.node.id);
         }
         if self.node.raft_advertise.is_empty() {
-            self.node.raft_advertise.clone_from(&self.node.advertise);
+            self.node.raft_advertise = format!(
+                "{}:{}",
+                host(&self.node.advertise),
+                port(&self.node.peer_listen)?
+            );
         }
+        let t = &self.tls;
+        let set = |p: &PathBuf| !p.as_os_str().is_empty();
+        let peer_files = [&t.ca, &t.cert, &t.key]
+            .into_iter()
+            .filter(|p| set(p))
+            .count();
+        if t.insecure_peers {
+            anyhow::ensure!(
+                peer_files == 0,
+                "tls.insecure_peers = true with tls.ca/cert/key set: choose one"
+            );
+        } else {
+            anyhow::ensure!(
+                peer_files == 3,
+                "peers talk over mutual TLS: set tls.ca, tls.cert and tls.key \
+                 (make them with `discoveryctl certs init` and `discoveryctl certs node`), \
+                 or tls.insecure_peers = true for a cluster on one trusted machine"
+            );
+        }
+        anyhow::ensure!(
+            set(&t.client_cert) == set(&t.client_key),
+            "tls.client_cert and tls.client_key go together"
+        );
+        self.write_networks()?;
         let r = &self.raft;
         anyhow::ensure!(
             r.heartbeat_ms > 0 && r.heartbeat_ms < r.election_timeout_min_ms,
@@ -363,17 +472,64 @@ impl Config {
     pub fn poll_hold(&self) -> Duration {
         Duration::from_millis(self.poll.hold_ms)
     }
+
+    /// `security.allow_write_from` parsed; a bare address is a network of
+    /// one.
+    pub fn write_networks(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        self.security
+            .allow_write_from
+            .iter()
+            .map(|net| {
+                net.parse::<ipnet::IpNet>()
+                    .or_else(|_| net.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .with_context(|| {
+                        format!("security.allow_write_from: {net:?} is not a network (CIDR)")
+                    })
+            })
+            .collect()
+    }
+
+    /// The admin token, if one is set.
+    pub fn admin_token(&self) -> Option<String> {
+        let token = self.security.admin_token.trim();
+        (!token.is_empty()).then(|| token.to_string())
+    }
+
+    /// What every command is checked against.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            max_clock_skew: (self.security.max_clock_skew_ms as i64).saturating_mul(1_000_000),
+        }
+    }
+}
+
+/// The host part of `host:port` (brackets kept for IPv6).
+fn host(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or(addr, |(h, _)| h)
+}
+
+fn port(addr: &str) -> anyhow::Result<u16> {
+    addr.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .with_context(|| format!("{addr:?} has no port"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The defaults with plain peer traffic, as a one-machine setup says.
+    fn insecure() -> Config {
+        let mut c = Config::default();
+        c.tls.insecure_peers = true;
+        c
+    }
+
     #[test]
     fn defaults_start_a_single_node() {
-        let c = Config::default().finish().unwrap();
+        let c = insecure().finish().unwrap();
         assert_eq!(c.node.name, "discovery-1");
-        assert_eq!(c.node.raft_advertise, "127.0.0.1:7171");
+        assert_eq!(c.node.raft_advertise, "127.0.0.1:7271");
         assert_eq!(c.initial_members().len(), 1);
         assert_eq!(c.poll_hold(), Duration::from_secs(30));
     }
@@ -393,6 +549,7 @@ mod tests {
         c.apply(&Flags {
             zone: Some("sh009".into()),
             poll_hold_ms: Some(100),
+            insecure_peers: true,
             ..Flags::default()
         });
         let c = c.finish().unwrap();
@@ -405,14 +562,40 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_timeouts_are_refused() {
         assert!(toml::from_str::<Config>("[node]\nnope = 1").is_err());
-        let mut c = Config::default();
+        let mut c = insecure();
         c.raft.heartbeat_ms = 5000;
         assert!(c.finish().is_err());
     }
 
     #[test]
+    fn peers_need_certificates_unless_plain_is_asked_for() {
+        let err = Config::default().finish().unwrap_err().to_string();
+        assert!(err.contains("insecure_peers"), "{err}");
+        let mut c = Config::default();
+        c.tls.ca = "ca.pem".into();
+        c.tls.cert = "n1.pem".into();
+        c.tls.key = "n1-key.pem".into();
+        assert!(c.clone().finish().is_ok());
+        c.tls.insecure_peers = true;
+        assert!(c.finish().is_err(), "both plain and TLS");
+        let mut half = insecure();
+        half.tls.client_cert = "c.pem".into();
+        assert!(half.finish().is_err());
+    }
+
+    #[test]
+    fn write_networks_take_cidrs_and_addresses() {
+        let mut c = insecure();
+        c.security.allow_write_from = vec!["10.0.0.0/8".into(), "127.0.0.1".into()];
+        let nets = c.write_networks().unwrap();
+        assert_eq!(nets[1].to_string(), "127.0.0.1/32");
+        c.security.allow_write_from.push("10.0.0.0/33".into());
+        assert!(c.finish().is_err());
+    }
+
+    #[test]
     fn a_dead_leader_is_replaced_within_a_second_by_default() {
-        let r = Config::default().finish().unwrap().raft;
+        let r = insecure().finish().unwrap().raft;
         // The lease (the maximum) plus the follower's own timeout.
         let first_election = r.election_timeout_max_ms + r.election_timeout_max_ms;
         assert!(first_election <= 1_000, "{first_election} ms");
@@ -424,7 +607,11 @@ mod tests {
     #[test]
     fn single_toml_shows_every_default() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/single.toml");
-        let shown = Config::from_file(Path::new(path)).unwrap();
+        let mut shown = Config::from_file(Path::new(path)).unwrap();
+        // The one setting it changes, and says so: a lone node on one
+        // machine talks to no peer, so it needs no certificates.
+        assert!(shown.tls.insecure_peers);
+        shown.tls.insecure_peers = false;
         assert_eq!(format!("{shown:?}"), format!("{:?}", Config::default()));
     }
 

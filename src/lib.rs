@@ -12,8 +12,14 @@
 //! - [`raft`]: the openraft glue: sled log store, state machine with
 //!   snapshots, and the Raft RPC client.
 //! - [`cluster`]: the write path (batching, forwarding to the leader),
-//!   start-up protection and peer liveness.
-//! - [`http`]: the discovery API, the internal routes peers call, admin.
+//!   start-up protection and peer liveness; it reaches peers through the
+//!   [`cluster::link::PeerLink`] it defines.
+//! - [`peer`]: the peer surface on its own listener, mutual TLS: Raft RPCs,
+//!   forwarded writes and renews, both the serving and the calling side.
+//! - [`http`]: the client listener: the discovery API, status, and
+//!   membership changes behind the admin token and write allow-list.
+//! - [`server`]: the accept loop both listeners run (TCP or TLS).
+//! - [`shutdown`]: the signal every long-lived task stops on.
 //! - [`clock`]: the wall clock proposers stamp commands with.
 //! - [`config`]: the TOML file, flags and environment of a node.
 //! - [`node`]: everything wired into one running node, with its shutdown.
@@ -28,7 +34,10 @@ pub mod config;
 pub mod http;
 pub mod local;
 pub mod node;
+pub mod peer;
 pub mod poll;
 pub mod raft;
 pub mod registry;
 pub mod self_discovery;
+pub mod server;
+pub mod shutdown;

@@ -1,5 +1,5 @@
-//! A running node: storage, Raft, the registry and the HTTP server wired
-//! together, with an explicit shutdown.
+//! A running node: storage, Raft, the registry and its two listeners (the
+//! client API, the peer surface) wired together, with an explicit shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,25 +15,31 @@ use crate::clock::now;
 use crate::cluster::bootstrap::form_cluster;
 use crate::cluster::catch_up::lift_when_caught_up;
 use crate::cluster::evictor::{evict_silent, EvictionState};
+use crate::cluster::link::Link;
 use crate::cluster::peers::{watch_peers, ProbeSettings};
 use crate::cluster::protection::Protection;
 use crate::cluster::renewer::{RenewLedger, RenewSettings, Renewer};
 use crate::cluster::writer::Writer;
 use crate::config::Config;
+use crate::http::access::Access;
 use crate::http::admin::Admin;
 use crate::http::discovery::Api;
-use crate::http::internal::PeerApi;
 use crate::local::LocalRegistry;
+use crate::peer::client::PeerClient;
+use crate::peer::network::Network;
+use crate::peer::routes::PeerApi;
+use crate::peer::tls::{self, PeerIdentity, PeerTls};
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{Network, CONNECT_TIMEOUT};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
 use crate::registry::{Registry, Schedules};
 use crate::self_discovery::SelfDiscovery;
+use crate::server::{serve, Listener};
 
 /// A started node. Dropping it without `shutdown` leaves its tasks running.
 pub struct Node {
     addr: SocketAddr,
+    peer_addr: SocketAddr,
     raft: Raft,
     db: sled::Db,
     shutdown: watch::Sender<bool>,
@@ -42,8 +48,32 @@ pub struct Node {
 
 impl Node {
     /// Opens the data directory, recovers the registry from it, starts Raft
-    /// and serves HTTP on the configured address.
+    /// and serves clients and peers on the configured addresses.
     pub async fn start(config: Config) -> anyhow::Result<Node> {
+        let peer_tls = if config.tls.insecure_peers {
+            tracing::warn!(
+                "tls.insecure_peers = true: peers talk plain HTTP, and anyone who reaches {} \
+                 can write this node's log",
+                config.node.peer_listen
+            );
+            None
+        } else {
+            Some(PeerTls::load(&PeerIdentity {
+                ca: config.tls.ca.clone(),
+                cert: config.tls.cert.clone(),
+                key: config.tls.key.clone(),
+            })?)
+        };
+        let client_tls = if config.tls.client_cert.as_os_str().is_empty() {
+            None
+        } else {
+            Some(tls::client_port(
+                &config.tls.client_cert,
+                &config.tls.client_key,
+            )?)
+        };
+        let peer_client = PeerClient::new(peer_tls.as_ref())?;
+        let link: Link = Arc::new(peer_client.clone());
         let data_dir = config.node.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -69,7 +99,7 @@ impl Node {
             ..Default::default()
         }
         .validate()?;
-        let network = Network::new(CONNECT_TIMEOUT)?;
+        let network = Network::new(peer_client);
         let raft = Raft::new(
             config.node.id,
             Arc::new(raft_config),
@@ -83,12 +113,16 @@ impl Node {
             .await
             .with_context(|| format!("listening on {}", config.node.listen))?;
         let addr = listener.local_addr()?;
+        let peer_listener = TcpListener::bind(&config.node.peer_listen)
+            .await
+            .with_context(|| format!("listening on {}", config.node.peer_listen))?;
+        let peer_addr = peer_listener.local_addr()?;
 
         let (shutdown, stop) = watch::channel(false);
         let nodes = SelfDiscovery::new(local.hub().clone());
         let protection = Arc::new(Protection::new());
         let wait_for_leader = Duration::from_millis(config.raft.write_timeout_ms);
-        let writer = Writer::start(raft.clone(), wait_for_leader);
+        let writer = Writer::start(raft.clone(), link.clone(), wait_for_leader, config.rules());
         let policy = config.eviction_policy();
         let ledger = RenewLedger::new(policy.window);
         let renew_settings = RenewSettings {
@@ -102,6 +136,7 @@ impl Node {
             local.clone(),
             ledger.clone(),
             writer.clone(),
+            link.clone(),
             renew_settings.clone(),
             stop.clone(),
         );
@@ -120,17 +155,36 @@ impl Node {
             local: local.clone(),
             ledger: ledger.clone(),
             renew: renew_settings,
+            rules: config.rules(),
         });
         let admin = Admin {
             raft: raft.clone(),
             api: api.clone(),
             log: log_store.clone(),
             eviction: eviction.clone(),
+            link: link.clone(),
         };
+        let access = Arc::new(Access {
+            allow_write_from: config.write_networks()?,
+            admin_token: config.admin_token(),
+        });
         let mut tasks = JoinSet::new();
-        tasks.spawn(crate::http::serve(
-            listener,
-            crate::http::router(api, peers, admin),
+        tasks.spawn(serve(
+            Listener {
+                tcp: listener,
+                router: crate::http::router(api, admin, access),
+                tls: client_tls,
+                name: "client",
+            },
+            stop.clone(),
+        ));
+        tasks.spawn(serve(
+            Listener {
+                tcp: peer_listener,
+                router: crate::peer::router(peers),
+                tls: peer_tls.map(|t| t.server),
+                name: "peer",
+            },
             stop.clone(),
         ));
         tasks.spawn(evict_silent(
@@ -153,6 +207,7 @@ impl Node {
                 every: Duration::from_millis(config.raft.heartbeat_ms * 5),
                 lost_after: Duration::from_millis(config.raft.election_timeout_max_ms * 2),
             },
+            link.clone(),
             now,
             stop.clone(),
         ));
@@ -163,6 +218,7 @@ impl Node {
                 raft.clone(),
                 config.node.id,
                 config.initial_members(),
+                link.clone(),
                 retry,
                 stop.clone(),
             ));
@@ -172,12 +228,14 @@ impl Node {
             config.node.id,
             nodes,
             protection,
+            link,
             retry,
             stop,
         ));
-        tracing::info!(id = config.node.id, %addr, "node started");
+        tracing::info!(id = config.node.id, %addr, %peer_addr, "node started");
         Ok(Node {
             addr,
+            peer_addr,
             raft,
             db,
             shutdown,
@@ -185,9 +243,14 @@ impl Node {
         })
     }
 
-    /// The address the HTTP server is bound to.
+    /// The address the client listener is bound to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address the peer listener is bound to.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
     }
 
     pub fn raft(&self) -> &Raft {

@@ -17,7 +17,7 @@ use crate::registry::{
 };
 
 /// The appid under which the cluster publishes itself.
-pub const APPID: &str = "infra.discovery";
+pub const APPID: &str = crate::registry::CLUSTER_APPID;
 
 /// The key held polls of `infra.discovery` watch, whatever their env.
 pub fn watch_key() -> AppKey {

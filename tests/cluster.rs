@@ -6,9 +6,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, Hosts, Timings};
+use common::cluster::{Cluster, Hosts, Timings, ADMIN_TOKEN};
 use common::Client;
-use serde_json::json;
+use serde_json::{json, Value};
 
 async fn hostnames(c: &Client, appid: &str) -> BTreeSet<String> {
     let v = c.fetch(appid, 3).await.json();
@@ -579,12 +579,17 @@ async fn a_fourth_node_joins_by_snapshot_through_discoveryctl_and_leaves_again()
     );
 
     let new = cluster.new_joiner(4);
+    let run_ctl = |token: Option<&str>, args: &[&str]| {
+        let mut ctl = std::process::Command::new(env!("CARGO_BIN_EXE_discoveryctl"));
+        ctl.env_remove("DISCOVERY_ADMIN_TOKEN")
+            .args(["--node", &cluster.addr(0)]);
+        if let Some(token) = token {
+            ctl.args(["--token", token]);
+        }
+        ctl.args(args).output().expect("discoveryctl runs")
+    };
     let ctl = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_discoveryctl"))
-            .args(["--node", &cluster.addr(0)])
-            .args(args)
-            .output()
-            .expect("discoveryctl runs");
+        let out = run_ctl(Some(ADMIN_TOKEN), args);
         assert!(
             out.status.success(),
             "discoveryctl {args:?}: {}",
@@ -593,18 +598,42 @@ async fn a_fourth_node_joins_by_snapshot_through_discoveryctl_and_leaves_again()
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     let addr = cluster.addr(new);
+    let peer_addr = cluster.peer_addr(new);
     let committed = leader_status["committed_index"].as_u64().unwrap();
-    ctl(&[
+    let add = [
         "add-learner",
         "--id",
         "4",
         "--name",
         "node4",
         "--raft-addr",
+        &peer_addr,
+        "--api-addr",
         &addr,
         "--zone",
         "sh001",
-    ]);
+    ];
+    // Without the admin token, or with a wrong one, nothing changes.
+    for token in [None, Some("not-the-token")] {
+        let out = run_ctl(token, &add);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "add-learner with {token:?} worked");
+        assert!(stderr.contains("token"), "{stderr}");
+    }
+    let members = cluster.status(leader).await.unwrap()["members"].clone();
+    assert!(members.get("4").is_none(), "node 4 added: {members}");
+    let refused = cluster
+        .client(1)
+        .http
+        .post(format!("{}/admin/membership", cluster.client(1).base))
+        .json(&json!({"change": "remove", "id": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], -401, "{body}");
+    ctl(&add);
     // add-learner answers once the learner holds what was committed.
     let leader_status = cluster.status(leader).await.unwrap();
     let matched = leader_status["members"]["4"]["matched_index"].as_u64();
@@ -612,6 +641,8 @@ async fn a_fourth_node_joins_by_snapshot_through_discoveryctl_and_leaves_again()
         matched.is_some_and(|i| i >= committed),
         "learner caught up when add-learner answered: {leader_status}"
     );
+    let out = run_ctl(None, &["promote", "--id", "4"]);
+    assert!(!out.status.success(), "promote without a token worked");
     ctl(&["promote", "--id", "4"]);
     cluster.wait_serving(new).await;
     let status = cluster.status(new).await.unwrap();
@@ -662,6 +693,8 @@ async fn a_fourth_node_joins_by_snapshot_through_discoveryctl_and_leaves_again()
         0
     );
 
+    let out = run_ctl(Some("wrong"), &["remove", "--id", "4"]);
+    assert!(!out.status.success(), "remove with a wrong token worked");
     ctl(&["remove", "--id", "4"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while in_infra(cluster.client(0), addr.clone()).await

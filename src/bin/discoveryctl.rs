@@ -1,11 +1,14 @@
 //! `discoveryctl`: look at a cluster, check a node's health, change the
-//! membership.
+//! membership, make the cluster's certificates.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use raft_discovery::cluster::membership::{Change, Changed, MEMBERSHIP_PATH};
+use raft_discovery::cluster::membership::{Change, Changed};
+use raft_discovery::http::MEMBERSHIP_PATH;
+use raft_discovery::peer::certs;
 use raft_discovery::raft::{Member, NodeId};
 use serde_json::Value;
 
@@ -27,6 +30,12 @@ struct Cli {
     /// Print the raw JSON answer.
     #[arg(long)]
     json: bool,
+    /// The admin token membership changes need.
+    #[arg(long, env = "DISCOVERY_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A CA (PEM) to trust when the node serves HTTPS (`https://host:port`).
+    #[arg(long, env = "DISCOVERY_CACERT")]
+    cacert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,24 +76,126 @@ enum Command {
         #[arg(long)]
         id: NodeId,
     },
+    /// Make the certificates for mutual TLS between peers.
+    #[command(subcommand)]
+    Certs(Certs),
+}
+
+#[derive(Subcommand)]
+enum Certs {
+    /// Make the cluster CA: DIR/ca.pem and DIR/ca-key.pem (keep the key
+    /// off the nodes).
+    Init {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        #[arg(long, default_value = "raft-discovery cluster CA")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+    },
+    /// Make a node's certificate, signed by the CA in DIR: DIR/NAME.pem and
+    /// DIR/NAME-key.pem.
+    Node {
+        /// The node's name, e.g. node1.
+        name: String,
+        /// A name or IP address peers dial this node by (its raft_addr
+        /// host); repeat for several.
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+    },
+    /// Make whatever a cluster lacks and keep what it has: the CA in
+    /// CA_DIR (its certificate copied to DIR), and each node's certificate
+    /// in DIR. Safe to run on every start.
+    Cluster {
+        /// NAME=HOST[,HOST...]: a node and the names peers dial it by.
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Where the CA and its key live; defaults to DIR.
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+    },
 }
 
 fn base(node: &str) -> String {
-    if node.starts_with("http://") {
+    if node.starts_with("http://") || node.starts_with("https://") {
         node.trim_end_matches('/').to_string()
     } else {
         format!("http://{node}")
     }
 }
 
+fn make_certs(command: Certs) -> anyhow::Result<()> {
+    match command {
+        Certs::Init { dir, name, days } => {
+            let ca = certs::new_ca(&name, days)?;
+            let (cert, key) = certs::write(&dir, "ca", &ca)?;
+            println!("CA: {} (key {})", cert.display(), key.display());
+        }
+        Certs::Node {
+            name,
+            hosts,
+            dir,
+            days,
+        } => {
+            let ca = certs::read_ca(&dir)?;
+            let node = certs::node_cert(&ca, &name, &hosts, days)?;
+            let (cert, key) = certs::write(&dir, &name, &node)?;
+            println!(
+                "{name}: {} (key {}) for {}",
+                cert.display(),
+                key.display(),
+                hosts.join(", ")
+            );
+        }
+        Certs::Cluster {
+            nodes,
+            dir,
+            ca_dir,
+            days,
+        } => {
+            let nodes = nodes
+                .iter()
+                .map(|n| {
+                    let (name, hosts) = n
+                        .split_once('=')
+                        .with_context(|| format!("{n:?}: expected NAME=HOST[,HOST...]"))?;
+                    let hosts = hosts.split(',').map(str::to_string).collect();
+                    Ok((name.to_string(), hosts))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let ca_dir = ca_dir.unwrap_or_else(|| dir.clone());
+            for made in certs::ensure_cluster(&ca_dir, &dir, &nodes, days)? {
+                println!("made {}", made.display());
+            }
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()?;
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(120));
+    if let Some(path) = &cli.cacert {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        builder = builder
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
+    let http = builder.build()?;
     let base = base(&cli.node);
     let change = match cli.command {
+        Command::Certs(command) => return make_certs(command),
         Command::Status => {
             let status: Value = http
                 .get(format!("{base}/admin/status"))
@@ -129,14 +240,22 @@ async fn main() -> anyhow::Result<()> {
         Command::Promote { id } => Change::Promote { id },
         Command::Remove { id } => Change::Remove { id },
     };
-    let answer: Result<Changed, String> = http
-        .post(format!("{base}{MEMBERSHIP_PATH}"))
-        .json(&change)
+    let mut request = http.post(format!("{base}{MEMBERSHIP_PATH}")).json(&change);
+    if let Some(token) = &cli.token {
+        request = request.bearer_auth(token);
+    }
+    let answer: Value = request
         .send()
         .await
         .with_context(|| format!("asking {base}"))?
         .json()
         .await?;
+    // A refusal before the change is looked at (a missing or wrong token)
+    // comes as the discovery envelope.
+    if let Some(message) = answer.get("message").and_then(Value::as_str) {
+        anyhow::bail!("refused: {message}");
+    }
+    let answer: Result<Changed, String> = serde_json::from_value(answer)?;
     match answer {
         Ok(changed) => {
             println!("voters: {:?}", changed.voters);

@@ -13,12 +13,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::link::Link;
 use crate::raft::{Member, NodeId, Raft};
 
-/// Where a node tells whether it has joined a cluster.
-pub const STATE_PATH: &str = "/internal/bootstrap";
-
-/// A node's answer on [`STATE_PATH`].
+/// Whether a node has joined a cluster, as it tells its peers.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BootstrapState {
     pub initialized: bool,
@@ -29,19 +27,17 @@ pub async fn form_cluster(
     raft: Raft,
     me: NodeId,
     initial: Vec<(NodeId, Member)>,
+    link: Link,
     retry: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let http = reqwest::Client::builder()
-        .timeout(retry.max(Duration::from_millis(200)))
-        .build()
-        .unwrap_or_default();
+    let within = retry.max(Duration::from_millis(200));
     loop {
         match raft.is_initialized().await {
             Ok(true) | Err(_) => return,
             Ok(false) => {}
         }
-        if should_initialize(&http, me, &initial).await {
+        if should_initialize(&link, within, me, &initial).await {
             let members: BTreeMap<NodeId, Member> = initial.iter().cloned().collect();
             tracing::info!(?members, "initialising the cluster");
             if let Err(e) = raft.initialize(members).await {
@@ -51,13 +47,14 @@ pub async fn form_cluster(
         }
         tokio::select! {
             _ = tokio::time::sleep(retry) => {}
-            _ = crate::http::stopped(&mut stop) => return,
+            _ = crate::shutdown::stopped(&mut stop) => return,
         }
     }
 }
 
 async fn should_initialize(
-    http: &reqwest::Client,
+    link: &Link,
+    within: Duration,
     me: NodeId,
     initial: &[(NodeId, Member)],
 ) -> bool {
@@ -67,11 +64,7 @@ async fn should_initialize(
     let asks = initial
         .iter()
         .filter(|(id, _)| *id != me)
-        .map(|(_, member)| async move {
-            let url = format!("http://{}{}", member.raft_addr, STATE_PATH);
-            let answer = http.get(url).send().await.ok()?;
-            answer.json::<BootstrapState>().await.ok()
-        });
+        .map(|(_, member)| async move { link.bootstrap_state(member, within).await.ok() });
     let answers: Vec<BootstrapState> = futures::future::join_all(asks)
         .await
         .into_iter()

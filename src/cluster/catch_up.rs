@@ -8,14 +8,12 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::link::Link;
 use super::protection::Protection;
 use crate::raft::{NodeId, Raft};
 use crate::self_discovery::SelfDiscovery;
 
-/// Where the leader tells the index a reader must have applied.
-pub const READ_INDEX_PATH: &str = "/internal/read-index";
-
-/// The leader's answer on [`READ_INDEX_PATH`].
+/// The leader's answer when asked for the index a reader must have applied.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ReadIndex {
     /// Everything committed up to now is at or below this index.
@@ -37,19 +35,13 @@ pub async fn read_index(raft: &Raft) -> ReadIndex {
 
 /// Asks the current leader (itself included) for its commit point until one
 /// answers.
-async fn commit_point(raft: &Raft, me: NodeId, http: &reqwest::Client, retry: Duration) -> u64 {
+async fn commit_point(raft: &Raft, me: NodeId, link: &Link, retry: Duration) -> u64 {
     loop {
         let metrics = raft.metrics().borrow().clone();
         let answer = match metrics.current_leader {
             Some(leader) if leader == me => Some(read_index(raft).await),
             Some(leader) => match metrics.membership_config.membership().get_node(&leader) {
-                Some(member) => {
-                    let url = format!("http://{}{}", member.raft_addr, READ_INDEX_PATH);
-                    match http.get(url).send().await {
-                        Ok(r) => r.json::<ReadIndex>().await.ok(),
-                        Err(_) => None,
-                    }
-                }
+                Some(member) => link.read_index(member, Duration::from_secs(2)).await.ok(),
                 None => None,
             },
             None => None,
@@ -68,15 +60,12 @@ pub async fn lift_when_caught_up(
     me: NodeId,
     nodes: Arc<SelfDiscovery>,
     protection: Arc<Protection>,
+    link: Link,
     retry: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap_or_default();
     let caught_up = async {
-        let target = commit_point(&raft, me, &http, retry).await;
+        let target = commit_point(&raft, me, &link, retry).await;
         tracing::info!(target, "catching up with the cluster");
         let mut metrics = raft.metrics();
         let reached = metrics
@@ -92,6 +81,6 @@ pub async fn lift_when_caught_up(
     };
     tokio::select! {
         (ok, ()) = futures::future::join(caught_up, published) => if ok { protection.lift() },
-        _ = crate::http::stopped(&mut stop) => {}
+        _ = crate::shutdown::stopped(&mut stop) => {}
     }
 }

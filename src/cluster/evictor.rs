@@ -46,7 +46,7 @@ pub async fn evict_silent(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = crate::http::stopped(&mut stop) => return,
+            _ = crate::shutdown::stopped(&mut stop) => return,
         }
         if raft.metrics().borrow().current_leader != Some(me) {
             leading_since = None;

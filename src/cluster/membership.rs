@@ -10,14 +10,16 @@ use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 
+use super::link::Link;
 use crate::raft::{Member, NodeId, Raft};
 
 /// How long adding a learner waits for it to catch up: under the time a
 /// forwarded change waits for the leader (below).
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(100);
 
-/// Where membership changes are posted (admin API).
-pub const MEMBERSHIP_PATH: &str = "/admin/membership";
+/// How long a change handed to the leader may take: a learner's catch-up
+/// and then some.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A change of membership.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -46,12 +48,31 @@ pub struct Changed {
 type WriteError = RaftError<NodeId, ClientWriteError<NodeId, Member>>;
 
 /// Carries out a change here if this node leads, else at the leader.
-pub async fn apply(raft: &Raft, change: Change) -> Result<Changed, String> {
+pub async fn apply(raft: &Raft, link: &Link, change: Change) -> Result<Changed, String> {
     match apply_here(raft, &change).await {
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
             leader_node: Some(leader),
             ..
-        }))) => forward(&leader, &change).await,
+        }))) => link
+            .membership(&leader, &change, FORWARD_TIMEOUT)
+            .await
+            .map_err(|e| format!("leader {leader} did not answer: {e}"))?,
+        applied => finish(raft, applied).await,
+    }
+}
+
+/// The leader's side of a change a peer handed it: carried out here only,
+/// never handed on again.
+pub async fn accept_forwarded(raft: &Raft, change: Change) -> Result<Changed, String> {
+    finish(raft, apply_here(raft, &change).await).await
+}
+
+/// Waits for a new learner to catch up, then answers the membership.
+async fn finish(
+    raft: &Raft,
+    applied: Result<Option<(NodeId, u64)>, WriteError>,
+) -> Result<Changed, String> {
+    match applied {
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
             Err("no leader: the cluster has no quorum".to_string())
         }
@@ -120,19 +141,4 @@ async fn caught_up(raft: &Raft, id: NodeId, index: u64) -> Result<(), String> {
         .await
         .map(|_| ())
         .map_err(|e| format!("node {id} was added as a learner but has not caught up: {e}"))
-}
-
-async fn forward(leader: &Member, change: &Change) -> Result<Changed, String> {
-    let url = format!("http://{}{}", leader.raft_addr, MEMBERSHIP_PATH);
-    let response = reqwest::Client::new()
-        .post(url)
-        .timeout(Duration::from_secs(120))
-        .json(change)
-        .send()
-        .await
-        .map_err(|e| format!("leader {leader} did not answer: {e}"))?;
-    response
-        .json::<Result<Changed, String>>()
-        .await
-        .map_err(|e| format!("bad answer from leader {leader}: {e}"))?
 }

@@ -8,11 +8,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::link::Link;
 use crate::raft::{NodeId, Raft};
 use crate::self_discovery::{NodeView, SelfDiscovery};
-
-/// Where peers answer liveness probes.
-pub const HEALTH_PATH: &str = "/internal/health";
 
 /// How the prober runs.
 #[derive(Clone, Debug)]
@@ -31,13 +29,11 @@ pub async fn watch_peers(
     raft: Raft,
     nodes: Arc<SelfDiscovery>,
     settings: ProbeSettings,
+    link: Link,
     now: fn() -> i64,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let http = reqwest::Client::builder()
-        .timeout(settings.every.max(Duration::from_millis(200)))
-        .build()
-        .unwrap_or_default();
+    let within = settings.every.max(Duration::from_millis(200));
     let mut last_seen: HashMap<NodeId, Instant> = HashMap::new();
     let mut first_seen: HashMap<NodeId, i64> = HashMap::new();
     let mut metrics = raft.metrics();
@@ -61,17 +57,8 @@ pub async fn watch_peers(
             .iter()
             .filter(|(id, _)| *id != settings.me)
             .map(|(id, member)| {
-                let url = format!("http://{}{}", member.raft_addr, HEALTH_PATH);
-                let http = http.clone();
-                async move {
-                    (
-                        *id,
-                        http.get(url)
-                            .send()
-                            .await
-                            .is_ok_and(|r| r.status().is_success()),
-                    )
-                }
+                let link = link.clone();
+                async move { (*id, link.health(member, within).await.is_ok()) }
             });
         for (id, answered) in futures::future::join_all(probes).await {
             if answered {
@@ -98,7 +85,7 @@ pub async fn watch_peers(
         tokio::select! {
             _ = tokio::time::sleep(settings.every) => {}
             _ = membership_changed => {}
-            _ = crate::http::stopped(&mut shutdown) => return,
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
         }
     }
 }

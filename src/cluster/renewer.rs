@@ -19,15 +19,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::link::Link;
 use super::writer::{another_leader, WriteError, Writer};
 use crate::local::LocalRegistry;
 use openraft::RaftMetrics;
 
 use crate::raft::{Member, NodeId, Raft};
-use crate::registry::{Command, InstanceKey, Renewal, Timestamp};
-
-/// Where followers hand renews to the leader.
-pub const RENEW_PATH: &str = "/internal/renew";
+use crate::registry::{key_ok, Command, InstanceKey, RegistryError, Renewal, Timestamp};
 
 /// The most renews one batch carries.
 const MAX_BATCH: usize = 4096;
@@ -38,6 +36,8 @@ pub enum ForwardedRenews {
     Answered(Vec<Renewal>),
     /// This node does not lead (or has lost its quorum).
     NotLeader,
+    /// A key breaks the registry's rules: nothing was renewed.
+    Invalid(RegistryError),
 }
 
 /// Renews accepted by this node as leader and not yet proposed, and a count
@@ -195,6 +195,7 @@ impl Renewer {
         local: Arc<LocalRegistry>,
         ledger: Arc<RenewLedger>,
         writer: Writer,
+        link: Link,
         settings: RenewSettings,
         stop: watch::Receiver<bool>,
     ) -> Self {
@@ -203,7 +204,7 @@ impl Renewer {
             raft: raft.clone(),
             local,
             ledger: ledger.clone(),
-            http: crate::raft::network::peer_client(),
+            link,
             settings: settings.clone(),
         });
         tokio::spawn(gather(renews, path));
@@ -211,7 +212,9 @@ impl Renewer {
         Renewer { queue }
     }
 
+    /// Checks the key, then renews it here or at the leader.
     pub async fn renew(&self, key: InstanceKey) -> Result<Renewal, WriteError> {
+        key_ok(&key).map_err(WriteError::Invalid)?;
         let (tx, rx) = oneshot::channel();
         self.queue
             .send((key, tx))
@@ -225,7 +228,7 @@ struct Path {
     raft: Raft,
     local: Arc<LocalRegistry>,
     ledger: Arc<RenewLedger>,
-    http: reqwest::Client,
+    link: Link,
     settings: RenewSettings,
 }
 
@@ -281,14 +284,8 @@ impl Path {
             .clone();
         let remaining = deadline.saturating_duration_since(Instant::now());
         let exchange = async {
-            self.http
-                .post(format!("http://{}{}", member.raft_addr, RENEW_PATH))
-                .timeout(remaining.max(Duration::from_millis(100)))
-                .json(keys)
-                .send()
-                .await
-                .ok()?
-                .json::<ForwardedRenews>()
+            self.link
+                .renew(&member, keys, remaining.max(Duration::from_millis(100)))
                 .await
                 .ok()
         };
@@ -300,12 +297,12 @@ impl Path {
         };
         match answer {
             ForwardedRenews::Answered(answers) => Some(answers),
-            ForwardedRenews::NotLeader => None,
+            ForwardedRenews::NotLeader | ForwardedRenews::Invalid(_) => None,
         }
     }
 }
 
-/// The leader's side of forwarded renews.
+/// The leader's side of forwarded renews, each key checked as a client's.
 pub fn accept_forwarded(
     raft: &Raft,
     local: &LocalRegistry,
@@ -313,6 +310,9 @@ pub fn accept_forwarded(
     settings: &RenewSettings,
     keys: &[InstanceKey],
 ) -> ForwardedRenews {
+    if let Err(e) = keys.iter().try_for_each(key_ok) {
+        return ForwardedRenews::Invalid(e);
+    }
     if leads(raft, settings.me, settings.quorum_within) {
         ForwardedRenews::Answered(ledger.accept(local, keys, crate::clock::now()))
     } else {
@@ -334,7 +334,7 @@ async fn propose_pending(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = crate::http::stopped(&mut stop) => return,
+            _ = crate::shutdown::stopped(&mut stop) => return,
         }
         if raft.metrics().borrow().current_leader != Some(settings.me) {
             ledger.clear();

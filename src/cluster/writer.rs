@@ -6,6 +6,11 @@
 //! a replication round trip) is shared. A follower sends its batch to the
 //! leader; with no leader it waits a bounded time, then gives up with
 //! `NoQuorum`, having proposed nothing.
+//!
+//! Every command is checked before it is proposed, here and again by the
+//! leader for proposals a peer hands it, with the registry's one
+//! [`validate`]. A write is answered only once this node has applied it, so
+//! a read sent to the same node next sees it (read-your-writes).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +19,10 @@ use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
-use crate::raft::network::PROPOSE_PATH;
+use super::link::{Link, LinkError};
+use crate::clock::now;
 use crate::raft::{Member, NodeId, Proposal, ProposalResult, Raft};
-use crate::registry::{Command, Outcome};
+use crate::registry::{validate, Command, Outcome, RegistryError, Rules};
 
 /// The most commands one log entry carries.
 const MAX_BATCH: usize = 1024;
@@ -39,6 +45,21 @@ pub enum WriteError {
     /// The node is shutting down or its Raft stopped.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The command breaks the registry's rules: nothing was proposed.
+    #[error("{0}")]
+    Invalid(RegistryError),
+    /// Committed at this log index, but not yet applied on this node within
+    /// the bounded wait: another node may already show it, this one not yet.
+    #[error("no quorum: committed at index {0} but not yet applied on this node")]
+    NotAppliedHere(u64),
+}
+
+/// A proposal the leader committed and applied: its outcomes and the log
+/// index of its entry.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Committed {
+    pub result: ProposalResult,
+    pub index: u64,
 }
 
 type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
@@ -47,23 +68,26 @@ type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
 #[derive(Clone)]
 pub struct Writer {
     queue: mpsc::UnboundedSender<(Command, Reply)>,
+    rules: Rules,
 }
 
 impl Writer {
     /// Starts the batching task; it ends when every `Writer` is dropped.
-    pub fn start(raft: Raft, wait_for_leader: Duration) -> Self {
+    pub fn start(raft: Raft, link: Link, wait_for_leader: Duration, rules: Rules) -> Self {
         let (queue, commands) = mpsc::unbounded_channel();
         let proposer = Arc::new(Proposer {
             raft,
-            http: crate::raft::network::peer_client(),
+            link,
             wait_for_leader,
         });
         tokio::spawn(gather(commands, proposer));
-        Writer { queue }
+        Writer { queue, rules }
     }
 
-    /// Proposes one command and waits until it is committed and applied.
+    /// Checks one command, proposes it and waits until it is committed and
+    /// applied on this node.
     pub async fn write(&self, command: Command) -> Result<Outcome, WriteError> {
+        validate(&command, now(), &self.rules).map_err(WriteError::Invalid)?;
         let (tx, rx) = oneshot::channel();
         self.queue
             .send((command, tx))
@@ -108,16 +132,30 @@ async fn gather(mut commands: mpsc::UnboundedReceiver<(Command, Reply)>, propose
 
 struct Proposer {
     raft: Raft,
-    http: reqwest::Client,
+    link: Link,
     wait_for_leader: Duration,
 }
 
 impl Proposer {
+    /// Proposes the batch, then waits until this node has applied it.
+    async fn propose(&self, proposal: Proposal) -> Result<ProposalResult, WriteError> {
+        let deadline = Instant::now() + self.wait_for_leader;
+        let committed = self.commit(proposal, deadline).await?;
+        // The leader answers once it applied the entry; a follower may not
+        // have yet. The wait is bounded like the rest of the write.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(remaining.max(Duration::from_millis(100))))
+            .applied_index_at_least(Some(committed.index), "write applied here")
+            .await
+            .map_err(|_| WriteError::NotAppliedHere(committed.index))?;
+        Ok(committed.result)
+    }
+
     /// Proposes locally when this node leads, else hands the proposal to
     /// the leader; retries only where the proposal certainly was not
     /// applied, until the bounded wait is over.
-    async fn propose(&self, proposal: Proposal) -> Result<ProposalResult, WriteError> {
-        let deadline = Instant::now() + self.wait_for_leader;
+    async fn commit(&self, proposal: Proposal, deadline: Instant) -> Result<Committed, WriteError> {
         loop {
             // A leader cut off from its quorum accepts the entry but cannot
             // commit it: the wait is bounded there too. The entry may still
@@ -128,7 +166,12 @@ impl Proposer {
                 return Err(WriteError::NoQuorum(self.wait_for_leader));
             };
             match written {
-                Ok(response) => return Ok(response.data),
+                Ok(response) => {
+                    return Ok(Committed {
+                        result: response.data,
+                        index: response.log_id.index,
+                    })
+                }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
                     leader_id: Some(leader),
                     leader_node: Some(member),
@@ -176,36 +219,21 @@ impl Proposer {
         proposal: &Proposal,
         deadline: Instant,
     ) -> Forwarded {
-        let url = format!("http://{}{}", member.raft_addr, PROPOSE_PATH);
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let sent = self
-            .http
-            .post(url)
-            .timeout(remaining.max(Duration::from_millis(100)))
-            .json(proposal)
-            .send()
+        let answer = self
+            .link
+            .propose(member, proposal, remaining.max(Duration::from_millis(100)))
             .await;
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) if e.is_connect() => return Forwarded::NotSent,
-            Err(e) if e.is_timeout() => {
-                return Forwarded::Done(Err(WriteError::NoQuorum(self.wait_for_leader)))
-            }
-            Err(e) => {
-                return Forwarded::Done(Err(WriteError::Unavailable(format!(
-                    "leader {leader} did not answer: {e}"
-                ))))
-            }
-        };
-        match response
-            .json::<Result<ProposalResult, ForwardError>>()
-            .await
-        {
-            Ok(Ok(result)) => Forwarded::Done(Ok(result)),
-            Ok(Err(ForwardError::NotLeader)) => Forwarded::NotSent,
+        match answer {
+            Ok(Ok(committed)) => Forwarded::Done(Ok(committed)),
+            Ok(Err(ForwardError::NotLeader)) | Err(LinkError::NotSent(_)) => Forwarded::NotSent,
+            Ok(Err(ForwardError::Invalid(e))) => Forwarded::Done(Err(WriteError::Invalid(e))),
             Ok(Err(ForwardError::Failed(e))) => Forwarded::Done(Err(WriteError::Unavailable(e))),
-            Err(e) => Forwarded::Done(Err(WriteError::Unavailable(format!(
-                "bad answer from leader {leader}: {e}"
+            Err(LinkError::TimedOut) => {
+                Forwarded::Done(Err(WriteError::NoQuorum(self.wait_for_leader)))
+            }
+            Err(LinkError::Failed(e)) => Forwarded::Done(Err(WriteError::Unavailable(format!(
+                "leader {leader} did not answer: {e}"
             )))),
         }
     }
@@ -225,7 +253,7 @@ pub async fn another_leader(raft: &Raft, leader: NodeId) {
 }
 
 enum Forwarded {
-    Done(Result<ProposalResult, WriteError>),
+    Done(Result<Committed, WriteError>),
     /// The leader never took the proposal (unreachable, or no longer
     /// leading): safe to try again.
     NotSent,
@@ -236,18 +264,29 @@ enum Forwarded {
 pub enum ForwardError {
     /// This node does not lead (any more); nothing was proposed.
     NotLeader,
+    /// A command breaks the registry's rules: nothing was proposed.
+    Invalid(RegistryError),
     /// Proposed, or tried to, and failed.
     Failed(String),
 }
 
-/// The leader's side of a forwarded proposal: propose it here only, never
-/// forward again.
+/// The leader's side of a forwarded proposal: checks every command with the
+/// same rules a client's write meets, against this node's clock, then
+/// proposes it here only, never forwarding again.
 pub async fn accept_forwarded(
     raft: &Raft,
+    rules: &Rules,
     proposal: Proposal,
-) -> Result<ProposalResult, ForwardError> {
+) -> Result<Committed, ForwardError> {
+    let at = now();
+    for command in &proposal.commands {
+        validate(command, at, rules).map_err(ForwardError::Invalid)?;
+    }
     match raft.client_write(proposal).await {
-        Ok(response) => Ok(response.data),
+        Ok(response) => Ok(Committed {
+            result: response.data,
+            index: response.log_id.index,
+        }),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
             Err(ForwardError::NotLeader)
         }

@@ -1,4 +1,5 @@
-//! Operator routes: the cluster as this node sees it.
+//! Operator routes: the cluster as this node sees it, and membership
+//! changes (behind the admin token, see [`super::access`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use serde::Serialize;
 
 use super::discovery::Api;
 use crate::cluster::evictor::EvictionState;
+use crate::cluster::link::Link;
 use crate::cluster::membership::{self, Change, Changed};
 use crate::local::Digest;
 use crate::raft::log_store::{LogStore, StorageStats};
@@ -58,6 +60,7 @@ pub struct Admin {
     pub api: Arc<Api>,
     pub log: LogStore,
     pub eviction: Arc<EvictionState>,
+    pub link: Link,
 }
 
 pub async fn status(
@@ -66,6 +69,7 @@ pub async fn status(
         api,
         log,
         eviction,
+        ..
     }): State<Admin>,
 ) -> Json<Status> {
     let m = raft.metrics().borrow().clone();
@@ -117,8 +121,8 @@ pub async fn digest(State(Admin { api, .. }): State<Admin>) -> Json<Digest> {
 
 /// Adds, promotes or removes a node; any node hands it to the leader.
 pub async fn membership(
-    State(Admin { raft, .. }): State<Admin>,
+    State(Admin { raft, link, .. }): State<Admin>,
     Json(change): Json<Change>,
 ) -> Json<Result<Changed, String>> {
-    Json(membership::apply(&raft, change).await)
+    Json(membership::apply(&raft, &link, change).await)
 }

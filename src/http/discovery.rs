@@ -70,10 +70,11 @@ async fn write(api: &Api, command: Command) -> Result<Outcome, Response> {
 
 fn write_refused(e: &WriteError) -> Response {
     match e {
-        WriteError::NoQuorum(_) | WriteError::LeaderReplaced(_) => {
+        WriteError::NoQuorum(_) | WriteError::LeaderReplaced(_) | WriteError::NotAppliedHere(_) => {
             reply::answer(-503, &e.to_string(), None)
         }
         WriteError::Unavailable(_) => reply::answer(-500, &e.to_string(), None),
+        WriteError::Invalid(e) => reply::error(e),
     }
 }
 
@@ -90,18 +91,6 @@ fn registration(p: &Params) -> Result<Registration, RegistryError> {
     let key = instance_key(p)?;
     let status = Status::try_from(p.required_number::<u32>("status")?)?;
     let addrs: Vec<String> = p.list("addrs").into_iter().map(str::to_string).collect();
-    if addrs.is_empty() {
-        return Err(RegistryError::bad(
-            "addrs",
-            "at least one address is required",
-        ));
-    }
-    if key.appid == self_discovery::APPID {
-        return Err(RegistryError::bad(
-            "appid",
-            "infra.discovery is the cluster's own app",
-        ));
-    }
     Ok(Registration {
         region: p.one("region").unwrap_or_default().to_string(),
         zone: key.zone,

@@ -55,11 +55,28 @@ pub fn not_modified() -> Response {
 
 /// Start-up protection: HTTP 503 so clients try another node.
 pub fn protected(reason: &str) -> Response {
+    refused(
+        StatusCode::SERVICE_UNAVAILABLE,
+        -503,
+        &format!("protected: {reason}"),
+    )
+}
+
+/// An admin change without the right token: HTTP 401, nothing changed.
+pub fn unauthorized(reason: &str) -> Response {
+    refused(StatusCode::UNAUTHORIZED, -401, reason)
+}
+
+/// The envelope under an HTTP status of its own, for refusals that clients
+/// and proxies should see as such.
+fn refused(status: StatusCode, code: i32, message: &str) -> Response {
     let mut body = BytesMut::new();
-    body.put_slice(b"{\"code\":-503,\"message\":");
-    put_string(&mut body, &format!("protected: {reason}"));
+    body.put_slice(b"{\"code\":");
+    body.put_slice(code.to_string().as_bytes());
+    body.put_slice(b",\"message\":");
+    put_string(&mut body, message);
     body.put_slice(b",\"ttl\":1}");
-    respond(StatusCode::SERVICE_UNAVAILABLE, -503, body.freeze())
+    respond(status, code, body.freeze())
 }
 
 /// The answer of `polls`: the original builds it as a map, so its keys come

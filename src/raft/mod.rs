@@ -2,11 +2,12 @@
 //!
 //! - [`log_store`]: the openraft log on sled, flushed in groups;
 //! - [`state_machine`]: the registry as the state machine applied from it,
-//!   with snapshots in the data directory;
-//! - [`network`]: the client side of the Raft RPCs between nodes.
+//!   with snapshots in the data directory.
+//!
+//! The Raft RPCs between nodes travel over the peer surface
+//! (`crate::peer::network`).
 
 pub mod log_store;
-pub mod network;
 pub mod state_machine;
 
 use std::fmt;

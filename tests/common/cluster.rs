@@ -1,14 +1,48 @@
 //! Real `discovery` processes forming a cluster on 127.0.0.1 ports, with
-//! timings short enough for tests.
+//! timings short enough for tests. Peers talk over mutual TLS, with
+//! certificates made for the cluster in its directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use raft_discovery::peer::certs::{self, Issued};
 use serde_json::Value;
 use tempfile::TempDir;
 
 use super::{free_port, Client};
+
+/// The admin token of every test cluster.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A certificate authority and the files it issued, in one directory.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca: Issued,
+}
+
+impl Pki {
+    /// A new CA in `dir`.
+    pub fn new(dir: &Path) -> Pki {
+        let ca = certs::new_ca("test CA", 30).expect("a CA");
+        certs::write(dir, "ca", &ca).expect("CA written");
+        Pki {
+            dir: dir.to_path_buf(),
+            ca,
+        }
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.join(certs::CA_CERT)
+    }
+
+    /// Issues `name`'s certificate for the loopback names; its paths.
+    pub fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
+        let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+        let issued = certs::node_cert(&self.ca, name, &hosts, 30).expect("a certificate");
+        certs::write(&self.dir, name, &issued).expect("certificate written")
+    }
+}
 
 /// Timings for tests: fast elections, a short bounded write wait.
 pub struct Timings {
@@ -35,8 +69,12 @@ impl Default for Timings {
 /// One node's place in the cluster.
 pub struct Slot {
     pub id: u64,
+    /// The client port.
     pub port: u16,
+    /// The peer port (mutual TLS).
+    pub peer_port: u16,
     config: PathBuf,
+    log: PathBuf,
     process: Option<Child>,
 }
 
@@ -59,6 +97,7 @@ impl Default for Hosts {
 /// A cluster of processes; every process is killed when it is dropped.
 pub struct Cluster {
     pub slots: Vec<Slot>,
+    pub pki: Pki,
     dir: TempDir,
     timings: Timings,
     hosts: Hosts,
@@ -73,13 +112,14 @@ impl Cluster {
     /// Starts `n` nodes whose peers and clients know them by `hosts`.
     pub async fn start_with_hosts(n: u64, timings: Timings, hosts: Hosts) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let pki = Pki::new(&dir.path().join("certs"));
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let members: Vec<String> = ports
             .iter()
             .enumerate()
-            .map(|(i, p)| {
+            .map(|(i, (p, peer))| {
                 format!(
-                    r#"{{ id = {}, name = "node{}", raft_addr = "{}:{p}", api_addr = "{}:{p}", zone = "sh001" }}"#,
+                    r#"{{ id = {}, name = "node{}", raft_addr = "{}:{peer}", api_addr = "{}:{p}", zone = "sh001" }}"#,
                     i + 1,
                     i + 1,
                     hosts.raft_host,
@@ -89,14 +129,15 @@ impl Cluster {
             .collect();
         let mut cluster = Cluster {
             slots: Vec::new(),
+            pki,
             dir,
             timings,
             hosts,
         };
-        for (i, port) in ports.iter().enumerate() {
+        for (i, (port, peer_port)) in ports.iter().enumerate() {
             let id = i as u64 + 1;
             let members = format!("members = [{}]", members.join(", "));
-            let slot = cluster.slot(id, *port, &members);
+            let slot = cluster.slot(id, *port, *peer_port, &members);
             cluster.slots.push(slot);
         }
         for i in 0..cluster.slots.len() {
@@ -108,17 +149,27 @@ impl Cluster {
         cluster
     }
 
-    fn slot(&self, id: u64, port: u16, cluster_section: &str) -> Slot {
+    fn slot(&self, id: u64, port: u16, peer_port: u16, cluster_section: &str) -> Slot {
         let t = &self.timings;
+        let (cert, key) = self.pki.issue(&format!("node{id}"));
         let text = format!(
             r#"
 [node]
 id = {id}
 name = "node{id}"
 listen = "127.0.0.1:{port}"
+peer_listen = "127.0.0.1:{peer_port}"
 advertise = "{api}:{port}"
-raft_advertise = "{raft}:{port}"
+raft_advertise = "{raft}:{peer_port}"
 data_dir = "{data}"
+
+[tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+
+[security]
+admin_token = "{ADMIN_TOKEN}"
 
 [cluster]
 {cluster_section}
@@ -139,6 +190,9 @@ hold_ms = {hold}
             api = self.hosts.api_host,
             raft = self.hosts.raft_host,
             data = self.dir.path().join(format!("node{id}")).display(),
+            ca = self.pki.ca_path().display(),
+            cert = cert.display(),
+            key = key.display(),
             write = t.write_timeout_ms,
             snap = t.snapshot_every,
             keep = t.keep_logs,
@@ -150,14 +204,16 @@ hold_ms = {hold}
         Slot {
             id,
             port,
+            peer_port,
             config,
+            log: self.dir.path().join(format!("node{id}.log")),
             process: None,
         }
     }
 
     /// Adds a node that joins the running cluster (not yet a member).
     pub fn new_joiner(&mut self, id: u64) -> usize {
-        let slot = self.slot(id, free_port(), "join = true");
+        let slot = self.slot(id, free_port(), free_port(), "join = true");
         self.slots.push(slot);
         let i = self.slots.len() - 1;
         self.spawn(i);
@@ -168,16 +224,20 @@ hold_ms = {hold}
     pub fn spawn(&mut self, i: usize) {
         let slot = &mut self.slots[i];
         assert!(slot.process.is_none(), "node {} already runs", slot.id);
-        // DISCOVERY_TEST_LOGS=DIR keeps each node's log there.
-        let log = match std::env::var_os("DISCOVERY_TEST_LOGS") {
-            Some(dir) => std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(PathBuf::from(dir).join(format!("node{}-{}.log", slot.id, slot.port)))
-                .map(Stdio::from)
-                .unwrap_or_else(|_| Stdio::null()),
-            None => Stdio::null(),
+        // Each node logs to a file in the cluster's directory, for tests
+        // that read it; DISCOVERY_TEST_LOGS=DIR puts it there instead, to
+        // keep.
+        let path = match std::env::var_os("DISCOVERY_TEST_LOGS") {
+            Some(dir) => PathBuf::from(dir).join(format!("node{}-{}.log", slot.id, slot.port)),
+            None => slot.log.clone(),
         };
+        slot.log.clone_from(&path);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
         let child = Command::new(env!("CARGO_BIN_EXE_discovery"))
             .arg("--config")
             .arg(&slot.config)
@@ -219,8 +279,19 @@ hold_ms = {hold}
         }
     }
 
+    /// Node `i`'s client address.
     pub fn addr(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.slots[i].port)
+    }
+
+    /// Node `i`'s peer address.
+    pub fn peer_addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.slots[i].peer_port)
+    }
+
+    /// What node `i` has logged so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.slots[i].log).unwrap_or_default()
     }
 
     /// The status of node `i`, if it answers.

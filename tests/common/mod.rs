@@ -39,7 +39,10 @@ impl TestNode {
         let port = free_port();
         let mut config = Config::default();
         config.node.listen = format!("127.0.0.1:{port}");
+        config.node.peer_listen = format!("127.0.0.1:{}", free_port());
         config.node.advertise = format!("127.0.0.1:{port}");
+        // One node alone calls no peer.
+        config.tls.insecure_peers = true;
         config.node.data_dir = dir.path().to_path_buf();
         config.node.name = "test1".into();
         config.poll.hold_ms = hold_ms;

@@ -1,8 +1,7 @@
-//! The client side of Raft RPCs: JSON over HTTP to a peer's internal
-//! routes, on one pooled connection set per node.
+//! The client side of Raft RPCs: JSON over HTTP (mutual TLS) to a peer's
+//! listener, on the node's one pooled [`PeerClient`].
 
 use std::future::Future;
-use std::time::Duration;
 
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
@@ -17,54 +16,26 @@ use openraft::{OptionalSend, Snapshot, SnapshotMeta, Vote};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{Member, NodeId, TypeConfig};
+use super::client::{link_error, PeerClient};
+use super::paths;
+use crate::cluster::link::LinkError;
+use crate::raft::{Member, NodeId, TypeConfig};
 
-/// Internal routes, served by every node's HTTP server.
-pub const APPEND_PATH: &str = "/internal/raft/append";
-pub const VOTE_PATH: &str = "/internal/raft/vote";
-pub const SNAPSHOT_PATH: &str = "/internal/raft/snapshot";
-/// A whole snapshot in one request: a framed header, then the raw bytes.
-pub const FULL_SNAPSHOT_PATH: &str = "/internal/raft/full-snapshot";
-/// Where followers hand proposals to the leader.
-pub const PROPOSE_PATH: &str = "/internal/propose";
-
-/// How long a peer may take to accept a connection before it counts as
-/// unreachable. A live peer on the same network accepts within a
-/// millisecond; the address of a dead one (a killed container's) may not
-/// answer at all, and a request waiting on it would hold a forwarded write
-/// for its whole bounded wait instead of moving on to the new leader.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// The HTTP client for requests to peers outside Raft RPCs (forwarded
-/// writes and renews).
-pub fn peer_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .build()
-        .unwrap_or_default()
-}
-
-/// Makes a client per peer; all share one HTTP connection pool.
+/// Makes a client per peer; all share the node's connection pool.
 #[derive(Clone)]
 pub struct Network {
-    http: reqwest::Client,
+    client: PeerClient,
 }
 
 impl Network {
-    pub fn new(connect_timeout: Duration) -> reqwest::Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(Network { http })
+    pub fn new(client: PeerClient) -> Self {
+        Network { client }
     }
 }
 
 /// The connection to one peer.
 pub struct Peer {
-    http: reqwest::Client,
+    client: PeerClient,
     target: NodeId,
     member: Member,
 }
@@ -74,7 +45,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer {
         Peer {
-            http: self.http.clone(),
+            client: self.client.clone(),
             target,
             member: node.clone(),
         }
@@ -93,25 +64,14 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = format!("http://{}{}", self.member.raft_addr, path);
-        let response = self
-            .http
-            .post(url)
-            .timeout(option.hard_ttl())
-            .json(req)
-            .send()
+        let result: Result<Resp, E> = self
+            .client
+            .post(&self.member, path, req, option.hard_ttl())
             .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    RPCError::Unreachable(Unreachable::new(&e))
-                } else {
-                    RPCError::Network(NetworkError::new(&e))
-                }
+            .map_err(|e| match e {
+                LinkError::NotSent(_) => RPCError::Unreachable(Unreachable::new(&e)),
+                _ => RPCError::Network(NetworkError::new(&e)),
             })?;
-        let result: Result<Resp, E> = response
-            .json()
-            .await
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| {
             RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,
@@ -128,7 +88,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.call(APPEND_PATH, &rpc, &option).await
+        self.call(paths::APPEND, &rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -139,7 +99,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(SNAPSHOT_PATH, &rpc, &option).await
+        self.call(paths::SNAPSHOT, &rpc, &option).await
     }
 
     async fn vote(
@@ -147,7 +107,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.call(VOTE_PATH, &rpc, &option).await
+        self.call(paths::VOTE, &rpc, &option).await
     }
 
     async fn full_snapshot(
@@ -209,21 +169,18 @@ impl Peer {
         };
         let body = frame_snapshot(&header, snapshot.snapshot.get_ref())
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        let url = format!("http://{}{}", self.member.raft_addr, FULL_SNAPSHOT_PATH);
         let response = self
-            .http
-            .post(url)
+            .client
+            .http()
+            .post(self.client.url(&self.member, paths::FULL_SNAPSHOT))
             .timeout(option.hard_ttl())
             .header("content-type", "application/octet-stream")
             .body(body)
             .send()
             .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    StreamingError::Unreachable(Unreachable::new(&e))
-                } else {
-                    StreamingError::Network(NetworkError::new(&e))
-                }
+            .map_err(|e| match link_error(e) {
+                e @ LinkError::NotSent(_) => StreamingError::Unreachable(Unreachable::new(&e)),
+                e => StreamingError::Network(NetworkError::new(&e)),
             })?;
         let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> = response
             .json()

@@ -1,5 +1,7 @@
-//! Routes peers call: Raft RPCs, proposals and renews forwarded by
-//! followers, and what bootstrap and catch-up ask.
+//! The serving side of the peer surface: Raft RPCs, proposals, renews and
+//! membership changes handed to the leader, and what bootstrap, catch-up
+//! and the liveness probe ask. Only peers holding a certificate of the
+//! cluster CA reach these handlers.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -15,21 +17,24 @@ use openraft::raft::{
 };
 use openraft::Snapshot;
 
+use super::network::unframe_snapshot;
 use crate::cluster::bootstrap::BootstrapState;
 use crate::cluster::catch_up::{self, ReadIndex};
+use crate::cluster::membership::{self, Change, Changed};
 use crate::cluster::renewer::{self, ForwardedRenews, RenewLedger, RenewSettings};
-use crate::cluster::writer::{accept_forwarded, ForwardError};
+use crate::cluster::writer::{self, Committed, ForwardError};
 use crate::local::LocalRegistry;
-use crate::raft::network::unframe_snapshot;
-use crate::raft::{NodeId, Proposal, ProposalResult, Raft, TypeConfig};
-use crate::registry::InstanceKey;
+use crate::raft::{NodeId, Proposal, Raft, TypeConfig};
+use crate::registry::{InstanceKey, Rules};
 
-/// What the internal routes see.
+/// What the peer routes see.
 pub struct PeerApi {
     pub raft: Raft,
     pub local: Arc<LocalRegistry>,
     pub ledger: Arc<RenewLedger>,
     pub renew: RenewSettings,
+    /// What every proposed command is checked against.
+    pub rules: Rules,
 }
 
 pub async fn append(
@@ -74,8 +79,15 @@ pub async fn full_snapshot(
 pub async fn propose(
     State(peers): State<Arc<PeerApi>>,
     Json(proposal): Json<Proposal>,
-) -> Json<Result<ProposalResult, ForwardError>> {
-    Json(accept_forwarded(&peers.raft, proposal).await)
+) -> Json<Result<Committed, ForwardError>> {
+    Json(writer::accept_forwarded(&peers.raft, &peers.rules, proposal).await)
+}
+
+pub async fn membership(
+    State(peers): State<Arc<PeerApi>>,
+    Json(change): Json<Change>,
+) -> Json<Result<Changed, String>> {
+    Json(membership::accept_forwarded(&peers.raft, change).await)
 }
 
 pub async fn bootstrap_state(State(peers): State<Arc<PeerApi>>) -> Json<BootstrapState> {

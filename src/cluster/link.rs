@@ -1,0 +1,73 @@
+//! How the cluster logic reaches its peers. It sees typed calls only; the
+//! peer module carries them (HTTP over mutual TLS), so this layer knows no
+//! transport and the dependency points inward.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::bootstrap::BootstrapState;
+use super::catch_up::ReadIndex;
+use super::membership::{Change, Changed};
+use super::renewer::ForwardedRenews;
+use super::writer::{Committed, ForwardError};
+use crate::raft::{Member, Proposal};
+use crate::registry::InstanceKey;
+
+/// Why a call to a peer got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// No connection was made: the peer never saw the request, so it is
+    /// safe to send again, there or elsewhere.
+    #[error("not sent: {0}")]
+    NotSent(String),
+    /// Sent, but no answer came within the time allowed.
+    #[error("no answer in time")]
+    TimedOut,
+    /// Sent, and the exchange failed (connection lost, bad answer).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The calls one node makes on another.
+#[async_trait::async_trait]
+pub trait PeerLink: Send + Sync {
+    /// Hands a proposal to the leader `to`.
+    async fn propose(
+        &self,
+        to: &Member,
+        proposal: &Proposal,
+        within: Duration,
+    ) -> Result<Result<Committed, ForwardError>, LinkError>;
+
+    /// Hands renews to the leader `to`.
+    async fn renew(
+        &self,
+        to: &Member,
+        keys: &[InstanceKey],
+        within: Duration,
+    ) -> Result<ForwardedRenews, LinkError>;
+
+    /// Whether `to` has joined a cluster.
+    async fn bootstrap_state(
+        &self,
+        to: &Member,
+        within: Duration,
+    ) -> Result<BootstrapState, LinkError>;
+
+    /// The commit point of the leader `to`.
+    async fn read_index(&self, to: &Member, within: Duration) -> Result<ReadIndex, LinkError>;
+
+    /// Whether `to` answers at all.
+    async fn health(&self, to: &Member, within: Duration) -> Result<(), LinkError>;
+
+    /// Hands a membership change to the leader `to`.
+    async fn membership(
+        &self,
+        to: &Member,
+        change: &Change,
+        within: Duration,
+    ) -> Result<Result<Changed, String>, LinkError>;
+}
+
+/// A node's link to its peers, shared by every task.
+pub type Link = Arc<dyn PeerLink>;

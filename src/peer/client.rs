@@ -1,0 +1,176 @@
+//! The calling side of the peer surface: one HTTP client per node, over
+//! mutual TLS unless the configuration explicitly says plain, carrying the
+//! cluster's calls ([`PeerLink`]) and openraft's RPCs ([`super::network`]).
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::paths;
+use super::tls::PeerTls;
+use crate::cluster::bootstrap::BootstrapState;
+use crate::cluster::catch_up::ReadIndex;
+use crate::cluster::link::{LinkError, PeerLink};
+use crate::cluster::membership::{Change, Changed};
+use crate::cluster::renewer::ForwardedRenews;
+use crate::cluster::writer::{Committed, ForwardError};
+use crate::raft::{Member, Proposal};
+use crate::registry::InstanceKey;
+
+/// How long a peer may take to accept a connection (and finish the TLS
+/// handshake) before it counts as unreachable. A live peer on the same
+/// network accepts within a millisecond; the address of a dead one (a
+/// killed container's) may not answer at all, and a request waiting on it
+/// would hold a forwarded write for its whole bounded wait instead of
+/// moving on to the new leader.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A node's client of its peers; cheap to clone (one connection pool).
+#[derive(Clone)]
+pub struct PeerClient {
+    http: reqwest::Client,
+    scheme: &'static str,
+}
+
+impl PeerClient {
+    /// Calls peers over mutual TLS with `tls`, or in plain HTTP without.
+    pub fn new(tls: Option<&PeerTls>) -> reqwest::Result<Self> {
+        let builder = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true);
+        let (builder, scheme) = match tls {
+            Some(tls) => (builder.use_preconfigured_tls(tls.client.clone()), "https"),
+            None => (builder, "http"),
+        };
+        Ok(PeerClient {
+            http: builder.build()?,
+            scheme,
+        })
+    }
+
+    /// The URL of `path` on `member`'s peer listener.
+    pub fn url(&self, member: &Member, path: &str) -> String {
+        format!("{}://{}{}", self.scheme, member.raft_addr, path)
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// POSTs `body` as JSON and reads the JSON answer.
+    pub async fn post<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        to: &Member,
+        path: &str,
+        body: &Req,
+        within: Duration,
+    ) -> Result<Resp, LinkError> {
+        let request = self.http.post(self.url(to, path)).json(body);
+        exchange(request, within).await
+    }
+
+    async fn get<Resp: DeserializeOwned>(
+        &self,
+        to: &Member,
+        path: &str,
+        within: Duration,
+    ) -> Result<Resp, LinkError> {
+        exchange(self.http.get(self.url(to, path)), within).await
+    }
+}
+
+/// Sends a request and reads its JSON answer, sorting failures by whether
+/// the peer may have seen the request.
+async fn exchange<Resp: DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    within: Duration,
+) -> Result<Resp, LinkError> {
+    let response = request.timeout(within).send().await.map_err(link_error)?;
+    if !response.status().is_success() {
+        return Err(LinkError::Failed(format!("HTTP {}", response.status())));
+    }
+    response.json().await.map_err(link_error)
+}
+
+/// Sorts a transport error: never connected (safe to resend), timed out,
+/// or failed on the way.
+pub fn link_error(e: reqwest::Error) -> LinkError {
+    if e.is_connect() {
+        LinkError::NotSent(error_chain(&e))
+    } else if e.is_timeout() {
+        LinkError::TimedOut
+    } else {
+        LinkError::Failed(error_chain(&e))
+    }
+}
+
+/// An error with its causes, so a refused handshake says why.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[async_trait::async_trait]
+impl PeerLink for PeerClient {
+    async fn propose(
+        &self,
+        to: &Member,
+        proposal: &Proposal,
+        within: Duration,
+    ) -> Result<Result<Committed, ForwardError>, LinkError> {
+        self.post(to, paths::PROPOSE, proposal, within).await
+    }
+
+    async fn renew(
+        &self,
+        to: &Member,
+        keys: &[InstanceKey],
+        within: Duration,
+    ) -> Result<ForwardedRenews, LinkError> {
+        self.post(to, paths::RENEW, keys, within).await
+    }
+
+    async fn bootstrap_state(
+        &self,
+        to: &Member,
+        within: Duration,
+    ) -> Result<BootstrapState, LinkError> {
+        self.get(to, paths::BOOTSTRAP, within).await
+    }
+
+    async fn read_index(&self, to: &Member, within: Duration) -> Result<ReadIndex, LinkError> {
+        self.get(to, paths::READ_INDEX, within).await
+    }
+
+    async fn health(&self, to: &Member, within: Duration) -> Result<(), LinkError> {
+        let response = self
+            .http
+            .get(self.url(to, paths::HEALTH))
+            .timeout(within)
+            .send()
+            .await
+            .map_err(link_error)?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(LinkError::Failed(format!("HTTP {}", response.status())))
+        }
+    }
+
+    async fn membership(
+        &self,
+        to: &Member,
+        change: &Change,
+        within: Duration,
+    ) -> Result<Result<Changed, String>, LinkError> {
+        self.post(to, paths::MEMBERSHIP, change, within).await
+    }
+}

@@ -1,0 +1,82 @@
+//! The peer surface: everything nodes say to each other, on a listener of
+//! its own, apart from the client API. Raft append / vote / snapshots,
+//! proposals, renews and membership changes handed to the leader, and the
+//! bootstrap, read-index and liveness questions.
+//!
+//! - [`tls`]: mutual TLS against the cluster CA (and HTTPS for the client
+//!   port);
+//! - [`certs`]: making the CA and node certificates;
+//! - [`client`]: the calling side, the cluster's [`PeerLink`];
+//! - [`network`]: openraft's RPCs over that client;
+//! - [`routes`]: the serving side.
+//!
+//! [`PeerLink`]: crate::cluster::link::PeerLink
+
+pub mod certs;
+pub mod client;
+pub mod network;
+pub mod routes;
+pub mod tls;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+use routes::PeerApi;
+
+/// The routes of the peer listener.
+pub mod paths {
+    pub const APPEND: &str = "/internal/raft/append";
+    pub const VOTE: &str = "/internal/raft/vote";
+    pub const SNAPSHOT: &str = "/internal/raft/snapshot";
+    /// A whole snapshot in one request: a framed header, then the raw bytes.
+    pub const FULL_SNAPSHOT: &str = "/internal/raft/full-snapshot";
+    /// Where followers hand proposals to the leader.
+    pub const PROPOSE: &str = "/internal/propose";
+    /// Where followers hand renews to the leader.
+    pub const RENEW: &str = "/internal/renew";
+    /// Where membership changes are handed to the leader.
+    pub const MEMBERSHIP: &str = "/internal/membership";
+    /// Whether a node has joined a cluster.
+    pub const BOOTSTRAP: &str = "/internal/bootstrap";
+    /// The leader's commit point, for a node catching up.
+    pub const READ_INDEX: &str = "/internal/read-index";
+    /// Liveness probes.
+    pub const HEALTH: &str = "/internal/health";
+
+    /// Every peer route, for the tests that check none is served to clients.
+    pub const ALL: [&str; 10] = [
+        APPEND,
+        VOTE,
+        SNAPSHOT,
+        FULL_SNAPSHOT,
+        PROPOSE,
+        RENEW,
+        MEMBERSHIP,
+        BOOTSTRAP,
+        READ_INDEX,
+        HEALTH,
+    ];
+}
+
+/// Peers send log entries and snapshot chunks; allow them room.
+const BODY_LIMIT: usize = 512 << 20;
+
+/// Every route of the peer listener; anything else is 404.
+pub fn router(peers: Arc<PeerApi>) -> Router {
+    Router::new()
+        .route(paths::APPEND, post(routes::append))
+        .route(paths::VOTE, post(routes::vote))
+        .route(paths::SNAPSHOT, post(routes::snapshot))
+        .route(paths::FULL_SNAPSHOT, post(routes::full_snapshot))
+        .route(paths::PROPOSE, post(routes::propose))
+        .route(paths::RENEW, post(routes::renew))
+        .route(paths::MEMBERSHIP, post(routes::membership))
+        .route(paths::BOOTSTRAP, get(routes::bootstrap_state))
+        .route(paths::READ_INDEX, get(routes::read_index))
+        .route(paths::HEALTH, get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(peers)
+}
