@@ -24,7 +24,12 @@ pub struct Pki {
 impl Pki {
     /// A new CA in `dir`.
     pub fn new(dir: &Path) -> Pki {
-        let ca = certs::new_ca("test CA", 30).expect("a CA");
+        Pki::named(dir, "test CA")
+    }
+
+    /// A new CA called `name` in `dir`.
+    pub fn named(dir: &Path, name: &str) -> Pki {
+        let ca = certs::new_ca(name, 30).expect("a CA");
         certs::write(dir, "ca", &ca).expect("CA written");
         Pki {
             dir: dir.to_path_buf(),
@@ -250,6 +255,35 @@ hold_ms = {hold}
             .spawn()
             .expect("discovery starts");
         slot.process = Some(child);
+    }
+
+    /// Restarts node `i` as an impostor: same id and addresses, an empty
+    /// data directory, and a certificate issued by `pki` (another CA).
+    pub fn impostor(&mut self, i: usize, pki: &Pki) {
+        self.kill(i);
+        let slot = &self.slots[i];
+        let name = format!("node{}", slot.id);
+        let (cert, key) = pki.issue(&name);
+        let text = std::fs::read_to_string(&slot.config).expect("config");
+        let mut lines = Vec::new();
+        for line in text.lines() {
+            let line = match line.split_once(" = ").map(|(k, _)| k) {
+                Some("ca") => format!("ca = \"{}\"", pki.ca_path().display()),
+                Some("cert") => format!("cert = \"{}\"", cert.display()),
+                Some("key") => format!("key = \"{}\"", key.display()),
+                Some("data_dir") => format!(
+                    "data_dir = \"{}\"",
+                    self.dir
+                        .path()
+                        .join(format!("impostor{}", slot.id))
+                        .display()
+                ),
+                _ => line.to_string(),
+            };
+            lines.push(line);
+        }
+        std::fs::write(&slot.config, lines.join("\n")).expect("config written");
+        self.spawn(i);
     }
 
     /// SIGKILLs node `i`.

@@ -25,6 +25,7 @@ pub struct TestNode {
     node: Option<Node>,
     pub config: Config,
     pub base: String,
+    http: reqwest::Client,
     _dir: TempDir,
 }
 
@@ -35,6 +36,24 @@ impl TestNode {
     }
 
     pub async fn start_with(hold_ms: u64, adjust: impl FnOnce(&mut Config)) -> TestNode {
+        Self::start_on(hold_ms, adjust, None).await
+    }
+
+    /// A node whose client port speaks HTTPS with a certificate `ca_pem`
+    /// signed, as `adjust` sets up.
+    pub async fn start_https(
+        hold_ms: u64,
+        ca_pem: &str,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestNode {
+        Self::start_on(hold_ms, adjust, Some(ca_pem)).await
+    }
+
+    async fn start_on(
+        hold_ms: u64,
+        adjust: impl FnOnce(&mut Config),
+        https_ca: Option<&str>,
+    ) -> TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let mut config = Config::default();
@@ -49,9 +68,22 @@ impl TestNode {
         adjust(&mut config);
         let config = config.finish().expect("valid config");
         let node = Node::start(config.clone()).await.expect("node starts");
+        let (scheme, http) = match https_ca {
+            None => ("http", reqwest::Client::new()),
+            Some(ca) => {
+                let ca = reqwest::Certificate::from_pem(ca.as_bytes()).expect("a CA");
+                let http = reqwest::Client::builder()
+                    .tls_built_in_root_certs(false)
+                    .add_root_certificate(ca)
+                    .build()
+                    .expect("client");
+                ("https", http)
+            }
+        };
         let t = TestNode {
             node: Some(node),
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("{scheme}://127.0.0.1:{port}"),
+            http,
             config,
             _dir: dir,
         };
@@ -61,7 +93,7 @@ impl TestNode {
 
     /// Waits until reads are served (start-up protection lifted).
     pub async fn wait_serving(&self) {
-        let http = reqwest::Client::new();
+        let http = &self.http;
         for _ in 0..200 {
             if let Ok(r) = http.get(format!("{}/admin/status", self.base)).send().await {
                 if let Ok(v) = r.json::<Value>().await {
@@ -100,7 +132,7 @@ impl TestNode {
     pub fn client(&self) -> Client {
         Client {
             base: self.base.clone(),
-            http: reqwest::Client::new(),
+            http: self.http.clone(),
         }
     }
 }

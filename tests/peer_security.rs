@@ -1,0 +1,285 @@
+//! The peer surface is reachable only by holders of a certificate from the
+//! cluster CA, on its own port; and even they can propose nothing a client
+//! could not.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::cluster::{Cluster, Pki, Timings};
+use raft_discovery::cluster::renewer::ForwardedRenews;
+use raft_discovery::cluster::writer::{Committed, ForwardError};
+use raft_discovery::peer::certs::{self, Issued};
+use raft_discovery::peer::paths;
+use raft_discovery::raft::Proposal;
+use raft_discovery::registry::{Command, InstanceKey, Metadata, Registration, Status};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+/// An HTTPS client trusting `ca`, presenting `identity` if given.
+fn tls_client(ca: &Path, identity: Option<&Issued>) -> reqwest::Client {
+    let ca = std::fs::read(ca).expect("CA file");
+    let mut builder = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("a CA"))
+        .timeout(Duration::from_secs(5));
+    if let Some(id) = identity {
+        let pem = format!("{}{}", id.key, id.cert);
+        builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity"));
+    }
+    builder.build().expect("client")
+}
+
+async fn digest(cluster: &Cluster, i: usize) -> Value {
+    cluster.client(i).get("/admin/digest").await.json()
+}
+
+/// Each request a peer could make that changes something, with a body.
+fn peer_writes() -> Vec<(&'static str, Vec<u8>)> {
+    let forged = Proposal {
+        commands: vec![register("forged.app", 9_000_000_000_000_000_000)],
+    };
+    vec![
+        (paths::APPEND, br#"{"vote":{"leader_id":{"term":99,"node_id":9},"committed":true},"prev_log_id":null,"entries":[],"leader_commit":null}"#.to_vec()),
+        (paths::VOTE, br#"{"vote":{"leader_id":{"term":99,"node_id":9},"committed":false},"last_log_id":null}"#.to_vec()),
+        (paths::PROPOSE, serde_json::to_vec(&forged).unwrap()),
+        (paths::FULL_SNAPSHOT, vec![0; 64]),
+        (paths::MEMBERSHIP, br#"{"change":"remove","id":1}"#.to_vec()),
+    ]
+}
+
+fn register(appid: &str, at: i64) -> Command {
+    Command::Register {
+        registration: Registration {
+            region: "sh".into(),
+            zone: "sh001".into(),
+            env: "dev".into(),
+            appid: appid.into(),
+            hostname: "evil".into(),
+            addrs: vec!["http://10.6.6.6:80".into()],
+            version: String::new(),
+            metadata: Metadata::new(),
+            status: Status::Up,
+        },
+        at,
+    }
+}
+
+#[tokio::test]
+async fn peer_routes_are_not_served_on_the_client_port_and_need_the_cluster_certificate() {
+    let cluster = Cluster::start(3, Timings::default()).await;
+    let leader = cluster.leader().await;
+    let c = cluster.client(leader);
+    for path in paths::ALL {
+        for answer in [c.get(path).await, c.post(path, &[]).await] {
+            assert_eq!(answer.status, 404, "{path} on the client port: {answer:?}");
+        }
+    }
+
+    let before = digest(&cluster, leader).await;
+    let term = cluster.status(leader).await.unwrap()["term"].clone();
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Pki::named(other_dir.path(), "another CA");
+    let foreign = certs::node_cert(&other.ca, "node9", &["127.0.0.1".into()], 30).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let expired = certs::node_cert_between(
+        &cluster.pki.ca,
+        "node9",
+        &["127.0.0.1".into()],
+        now - time::Duration::days(30),
+        now - time::Duration::days(1),
+    )
+    .unwrap();
+    let ca = cluster.pki.ca_path();
+    let refused = [
+        ("no certificate", tls_client(&ca, None)),
+        ("another CA", tls_client(&ca, Some(&foreign))),
+        ("expired", tls_client(&ca, Some(&expired))),
+    ];
+    let base = format!("https://{}", cluster.peer_addr(leader));
+    for (who, client) in &refused {
+        for (path, body) in peer_writes() {
+            let sent = client
+                .post(format!("{base}{path}"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            assert!(sent.is_err(), "{who}: {path} answered {sent:?}");
+        }
+    }
+    // Plain HTTP on the peer port gets no answer either.
+    let plain = reqwest::Client::new()
+        .post(format!(
+            "http://{}{}",
+            cluster.peer_addr(leader),
+            paths::PROPOSE
+        ))
+        .body("{}")
+        .send()
+        .await;
+    assert!(
+        plain.is_err() || !plain.as_ref().unwrap().status().is_success(),
+        "{plain:?}"
+    );
+
+    // The same requests with a certificate of the cluster's are heard: the
+    // refusals above were the handshake's.
+    let member = cluster.pki.issue("intruder");
+    let member = Issued {
+        cert: std::fs::read_to_string(member.0).unwrap(),
+        key: std::fs::read_to_string(member.1).unwrap(),
+    };
+    let heard = tls_client(&ca, Some(&member))
+        .get(format!("{base}{}", paths::HEALTH))
+        .send()
+        .await
+        .expect("a cluster certificate is accepted");
+    assert_eq!(heard.text().await.unwrap(), "ok");
+
+    assert_eq!(digest(&cluster, leader).await, before, "registry changed");
+    let status = cluster.status(leader).await.unwrap();
+    assert_eq!(status["term"], term, "an election was forced: {status}");
+    assert_eq!(status["members"].as_object().unwrap().len(), 3);
+    let log = cluster.log(leader);
+    for reason in [
+        "peer sent no certificates",
+        "invalid peer certificate: UnknownIssuer",
+        "invalid peer certificate: certificate expired",
+    ] {
+        assert!(
+            log.contains("TLS handshake refused") && log.contains(reason),
+            "the leader did not log {reason:?}:\n{log}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_node_with_a_certificate_from_another_ca_cannot_join() {
+    let mut cluster = Cluster::start(3, Timings::default()).await;
+    let leader = cluster.leader().await;
+    let victim = (leader + 1) % 3;
+    assert_eq!(
+        cluster
+            .client(leader)
+            .register("join.app", "sh001", "h1", "1")
+            .await
+            .code(),
+        0
+    );
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Pki::named(other_dir.path(), "another CA");
+    cluster.impostor(victim, &other);
+    let term = cluster.status(leader).await.unwrap()["term"].clone();
+    let before = digest(&cluster, leader).await;
+
+    // Given time to join, the impostor learns nothing: the leader cannot
+    // replicate to it, nor it ask the others anything.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        if let Some(s) = cluster.status(victim).await {
+            assert!(s["applied_index"].is_null(), "the impostor applied: {s}");
+            assert!(s["leader"].is_null(), "the impostor knows a leader: {s}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The cluster goes on with its two genuine nodes, undisturbed.
+    let status = cluster.status(leader).await.unwrap();
+    assert_eq!(status["term"], term, "{status}");
+    assert_eq!(digest(&cluster, leader).await, before);
+    assert_eq!(
+        cluster
+            .client(leader)
+            .register("join.app", "sh001", "h2", "1")
+            .await
+            .code(),
+        0
+    );
+    let refused_by_leader = cluster.log(leader).contains("TLS handshake refused");
+    let refused_by_impostor = cluster.log(victim).contains("TLS handshake refused");
+    assert!(
+        refused_by_leader && refused_by_impostor,
+        "handshakes not refused both ways:\nleader:\n{}\nimpostor:\n{}",
+        cluster.log(leader),
+        cluster.log(victim)
+    );
+}
+
+#[tokio::test]
+async fn the_leader_refuses_forged_commands_from_an_authenticated_peer() {
+    let cluster = Cluster::start(3, Timings::default()).await;
+    let leader = cluster.leader().await;
+    let (cert, key) = cluster.pki.issue("intruder");
+    let member = Issued {
+        cert: std::fs::read_to_string(cert).unwrap(),
+        key: std::fs::read_to_string(key).unwrap(),
+    };
+    let peer = tls_client(&cluster.pki.ca_path(), Some(&member));
+    let base = format!("https://{}", cluster.peer_addr(leader));
+    let before = digest(&cluster, leader).await;
+    let now = raft_discovery::clock::now();
+
+    let forged = [
+        (
+            "a future timestamp",
+            register("forged.app", 9_000_000_000_000_000_000),
+        ),
+        ("an empty appid", register("", now)),
+        ("the cluster's own app", register("infra.discovery", now)),
+    ];
+    for (what, command) in forged {
+        let proposal = Proposal {
+            commands: vec![register("fine.app", now), command],
+        };
+        let answer: Result<Committed, ForwardError> = peer
+            .post(format!("{base}{}", paths::PROPOSE))
+            .json(&proposal)
+            .send()
+            .await
+            .expect("an authenticated peer is heard")
+            .json()
+            .await
+            .expect("a proposal answer");
+        assert!(
+            matches!(answer, Err(ForwardError::Invalid(_))),
+            "{what}: {answer:?}"
+        );
+    }
+    let renews: ForwardedRenews = peer
+        .post(format!("{base}{}", paths::RENEW))
+        .json(&[InstanceKey {
+            env: "dev".into(),
+            appid: String::new(),
+            zone: "sh001".into(),
+            hostname: "h1".into(),
+        }])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(matches!(renews, ForwardedRenews::Invalid(_)), "{renews:?}");
+
+    // Nothing of a refused proposal was applied, its valid command neither.
+    assert_eq!(digest(&cluster, leader).await, before);
+    for appid in ["forged.app", "fine.app"] {
+        assert_eq!(cluster.client(leader).fetch(appid, 3).await.code(), -404);
+    }
+    // A well-formed proposal from the same peer goes through: the refusals
+    // were the rules', not the transport's.
+    let fine = Proposal {
+        commands: vec![register("fine.app", now)],
+    };
+    let answer: Result<Committed, ForwardError> = peer
+        .post(format!("{base}{}", paths::PROPOSE))
+        .json(&fine)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(answer.is_ok(), "{answer:?}");
+}
