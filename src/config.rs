@@ -608,10 +608,13 @@ mod tests {
     fn single_toml_shows_every_default() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/single.toml");
         let mut shown = Config::from_file(Path::new(path)).unwrap();
-        // The one setting it changes, and says so: a lone node on one
-        // machine talks to no peer, so it needs no certificates.
+        // The two settings it changes, and says so: a lone node talks to
+        // no peer, so it needs no certificates and keeps its plain peer
+        // listener on loopback.
         assert!(shown.tls.insecure_peers);
+        assert_eq!(shown.node.peer_listen, "127.0.0.1:7271");
         shown.tls.insecure_peers = false;
+        shown.node.peer_listen = NodeConfig::default().peer_listen;
         assert_eq!(format!("{shown:?}"), format!("{:?}", Config::default()));
     }
 

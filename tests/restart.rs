@@ -84,6 +84,8 @@ fn spawn(dir: &std::path::Path, port: u16) -> Process {
         .args(["--data-dir", dir.to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--advertise", &format!("127.0.0.1:{port}")])
+        .args(["--peer-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--insecure-peers")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
