@@ -7,19 +7,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, Hosts, Timings, ADMIN_TOKEN};
-use common::Client;
+use common::{hostnames, Client};
 use serde_json::{json, Value};
-
-async fn hostnames(c: &Client, appid: &str) -> BTreeSet<String> {
-    let v = c.fetch(appid, 3).await.json();
-    v["data"]["instances"]
-        .as_object()
-        .into_iter()
-        .flat_map(|zones| zones.values())
-        .flat_map(|z| z.as_array().cloned().unwrap_or_default())
-        .map(|i| i["hostname"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
 
 /// What `discoveryctl health` (the containers' health check) says of a node.
 fn healthy(addr: &str) -> bool {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, Timings};
-use common::Client;
+use common::{hostnames, Client};
 
 /// These tests measure time: one cluster at a time, so a loaded machine
 /// does not slow the renewing clients into self-preservation.
@@ -78,16 +78,6 @@ fn keep_renewing(
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     })
-}
-
-async fn hostnames(c: &Client, appid: &str) -> BTreeSet<String> {
-    let v = c.fetch(appid, 3).await.json();
-    v["data"]["instances"]["sh001"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|i| i["hostname"].as_str().unwrap_or_default().to_string())
-        .collect()
 }
 
 fn hosts(prefix: &str, n: usize) -> Vec<String> {

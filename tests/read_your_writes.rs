@@ -3,21 +3,8 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-
 use common::cluster::{Cluster, Timings};
-use common::Client;
-
-/// The hostnames a fetch of `appid` on `c` shows (none when -404).
-async fn hostnames(c: &Client, appid: &str) -> BTreeSet<String> {
-    let v = c.fetch(appid, 3).await.json();
-    v["data"]["instances"]["sh001"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|i| i["hostname"].as_str().unwrap().to_string())
-        .collect()
-}
+use common::{hostnames, Client};
 
 const PAIRS: usize = 1000;
 const WORKERS: usize = 8;

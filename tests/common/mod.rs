@@ -137,6 +137,19 @@ impl TestNode {
     }
 }
 
+/// The hostnames a fetch of `appid` on `c` shows, in every zone (none when
+/// `-404`).
+pub async fn hostnames(c: &Client, appid: &str) -> std::collections::BTreeSet<String> {
+    let v = c.fetch(appid, 3).await.json();
+    v["data"]["instances"]
+        .as_object()
+        .into_iter()
+        .flat_map(|zones| zones.values())
+        .flat_map(|z| z.as_array().cloned().unwrap_or_default())
+        .map(|i| i["hostname"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 /// One answer: HTTP status, headers, body text and body JSON.
 #[derive(Debug)]
 pub struct Answer {
