@@ -5,6 +5,15 @@
 #
 # Runs as root (it may install nginx). Sizes can be shrunk for a quick run:
 #   DURATION=2 WARMUP=1 POLLS=1000 INSTANCES=10000 scripts/bench.sh
+#
+# With CLUSTER=1 it then compares three-node clusters with peer TLS on and
+# off (register throughput and latency, leader-kill failover), in turns
+# within one run. BEFORE=<discovery binary of an older build> adds that
+# build, configured with the one-port config of the builds before the peer
+# port (commit 4d43a41 and older), to the register comparison, e.g.
+#   git worktree add /tmp/prev 4d43a41
+#   (cd /tmp/prev && CARGO_TARGET_DIR=/tmp/prev-target cargo build --release --bin discovery)
+#   CLUSTER=1 BEFORE=/tmp/prev-target/release/discovery scripts/bench.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -15,6 +24,10 @@ WARMUP=${WARMUP:-2}
 POLLS=${POLLS:-10000}
 INSTANCES=${INSTANCES:-100000}
 NGINX_PORT=${NGINX_PORT:-8089}
+CLUSTER=${CLUSTER:-0}
+BEFORE=${BEFORE:-}
+ROUNDS=${ROUNDS:-6}
+RUNS=${RUNS:-10}
 
 bench=target/release/discovery-bench
 load=(--conns "$CONNS" --duration "$DURATION" --warmup "$WARMUP")
@@ -35,6 +48,11 @@ if ! command -v nginx >/dev/null; then
     echo "# installing nginx" >&2
     apt-get update -qq
     apt-get install -y -qq nginx-light || apt-get install -y -qq nginx
+fi
+
+if [[ -n $BEFORE && ! -x $BEFORE ]]; then
+    echo "BEFORE=$BEFORE is not an executable" >&2
+    exit 1
 fi
 
 cargo build --release
@@ -101,3 +119,14 @@ awk -v d="$(awk '{print $2}' <<<"$fetch_line")" -v n="$(awk '{print $2}' <<<"$ng
 "$bench" polls --count "$POLLS"
 "$bench" register "${load[@]}"
 "$bench" memory --instances "$INSTANCES"
+
+if [[ $CLUSTER == 1 ]]; then
+    variants=tls,plain
+    before=()
+    if [[ -n $BEFORE ]]; then
+        variants=tls,plain,before
+        before=(--before "$BEFORE")
+    fi
+    "$bench" compare-register "${load[@]}" --rounds "$ROUNDS" --variants "$variants" "${before[@]}"
+    "$bench" compare-failover --runs "$RUNS" --rounds 2
+fi

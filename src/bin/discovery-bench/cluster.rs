@@ -10,9 +10,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tokio::time::Instant;
 
-use crate::discovery::{self, Status, ZONE};
+use crate::discovery::{self, Status};
 use crate::load::Outcome;
-use crate::server::{free_addr, Launch, Server, Signal, Workdir};
+use crate::peers::{self, PeerMode, Pki, Ports};
+use crate::server::{Launch, Server, Signal, Workdir};
 
 /// How long a started (or restarted) node may take to serve.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -70,7 +71,7 @@ impl RaftSettings {
 /// One node: where it listens, its files, and its process while it runs.
 struct Node {
     id: u64,
-    addr: SocketAddr,
+    ports: Ports,
     config: PathBuf,
     log: PathBuf,
     data: PathBuf,
@@ -83,34 +84,35 @@ pub struct Cluster {
     nodes: Vec<Node>,
     launch: Launch,
     raft: RaftSettings,
+    /// The run's CA, under peer TLS.
+    pki: Option<Pki>,
     dir: Workdir,
 }
 
 impl Cluster {
     /// Starts nodes `1..=size` as the initial members and waits until each
-    /// serves (knows the leader, start-up protection lifted).
+    /// serves (knows the leader, start-up protection lifted). Each node has
+    /// a client port and, unless the build has one port for both, a peer
+    /// port; under peer TLS a CA is made for this cluster alone.
     pub async fn start(launch: &Launch, size: u64, raft: RaftSettings) -> Result<Cluster> {
         let dir = Workdir::new()?;
-        let addrs: Vec<SocketAddr> = (0..size).map(|_| free_addr()).collect::<Result<_>>()?;
-        let members: Vec<String> = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let id = i + 1;
-                format!(
-                    r#"{{ id = {id}, name = "node{id}", raft_addr = "{a}", api_addr = "{a}", zone = "{ZONE}" }}"#
-                )
-            })
-            .collect();
-        let section = format!("members = [\n  {},\n]", members.join(",\n  "));
+        let all: Vec<(u64, Ports)> = (1..=size)
+            .map(|id| Ok((id, Ports::free(launch.peers)?)))
+            .collect::<Result<_>>()?;
+        let section = peers::members(&all);
+        let pki = match launch.peers {
+            PeerMode::Tls => Some(Pki::new(&dir.path().join("certs"))?),
+            _ => None,
+        };
         let mut cluster = Cluster {
             nodes: Vec::new(),
             launch: launch.clone(),
             raft,
+            pki,
             dir,
         };
-        for (i, addr) in addrs.into_iter().enumerate() {
-            let node = cluster.write_node(i as u64 + 1, addr, &section)?;
+        for (id, ports) in all {
+            let node = cluster.write_node(id, ports, &section)?;
             cluster.nodes.push(node);
         }
         for id in 1..=size {
@@ -120,30 +122,39 @@ impl Cluster {
             cluster.wait_serving(id).await?;
         }
         eprintln!(
-            "# {size}-node cluster serving in {}",
-            cluster.dir.path().display()
+            "# {size}-node cluster serving in {} ({})",
+            cluster.dir.path().display(),
+            cluster.launch.describe()
         );
         Ok(cluster)
     }
 
-    /// Writes node `id`'s configuration file.
-    fn write_node(&self, id: u64, addr: SocketAddr, cluster_section: &str) -> Result<Node> {
+    /// Writes node `id`'s configuration file (and, under peer TLS, issues
+    /// its certificate).
+    fn write_node(&self, id: u64, ports: Ports, cluster_section: &str) -> Result<Node> {
         let root = self.dir.path().join(format!("node{id}"));
         std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
         let data = root.join("data");
-        let raft = self.raft.toml();
-        let text = format!(
-            "[node]\nid = {id}\nname = \"node{id}\"\nlisten = \"{addr}\"\nadvertise = \"{addr}\"\n\
-             zone = \"{ZONE}\"\ndata_dir = {data}\n\n[cluster]\n{cluster_section}\n\n\
-             [raft]\n{raft}\n[poll]\nhold_ms = {hold}\n",
-            data = toml::Value::String(data.display().to_string()),
-            hold = self.launch.poll_hold_ms,
-        );
+        let tls = match &self.pki {
+            Some(pki) => Some(pki.issue(&format!("node{id}"))?),
+            None => None,
+        };
+        let text = peers::NodeConfig {
+            mode: self.launch.peers,
+            id,
+            ports,
+            data: &data,
+            cluster: cluster_section,
+            raft: &self.raft.toml(),
+            poll_hold_ms: self.launch.poll_hold_ms,
+            tls: tls.as_ref(),
+        }
+        .render()?;
         let config = root.join("node.toml");
         std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
         Ok(Node {
             id,
-            addr,
+            ports,
             config,
             log: root.join("server.log"),
             data,
@@ -176,7 +187,7 @@ impl Cluster {
             &launch,
             &node.config,
             &node.log,
-            node.addr,
+            node.ports,
         )?);
         Ok(())
     }
@@ -186,13 +197,24 @@ impl Cluster {
         self.nodes.iter().map(|n| n.id).collect()
     }
 
+    /// Node `id`'s client address.
     pub fn addr(&self, id: u64) -> Result<SocketAddr> {
-        Ok(self.node(id)?.addr)
+        Ok(self.node(id)?.ports.client)
+    }
+
+    /// Node `id`'s client and peer addresses.
+    pub fn ports(&self, id: u64) -> Result<Ports> {
+        Ok(self.node(id)?.ports)
     }
 
     /// The client address of every node, in id order.
     pub fn addrs(&self) -> Vec<SocketAddr> {
-        self.nodes.iter().map(|n| n.addr).collect()
+        self.nodes.iter().map(|n| n.ports.client).collect()
+    }
+
+    /// The token membership changes need, if the build knows one.
+    pub fn admin_token(&self) -> Option<&'static str> {
+        self.launch.peers.admin_token()
     }
 
     /// Node `id`'s process, while it runs.
@@ -242,7 +264,7 @@ impl Cluster {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             for node in self.nodes.iter().filter(|n| n.server.is_some()) {
-                if let Ok(s) = discovery::status(node.addr).await {
+                if let Ok(s) = discovery::status(node.ports.client).await {
                     if s.state == "Leader" {
                         return Ok(node.id);
                     }
@@ -298,7 +320,7 @@ impl Cluster {
     /// added through the admin API); returns its id once it answers.
     pub async fn start_joiner(&mut self) -> Result<u64> {
         let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
-        let node = self.write_node(id, free_addr()?, "join = true")?;
+        let node = self.write_node(id, Ports::free(self.launch.peers)?, "join = true")?;
         self.nodes.push(node);
         self.spawn(id)?;
         let deadline = Instant::now() + READY_TIMEOUT;

@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use crate::cluster::{print_by_role, Cluster, RaftSettings};
 use crate::discovery::{post_form, Fleet};
-use crate::load::{drive_spread, LoadArgs, Stop};
+use crate::load::{drive_spread, LoadArgs, Outcome, Stop};
 use crate::server::Launch;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -23,7 +23,16 @@ pub struct Args {
     pub apps: u64,
 }
 
-pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
+/// What one run on a fresh cluster measured: one outcome per node, in id
+/// order.
+pub struct Measured {
+    pub leader: u64,
+    pub ids: Vec<u64>,
+    pub outcomes: Vec<Outcome>,
+}
+
+/// Starts a three-node cluster and runs the register load on it.
+pub async fn measure(launch: &Launch, args: &Args) -> Result<Measured> {
     let cluster = Cluster::start(launch, 3, args.raft).await?;
     let leader = cluster.leader().await?;
     let fleet = Fleet {
@@ -42,12 +51,26 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
         render,
     )
     .await?;
+    Ok(Measured {
+        leader,
+        ids: cluster.ids(),
+        outcomes,
+    })
+}
+
+pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
+    let Measured {
+        leader,
+        ids,
+        outcomes,
+    } = measure(launch, args).await?;
     let what = format!(
-        "{} over 3 nodes, {} apps, leader node {leader}, {}",
+        "{} over 3 nodes, {} apps, leader node {leader}, {}, {}",
         args.load.describe(),
         args.apps,
-        args.raft.describe()
+        args.raft.describe(),
+        launch.peers.describe()
     );
-    print_by_role("cluster-register", &what, outcomes, &cluster.ids(), leader);
+    print_by_role("cluster-register", &what, outcomes, &ids, leader);
     Ok(())
 }

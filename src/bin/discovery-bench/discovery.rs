@@ -13,6 +13,7 @@ use tokio::time::timeout;
 
 use crate::http::Conn;
 use crate::load::{SpreadRender, REQUEST_TIMEOUT};
+use crate::peers::Ports;
 
 pub const ENV: &str = "dev";
 pub const ZONE: &str = "sh001";
@@ -202,24 +203,17 @@ pub async fn register(addr: SocketAddr, form: &str) -> Result<()> {
     Ok(())
 }
 
-/// Adds node `id`, serving on `node`, to the cluster as a learner through
-/// the admin API of the node at `addr`; answers once the leader says it
-/// has caught up.
-pub async fn add_learner(addr: SocketAddr, id: u64, node: SocketAddr) -> Result<()> {
-    let body = serde_json::json!({
-        "change": "add_learner",
-        "id": id,
-        "name": format!("node{id}"),
-        "raft_addr": node.to_string(),
-        "api_addr": node.to_string(),
-        "zone": ZONE,
-    })
-    .to_string();
-    let request = format!(
-        "POST /admin/membership HTTP/1.1\r\nHost: {addr}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+/// Adds node `id`, serving clients on `node.client` and peers on
+/// `node.peer`, to the cluster as a learner through the admin API of the
+/// node at `addr` (with the admin token, if the build wants one); answers
+/// once the leader says it has caught up.
+pub async fn add_learner(
+    addr: SocketAddr,
+    id: u64,
+    node: Ports,
+    token: Option<&str>,
+) -> Result<()> {
+    let request = add_learner_request(addr, id, node, token);
     // Catching up may take long: wait as long as the server does.
     let mut conn = Conn::connect(addr).await?;
     let reply = timeout(LEARNER_TIMEOUT, conn.send(request.as_bytes()))
@@ -237,6 +231,28 @@ pub async fn add_learner(addr: SocketAddr, id: u64, node: SocketAddr) -> Result<
         "adding node {id} as a learner failed: {answer}"
     );
     Ok(())
+}
+
+/// The `add_learner` request: the new node's peer port is its Raft
+/// address, its client port its API address.
+fn add_learner_request(addr: SocketAddr, id: u64, node: Ports, token: Option<&str>) -> String {
+    let body = serde_json::json!({
+        "change": "add_learner",
+        "id": id,
+        "name": format!("node{id}"),
+        "raft_addr": node.peer.to_string(),
+        "api_addr": node.client.to_string(),
+        "zone": ZONE,
+    })
+    .to_string();
+    let authorization = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "POST /admin/membership HTTP/1.1\r\nHost: {addr}\r\n{authorization}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// How long the server itself lets a membership change take.
@@ -289,4 +305,29 @@ pub async fn fetch(addr: SocketAddr, appid: &str) -> Result<Fetched> {
         latest_timestamp,
         instances,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_learner_names_the_peer_port_and_carries_the_token() {
+        let at = SocketAddr::from(([127, 0, 0, 1], 7001));
+        let node = Ports {
+            client: SocketAddr::from(([127, 0, 0, 1], 7004)),
+            peer: SocketAddr::from(([127, 0, 0, 1], 7104)),
+        };
+        let request = add_learner_request(at, 4, node, Some("s3cret"));
+        let (head, body) = request.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("POST /admin/membership HTTP/1.1\r\n"));
+        assert!(head.contains("\r\nAuthorization: Bearer s3cret\r\n"));
+        assert!(head.contains(&format!("\r\nContent-Length: {}", body.len())));
+        let json: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["raft_addr"], "127.0.0.1:7104");
+        assert_eq!(json["api_addr"], "127.0.0.1:7004");
+        assert_eq!(json["id"], 4);
+        let plain = add_learner_request(at, 4, node, None);
+        assert!(!plain.contains("Authorization"));
+    }
 }

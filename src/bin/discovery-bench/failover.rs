@@ -69,59 +69,125 @@ struct Attempt {
 }
 
 /// What one run measured.
-struct Run {
-    killed: u64,
-    new_leader: u64,
-    first_write: Duration,
-    leaderless: Duration,
-    reads: u64,
-    failed_reads: u64,
-    refused_writes: u64,
+pub struct Run {
+    pub killed: u64,
+    pub new_leader: u64,
+    pub first_write: Duration,
+    pub leaderless: Duration,
+    pub reads: u64,
+    pub failed_reads: u64,
+    pub refused_writes: u64,
+}
+
+impl Run {
+    /// The run's result line, after `label`.
+    pub fn line(&self, label: &str) -> String {
+        format!(
+            "{label}: first write {}, no leader {}, failed reads {} of {} \
+             (killed node {}, new leader node {}, {} writes refused through survivors)",
+            Ms::from(self.first_write),
+            Ms::from(self.leaderless),
+            self.failed_reads,
+            self.reads,
+            self.killed,
+            self.new_leader,
+            self.refused_writes
+        )
+    }
+}
+
+/// The runs of one or more clusters, gathered.
+#[derive(Default)]
+pub struct Totals {
+    pub first: Latencies,
+    pub leaderless: Latencies,
+    pub reads: u64,
+    pub failed_reads: u64,
+    pub runs: u32,
+}
+
+impl Totals {
+    pub fn add(&mut self, run: &Run) {
+        self.first.push(run.first_write);
+        self.leaderless.push(run.leaderless);
+        self.reads += run.reads;
+        self.failed_reads += run.failed_reads;
+        self.runs += 1;
+    }
+
+    /// `median … max …` of the first writes.
+    pub fn first_write(&mut self) -> String {
+        median_max(&mut self.first)
+    }
+
+    /// `median … max …` of the leaderless spans.
+    pub fn no_leader(&mut self) -> String {
+        median_max(&mut self.leaderless)
+    }
+}
+
+fn median_max(l: &mut Latencies) -> String {
+    format!("median {} max {}", Ms(l.median()), Ms(l.summary().max))
+}
+
+/// A cluster under failover: the writes' instance numbers and the fleet
+/// the readers fetch.
+pub struct Setup {
+    numbers: Arc<AtomicU64>,
+    read_fleet: Fleet,
+}
+
+impl Setup {
+    /// Registers the instances the readers fetch.
+    pub async fn new(cluster: &Cluster) -> Result<Setup> {
+        let read_fleet = Fleet {
+            prefix: "foread",
+            apps: 1,
+        };
+        fill(
+            cluster.addr(cluster.leader().await?)?,
+            read_fleet,
+            READ_INSTANCES,
+        )
+        .await?;
+        Ok(Setup {
+            numbers: Arc::new(AtomicU64::new(0)),
+            read_fleet,
+        })
+    }
+
+    /// One leader kill; the killed node is restarted on its data and has
+    /// caught up when this returns.
+    pub async fn run(&self, cluster: &mut Cluster, args: &Args) -> Result<Run> {
+        let run = one_run(cluster, args, &self.read_fleet, &self.numbers).await?;
+        eprintln!("# restarting node {} on its data", run.killed);
+        cluster.restart(run.killed).await?;
+        Ok(run)
+    }
 }
 
 pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
     ensure!(args.runs > 0, "--runs must be above 0");
     let mut cluster = Cluster::start(launch, 3, args.raft).await?;
-    let read_fleet = Fleet {
-        prefix: "foread",
-        apps: 1,
-    };
-    fill(
-        cluster.addr(cluster.leader().await?)?,
-        read_fleet,
-        READ_INSTANCES,
-    )
-    .await?;
-    let numbers = Arc::new(AtomicU64::new(0));
-    let mut first = Latencies::default();
-    let mut leaderless = Latencies::default();
-    let (mut reads, mut failed_reads) = (0, 0);
+    let setup = Setup::new(&cluster).await?;
+    let mut totals = Totals::default();
     for n in 1..=args.runs {
-        let run = one_run(&mut cluster, args, &read_fleet, &numbers).await?;
-        println!(
-            "failover run {n}: first write {}, no leader {}, failed reads {} of {} \
-             (killed node {}, new leader node {}, {} writes refused through survivors)",
-            Ms::from(run.first_write),
-            Ms::from(run.leaderless),
-            run.failed_reads,
-            run.reads,
-            run.killed,
-            run.new_leader,
-            run.refused_writes
-        );
-        first.push(run.first_write);
-        leaderless.push(run.leaderless);
-        reads += run.reads;
-        failed_reads += run.failed_reads;
-        eprintln!("# restarting node {} on its data", run.killed);
-        cluster.restart(run.killed).await?;
+        let run = setup.run(&mut cluster, args).await?;
+        println!("{}", run.line(&format!("failover run {n}")));
+        totals.add(&run);
     }
-    let summary =
-        |l: &mut Latencies| format!("median {} max {}", Ms(l.median()), Ms(l.summary().max));
-    let what = format!("{} runs, {}", args.runs, args.raft.describe());
-    println!("failover first write: {} ({what})", summary(&mut first));
-    println!("failover no leader: {} ({what})", summary(&mut leaderless));
-    println!("failover failed reads: {failed_reads} of {reads} ({what})");
+    let what = format!(
+        "{} runs, {}, {}",
+        args.runs,
+        args.raft.describe(),
+        launch.peers.describe()
+    );
+    println!("failover first write: {} ({what})", totals.first_write());
+    println!("failover no leader: {} ({what})", totals.no_leader());
+    println!(
+        "failover failed reads: {} of {} ({what})",
+        totals.failed_reads, totals.reads
+    );
     Ok(())
 }
 

@@ -51,6 +51,8 @@ pub async fn run(launch: &crate::server::Launch, args: &Args) -> Result<()> {
 
     let joiner = cluster.start_joiner().await?;
     let joiner_addr = cluster.addr(joiner)?;
+    let joiner_ports = cluster.ports(joiner)?;
+    let token = cluster.admin_token();
     let before = cluster.status(leader).await?;
     let target = before.committed();
     eprintln!(
@@ -61,7 +63,7 @@ pub async fn run(launch: &crate::server::Launch, args: &Args) -> Result<()> {
     );
     let start = Instant::now();
     let added = tokio::spawn(async move {
-        discovery::add_learner(leader_addr, joiner, joiner_addr).await?;
+        discovery::add_learner(leader_addr, joiner, joiner_ports, token).await?;
         anyhow::Ok(start.elapsed())
     });
 
@@ -105,13 +107,14 @@ pub async fn run(launch: &crate::server::Launch, args: &Args) -> Result<()> {
     };
     println!(
         "join: caught up in {} ({} instances, {} apps; applied index {} >= leader's commit {target} \
-         at the join; admin answered in {}; {snapshot}; {})",
+         at the join; admin answered in {}; {snapshot}; {}, {})",
         Ms::from(caught_up),
         args.instances,
         args.apps,
         status.applied(),
         Ms::from(answered),
-        args.raft.describe()
+        args.raft.describe(),
+        launch.peers.describe()
     );
     Ok(())
 }

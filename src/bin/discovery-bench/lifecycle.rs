@@ -96,11 +96,12 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
     led.merge(followed);
     let mut out = led;
     let what = format!(
-        "{instances} instances every {} s, {} conns over 3 nodes, {} s, leader node {leader}, {}",
+        "{instances} instances every {} s, {} conns over 3 nodes, {} s, leader node {leader}, {}, {}",
         args.cadence,
         args.conns,
         args.duration,
-        args.raft.describe()
+        args.raft.describe(),
+        launch.peers.describe()
     );
     println!(
         "lifecycle renews: {:.0}/s of {rate:.0}/s due, {} errors {}, sent behind schedule {} ({what})",

@@ -5,7 +5,12 @@
 //!
 //! - one server: `fetch`, `polls`, `register`, `memory` (and `all`);
 //! - a cluster (`cluster`): `cluster-register`, `failover`, `join`,
-//!   `renews`, `lifecycle`;
+//!   `renews`, `lifecycle`; and `compare-register`, `compare-failover`,
+//!   which run one of them on several server variants (peer TLS on and
+//!   off, the previous build) in turns within one run (`compare`);
+//! - how nodes are configured and talk to each other: `peers` (client and
+//!   peer ports, certificates made per run, admin token, or the one-port
+//!   config of the build before the peer port);
 //! - the pieces: `server` (processes), `load` (timed, paced or spread
 //!   load), `http` (the client), `discovery` (requests and setup calls),
 //!   `fill`, `stats`, `cpu` and `meter` (CPU and disk use), `lag`
@@ -13,6 +18,7 @@
 
 mod cluster;
 mod cluster_register;
+mod compare;
 mod cpu;
 mod discovery;
 mod failover;
@@ -26,6 +32,7 @@ mod limits;
 mod load;
 mod memory;
 mod meter;
+mod peers;
 mod polls;
 mod register;
 mod renews;
@@ -38,6 +45,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use load::LoadArgs;
+use peers::{OnOff, PeerMode};
 use server::Launch;
 
 /// The server's own default hold time; only `polls` needs a longer one.
@@ -49,6 +57,16 @@ struct Cli {
     /// The server binary to start.
     #[arg(long, global = true, default_value = "target/release/discovery")]
     server: PathBuf,
+    /// Peers of the servers started talk over mutual TLS, with
+    /// certificates made for the run (`on`), or plain HTTP with
+    /// `tls.insecure_peers` (`off`).
+    #[arg(long, global = true, value_enum, default_value_t = OnOff::On)]
+    peer_tls: OnOff,
+    /// The --server binary is a build before the peer port (4d43a41 and
+    /// older): configure it with one port for clients and peers and no
+    /// [tls] or [security] (--peer-tls does not apply).
+    #[arg(long, global = true)]
+    legacy_config: bool,
     /// Threads of the bench itself. One by default, so that on a small
     /// machine the bench leaves the other cores to the server.
     #[arg(long, global = true, default_value_t = 1)]
@@ -77,6 +95,11 @@ enum Command {
     Renews(renews::Args),
     /// A large registry renewing at its cadence: CPU and follower lag.
     Lifecycle(lifecycle::Args),
+    /// `cluster-register` on several server variants in turns: peer TLS on
+    /// and off, the previous build; the variants side by side.
+    CompareRegister(compare::RegisterArgs),
+    /// `failover` on several server variants in turns, side by side.
+    CompareFailover(compare::FailoverArgs),
     /// Everything above, in turn, with the defaults of each.
     All(AllArgs),
 }
@@ -107,6 +130,7 @@ fn main() -> Result<()> {
     let launch = Launch {
         binary: cli.server.clone(),
         poll_hold_ms: POLL_HOLD_MS,
+        peers: PeerMode::from_flags(cli.peer_tls, cli.legacy_config),
     };
     runtime.block_on(async {
         // On Ctrl-C the command is dropped, which kills its server.
@@ -128,6 +152,8 @@ async fn run(launch: &Launch, command: Command) -> Result<()> {
         Command::Join(args) => join::run(launch, &args).await,
         Command::Renews(args) => renews::run(launch, &args).await,
         Command::Lifecycle(args) => lifecycle::run(launch, &args).await,
+        Command::CompareRegister(args) => compare::register(launch, &args).await,
+        Command::CompareFailover(args) => compare::failover(launch, &args).await,
         Command::All(all) => {
             fetch::run(launch, &fetch::Args::new(all.load.clone())).await?;
             let polls = polls::Args {

@@ -65,9 +65,10 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
     // missing if the restart lost the tail of the log.
     let probe = fleet.appid(args.apps - 1);
     for signal in [Signal::Term, Signal::Kill] {
+        let ports = server.ports();
         let stopped = server.stop(signal).await?;
         let spawned = Instant::now();
-        server = Server::spawn(launch, &dir, addr)?;
+        server = Server::spawn(launch, &dir, ports)?;
         let serving = wait_serving(&mut server, &probe, per_app, spawned).await?;
         let instances = discovery::status(addr).await?.instances;
         tokio::time::sleep(settle).await;

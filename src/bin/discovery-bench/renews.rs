@@ -61,9 +61,10 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
     );
     let (before, after) = readings?;
     let what = format!(
-        "{} over 3 nodes, {instances} instances, leader node {leader}, {}",
+        "{} over 3 nodes, {instances} instances, leader node {leader}, {}, {}",
         args.load.describe(),
-        args.raft.describe()
+        args.raft.describe(),
+        launch.peers.describe()
     );
     print_by_role("renews", &what, outcomes?, &ids, leader);
     let (usage, bench) = meter::usage(&before, &after);

@@ -14,6 +14,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::discovery;
+use crate::peers::{self, PeerMode, Pki, Ports};
 
 /// How long a fresh server may take to become a serving leader.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -74,11 +75,20 @@ pub fn free_addr() -> Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-/// How to start the server.
+/// How to start the server: which binary, and the peer setup its
+/// configuration gets.
 #[derive(Clone)]
 pub struct Launch {
     pub binary: PathBuf,
     pub poll_hold_ms: u64,
+    pub peers: PeerMode,
+}
+
+impl Launch {
+    /// The server and its peer setup, for result lines.
+    pub fn describe(&self) -> String {
+        format!("{}, {}", self.binary.display(), self.peers.describe())
+    }
 }
 
 /// A running server; killed when dropped, so every exit path of a
@@ -86,7 +96,10 @@ pub struct Launch {
 pub struct Server {
     child: Child,
     pid: u32,
+    /// The client port.
     pub addr: SocketAddr,
+    /// The peer port (the client port under the one-port config).
+    pub peer: SocketAddr,
     log: PathBuf,
 }
 
@@ -114,10 +127,15 @@ impl Signal {
 }
 
 impl Server {
-    /// Starts a server on `addr` with its data in `dir`, and returns without
-    /// waiting for it to serve.
-    pub fn spawn(launch: &Launch, dir: &Workdir, addr: SocketAddr) -> Result<Server> {
-        let args: Vec<OsString> = vec![
+    /// Starts a server on `ports` with its data (and, with peer TLS, its
+    /// certificates) in `dir`, and returns without waiting for it to serve.
+    pub fn spawn(launch: &Launch, dir: &Workdir, ports: Ports) -> Result<Server> {
+        let addr = ports.client;
+        let tls = match launch.peers {
+            PeerMode::Tls => Some(Pki::open_or_new(&dir.root.join("certs"))?.issue("node1")?),
+            _ => None,
+        };
+        let mut args: Vec<OsString> = vec![
             "--node-id".into(),
             "1".into(),
             "--data-dir".into(),
@@ -129,27 +147,27 @@ impl Server {
             "--poll-hold-ms".into(),
             launch.poll_hold_ms.to_string().into(),
         ];
-        Server::spawn_args(launch, &args, &dir.log(), addr)
+        args.extend(
+            peers::single_flags(launch.peers, ports, tls.as_ref())?
+                .into_iter()
+                .map(OsString::from),
+        );
+        Server::spawn_args(launch, &args, &dir.log(), ports)
     }
 
     /// Starts a server from the configuration file `config`, which makes it
-    /// listen on `addr`, logging to `log`; returns without waiting for it.
+    /// listen on `ports`, logging to `log`; returns without waiting for it.
     pub fn spawn_config(
         launch: &Launch,
         config: &Path,
         log: &Path,
-        addr: SocketAddr,
+        ports: Ports,
     ) -> Result<Server> {
         let args: Vec<OsString> = vec!["--config".into(), config.into()];
-        Server::spawn_args(launch, &args, log, addr)
+        Server::spawn_args(launch, &args, log, ports)
     }
 
-    fn spawn_args(
-        launch: &Launch,
-        args: &[OsString],
-        log: &Path,
-        addr: SocketAddr,
-    ) -> Result<Server> {
+    fn spawn_args(launch: &Launch, args: &[OsString], log: &Path, ports: Ports) -> Result<Server> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -185,14 +203,23 @@ impl Server {
         Ok(Server {
             child,
             pid,
-            addr,
+            addr: ports.client,
+            peer: ports.peer,
             log: log.to_path_buf(),
         })
     }
 
-    /// Starts a server on a fresh port and waits until it leads and serves.
+    /// Where it listens, to restart it on the same ports.
+    pub fn ports(&self) -> Ports {
+        Ports {
+            client: self.addr,
+            peer: self.peer,
+        }
+    }
+
+    /// Starts a server on fresh ports and waits until it leads and serves.
     pub async fn start(launch: &Launch, dir: &Workdir) -> Result<Server> {
-        let mut server = Server::spawn(launch, dir, free_addr()?)?;
+        let mut server = Server::spawn(launch, dir, Ports::free(launch.peers)?)?;
         server.wait_ready().await?;
         Ok(server)
     }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Latencies(Vec<u64>);
 
 impl Latencies {
