@@ -27,7 +27,7 @@ target=${CARGO_TARGET_DIR:-target}/release
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 root=$stage/rootfs
-mkdir -p "$root/bin" "$root/etc" "$stage/data"
+mkdir -p "$root/bin" "$root/etc" "$stage/data" "$stage/certs" "$stage/ca"
 
 # Copies a file (following links) to the same path inside the image.
 place() {
@@ -58,23 +58,41 @@ printf 'nogroup:x:65534:\n' > "$root/etc/group"
 cat > "$stage/Dockerfile" <<'DOCKERFILE'
 FROM scratch
 COPY rootfs/ /
-# The data directory belongs to the unprivileged user the node runs as; a
-# named volume mounted there starts with this ownership.
+# The directories the node and `discoveryctl certs cluster` write belong to
+# the unprivileged user they run as; a fresh named volume mounted on one
+# starts with this ownership. /data: the Raft log and snapshots. /certs:
+# the CA certificate and each node's certificate and key (nodes mount it
+# read-only). /ca: the CA and its key, mounted only by the one-shot
+# `certs` service of docker-compose.yml, never by a node.
 COPY --chown=65534:65534 data/ /data/
+COPY --chown=65534:65534 certs/ /certs/
+COPY --chown=65534:65534 ca/ /ca/
 USER nobody
 VOLUME /data
-EXPOSE 7171
+# 7171: clients (discovery API, /admin). 7271: peers (Raft, forwarded
+# writes; mutual TLS). Publish only 7171; peers reach 7271 on a private
+# network.
+EXPOSE 7171 7271
 ENV RUST_LOG=info,openraft=warn,sled=warn NO_COLOR=1
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
   CMD ["/bin/discoveryctl", "--node", "127.0.0.1:7171", "health"]
 ENTRYPOINT ["/bin/discovery"]
-CMD ["--listen", "0.0.0.0:7171", "--data-dir", "/data"]
+# A lone container is a one-node cluster: it has no peers to authenticate,
+# so it starts without certificates (and warns), and, as configs/single.toml
+# does, keeps that plain peer listener on its own loopback, out of reach of
+# other containers. A cluster gets mutual TLS between its peers from the
+# compose setup (docker-compose.yml), whose config files replace this
+# command.
+CMD ["--listen", "0.0.0.0:7171", "--peer-listen", "127.0.0.1:7271", "--data-dir", "/data", "--insecure-peers"]
 DOCKERFILE
 
 docker build --quiet --tag "$image" "$stage" >/dev/null
 # The image must run on its own: the loader and every library are inside.
 docker run --rm --entrypoint /bin/discoveryctl "$image" --version >/dev/null
 docker run --rm "$image" --version >/dev/null
+# And make certificates (ring, the clock, writing as nobody).
+docker run --rm --network none --entrypoint /bin/discoveryctl "$image" \
+  certs cluster --dir /certs --ca-dir /ca --node check=check >/dev/null
 
 size=$(docker image inspect --format '{{.Size}}' "$image")
 echo "built $image: $((size / 1024 / 1024)) MiB ($size bytes)"

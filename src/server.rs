@@ -75,7 +75,10 @@ pub async fn serve(listener: Listener, mut shutdown: watch::Receiver<bool>) {
     while connections.join_next().await.is_some() {}
 }
 
-/// Completes the TLS handshake, or logs why it was refused.
+/// Completes the TLS handshake, or logs why not: a refusal (rustls turned
+/// the peer down: no certificate, an unknown issuer, expired...) as a
+/// warning, a handshake the other side abandoned (it gave up, the link
+/// dropped) only at debug level, as faults leave many.
 async fn handshake(
     tls: &TlsAcceptor,
     stream: TcpStream,
@@ -85,7 +88,11 @@ async fn handshake(
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
-            tracing::warn!(listener = name, %remote, "TLS handshake refused: {e}");
+            if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+                tracing::warn!(listener = name, %remote, "TLS handshake refused: {e}");
+            } else {
+                tracing::debug!(listener = name, %remote, "TLS handshake abandoned: {e}");
+            }
             None
         }
         Err(_) => {

@@ -703,4 +703,11 @@ async fn a_fourth_node_joins_by_snapshot_through_discoveryctl_and_leaves_again()
             .code(),
         0
     );
+    // Removing a node that is not a member says so.
+    let again = run_ctl(Some(ADMIN_TOKEN), &["remove", "--id", "4"]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && stderr.contains("node 4 is not a member"),
+        "{stderr}"
+    );
 }

@@ -67,18 +67,26 @@ pub async fn accept_forwarded(raft: &Raft, change: Change) -> Result<Changed, St
     finish(raft, apply_here(raft, &change).await).await
 }
 
+/// What the leader did with a change.
+enum Done {
+    Changed,
+    /// A learner was added; it has caught up once it holds this index.
+    Learner(NodeId, u64),
+    /// The node to remove is not a member: nothing to do, and the operator
+    /// most likely mistyped the id.
+    NotAMember(NodeId),
+}
+
 /// Waits for a new learner to catch up, then answers the membership.
-async fn finish(
-    raft: &Raft,
-    applied: Result<Option<(NodeId, u64)>, WriteError>,
-) -> Result<Changed, String> {
+async fn finish(raft: &Raft, applied: Result<Done, WriteError>) -> Result<Changed, String> {
     match applied {
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
             Err("no leader: the cluster has no quorum".to_string())
         }
         Err(e) => Err(e.to_string()),
-        Ok(added) => {
-            if let Some((id, index)) = added {
+        Ok(Done::NotAMember(id)) => Err(format!("node {id} is not a member")),
+        Ok(done) => {
+            if let Done::Learner(id, index) = done {
                 caught_up(raft, id, index).await?;
             }
             let metrics = raft.metrics().borrow().clone();
@@ -91,28 +99,34 @@ async fn finish(
     }
 }
 
-/// Carries out a change on this node, the leader. For a new learner,
-/// returns its id and the log index it must reach to have caught up.
-async fn apply_here(raft: &Raft, change: &Change) -> Result<Option<(NodeId, u64)>, WriteError> {
+/// Carries out a change on this node, the leader.
+async fn apply_here(raft: &Raft, change: &Change) -> Result<Done, WriteError> {
     match change {
         Change::AddLearner { id, member } => {
             // openraft answers once the learner is within its replication
             // lag threshold (5,000 entries), not once it has caught up.
             let added = raft.add_learner(*id, member.clone(), true).await?;
-            return Ok(Some((*id, added.log_id.index)));
+            return Ok(Done::Learner(*id, added.log_id.index));
         }
         Change::Promote { id } => {
             raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), false)
                 .await?;
         }
         Change::Remove { id } => {
-            let is_voter = raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .any(|v| v == *id);
+            let (leads, is_member, is_voter) = {
+                let m = raft.metrics().borrow().clone();
+                let members = m.membership_config.membership();
+                (
+                    m.current_leader == Some(m.id),
+                    members.get_node(id).is_some(),
+                    members.voter_ids().any(|v| v == *id),
+                )
+            };
+            // Only the leader's view of the membership is current; a
+            // follower hands the change on.
+            if leads && !is_member {
+                return Ok(Done::NotAMember(*id));
+            }
             if is_voter {
                 raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([*id])), false)
                     .await?;
@@ -121,7 +135,7 @@ async fn apply_here(raft: &Raft, change: &Change) -> Result<Option<(NodeId, u64)
                 .await?;
         }
     }
-    Ok(None)
+    Ok(Done::Changed)
 }
 
 /// Waits until the leader has replicated to learner `id` everything up to

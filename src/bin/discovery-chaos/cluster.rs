@@ -1,6 +1,8 @@
 //! The compose cluster as seen from the host: its containers (found by the
 //! labels docker-compose.yml puts on them), their client addresses, and
-//! their Raft status over the admin API.
+//! their Raft status over the admin API of the client port. The host never
+//! talks to a peer port (not published; mutual TLS) and never changes the
+//! membership, so it needs neither a certificate nor the admin token.
 
 use std::time::Duration;
 
@@ -16,7 +18,8 @@ pub struct Node {
     pub id: u64,
     pub client: String,
     pub container: String,
-    /// Its name on the raft network, given back when it reconnects.
+    /// Its name on the raft network (the host of its `raft_addr` and of
+    /// its certificate), given back when it reconnects.
     pub raft_alias: String,
 }
 
@@ -54,7 +57,7 @@ impl Status {
 
 pub struct Cluster {
     pub nodes: Vec<Node>,
-    /// The docker network peers talk on.
+    /// The docker network peers talk on (peer port 7271, mutual TLS).
     pub raft_network: String,
     http: reqwest::Client,
     /// How recent a leader's quorum acknowledgement must be to count.

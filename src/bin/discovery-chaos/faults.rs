@@ -2,8 +2,12 @@
 //!
 //! Network faults act inside the container's network namespace with the
 //! host's iptables (through nsenter), or on the compose network `raft`,
-//! which carries peer traffic only: a node cut off from it still answers
-//! its clients, as a node on the wrong side of a partition does.
+//! which carries peer traffic only (each node's peer port, 7271, over
+//! mutual TLS; clients come in on 7171 through the `clients` network): a
+//! node cut off from it still answers its clients, as a node on the wrong
+//! side of a partition does. No rule names a port: the lossy link is the
+//! node's interface on `raft`, whatever port peers use, and a cut-off node
+//! loses everything but loopback.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -34,7 +38,8 @@ pub enum FaultKind {
     /// Disconnect the leader from the raft network: a minority of one
     /// that clients still reach.
     PartitionLeader,
-    /// Drop 30% of the leader's raft traffic both ways.
+    /// Drop 30% of the leader's raft traffic (its interface on the raft
+    /// network) both ways.
     LossyNetLeader,
     /// Throttle writes to the leader's data disk.
     SlowDiskLeader,
@@ -188,6 +193,8 @@ pub async fn heal(cluster: &Cluster, injected: &Injected) -> anyhow::Result<()> 
                 in_netns(c, "iptables", &args).await?;
             }
         }
+        // Back under its alias: the name peers dial, and the name its
+        // certificate is valid for.
         Undo::Reconnect { container, alias } => {
             docker(&[
                 "network",
@@ -239,7 +246,8 @@ async fn add_rules(container: &str, rules: &[Vec<String>]) -> anyhow::Result<()>
     Ok(())
 }
 
-/// The container's interface on the raft network.
+/// The container's interface on the raft network: all its peer traffic,
+/// to its peer port and from it to theirs, and nothing else.
 async fn raft_interface(cluster: &Cluster, container: &str) -> anyhow::Result<String> {
     let ip = inspect(
         container,
