@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::raft::{Member, NodeId};
 use crate::registry::eviction::Policy;
-use crate::registry::{Rules, Schedule};
+use crate::registry::{Limits, Rules, Schedule};
 
 /// Everything a node needs to run. Every field has a default so that a node
 /// starts with no file at all.
@@ -26,6 +26,7 @@ pub struct Config {
     pub eviction: EvictionConfig,
     pub tls: TlsConfig,
     pub security: SecurityConfig,
+    pub limits: Limits,
     #[serde(rename = "scheduler")]
     pub schedules: Vec<Schedule>,
 }
@@ -389,6 +390,21 @@ impl Config {
             "tls.client_cert and tls.client_key go together"
         );
         self.write_networks()?;
+        let l = &self.limits;
+        anyhow::ensure!(
+            [
+                l.name_bytes,
+                l.addrs,
+                l.addr_bytes,
+                l.version_bytes,
+                l.metadata_keys,
+                l.metadata_bytes,
+                l.set_hostnames
+            ]
+            .iter()
+            .all(|n| *n > 0),
+            "every limits.* must be above 0"
+        );
         let r = &self.raft;
         anyhow::ensure!(
             r.heartbeat_ms > 0 && r.heartbeat_ms < r.election_timeout_min_ms,
@@ -499,6 +515,7 @@ impl Config {
     pub fn rules(&self) -> Rules {
         Rules {
             max_clock_skew: (self.security.max_clock_skew_ms as i64).saturating_mul(1_000_000),
+            limits: self.limits,
         }
     }
 }

@@ -130,6 +130,7 @@ impl Node {
             batch: Duration::from_millis(config.renew.batch_ms),
             wait_for_leader,
             quorum_within: Duration::from_millis(config.raft.election_timeout_max_ms),
+            limits: config.limits,
         };
         let renewer = Renewer::start(
             raft.clone(),

@@ -25,7 +25,7 @@ use crate::local::LocalRegistry;
 use openraft::RaftMetrics;
 
 use crate::raft::{Member, NodeId, Raft};
-use crate::registry::{key_ok, Command, InstanceKey, RegistryError, Renewal, Timestamp};
+use crate::registry::{key_ok, Command, InstanceKey, Limits, RegistryError, Renewal, Timestamp};
 
 /// The most renews one batch carries.
 const MAX_BATCH: usize = 4096;
@@ -172,6 +172,7 @@ type Reply = oneshot::Sender<Result<Renewal, WriteError>>;
 #[derive(Clone)]
 pub struct Renewer {
     queue: mpsc::UnboundedSender<(InstanceKey, Reply)>,
+    limits: Limits,
 }
 
 /// What the renew path needs to run.
@@ -185,6 +186,8 @@ pub struct RenewSettings {
     /// A leader whose quorum has not answered for this long does not
     /// accept renews.
     pub quorum_within: Duration,
+    /// What a renewed key is checked against.
+    pub limits: Limits,
 }
 
 impl Renewer {
@@ -208,13 +211,14 @@ impl Renewer {
             settings: settings.clone(),
         });
         tokio::spawn(gather(renews, path));
+        let limits = settings.limits;
         tokio::spawn(propose_pending(raft, ledger, writer, settings, stop));
-        Renewer { queue }
+        Renewer { queue, limits }
     }
 
     /// Checks the key, then renews it here or at the leader.
     pub async fn renew(&self, key: InstanceKey) -> Result<Renewal, WriteError> {
-        key_ok(&key).map_err(WriteError::Invalid)?;
+        key_ok(&key, &self.limits).map_err(WriteError::Invalid)?;
         let (tx, rx) = oneshot::channel();
         self.queue
             .send((key, tx))
@@ -310,7 +314,7 @@ pub fn accept_forwarded(
     settings: &RenewSettings,
     keys: &[InstanceKey],
 ) -> ForwardedRenews {
-    if let Err(e) = keys.iter().try_for_each(key_ok) {
+    if let Err(e) = keys.iter().try_for_each(|k| key_ok(k, &settings.limits)) {
         return ForwardedRenews::Invalid(e);
     }
     if leads(raft, settings.me, settings.quorum_within) {

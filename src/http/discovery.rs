@@ -92,14 +92,14 @@ fn registration(p: &Params) -> Result<Registration, RegistryError> {
     let status = Status::try_from(p.required_number::<u32>("status")?)?;
     let addrs: Vec<String> = p.list("addrs").into_iter().map(str::to_string).collect();
     Ok(Registration {
-        region: p.one("region").unwrap_or_default().to_string(),
+        region: p.one("region")?.unwrap_or_default().to_string(),
         zone: key.zone,
         env: key.env,
         appid: key.appid,
         hostname: key.hostname,
         addrs,
-        version: p.one("version").unwrap_or_default().to_string(),
-        metadata: parse_metadata(p.one("metadata").unwrap_or_default())?,
+        version: p.one("version")?.unwrap_or_default().to_string(),
+        metadata: parse_metadata(p.one("metadata")?.unwrap_or_default())?,
         status,
     })
 }
@@ -231,7 +231,8 @@ pub async fn fetch(State(api): Shared, p: Params) -> Response {
     let env = try_param!(p.required("env"));
     let appid = try_param!(p.required("appid"));
     let mask = try_param!(status_mask(&p));
-    match fetch_one(&api, env, appid, p.one("zone"), mask) {
+    let zone = try_param!(p.one("zone"));
+    match fetch_one(&api, env, appid, zone, mask) {
         Ok(data) => reply::ok(&data),
         Err(FetchMiss::UnknownApp) => reply::answer(-404, "-404", Some(b"null")),
         Err(FetchMiss::UnknownZone { latest_timestamp }) => {
@@ -251,14 +252,10 @@ pub async fn fetchs(State(api): Shared, p: Params) -> Response {
         return reply::error(&RegistryError::bad("appid", "required"));
     }
     let mask = try_param!(status_mask(&p));
+    let zone = try_param!(p.one("zone"));
     let found: BTreeMap<&str, Bytes> = appids
         .iter()
-        .filter_map(|appid| {
-            Some((
-                *appid,
-                fetch_one(&api, env, appid, p.one("zone"), mask).ok()?,
-            ))
-        })
+        .filter_map(|appid| Some((*appid, fetch_one(&api, env, appid, zone, mask).ok()?)))
         .collect();
     let mut data = Vec::from(&b"{"[..]);
     for (i, (appid, bytes)) in found.iter().enumerate() {
@@ -390,7 +387,8 @@ pub async fn polls(State(api): Shared, p: Params) -> Response {
         )));
         apps.push((appid.to_string(), since));
     }
-    match hold(&api, env, p.one("zone"), &apps).await {
+    let zone = try_param!(p.one("zone"));
+    match hold(&api, env, zone, &apps).await {
         Held::Changed { data, missing } => {
             let data: Vec<(&str, Bytes)> =
                 data.iter().map(|(a, b)| (a.as_str(), b.clone())).collect();
@@ -410,11 +408,12 @@ pub async fn poll(State(api): Shared, p: Params) -> Response {
     let appid = try_param!(p.required("appid"));
     let since = try_param!(p.number::<Timestamp>("latest_timestamp")).unwrap_or(0);
     let apps = [(appid.to_string(), since)];
-    let (_, missing) = look(&api, env, p.one("zone"), &apps);
+    let zone = try_param!(p.one("zone"));
+    let (_, missing) = look(&api, env, zone, &apps);
     if !missing.is_empty() {
         return reply::poll_unknown(appid);
     }
-    match hold(&api, env, p.one("zone"), &apps).await {
+    match hold(&api, env, zone, &apps).await {
         Held::Changed { mut data, .. } => match data.pop() {
             Some((_, bytes)) => reply::ok(&bytes),
             None => reply::not_modified(),

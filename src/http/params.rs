@@ -1,6 +1,8 @@
 //! Request parameters as discovery clients send them: a query string, a
 //! form body or a JSON body (merged on a POST), lists repeated or
-//! comma-joined.
+//! comma-joined. Decoding is strict: bytes that are not UTF-8 once
+//! percent-decoded are refused, never replaced with U+FFFD, and a
+//! single-valued parameter given twice is refused rather than guessed at.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -22,27 +24,33 @@ impl Params {
     ) -> Result<Self, RegistryError> {
         let mut params = Params::default();
         if let Some(q) = query {
-            params.add_form(q.as_bytes());
+            params.add_form(q.as_bytes())?;
         }
         if body.is_empty() {
             return Ok(params);
         }
-        let is_json = content_type.is_some_and(|c| c.trim_start().starts_with("application/json"));
-        if is_json {
+        if is_json(content_type) {
             params.add_json(body)?;
         } else {
-            params.add_form(body);
+            params.add_form(body)?;
         }
         Ok(params)
     }
 
-    fn add_form(&mut self, raw: &[u8]) {
-        for (k, v) in form_urlencoded::parse(raw) {
-            self.values
-                .entry(k.into_owned())
-                .or_default()
-                .push(v.into_owned());
+    fn add_form(&mut self, raw: &[u8]) -> Result<(), RegistryError> {
+        for pair in raw.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+            let (k, v) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &b""[..]),
+            };
+            let key = decode(k).ok_or_else(|| {
+                RegistryError::bad("parameters", "a parameter name is not valid UTF-8")
+            })?;
+            let value = decode(v)
+                .ok_or_else(|| RegistryError::bad(&key, "not valid UTF-8 once percent-decoded"))?;
+            self.values.entry(key).or_default().push(value);
         }
+        Ok(())
     }
 
     fn add_json(&mut self, body: &[u8]) -> Result<(), RegistryError> {
@@ -68,17 +76,21 @@ impl Params {
         Ok(())
     }
 
-    /// The first non-empty value of a parameter.
-    pub fn one(&self, name: &str) -> Option<&str> {
-        self.values
-            .get(name)?
-            .iter()
-            .map(|s| s.trim())
-            .find(|s| !s.is_empty())
+    /// A single-valued parameter: its value if given and not blank; given
+    /// more than once, refused.
+    pub fn one(&self, name: &str) -> Result<Option<&str>, RegistryError> {
+        match self.values.get(name).map(Vec::as_slice) {
+            None | Some([]) => Ok(None),
+            Some([value]) => Ok(Some(value.trim()).filter(|v| !v.is_empty())),
+            Some(values) => Err(RegistryError::bad(
+                name,
+                &format!("given {} times: give it once", values.len()),
+            )),
+        }
     }
 
     pub fn required(&self, name: &str) -> Result<&str, RegistryError> {
-        self.one(name)
+        self.one(name)?
             .ok_or_else(|| RegistryError::bad(name, "required"))
     }
 
@@ -106,7 +118,7 @@ impl Params {
 
     /// An optional number.
     pub fn number<T: FromStr>(&self, name: &str) -> Result<Option<T>, RegistryError> {
-        self.one(name)
+        self.one(name)?
             .map(|v| {
                 v.parse()
                     .map_err(|_| RegistryError::bad(name, &format!("{v:?} is not a number")))
@@ -118,6 +130,24 @@ impl Params {
         self.number(name)?
             .ok_or_else(|| RegistryError::bad(name, "required"))
     }
+}
+
+/// Whether the media type is JSON; media types are case-insensitive.
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|c| c.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Percent-decodes a form component (`+` is a space); `None` when the
+/// bytes are not UTF-8.
+fn decode(raw: &[u8]) -> Option<String> {
+    let spaced: Vec<u8> = raw
+        .iter()
+        .map(|b| if *b == b'+' { b' ' } else { *b })
+        .collect();
+    let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+    String::from_utf8(bytes).ok()
 }
 
 #[axum::async_trait]
@@ -153,7 +183,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.list("addrs"), vec!["grpc://a:1", "http://a:2"]);
-        assert_eq!(p.one("env"), Some("dev"));
+        assert_eq!(p.one("env").unwrap(), Some("dev"));
     }
 
     #[test]
@@ -171,10 +201,55 @@ mod tests {
             br#"{"zone":"z1","status":1,"addrs":["grpc://a:1","http://a:2"],"metadata":"{\"w\":\"5\"}"}"#,
         )
         .unwrap();
-        assert_eq!(p.one("status"), Some("1"));
+        assert_eq!(p.one("status").unwrap(), Some("1"));
         assert_eq!(p.list("addrs").len(), 2);
         assert_eq!(p.raw_list("metadata"), vec![r#"{"w":"5"}"#]);
         assert!(Params::parse(None, Some("application/json"), b"[1]").is_err());
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_never_replaced() {
+        for raw in ["appid=%FF%FE", "appid=%C0%AF", "appid=a%ED%A0%80"] {
+            let err = Params::parse(Some(raw), None, b"").unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "appid: not valid UTF-8 once percent-decoded",
+                "{raw}"
+            );
+        }
+        let err = Params::parse(None, None, b"zone=sh001&\xff=1").unwrap_err();
+        assert!(err.to_string().starts_with("parameters: "), "{err}");
+        let p = Params::parse(Some("hostname=a+b%20c&x=%E4%B8%AD"), None, b"").unwrap();
+        assert_eq!(p.required("hostname").unwrap(), "a b c");
+        assert_eq!(p.required("x").unwrap(), "中");
+    }
+
+    #[test]
+    fn a_single_valued_parameter_given_twice_is_refused() {
+        let p = Params::parse(Some("hostname=a&hostname=b&status=&status="), None, b"").unwrap();
+        let err = p.required("hostname").unwrap_err();
+        assert_eq!(err.to_string(), "hostname: given 2 times: give it once");
+        assert!(p.one("status").is_err());
+        // Lists still come repeated.
+        assert_eq!(p.list("hostname"), vec!["a", "b"]);
+        // Query and body together count too.
+        let p = Params::parse(Some("env=dev"), None, b"env=prod").unwrap();
+        assert!(p.one("env").is_err());
+    }
+
+    #[test]
+    fn media_types_are_case_insensitive() {
+        let body = br#"{"zone":"z1"}"#;
+        for ct in [
+            "Application/JSON",
+            "APPLICATION/json; charset=UTF-8",
+            " application/json",
+        ] {
+            let p = Params::parse(None, Some(ct), body).unwrap();
+            assert_eq!(p.one("zone").unwrap(), Some("z1"), "{ct}");
+        }
+        assert!(!is_json(Some("application/jsonp")));
+        assert!(!is_json(Some("text/plain")));
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub use error::RegistryError;
 pub use instance::{Instance, InstanceKey, Registration, Status, StatusMask, Timestamp};
 pub use metadata::{parse_metadata, Metadata};
 pub use scheduler::{Schedule, SchedulerRule, Schedules};
-pub use validate::{key_ok, validate, Rules, CLUSTER_APPID};
+pub use validate::{key_ok, validate, Limits, Rules, CLUSTER_APPID};
 
 /// `(env, appid)`: the unit that long polls watch.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

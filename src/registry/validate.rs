@@ -3,9 +3,12 @@
 //! peer's proposal run this one function, so a peer can propose nothing a
 //! client could not.
 
+use serde::Deserialize;
+
 use super::command::{Change, Command};
 use super::error::RegistryError;
 use super::instance::{InstanceKey, Registration, Timestamp};
+use super::metadata::Metadata;
 
 /// The app the cluster publishes its own nodes as; no client registers it.
 pub const CLUSTER_APPID: &str = "infra.discovery";
@@ -17,6 +20,45 @@ pub struct Rules {
     /// (nanoseconds): a proposer's clock may run a little ahead, a forged
     /// stamp far in the future would pin an instance's timestamps there.
     pub max_clock_skew: Timestamp,
+    pub limits: Limits,
+}
+
+/// How large what a client states may be: far above what real deployments
+/// use, far below what would let one client bloat every replica (the
+/// `[limits]` section of a node's configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Bytes of `env`, `appid`, `zone`, `hostname` and `region` each: a
+    /// DNS name has at most 253.
+    pub name_bytes: usize,
+    /// Addresses one instance may register (services expose a few
+    /// protocols: grpc, http, ...).
+    pub addrs: usize,
+    /// Bytes of one address.
+    pub addr_bytes: usize,
+    /// Bytes of `version`.
+    pub version_bytes: usize,
+    /// Keys of one instance's metadata.
+    pub metadata_keys: usize,
+    /// Bytes of one instance's metadata, keys and values together.
+    pub metadata_bytes: usize,
+    /// Instances one `set` may change.
+    pub set_hostnames: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            name_bytes: 255,
+            addrs: 16,
+            addr_bytes: 512,
+            version_bytes: 128,
+            metadata_keys: 64,
+            metadata_bytes: 8192,
+            set_hostnames: 1024,
+        }
+    }
 }
 
 /// Checks `command` as stamped against the checker's clock `now`.
@@ -24,15 +66,15 @@ pub fn validate(command: &Command, now: Timestamp, rules: &Rules) -> Result<(), 
     match command {
         Command::Register { registration, at } => {
             stamped(*at, now, rules)?;
-            registration_ok(registration)
+            registration_ok(registration, &rules.limits)
         }
         Command::Renew { keys, at } | Command::Evict { keys, at, .. } => {
             stamped(*at, now, rules)?;
-            keys.iter().try_for_each(key_ok)
+            keys.iter().try_for_each(|k| key_ok(k, &rules.limits))
         }
         Command::Cancel { key, at } => {
             stamped(*at, now, rules)?;
-            key_ok(key)
+            key_ok(key, &rules.limits)
         }
         Command::Set {
             env,
@@ -42,27 +84,34 @@ pub fn validate(command: &Command, now: Timestamp, rules: &Rules) -> Result<(), 
             at,
         } => {
             stamped(*at, now, rules)?;
-            identity("env", env)?;
-            identity("appid", appid)?;
-            identity("zone", zone)?;
+            let l = &rules.limits;
+            identity("env", env, l)?;
+            identity("appid", appid, l)?;
+            identity("zone", zone, l)?;
             if changes.is_empty() {
                 return Err(RegistryError::bad("hostname", "required"));
             }
-            changes.iter().try_for_each(change_ok)
+            at_most(
+                "hostname",
+                "instances in one set",
+                changes.len(),
+                l.set_hostnames,
+            )?;
+            changes.iter().try_for_each(|c| change_ok(c, l))
         }
     }
 }
 
 /// Checks an instance's identity.
-pub fn key_ok(key: &InstanceKey) -> Result<(), RegistryError> {
-    identity("env", &key.env)?;
-    identity("appid", &key.appid)?;
-    identity("zone", &key.zone)?;
-    identity("hostname", &key.hostname)
+pub fn key_ok(key: &InstanceKey, limits: &Limits) -> Result<(), RegistryError> {
+    identity("env", &key.env, limits)?;
+    identity("appid", &key.appid, limits)?;
+    identity("zone", &key.zone, limits)?;
+    identity("hostname", &key.hostname, limits)
 }
 
-fn registration_ok(r: &Registration) -> Result<(), RegistryError> {
-    key_ok(&r.key())?;
+fn registration_ok(r: &Registration, l: &Limits) -> Result<(), RegistryError> {
+    key_ok(&r.key(), l)?;
     if r.appid == CLUSTER_APPID {
         return Err(RegistryError::bad(
             "appid",
@@ -75,16 +124,22 @@ fn registration_ok(r: &Registration) -> Result<(), RegistryError> {
             "at least one address is required",
         ));
     }
-    if r.addrs.iter().any(|a| a.trim().is_empty()) {
-        return Err(RegistryError::bad("addrs", "an address is empty"));
+    at_most("addrs", "addresses", r.addrs.len(), l.addrs)?;
+    for addr in &r.addrs {
+        text("addrs", addr, l.addr_bytes)?;
+        address(addr)?;
     }
-    text("region", &r.region)?;
-    text("version", &r.version)?;
-    r.addrs.iter().try_for_each(|a| text("addrs", a))
+    // The region is optional (the SDKs send it, curl users often not).
+    text("region", &r.region, l.name_bytes)?;
+    text("version", &r.version, l.version_bytes)?;
+    metadata_ok(&r.metadata, l)
 }
 
-fn change_ok(c: &Change) -> Result<(), RegistryError> {
-    identity("hostname", &c.hostname)?;
+fn change_ok(c: &Change, l: &Limits) -> Result<(), RegistryError> {
+    identity("hostname", &c.hostname, l)?;
+    if let Some(m) = &c.metadata {
+        metadata_ok(m, l)?;
+    }
     if c.status.is_none() && c.metadata.is_none() {
         return Err(RegistryError::bad(
             "status",
@@ -114,20 +169,103 @@ fn stamped(at: Timestamp, now: Timestamp, rules: &Rules) -> Result<(), RegistryE
     Ok(())
 }
 
-/// A name that identifies something: present and free of control characters.
-fn identity(param: &str, value: &str) -> Result<(), RegistryError> {
+/// A name that identifies something: present, bounded, free of control
+/// characters.
+fn identity(param: &str, value: &str, limits: &Limits) -> Result<(), RegistryError> {
     if value.trim().is_empty() {
         return Err(RegistryError::bad(param, "required"));
     }
-    text(param, value)
+    text(param, value, limits.name_bytes)
 }
 
-fn text(param: &str, value: &str) -> Result<(), RegistryError> {
+/// Free text: bounded, free of control characters.
+fn text(param: &str, value: &str, max_bytes: usize) -> Result<(), RegistryError> {
+    if value.len() > max_bytes {
+        return Err(RegistryError::bad(
+            param,
+            &format!("{} bytes, at most {max_bytes} allowed", value.len()),
+        ));
+    }
     if value.chars().any(char::is_control) {
         return Err(RegistryError::bad(
             param,
             "must not hold control characters",
         ));
+    }
+    Ok(())
+}
+
+fn at_most(param: &str, what: &str, count: usize, max: usize) -> Result<(), RegistryError> {
+    if count > max {
+        return Err(RegistryError::bad(
+            param,
+            &format!("{count} {what}, at most {max} allowed"),
+        ));
+    }
+    Ok(())
+}
+
+fn metadata_ok(m: &Metadata, l: &Limits) -> Result<(), RegistryError> {
+    at_most("metadata", "keys", m.iter().count(), l.metadata_keys)?;
+    let bytes: usize = m.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > l.metadata_bytes {
+        return Err(RegistryError::bad(
+            "metadata",
+            &format!("{bytes} bytes, at most {} allowed", l.metadata_bytes),
+        ));
+    }
+    for (k, v) in m.iter() {
+        if k.is_empty() {
+            return Err(RegistryError::bad("metadata", "a key is empty"));
+        }
+        if k.chars().chain(v.chars()).any(char::is_control) {
+            return Err(RegistryError::bad(
+                "metadata",
+                &format!("{k:?}: must not hold control characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An address as clients dial it: `scheme://host:port`, optionally
+/// followed by a path.
+fn address(addr: &str) -> Result<(), RegistryError> {
+    let bad = |why: &str| {
+        Err(RegistryError::bad(
+            "addrs",
+            &format!("{addr:?} is not scheme://host:port: {why}"),
+        ))
+    };
+    let Some((scheme, rest)) = addr.split_once("://") else {
+        return bad("no scheme");
+    };
+    let mut chars = scheme.chars();
+    let scheme_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    if !scheme_ok {
+        return bad("bad scheme");
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return bad("no port");
+    };
+    if port.parse::<u16>().map_or(true, |p| p == 0) {
+        return bad("bad port");
+    }
+    let host_ok = match host.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+        }
+    };
+    if !host_ok {
+        return bad("bad host");
     }
     Ok(())
 }
@@ -140,6 +278,15 @@ mod tests {
     const NOW: Timestamp = 1_700_000_000_000_000_000;
     const RULES: Rules = Rules {
         max_clock_skew: 60_000_000_000,
+        limits: Limits {
+            name_bytes: 255,
+            addrs: 16,
+            addr_bytes: 512,
+            version_bytes: 128,
+            metadata_keys: 64,
+            metadata_bytes: 8192,
+            set_hostnames: 1024,
+        },
     };
 
     fn registration(appid: &str) -> Registration {
@@ -191,6 +338,75 @@ mod tests {
         injected.hostname = "h1\r\nX-Injected: 1".into();
         let err = validate(&register(injected, NOW), NOW, &RULES).unwrap_err();
         assert!(err.to_string().starts_with("hostname: "), "{err}");
+    }
+
+    #[test]
+    fn the_shown_limits_are_the_defaults() {
+        assert_eq!(RULES.limits, Limits::default());
+    }
+
+    fn refused(r: Registration) -> String {
+        validate(&register(r, NOW), NOW, &RULES)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn every_size_is_bounded_and_the_refusal_names_param_and_limit() {
+        let mut long = registration(&"a".repeat(256));
+        assert_eq!(
+            refused(long.clone()),
+            "appid: 256 bytes, at most 255 allowed"
+        );
+        long.appid = "a".into();
+        long.addrs = (0..17).map(|i| format!("http://h:{}", 1000 + i)).collect();
+        assert_eq!(
+            refused(long.clone()),
+            "addrs: 17 addresses, at most 16 allowed"
+        );
+        long.addrs = vec![format!("http://{}:1", "h".repeat(600))];
+        assert!(refused(long.clone()).starts_with("addrs: "));
+        let mut r = registration("a");
+        r.version = "v".repeat(129);
+        assert_eq!(refused(r), "version: 129 bytes, at most 128 allowed");
+        let mut r = registration("a");
+        r.metadata = (0..65)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
+        assert_eq!(refused(r), "metadata: 65 keys, at most 64 allowed");
+        let mut r = registration("a");
+        r.metadata = [("k".to_string(), "v".repeat(9000))].into_iter().collect();
+        assert_eq!(refused(r), "metadata: 9001 bytes, at most 8192 allowed");
+    }
+
+    #[test]
+    fn addresses_are_scheme_host_port() {
+        for good in [
+            "grpc://10.0.0.1:9000",
+            "http://svc-a.default.svc:8080",
+            "http://[::1]:80",
+            "http://host:8080/api?x=1",
+        ] {
+            let mut r = registration("a");
+            r.addrs = vec![good.into()];
+            assert!(validate(&register(r, NOW), NOW, &RULES).is_ok(), "{good}");
+        }
+        for bad in [
+            "not a url",
+            "javascript:alert(1)",
+            "http://host",
+            "http://:80",
+            "http://host:0",
+            "http://host:99999",
+            "1http://host:80",
+            "http://ho st:80",
+            "http://[::1:80",
+        ] {
+            let mut r = registration("a");
+            r.addrs = vec![bad.into()];
+            let e = refused(r);
+            assert!(e.starts_with("addrs: "), "{bad}: {e}");
+        }
     }
 
     #[test]
