@@ -27,6 +27,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub security: SecurityConfig,
     pub limits: Limits,
+    pub connections: ConnectionsConfig,
     #[serde(rename = "scheduler")]
     pub schedules: Vec<Schedule>,
 }
@@ -147,6 +148,41 @@ pub struct TlsConfig {
     /// certificate (off by default: the Go SDK speaks plain HTTP).
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+}
+
+/// Bounds on client connections, so that slow, idle or numerous clients
+/// cannot take a node's file descriptors or memory.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// A request must arrive in full within this of its first byte.
+    pub read_timeout_ms: u64,
+    /// A kept-alive connection with no request this long is closed; longer
+    /// than `poll.hold_ms`.
+    pub idle_timeout_ms: u64,
+    /// The largest request body on the client port (413 past it).
+    pub max_body_bytes: usize,
+    /// Client connections open at once. Past it the longest-idle one is
+    /// closed to make room; with none idle, `-503` overloaded.
+    pub max_connections: usize,
+    /// Long polls held at once; past it a poll answers `-503` at once.
+    pub max_held_polls: usize,
+    /// File descriptors kept back from client connections for peers, the
+    /// log and snapshots.
+    pub reserved_fds: usize,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        ConnectionsConfig {
+            read_timeout_ms: 10_000,
+            idle_timeout_ms: 90_000,
+            max_body_bytes: 1 << 20,
+            max_connections: 16_000,
+            max_held_polls: 15_000,
+            reserved_fds: 512,
+        }
+    }
 }
 
 /// Who may change the registry and the cluster.
@@ -415,6 +451,18 @@ impl Config {
             "raft.election_timeout_min_ms must be below raft.election_timeout_max_ms"
         );
         anyhow::ensure!(self.poll.hold_ms > 0, "poll.hold_ms must be above 0");
+        let c = &self.connections;
+        anyhow::ensure!(
+            c.idle_timeout_ms > self.poll.hold_ms,
+            "connections.idle_timeout_ms must be above poll.hold_ms"
+        );
+        anyhow::ensure!(
+            c.read_timeout_ms > 0
+                && c.max_body_bytes > 0
+                && c.max_connections > 0
+                && c.max_held_polls > 0,
+            "connections.* must be above 0"
+        );
         anyhow::ensure!(self.renew.batch_ms > 0, "renew.batch_ms must be above 0");
         let e = &self.eviction;
         anyhow::ensure!(

@@ -34,7 +34,13 @@ use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
 use crate::registry::{Registry, Schedules};
 use crate::self_discovery::SelfDiscovery;
-use crate::server::{serve, Listener};
+use crate::server::{open_files, serve, Bounds, Listener};
+
+/// How long a peer request (a whole snapshot included) may take to arrive.
+const PEER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Connections the peer listener keeps open: peers hold a few each.
+const PEER_CONNECTIONS: usize = 1024;
 
 /// A started node. Dropping it without `shutdown` leaves its tasks running.
 pub struct Node {
@@ -149,6 +155,7 @@ impl Node {
             nodes: nodes.clone(),
             protection: protection.clone(),
             poll_hold: config.poll_hold(),
+            max_held_polls: config.connections.max_held_polls,
             env: config.node.env.clone(),
         });
         let peers = Arc::new(PeerApi {
@@ -169,13 +176,41 @@ impl Node {
             allow_write_from: config.write_networks()?,
             admin_token: config.admin_token(),
         });
+        let c = &config.connections;
+        let files = open_files::raise();
+        let max_connections = match files {
+            Ok(files) => {
+                let cap = c
+                    .max_connections
+                    .min((files.soft as usize).saturating_sub(c.reserved_fds).max(1));
+                tracing::info!(
+                    soft = files.soft,
+                    was = files.was,
+                    hard = files.hard,
+                    max_connections = cap,
+                    "open files limit"
+                );
+                cap
+            }
+            Err(e) => {
+                tracing::warn!("cannot read or raise the open files limit: {e}");
+                c.max_connections
+            }
+        };
+        let idle = Duration::from_millis(c.idle_timeout_ms);
         let mut tasks = JoinSet::new();
         tasks.spawn(serve(
             Listener {
                 tcp: listener,
-                router: crate::http::router(api, admin, access),
+                router: crate::http::router(api, admin, access, c.max_body_bytes),
                 tls: client_tls,
                 name: "client",
+                bounds: Bounds {
+                    read_within: Duration::from_millis(c.read_timeout_ms),
+                    idle,
+                    max_connections,
+                    overloaded: crate::http::overloaded(),
+                },
             },
             stop.clone(),
         ));
@@ -185,6 +220,13 @@ impl Node {
                 router: crate::peer::router(peers),
                 tls: peer_tls.map(|t| t.server),
                 name: "peer",
+                bounds: Bounds {
+                    // Snapshots come whole in one request.
+                    read_within: PEER_READ_TIMEOUT,
+                    idle,
+                    max_connections: PEER_CONNECTIONS,
+                    overloaded: crate::peer::overloaded(),
+                },
             },
             stop.clone(),
         ));

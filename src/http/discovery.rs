@@ -31,6 +31,8 @@ pub struct Api {
     pub nodes: Arc<SelfDiscovery>,
     pub protection: Arc<Protection>,
     pub poll_hold: Duration,
+    /// Polls held at once past which a poll answers overloaded.
+    pub max_held_polls: usize,
     /// The node's own env, under which `fetch/all` lists the cluster's nodes.
     pub env: String,
 }
@@ -48,6 +50,20 @@ macro_rules! try_param {
             Err(e) => return reply::error(&e),
         }
     };
+}
+
+/// Refuses a poll past the cap on held polls, at once, so that the client
+/// polls another node instead of waiting here.
+fn poll_room(api: &Api) -> Result<(), Response> {
+    let held = api.local.hub().held();
+    if held >= api.max_held_polls {
+        Err(reply::overloaded(&format!(
+            "{held} polls held, at most {}",
+            api.max_held_polls
+        )))
+    } else {
+        Ok(())
+    }
 }
 
 /// Refuses reads while the node is catching up.
@@ -359,7 +375,7 @@ async fn hold(api: &Api, env: &str, zone: Option<&str>, apps: &[(String, Timesta
 }
 
 pub async fn polls(State(api): Shared, p: Params) -> Response {
-    if let Err(r) = guard(&api) {
+    if let Err(r) = guard(&api).and_then(|()| poll_room(&api)) {
         return r;
     }
     let env = try_param!(p.required("env"));
@@ -400,7 +416,7 @@ pub async fn polls(State(api): Shared, p: Params) -> Response {
 }
 
 pub async fn poll(State(api): Shared, p: Params) -> Response {
-    if let Err(r) = guard(&api) {
+    if let Err(r) = guard(&api).and_then(|()| poll_room(&api)) {
         return r;
     }
     let env = try_param!(p.required("env"));

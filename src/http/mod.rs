@@ -11,6 +11,7 @@ pub mod reply;
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
@@ -29,8 +30,13 @@ fn only<S: Clone + Send + Sync + 'static>(
     route.fallback(|| async { reply::method_not_allowed() })
 }
 
-/// Every route of the client listener.
-pub fn router(api: Arc<Api>, admin: Admin, access: Arc<Access>) -> Router {
+/// What every request of a connection past the cap gets.
+pub fn overloaded() -> Router {
+    Router::new().fallback(|| async { reply::overloaded("too many connections") })
+}
+
+/// Every route of the client listener; request bodies up to `max_body`.
+pub fn router(api: Arc<Api>, admin: Admin, access: Arc<Access>, max_body: usize) -> Router {
     let writes = Router::new()
         .route("/discovery/register", only(post(discovery::register)))
         .route("/discovery/renew", only(post(discovery::renew)))
@@ -59,4 +65,5 @@ pub fn router(api: Arc<Api>, admin: Admin, access: Arc<Access>) -> Router {
         .merge(changes)
         .merge(status)
         .fallback(|| async { reply::not_found() })
+        .layer(DefaultBodyLimit::max(max_body))
 }

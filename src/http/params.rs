@@ -164,7 +164,13 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Params {
             .map(str::to_owned);
         let body = bytes::Bytes::from_request(req, state)
             .await
-            .map_err(IntoResponse::into_response)?;
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    super::reply::too_large()
+                } else {
+                    rejection.into_response()
+                }
+            })?;
         Params::parse(query.as_deref(), content_type.as_deref(), &body)
             .map_err(|e| super::reply::error(&e))
     }

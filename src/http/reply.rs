@@ -62,6 +62,25 @@ pub fn protected(reason: &str) -> Response {
     )
 }
 
+/// The node is at one of its limits: HTTP 503, so the client tries
+/// another node.
+pub fn overloaded(reason: &str) -> Response {
+    refused(
+        StatusCode::SERVICE_UNAVAILABLE,
+        -503,
+        &format!("overloaded: {reason}"),
+    )
+}
+
+/// A request body over the limit.
+pub fn too_large() -> Response {
+    refused(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        -413,
+        "request body over the limit (connections.max_body_bytes)",
+    )
+}
+
 /// An admin change without the right token: HTTP 401, nothing changed.
 pub fn unauthorized(reason: &str) -> Response {
     refused(StatusCode::UNAUTHORIZED, -401, reason)

@@ -64,6 +64,11 @@ pub mod paths {
 /// Peers send log entries and snapshot chunks; allow them room.
 const BODY_LIMIT: usize = 512 << 20;
 
+/// What a connection past the peer listener's cap gets.
+pub fn overloaded() -> Router {
+    Router::new().fallback(|| async { axum::http::StatusCode::SERVICE_UNAVAILABLE })
+}
+
 /// Every route of the peer listener; anything else is 404.
 pub fn router(peers: Arc<PeerApi>) -> Router {
     Router::new()

@@ -1,0 +1,213 @@
+//! The accept loop both listeners run: plain TCP or TLS, HTTP/1.1 with
+//! keep-alive, the remote address handed to handlers, and a graceful stop;
+//! with bounds on how long a request may take to arrive, how long a
+//! connection may sit idle, and how many may be open.
+//!
+//! - [`watch`]: a connection's idle state and its request-read deadline;
+//! - [`slots`]: the cap on open connections;
+//! - [`open_files`]: raising the open-files limit.
+
+pub mod open_files;
+pub mod slots;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::extract::Request;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch as signal, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::shutdown::stopped;
+use slots::Slots;
+use watch::{ConnState, Watched};
+
+/// A client that has not finished its TLS handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections past the cap that are still answered "overloaded"; past
+/// these, a connection is closed unanswered.
+const OVERLOAD_ANSWERS: usize = 256;
+
+/// One listener: its socket, its routes, and TLS if it speaks it.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub router: Router,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Names the listener in logs ("client", "peer").
+    pub name: &'static str,
+    pub bounds: Bounds,
+}
+
+/// How long and how many.
+#[derive(Clone)]
+pub struct Bounds {
+    /// A request must arrive in full within this of its first byte.
+    pub read_within: Duration,
+    /// A kept-alive connection idle this long is closed.
+    pub idle: Duration,
+    /// The most connections open at once: past it the longest-idle one
+    /// makes room, or with none idle, `overloaded` answers.
+    pub max_connections: usize,
+    /// Answers every request of a connection past the cap.
+    pub overloaded: Router,
+}
+
+/// Serves `listener` until `shutdown` turns true; each connection then
+/// finishes the request in flight and closes.
+pub async fn serve(listener: Listener, mut shutdown: signal::Receiver<bool>) {
+    let Listener {
+        tcp,
+        router,
+        tls,
+        name,
+        bounds,
+    } = listener;
+    let tls = tls.map(TlsAcceptor::from);
+    let slots = Slots::new(bounds.max_connections);
+    let overload_answers = Arc::new(Semaphore::new(OVERLOAD_ANSWERS));
+    // Past the cap a connection gets one answer, quickly, and is closed.
+    let overload_bounds = Bounds {
+        read_within: bounds.read_within.min(Duration::from_secs(1)),
+        idle: Duration::from_secs(1),
+        ..bounds.clone()
+    };
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = tcp.accept() => {
+                let (stream, remote) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(listener = name, "accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let Some(slot) = slots.admit() else {
+                    // Every connection is busy. Over TLS the answer would
+                    // cost a handshake: those are simply closed.
+                    let permit = overload_answers.clone().try_acquire_owned();
+                    if let (Ok(permit), None) = (permit, &tls) {
+                        tracing::debug!(listener = name, %remote, "overloaded: every connection busy");
+                        let conn = Conn {
+                            remote,
+                            state: ConnState::new(std::time::Instant::now()),
+                            keep_alive: false,
+                        };
+                        let bounds = overload_bounds.clone();
+                        let stop = shutdown.clone();
+                        connections.spawn(async move {
+                            let _permit = permit;
+                            conn.serve(stream, bounds.overloaded.clone(), &bounds, stop).await;
+                        });
+                    }
+                    continue;
+                };
+                let conn = Conn { remote, state: slot.state.clone(), keep_alive: true };
+                let (router, tls, bounds, stop) =
+                    (router.clone(), tls.clone(), bounds.clone(), shutdown.clone());
+                connections.spawn(async move {
+                    let _slot = slot;
+                    match tls {
+                        None => conn.serve(stream, router, &bounds, stop).await,
+                        Some(tls) => {
+                            if let Some(stream) = handshake(&tls, stream, remote, name).await {
+                                conn.serve(stream, router, &bounds, stop).await;
+                            }
+                        }
+                    }
+                });
+            }
+            _ = stopped(&mut shutdown) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(tcp);
+    while connections.join_next().await.is_some() {}
+}
+
+/// Completes the TLS handshake, or logs why not: a refusal (rustls turned
+/// the peer down: no certificate, an unknown issuer, expired...) as a
+/// warning, a handshake the other side abandoned (it gave up, the link
+/// dropped) only at debug level, as faults leave many.
+async fn handshake(
+    tls: &TlsAcceptor,
+    stream: TcpStream,
+    remote: SocketAddr,
+    name: &'static str,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+                tracing::warn!(listener = name, %remote, "TLS handshake refused: {e}");
+            } else {
+                tracing::debug!(listener = name, %remote, "TLS handshake abandoned: {e}");
+            }
+            None
+        }
+        Err(_) => {
+            tracing::warn!(listener = name, %remote, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// One accepted connection.
+struct Conn {
+    remote: SocketAddr,
+    state: Arc<ConnState>,
+    keep_alive: bool,
+}
+
+impl Conn {
+    /// Serves the connection, handing its remote address to the handlers,
+    /// until the client closes it, it idles out, it is asked to make room
+    /// or the node stops.
+    async fn serve<S>(
+        self,
+        stream: S,
+        router: Router,
+        bounds: &Bounds,
+        mut stop: signal::Receiver<bool>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let remote = self.remote;
+        let service = router.map_request(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(remote));
+            req
+        });
+        let stream = Watched::new(stream, self.state.clone(), bounds.read_within);
+        // hyper's header timer runs from when it waits for a request head:
+        // between requests too, so it is the idle timeout; the slow-head
+        // bound is the stream's.
+        let conn = hyper::server::conn::http1::Builder::new()
+            .keep_alive(self.keep_alive)
+            .timer(TokioTimer::new())
+            .header_read_timeout(bounds.idle)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = stopped(&mut stop) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+            _ = self.state.close.notified() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    }
+}
