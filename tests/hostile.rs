@@ -209,3 +209,43 @@ async fn a_json_body_is_json_whatever_the_case_of_its_media_type() {
         .starts_with("hostname: "));
     node.stop().await;
 }
+
+#[tokio::test]
+async fn any_bytes_in_always_an_envelope_out() {
+    use rand::{Rng, SeedableRng};
+    let node = TestNode::start(1000).await;
+    let c = node.client();
+    let digest = c.get("/admin/digest").await.json()["digest"].clone();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let alphabet = b"=&%+,{}\"[]:abcz019\x00\r\n\xff\xc0 ";
+    for i in 0..300 {
+        let path = [
+            "/discovery/register",
+            "/discovery/renew",
+            "/discovery/cancel",
+            "/discovery/set",
+        ][i % 4];
+        let len = rng.gen_range(0..120);
+        let body: Vec<u8> = (0..len)
+            .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+            .collect();
+        let ct = ["application/json", FORM, "Application/JSON", "text/plain"][rng.gen_range(0..4)];
+        let r = c
+            .http
+            .post(format!("{}{}", c.base, path))
+            .header("content-type", ct)
+            .body(body.clone())
+            .send()
+            .await
+            .expect("an answer");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{path} {body:?}: not JSON ({e}): {text}"));
+        assert!(v["code"].is_i64(), "{path}: {text}");
+        assert_ne!(v["code"], 0, "{path} {body:?} was accepted: {text}");
+        assert_eq!(status, 200, "{path}: {text}");
+    }
+    assert_eq!(c.get("/admin/digest").await.json()["digest"], digest);
+    node.stop().await;
+}

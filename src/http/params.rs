@@ -258,6 +258,69 @@ mod tests {
         assert!(!is_json(Some("text/plain")));
     }
 
+    proptest::proptest! {
+        /// Any bytes in: parsing answers parameters or a -400 naming what
+        /// is wrong, never a panic; what parses reads back without one.
+        #[test]
+        fn any_bytes_parse_or_are_refused(
+            query in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            json in proptest::bool::ANY,
+        ) {
+            let query = String::from_utf8_lossy(&query).to_string();
+            let ct = if json { "application/json" } else { "application/x-www-form-urlencoded" };
+            match Params::parse(Some(&query), Some(ct), &body) {
+                Ok(p) => {
+                    for name in ["zone", "env", "appid", "hostname", "status", "addrs", "metadata"] {
+                        let _ = p.one(name);
+                        let _ = p.list(name);
+                        let _ = p.number::<u32>(name);
+                    }
+                }
+                Err(e) => proptest::prop_assert_eq!(e.code(), -400),
+            }
+        }
+
+        /// Forms built from hostile pieces: whatever parses either
+        /// validates or is refused with -400, never a panic.
+        #[test]
+        fn hostile_forms_validate_or_are_refused(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "zone=sh001", "env=dev", "appid=a", "hostname=h", "status=1", "status=3",
+                    "addrs=http%3A%2F%2Fh%3A1", "addrs=not%20a%20url", "addrs=", "appid=%00",
+                    "appid=%FF", "metadata=%7B%22k%22%3A1%7D", "metadata=%7B", "version=v",
+                    "region=%0D%0A", "hostname=", "&", "=", "%", "%E4%B8",
+                ]),
+                0..14,
+            ),
+        ) {
+            use crate::registry::{parse_metadata, validate, Command, Registration, Rules, Status};
+            let form = pieces.join("&");
+            let Ok(p) = Params::parse(None, None, form.as_bytes()) else { return Ok(()) };
+            let built = (|| -> Result<Command, RegistryError> {
+                Ok(Command::Register {
+                    registration: Registration {
+                        region: p.one("region")?.unwrap_or_default().into(),
+                        zone: p.required("zone")?.into(),
+                        env: p.required("env")?.into(),
+                        appid: p.required("appid")?.into(),
+                        hostname: p.required("hostname")?.into(),
+                        addrs: p.list("addrs").into_iter().map(str::to_string).collect(),
+                        version: p.one("version")?.unwrap_or_default().into(),
+                        metadata: parse_metadata(p.one("metadata")?.unwrap_or_default())?,
+                        status: Status::try_from(p.required_number::<u32>("status")?)?,
+                    },
+                    at: 1,
+                })
+            })();
+            let rules = Rules { max_clock_skew: 0, limits: Default::default() };
+            if let Err(e) = built.and_then(|c| validate(&c, 1, &rules)) {
+                proptest::prop_assert_eq!(e.code(), -400);
+            }
+        }
+    }
+
     #[test]
     fn numbers_name_the_parameter_when_bad() {
         let p = Params::parse(Some("status=up"), None, b"").unwrap();

@@ -390,3 +390,6 @@ pub struct AppSnapshot {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod properties;
