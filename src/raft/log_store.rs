@@ -21,6 +21,40 @@ use super::{NodeId, StorageError, TypeConfig};
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
+/// The records start-up checks read, opened without starting the store's
+/// tasks (so a refused start leaves nothing holding the database).
+pub struct Records {
+    logs: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl Records {
+    pub fn open(db: &sled::Db) -> Result<Self, sled::Error> {
+        Ok(Records {
+            logs: db.open_tree("raft_log")?,
+            meta: db.open_tree("raft_meta")?,
+        })
+    }
+
+    /// Whether the store holds nothing at all: no vote, no entry.
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty() && self.logs.is_empty()
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, String> {
+        let Some(raw) = self.meta.get(key).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&raw)
+            .map(Some)
+            .map_err(|e| format!("record {:?} is corrupt: {e}", String::from_utf8_lossy(key)))
+    }
+
+    /// The index up to which the log was compacted, if it was.
+    pub fn purged_index(&self) -> Result<Option<u64>, String> {
+        Ok(self.read::<LogId<NodeId>>(LAST_PURGED)?.map(|l| l.index))
+    }
+}
 
 /// What the log store has done since the node started; both counts only
 /// grow.

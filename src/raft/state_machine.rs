@@ -20,7 +20,8 @@ use super::{Member, NodeId, ProposalResult, StorageError, TypeConfig};
 use crate::local::LocalRegistry;
 use crate::registry::RegistrySnapshot;
 
-const SNAPSHOT_FILE: &str = "snapshot.json";
+/// The snapshot's file in the data directory.
+pub const SNAPSHOT_FILE: &str = "snapshot.json";
 
 /// The bytes of a snapshot, as stored on disk and sent to peers.
 #[derive(Serialize, Deserialize)]
@@ -51,13 +52,27 @@ impl StateMachine {
         };
         let path = dir.join(SNAPSHOT_FILE);
         if path.exists() {
-            let file: SnapshotFile = serde_json::from_slice(&std::fs::read(&path)?)?;
+            let bytes = std::fs::read(&path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            let file: SnapshotFile = serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is corrupt or truncated ({e}): refusing to start without the \
+                     registry it holds; restore it from a backup, or move the data \
+                     directory away and add this node back as a new one",
+                    path.display()
+                )
+            })?;
             sm.last_applied = file.meta.last_log_id;
             sm.membership = file.meta.last_membership;
             sm.local
                 .restore(file.registry, file.meta.last_log_id.map(|l| l.index));
         }
         Ok(sm)
+    }
+
+    /// The log index the restored snapshot covers.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.last_applied.map(|l| l.index)
     }
 }
 

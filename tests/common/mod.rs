@@ -20,6 +20,20 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A lone node's configuration on free loopback ports, its data in `dir`.
+pub fn single_config(dir: &std::path::Path) -> Config {
+    let port = free_port();
+    let mut config = Config::default();
+    config.node.listen = format!("127.0.0.1:{port}");
+    config.node.peer_listen = format!("127.0.0.1:{}", free_port());
+    config.node.advertise = format!("127.0.0.1:{port}");
+    // One node alone calls no peer.
+    config.tls.insecure_peers = true;
+    config.node.data_dir = dir.to_path_buf();
+    config.node.name = "test1".into();
+    config
+}
+
 /// A single node on its own data directory.
 pub struct TestNode {
     node: Option<Node>,
@@ -55,15 +69,14 @@ impl TestNode {
         https_ca: Option<&str>,
     ) -> TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let mut config = Config::default();
-        config.node.listen = format!("127.0.0.1:{port}");
-        config.node.peer_listen = format!("127.0.0.1:{}", free_port());
-        config.node.advertise = format!("127.0.0.1:{port}");
-        // One node alone calls no peer.
-        config.tls.insecure_peers = true;
-        config.node.data_dir = dir.path().to_path_buf();
-        config.node.name = "test1".into();
+        let mut config = single_config(dir.path());
+        let port = config
+            .node
+            .listen
+            .rsplit_once(':')
+            .expect("a port")
+            .1
+            .to_string();
         config.poll.hold_ms = hold_ms;
         adjust(&mut config);
         let config = config.finish().expect("valid config");
