@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::single_config;
+use common::{single_config, Client};
 use raft_discovery::config::Config;
 use raft_discovery::node::Node;
 
@@ -18,33 +18,19 @@ async fn fill(dir: &Path, n: usize) -> Config {
     config.raft.keep_logs = 0;
     let config = config.finish().unwrap();
     let node = Node::start(config.clone()).await.unwrap();
-    let http = reqwest::Client::new();
-    let base = format!("http://{}", node.addr());
+    let c = Client {
+        base: format!("http://{}", node.addr()),
+        http: reqwest::Client::new(),
+    };
     for _ in 0..200 {
-        let ok = http.get(format!("{base}/admin/status")).send().await.ok();
-        if let Some(r) = ok {
-            let v: serde_json::Value = r.json().await.unwrap();
-            if v["protected"] == false {
-                break;
-            }
+        if c.status().await["protected"] == false {
+            break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     for i in 0..n {
-        let form = format!(
-            "zone=sh001&env=dev&appid=disk.app&hostname=h{i}&status=1&addrs=http%3A%2F%2Fh%3A1"
-        );
-        let v: serde_json::Value = http
-            .post(format!("{base}/discovery/register"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(v["code"], 0, "{v}");
+        let answer = c.register("disk.app", "sh001", &format!("h{i}"), "1").await;
+        assert_eq!(answer.code(), 0, "{}", answer.text);
     }
     node.shutdown().await.unwrap();
     config
