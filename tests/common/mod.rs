@@ -12,12 +12,30 @@ use raft_discovery::node::Node;
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// A port free at the time of asking.
+/// Where test ports are taken from: below the kernel's ephemeral range
+/// (32768 and up), so no outgoing connection's source port, and no port
+/// the kernel hands out for `:0`, can be one a starting node is about to
+/// bind.
+const PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A port free at the time of asking, never the same twice in one test
+/// process: tests start many nodes at once (two ports each), and a port
+/// asked of the kernel, released, and bound a moment later by a spawned
+/// node could meanwhile go to another test's node.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = PORTS.end - PORTS.start;
+    // Test processes run one after another; spread them anyway.
+    let offset = std::process::id() * 97;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < span, "out of test ports");
+        let port = (PORTS.start + (offset + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A lone node's configuration on free loopback ports, its data in `dir`.
