@@ -23,6 +23,9 @@ pub struct PollHub {
 struct Inner {
     by_app: HashMap<AppKey, HashMap<u64, Arc<Notify>>>,
     next_id: u64,
+    /// Watches registered and not yet dropped: every poll asks, so it is
+    /// kept rather than counted.
+    held: usize,
 }
 
 /// One held poll's registration; dropping it unregisters.
@@ -45,6 +48,7 @@ impl PollHub {
         let mut inner = self.inner.lock();
         let id = inner.next_id;
         inner.next_id += 1;
+        inner.held += 1;
         for app in &apps {
             inner
                 .by_app
@@ -82,15 +86,7 @@ impl PollHub {
 
     /// How many polls are held.
     pub fn held(&self) -> usize {
-        let inner = self.inner.lock();
-        let mut ids: Vec<u64> = inner
-            .by_app
-            .values()
-            .flat_map(|w| w.keys().copied())
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids.len()
+        self.inner.lock().held
     }
 }
 
@@ -105,6 +101,7 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         let mut inner = self.hub.inner.lock();
+        inner.held -= 1;
         for app in &self.apps {
             if let Some(watches) = inner.by_app.get_mut(app) {
                 watches.remove(&self.id);

@@ -75,6 +75,14 @@ impl<S> Watched<S> {
             request_started: None,
         }
     }
+
+    /// Notes a write: an answer is going out, so the request was read.
+    fn wrote(&mut self, polled: &Poll<io::Result<usize>>) {
+        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
+            self.request_started = None;
+            self.state.answered();
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -109,10 +117,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.request_started = None;
-            self.state.answered();
-        }
+        self.wrote(&polled);
         polled
     }
 
@@ -130,10 +135,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.request_started = None;
-            self.state.answered();
-        }
+        self.wrote(&polled);
         polled
     }
 
