@@ -29,8 +29,9 @@ use crate::peer::client::PeerClient;
 use crate::peer::network::Network;
 use crate::peer::routes::PeerApi;
 use crate::peer::tls::{self, PeerIdentity, PeerTls};
+use crate::raft::data_dir;
 use crate::raft::log_store::{LogStore, Records};
-use crate::raft::state_machine::{StateMachine, SNAPSHOT_FILE};
+use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
 use crate::registry::{Registry, Schedules};
 use crate::self_discovery::SelfDiscovery;
@@ -41,82 +42,6 @@ const PEER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Connections the peer listener keeps open: peers hold a few each.
 const PEER_CONNECTIONS: usize = 1024;
-
-/// The file that names the node a data directory belongs to. A backup
-/// restored onto another node goes without it.
-const OWNER_FILE: &str = "node_id";
-
-/// Refuses a data directory that is another node's, whose log is gone, or
-/// whose log was compacted past the snapshot it holds: starting over it
-/// would serve an empty or foreign registry as if it were the cluster's.
-/// A directory without an owner is claimed for this node.
-fn check_data_dir(
-    dir: &std::path::Path,
-    id: crate::raft::NodeId,
-    log: &Records,
-    state: &StateMachine,
-) -> anyhow::Result<()> {
-    let sled = dir.join("sled");
-    let marker = dir.join(OWNER_FILE);
-    let recorded = match std::fs::read_to_string(&marker) {
-        Ok(text) => Some(text.trim().parse::<crate::raft::NodeId>().map_err(|_| {
-            anyhow::anyhow!("{} is corrupt: {text:?} is not a node id", marker.display())
-        })?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => anyhow::bail!("reading {}: {e}", marker.display()),
-    };
-    match recorded {
-        Some(owner) if owner != id => anyhow::bail!(
-            "{} says this data directory belongs to node {owner}, and this node is configured \
-             as node {id}: refusing to start (point data_dir at this node's own directory; to \
-             restore another node's backup here, remove that file from the copy)",
-            marker.display()
-        ),
-        Some(_) if log.is_empty() => anyhow::bail!(
-            "{} holds no log, but {} says node {id} kept its log here: the log was lost or \
-             replaced; refusing to start empty over it (restore it, or move the data \
-             directory away and add this node back as a new one)",
-            sled.display(),
-            marker.display()
-        ),
-        Some(_) => {}
-        None => write_durably(&marker, &id.to_string())?,
-    }
-    let purged = log
-        .purged_index()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", sled.display()))?;
-    if let Some(purged) = purged {
-        let covered = state.applied_index();
-        anyhow::ensure!(
-            covered.is_some_and(|i| i >= purged),
-            "{}: the log was compacted up to index {purged}, but {} covers {}: the entries \
-             in between are gone; refusing to start without them (restore the snapshot, \
-             or move the data directory away and add this node back as a new one)",
-            sled.display(),
-            dir.join(SNAPSHOT_FILE).display(),
-            covered.map_or("nothing (missing)".to_string(), |i| format!(
-                "only up to {i}"
-            )),
-        );
-    }
-    Ok(())
-}
-
-/// Writes a small file whole or not at all: a temporary file, fsync,
-/// rename, fsync of the directory.
-fn write_durably(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
 
 /// A started node. Dropping it without `shutdown` leaves its tasks running.
 pub struct Node {
@@ -172,7 +97,7 @@ impl Node {
 
         let local = LocalRegistry::new(Registry::new(Schedules::new(config.schedules.clone())));
         let state_machine = StateMachine::open(&data_dir, local.clone())?;
-        check_data_dir(
+        data_dir::check(
             &data_dir,
             config.node.id,
             &Records::open(&db)?,

@@ -2,11 +2,14 @@
 //!
 //! - [`log_store`]: the openraft log on sled, flushed in groups;
 //! - [`state_machine`]: the registry as the state machine applied from it,
-//!   with snapshots in the data directory.
+//!   with snapshots in the data directory;
+//! - [`data_dir`]: the checks a data directory passes before a node starts
+//!   on it.
 //!
 //! The Raft RPCs between nodes travel over the peer surface
 //! (`crate::peer::network`).
 
+pub mod data_dir;
 pub mod log_store;
 pub mod state_machine;
 

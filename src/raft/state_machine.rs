@@ -5,7 +5,7 @@
 //! log. A snapshot captures the registry at an applied log id; on start the
 //! node loads the last snapshot and openraft replays the log after it.
 
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -76,14 +76,9 @@ impl StateMachine {
     }
 }
 
-/// Writes a snapshot durably: a temporary file, fsync, then rename.
+/// Writes a snapshot durably, whole or not at all.
 fn write_snapshot(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
-    std::fs::File::open(dir)?.sync_all()
+    super::data_dir::write_atomically(&dir.join(SNAPSHOT_FILE), bytes)
 }
 
 async fn persist(dir: PathBuf, bytes: Arc<Vec<u8>>) -> Result<(), StorageError> {

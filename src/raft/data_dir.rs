@@ -1,0 +1,83 @@
+//! What a data directory must be for a node to start on it: this node's
+//! (the `node_id` file), with its log (sled), and a snapshot covering
+//! whatever the log compacted away. A directory that is not is refused,
+//! naming the file, instead of being served from empty or foreign state.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::log_store::Records;
+use super::state_machine::{StateMachine, SNAPSHOT_FILE};
+use super::NodeId;
+
+/// The file that names the node a data directory belongs to. A backup
+/// restored onto another node goes without it.
+const OWNER_FILE: &str = "node_id";
+
+/// Refuses a data directory that is another node's, whose log is gone, or
+/// whose log was compacted past the snapshot it holds: starting over it
+/// would serve an empty or foreign registry as if it were the cluster's.
+/// A directory without an owner is claimed for this node.
+pub fn check(dir: &Path, id: NodeId, log: &Records, state: &StateMachine) -> anyhow::Result<()> {
+    let sled = dir.join("sled");
+    let marker = dir.join(OWNER_FILE);
+    let recorded = match std::fs::read_to_string(&marker) {
+        Ok(text) => Some(text.trim().parse::<NodeId>().map_err(|_| {
+            anyhow::anyhow!("{} is corrupt: {text:?} is not a node id", marker.display())
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => anyhow::bail!("reading {}: {e}", marker.display()),
+    };
+    match recorded {
+        Some(owner) if owner != id => anyhow::bail!(
+            "{} says this data directory belongs to node {owner}, and this node is configured \
+             as node {id}: refusing to start (point data_dir at this node's own directory; to \
+             restore another node's backup here, remove that file from the copy)",
+            marker.display()
+        ),
+        Some(_) if log.is_empty() => anyhow::bail!(
+            "{} holds no log, but {} says node {id} kept its log here: the log was lost or \
+             replaced; refusing to start empty over it (restore it, or move the data \
+             directory away and add this node back as a new one)",
+            sled.display(),
+            marker.display()
+        ),
+        Some(_) => {}
+        None => write_atomically(&marker, id.to_string().as_bytes())
+            .with_context(|| format!("writing {}", marker.display()))?,
+    }
+    let purged = log
+        .purged_index()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", sled.display()))?;
+    if let Some(purged) = purged {
+        let covered = state.applied_index();
+        anyhow::ensure!(
+            covered.is_some_and(|i| i >= purged),
+            "{}: the log was compacted up to index {purged}, but {} covers {}: the entries \
+             in between are gone; refusing to start without them (restore the snapshot, \
+             or move the data directory away and add this node back as a new one)",
+            sled.display(),
+            dir.join(SNAPSHOT_FILE).display(),
+            covered.map_or("nothing (missing)".to_string(), |i| format!(
+                "only up to {i}"
+            )),
+        );
+    }
+    Ok(())
+}
+
+/// Writes a file whole or not at all: a temporary file, fsync, rename,
+/// fsync of the directory. Snapshots are written this way too.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
