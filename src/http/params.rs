@@ -142,12 +142,19 @@ fn is_json(content_type: Option<&str>) -> bool {
 /// Percent-decodes a form component (`+` is a space); `None` when the
 /// bytes are not UTF-8.
 fn decode(raw: &[u8]) -> Option<String> {
-    let spaced: Vec<u8> = raw
-        .iter()
-        .map(|b| if *b == b'+' { b' ' } else { *b })
-        .collect();
-    let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
-    String::from_utf8(bytes).ok()
+    // Every request parses its query: copy only what has to change.
+    let spaced: std::borrow::Cow<[u8]> = if raw.contains(&b'+') {
+        raw.iter()
+            .map(|b| if *b == b'+' { b' ' } else { *b })
+            .collect::<Vec<u8>>()
+            .into()
+    } else {
+        raw.into()
+    };
+    percent_encoding::percent_decode(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
 }
 
 #[axum::async_trait]
