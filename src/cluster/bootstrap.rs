@@ -2,10 +2,15 @@
 //!
 //! A node with any Raft state (an existing data dir) never initialises. A
 //! pristine node initialises only when a majority of the initial members
-//! (itself included) answer and every member that answers is pristine too;
-//! several doing so at once is safe because they all propose the same
-//! membership. A pristine node that finds an initialised peer (it was
-//! wiped, or it is being added) waits for the leader to reach it instead.
+//! (itself included) answer, every member that answers is pristine too,
+//! and it has the lowest id of them. One initialiser, not several: with
+//! openraft 0.9 two nodes initialising at once could both be elected in
+//! term 1 (a higher node id wins a tie in that term), and the second
+//! leader then lacked the entry the first had committed: followers refused
+//! its appends and the cluster never took a write (seen when node 3
+//! started a few milliseconds ahead of node 1). A pristine node that finds
+//! an initialised peer (it was wiped, or it is being added) waits for the
+//! leader to reach it instead.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -64,15 +69,41 @@ async fn should_initialize(
     let asks = initial
         .iter()
         .filter(|(id, _)| *id != me)
-        .map(|(_, member)| async move { link.bootstrap_state(member, within).await.ok() });
-    let answers: Vec<BootstrapState> = futures::future::join_all(asks)
+        .map(|(id, member)| async move {
+            let state = link.bootstrap_state(member, within).await.ok()?;
+            Some((*id, state.initialized))
+        });
+    let answers: Vec<(NodeId, bool)> = futures::future::join_all(asks)
         .await
         .into_iter()
         .flatten()
         .collect();
-    if answers.iter().any(|a| a.initialized) {
-        return false;
+    initializer(me, initial.len(), &answers)
+}
+
+/// Whether `me` forms the cluster, given which other initial members
+/// answered and whether each was initialised: a majority answered, none
+/// is initialised, and no one who answered has a lower id.
+fn initializer(me: NodeId, members: usize, answers: &[(NodeId, bool)]) -> bool {
+    let pristine = answers.iter().all(|(_, initialized)| !initialized);
+    let lowest = answers.iter().all(|(id, _)| me < *id);
+    pristine && lowest && 1 + answers.len() > members / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::initializer;
+
+    #[test]
+    fn only_the_lowest_pristine_member_of_a_majority_initialises() {
+        assert!(initializer(1, 3, &[(2, false), (3, false)]));
+        assert!(!initializer(3, 3, &[(1, false), (2, false)]));
+        assert!(!initializer(2, 3, &[(1, false)]));
+        // Node 1 down: node 2 leads the forming with node 3.
+        assert!(initializer(2, 3, &[(3, false)]));
+        // Alone is no majority.
+        assert!(!initializer(1, 3, &[]));
+        // Someone already formed a cluster: wait to be reached.
+        assert!(!initializer(1, 3, &[(2, true), (3, false)]));
     }
-    let pristine = 1 + answers.len();
-    pristine > initial.len() / 2
 }
