@@ -138,7 +138,7 @@ impl LogStore {
     }
 
     async fn flush(&self) -> Result<(), StorageIOError<NodeId>> {
-        let flushed = self.db.flush_async().await;
+        let flushed = flush(&self.db).await;
         self.counters.flushed();
         flushed.map_err(|e| StorageIOError::write(&e))?;
         Ok(())
@@ -160,6 +160,21 @@ impl LogStore {
     }
 }
 
+/// Makes everything written to `db` so far durable.
+///
+/// sled 0.34's `flush_async` can lose its wake-up when two flushes are
+/// awaited at once (spacejam/sled#1241, #1308), and this store flushes from
+/// two places (grouped appends, votes and truncations): a follower
+/// truncating its log while appends were being flushed hung its Raft for
+/// good. The blocking flush has no such race; it runs on the blocking pool.
+pub async fn flush(db: &sled::Db) -> Result<(), sled::Error> {
+    let db = db.clone();
+    match tokio::task::spawn_blocking(move || db.flush()).await {
+        Ok(flushed) => flushed.map(|_| ()),
+        Err(e) => Err(sled::Error::Io(std::io::Error::other(e))),
+    }
+}
+
 /// Calls every waiting append's callback after one flush that covers it.
 async fn flush_in_groups(
     db: sled::Db,
@@ -168,7 +183,7 @@ async fn flush_in_groups(
 ) {
     let mut group = Vec::new();
     while pending.recv_many(&mut group, 4096).await > 0 {
-        let result = db.flush_async().await.map(|_| ());
+        let result = flush(&db).await;
         counters.flushed();
         for callback in group.drain(..) {
             callback.log_io_completed(
