@@ -204,6 +204,10 @@ pub struct SecurityConfig {
 pub struct StorageConfig {
     /// sled's page cache, in MiB.
     pub cache_mb: u64,
+    /// Free space (MiB) kept on the data directory's file system, on top
+    /// of the last snapshot's size: below it the node refuses writes (and
+    /// appends from the leader) and takes them again once space returns.
+    pub min_free_mb: u64,
 }
 
 impl Default for NodeConfig {
@@ -273,7 +277,10 @@ impl Default for SecurityConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { cache_mb: 16 }
+        StorageConfig {
+            cache_mb: 16,
+            min_free_mb: 128,
+        }
     }
 }
 

@@ -31,6 +31,7 @@ use crate::peer::routes::PeerApi;
 use crate::peer::tls::{self, PeerIdentity, PeerTls};
 use crate::raft::data_dir;
 use crate::raft::log_store::{LogStore, Records};
+use crate::raft::space::SpaceGuard;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
 use crate::registry::{Registry, Schedules};
@@ -96,7 +97,8 @@ impl Node {
             })?;
 
         let local = LocalRegistry::new(Registry::new(Schedules::new(config.schedules.clone())));
-        let state_machine = StateMachine::open(&data_dir, local.clone())?;
+        let space = SpaceGuard::new(&data_dir, config.storage.min_free_mb << 20);
+        let state_machine = StateMachine::open(&data_dir, local.clone(), space.clone())?;
         data_dir::check(
             &data_dir,
             config.node.id,
@@ -140,7 +142,13 @@ impl Node {
         let nodes = SelfDiscovery::new(local.hub().clone());
         let protection = Arc::new(Protection::new());
         let wait_for_leader = Duration::from_millis(config.raft.write_timeout_ms);
-        let writer = Writer::start(raft.clone(), link.clone(), wait_for_leader, config.rules());
+        let writer = Writer::start(
+            raft.clone(),
+            link.clone(),
+            wait_for_leader,
+            config.rules(),
+            space.clone(),
+        );
         let policy = config.eviction_policy();
         let ledger = RenewLedger::new(policy.window);
         let renew_settings = RenewSettings {
@@ -176,6 +184,7 @@ impl Node {
             ledger: ledger.clone(),
             renew: renew_settings,
             rules: config.rules(),
+            space,
         });
         let admin = Admin {
             raft: raft.clone(),
@@ -320,7 +329,7 @@ impl Node {
             .shutdown()
             .await
             .map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
-        self.db.flush_async().await?;
+        crate::raft::log_store::flush(&self.db).await?;
         Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! A full disk: writes are refused with a message naming the cause, reads
 //! keep working, nothing acknowledged is lost, and once there is space
-//! again a restarted node takes writes. It mounts a small tmpfs, which
-//! needs root: CI runs as root; elsewhere it says it was skipped.
+//! again the node takes writes by itself, without a restart. It mounts a
+//! small tmpfs, which needs root: CI runs as root; elsewhere it says it was
+//! skipped.
 
 mod common;
 
@@ -11,40 +12,11 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeSet;
 
-use common::{free_port, hostnames, Client};
+use common::cluster::{Cluster, Hosts, Timings};
+use common::{free_port, hostnames, Client, Tmpfs};
 
 fn host(i: usize) -> String {
     format!("h{i}")
-}
-
-/// A tmpfs of `mb` MiB on `dir`, unmounted when dropped.
-struct Tmpfs<'a>(&'a Path);
-
-impl<'a> Tmpfs<'a> {
-    fn mount(dir: &'a Path, mb: u32) -> Self {
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .expect("mount runs");
-        assert!(ok.success(), "mounting a tmpfs needs root");
-        Tmpfs(dir)
-    }
-
-    fn grow(&self, mb: u32) {
-        let ok = Command::new("mount")
-            .args(["-o", &format!("remount,size={mb}m")])
-            .arg(self.0)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Tmpfs<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0).status();
-    }
 }
 
 struct Node(Child);
@@ -56,9 +28,11 @@ impl Drop for Node {
     }
 }
 
-fn start(data: &Path, port: u16, peer: u16) -> Node {
+fn start(config: &Path, data: &Path, port: u16, peer: u16) -> Node {
     Node(
         Command::new(env!("CARGO_BIN_EXE_discovery"))
+            .arg("--config")
+            .arg(config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--advertise", &format!("127.0.0.1:{port}")])
             .args(["--peer-listen", &format!("127.0.0.1:{peer}")])
@@ -89,79 +63,168 @@ async fn serving(c: &Client) {
     panic!("never served");
 }
 
+/// Registers `hostname` with about 4 KB of metadata.
+async fn register_big(c: &Client, hostname: &str) -> common::Answer {
+    let big = format!(r#"{{"k":"{}"}}"#, "x".repeat(4000));
+    c.post(
+        "/discovery/register",
+        &[
+            ("zone", "sh001"),
+            ("env", "dev"),
+            ("appid", "full.app"),
+            ("hostname", hostname),
+            ("status", "1"),
+            ("addrs", "http://10.0.0.1:80"),
+            ("metadata", &big),
+        ],
+    )
+    .await
+}
+
 #[tokio::test]
-async fn a_full_disk_refuses_writes_keeps_reads_and_loses_nothing_acknowledged() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+async fn a_full_disk_refuses_writes_keeps_reads_and_takes_writes_again_when_space_returns() {
+    if !root() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let disk = Tmpfs::mount(dir.path(), 3);
-    let data = dir.path().join("data");
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "[storage]\nmin_free_mb = 1\n").unwrap();
+    let mount = dir.path().join("disk");
+    std::fs::create_dir(&mount).unwrap();
+    let disk = Tmpfs::mount(&mount, 4);
+    let data = mount.join("data");
     let (port, peer) = (free_port(), free_port());
     let c = Client {
         base: format!("http://127.0.0.1:{port}"),
         http: reqwest::Client::new(),
     };
-    let node = start(&data, port, peer);
+    let node = start(&config, &data, port, peer);
     serving(&c).await;
 
-    let big = format!(r#"{{"k":"{}"}}"#, "x".repeat(4000));
     let mut acknowledged = 0;
     let refusal = loop {
-        let a = c
-            .post(
-                "/discovery/register",
-                &[
-                    ("zone", "sh001"),
-                    ("env", "dev"),
-                    ("appid", "full.app"),
-                    ("hostname", &host(acknowledged)),
-                    ("status", "1"),
-                    ("addrs", "http://10.0.0.1:80"),
-                    ("metadata", &big),
-                ],
-            )
-            .await;
+        let a = register_big(&c, &host(acknowledged)).await;
         if a.code() != 0 {
             break a;
         }
         acknowledged += 1;
-        assert!(acknowledged < 5000, "3 MiB never filled");
+        assert!(acknowledged < 5000, "4 MiB never filled");
     };
     assert!(acknowledged > 10, "only {acknowledged} fitted");
+    assert_eq!(refusal.code(), -503, "{}", refusal.text);
     let message = refusal.json()["message"].as_str().unwrap().to_string();
-    assert!(
-        refusal.code() == -500 || refusal.code() == -503,
-        "{}",
-        refusal.text
-    );
-    assert!(message.contains("No space left on device"), "{message}");
+    assert!(message.starts_with("disk full: "), "{message}");
+    assert!(message.contains("MiB free in"), "{message}");
 
-    // Reads go on, with everything acknowledged.
-    assert_eq!(
-        hostnames(&c, "full.app").await,
-        (0..acknowledged).map(host).collect()
-    );
-    let again = c.register("full.app", "sh001", "more", "1").await;
-    assert_ne!(again.code(), 0, "a write went through on a full disk");
-
-    // Space again; a restarted node has every acknowledged write and takes
-    // new ones.
-    drop(node);
-    disk.grow(32);
-    let _node = start(&data, port, peer);
-    serving(&c).await;
-    // Every acknowledged write is there. The write that met the full disk
-    // was refused, not acknowledged: its entry may have reached the disk
-    // all the same and apply now, as a write that timed out may.
-    let after = hostnames(&c, "full.app").await;
+    // Reads go on, with everything acknowledged and nothing else.
     let acked: BTreeSet<String> = (0..acknowledged).map(host).collect();
-    let at_most: BTreeSet<String> = (0..=acknowledged).map(host).collect();
+    assert_eq!(hostnames(&c, "full.app").await, acked);
+    let again = c.register("full.app", "sh001", "more", "1").await;
+    assert_eq!(again.code(), -503, "a write went through on a full disk");
+
+    // Space again: the same node takes writes by itself.
+    disk.grow(32);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = register_big(&c, "after").await;
+        if a.code() == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes never resumed: {}",
+            a.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut expected = acked.clone();
+    expected.insert("after".into());
+    assert_eq!(hostnames(&c, "full.app").await, expected);
+
+    // And a restart finds every acknowledged write on disk.
+    drop(node);
+    let _node = start(&config, &data, port, peer);
+    serving(&c).await;
+    assert_eq!(hostnames(&c, "full.app").await, expected);
+}
+
+/// Whether this process may mount file systems.
+fn root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+    }
+    root
+}
+
+#[tokio::test]
+async fn a_follower_short_of_space_lags_without_failing_and_catches_up_when_space_returns() {
+    if !root() {
+        return;
+    }
+    let mut disk = None;
+    let timings = Timings {
+        lifecycle: "[storage]\nmin_free_mb = 1\n".into(),
+        ..Timings::default()
+    };
+    let mut cluster = Cluster::start_prepared(3, timings, Hosts::default(), |c| {
+        let data = c.data_dir_of(3);
+        std::fs::create_dir_all(&data).unwrap();
+        disk = Some(Tmpfs::mount(&data, 4));
+    })
+    .await;
+    let disk = disk.unwrap();
+    // The node on the small disk must follow: if it leads, it restarts
+    // (its log kept) and another takes over.
+    while cluster.leader().await == 2 {
+        cluster.kill(2);
+        cluster.spawn(2);
+        cluster.wait_serving(2).await;
+    }
+    let leader = cluster.leader().await;
+    let writes = cluster.client(leader);
+    // About 4 MiB of registers: all acknowledged by the other two.
+    for i in 0..1000 {
+        let a = register_big(&writes, &host(i)).await;
+        assert_eq!(a.code(), 0, "register {i}: {}", a.text);
+    }
+    let short = cluster.client(2);
+    let refused = short.register("full.app", "sh001", "via-full", "1").await;
+    assert_eq!(refused.code(), -503, "{}", refused.text);
+    assert!(refused.text.contains("disk full"), "{}", refused.text);
+    // It lags, and still answers reads.
+    let status = cluster.status(2).await.expect("the full node answers");
+    let lead = cluster.status(leader).await.unwrap();
     assert!(
-        acked.is_subset(&after) && after.is_subset(&at_most),
-        "acknowledged {acknowledged}, after the restart {after:?}"
+        status["applied_index"].as_u64() < lead["applied_index"].as_u64(),
+        "{status} {lead}"
     );
-    assert_eq!(c.register("full.app", "sh001", "more", "1").await.code(), 0);
+    assert!(!hostnames(&short, "full.app").await.contains(&host(999)));
+
+    disk.grow(64);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut digests = Vec::new();
+        for i in 0..3 {
+            digests.push(cluster.client(i).get("/admin/digest").await.json());
+        }
+        let same = |d: &&serde_json::Value| {
+            d["digest"] == digests[0]["digest"] && d["applied_index"] == digests[0]["applied_index"]
+        };
+        if digests.iter().all(|d| same(&d)) {
+            assert_eq!(digests[0]["instances"].as_u64(), Some(1000));
+            break;
+        }
+        assert!(Instant::now() < deadline, "never caught up: {digests:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        short
+            .register("full.app", "sh001", "via-full", "1")
+            .await
+            .code(),
+        0
+    );
+    cluster.kill(2);
 }

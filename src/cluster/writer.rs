@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::link::{Link, LinkError};
 use crate::clock::now;
+use crate::raft::space::SpaceGuard;
 use crate::raft::{Member, NodeId, Proposal, ProposalResult, Raft};
 use crate::registry::{validate, Command, Outcome, RegistryError, Rules};
 
@@ -52,6 +53,10 @@ pub enum WriteError {
     /// the bounded wait: another node may already show it, this one not yet.
     #[error("no quorum: committed at index {0} but not yet applied on this node")]
     NotAppliedHere(u64),
+    /// This node's disk, or the leader's, is below its free-space reserve:
+    /// nothing was proposed; writes resume once space returns.
+    #[error("{0}")]
+    DiskFull(String),
 }
 
 /// A proposal the leader committed and applied: its outcomes and the log
@@ -73,12 +78,19 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the batching task; it ends when every `Writer` is dropped.
-    pub fn start(raft: Raft, link: Link, wait_for_leader: Duration, rules: Rules) -> Self {
+    pub fn start(
+        raft: Raft,
+        link: Link,
+        wait_for_leader: Duration,
+        rules: Rules,
+        space: SpaceGuard,
+    ) -> Self {
         let (queue, commands) = mpsc::unbounded_channel();
         let proposer = Arc::new(Proposer {
             raft,
             link,
             wait_for_leader,
+            space,
         });
         tokio::spawn(gather(commands, proposer));
         Writer { queue, rules }
@@ -134,11 +146,17 @@ struct Proposer {
     raft: Raft,
     link: Link,
     wait_for_leader: Duration,
+    /// Every node appends every entry: one whose disk is short of room
+    /// refuses here, before proposing, so its client tries another node.
+    space: SpaceGuard,
 }
 
 impl Proposer {
     /// Proposes the batch, then waits until this node has applied it.
     async fn propose(&self, proposal: Proposal) -> Result<ProposalResult, WriteError> {
+        self.space
+            .check()
+            .map_err(|e| WriteError::DiskFull(e.to_string()))?;
         let deadline = Instant::now() + self.wait_for_leader;
         let committed = self.commit(proposal, deadline).await?;
         // The leader answers once it applied the entry; a follower may not
@@ -229,6 +247,9 @@ impl Proposer {
             Ok(Err(ForwardError::NotLeader)) | Err(LinkError::NotSent(_)) => Forwarded::NotSent,
             Ok(Err(ForwardError::Invalid(e))) => Forwarded::Done(Err(WriteError::Invalid(e))),
             Ok(Err(ForwardError::Failed(e))) => Forwarded::Done(Err(WriteError::Unavailable(e))),
+            Ok(Err(ForwardError::DiskFull(e))) => {
+                Forwarded::Done(Err(WriteError::DiskFull(format!("leader {leader}: {e}"))))
+            }
             Err(LinkError::TimedOut) => {
                 Forwarded::Done(Err(WriteError::NoQuorum(self.wait_for_leader)))
             }
@@ -268,6 +289,9 @@ pub enum ForwardError {
     Invalid(RegistryError),
     /// Proposed, or tried to, and failed.
     Failed(String),
+    /// The leader's disk is below its free-space reserve: nothing was
+    /// proposed.
+    DiskFull(String),
 }
 
 /// The leader's side of a forwarded proposal: checks every command with the
@@ -276,12 +300,16 @@ pub enum ForwardError {
 pub async fn accept_forwarded(
     raft: &Raft,
     rules: &Rules,
+    space: &SpaceGuard,
     proposal: Proposal,
 ) -> Result<Committed, ForwardError> {
     let at = now();
     for command in &proposal.commands {
         validate(command, at, rules).map_err(ForwardError::Invalid)?;
     }
+    space
+        .check()
+        .map_err(|e| ForwardError::DiskFull(e.to_string()))?;
     match raft.client_write(proposal).await {
         Ok(response) => Ok(Committed {
             result: response.data,

@@ -86,9 +86,10 @@ async fn write(api: &Api, command: Command) -> Result<Outcome, Response> {
 
 fn write_refused(e: &WriteError) -> Response {
     match e {
-        WriteError::NoQuorum(_) | WriteError::LeaderReplaced(_) | WriteError::NotAppliedHere(_) => {
-            reply::answer(-503, &e.to_string(), None)
-        }
+        WriteError::NoQuorum(_)
+        | WriteError::LeaderReplaced(_)
+        | WriteError::NotAppliedHere(_)
+        | WriteError::DiskFull(_) => reply::answer(-503, &e.to_string(), None),
         WriteError::Unavailable(_) => reply::answer(-500, &e.to_string(), None),
         WriteError::Invalid(e) => reply::error(e),
     }

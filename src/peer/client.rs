@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -88,8 +89,15 @@ async fn exchange<Resp: DeserializeOwned>(
     within: Duration,
 ) -> Result<Resp, LinkError> {
     let response = request.timeout(within).send().await.map_err(link_error)?;
-    if !response.status().is_success() {
-        return Err(LinkError::Failed(format!("HTTP {}", response.status())));
+    let status = response.status();
+    if status == StatusCode::INSUFFICIENT_STORAGE {
+        // The peer took nothing (its disk is short of room): safe to send
+        // again later, as if it had not been reached.
+        let why = response.text().await.unwrap_or_default();
+        return Err(LinkError::NotSent(format!("HTTP {status}: {why}")));
+    }
+    if !status.is_success() {
+        return Err(LinkError::Failed(format!("HTTP {status}")));
     }
     response.json().await.map_err(link_error)
 }

@@ -24,6 +24,7 @@ use crate::cluster::membership::{self, Change, Changed};
 use crate::cluster::renewer::{self, ForwardedRenews, RenewLedger, RenewSettings};
 use crate::cluster::writer::{self, Committed, ForwardError};
 use crate::local::LocalRegistry;
+use crate::raft::space::SpaceGuard;
 use crate::raft::{NodeId, Proposal, Raft, TypeConfig};
 use crate::registry::{InstanceKey, Rules};
 
@@ -35,13 +36,24 @@ pub struct PeerApi {
     pub renew: RenewSettings,
     /// What every proposed command is checked against.
     pub rules: Rules,
+    /// The free-space reserve of this node's data directory.
+    pub space: SpaceGuard,
 }
 
+/// Entries from the leader. Short of disk room, this node takes
+/// heartbeats only and answers `507` for entries, which the leader treats
+/// as unreachable: it backs off and sends them again, so this node lags
+/// instead of failing its store, and catches up once space returns.
 pub async fn append(
     State(peers): State<Arc<PeerApi>>,
     Json(req): Json<AppendEntriesRequest<TypeConfig>>,
-) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
-    Json(peers.raft.append_entries(req).await)
+) -> Result<Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>>, (StatusCode, String)> {
+    if !req.entries.is_empty() {
+        if let Err(full) = peers.space.check() {
+            return Err((StatusCode::INSUFFICIENT_STORAGE, full.to_string()));
+        }
+    }
+    Ok(Json(peers.raft.append_entries(req).await))
 }
 
 pub async fn vote(
@@ -80,7 +92,7 @@ pub async fn propose(
     State(peers): State<Arc<PeerApi>>,
     Json(proposal): Json<Proposal>,
 ) -> Json<Result<Committed, ForwardError>> {
-    Json(writer::accept_forwarded(&peers.raft, &peers.rules, proposal).await)
+    Json(writer::accept_forwarded(&peers.raft, &peers.rules, &peers.space, proposal).await)
 }
 
 pub async fn membership(

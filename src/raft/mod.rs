@@ -4,13 +4,15 @@
 //! - [`state_machine`]: the registry as the state machine applied from it,
 //!   with snapshots in the data directory;
 //! - [`data_dir`]: the checks a data directory passes before a node starts
-//!   on it.
+//!   on it;
+//! - [`space`]: the free-space reserve below which the log stops growing.
 //!
 //! The Raft RPCs between nodes travel over the peer surface
 //! (`crate::peer::network`).
 
 pub mod data_dir;
 pub mod log_store;
+pub mod space;
 pub mod state_machine;
 
 use std::fmt;

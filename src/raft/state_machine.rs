@@ -16,6 +16,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::space::SpaceGuard;
 use super::{Member, NodeId, ProposalResult, StorageError, TypeConfig};
 use crate::local::LocalRegistry;
 use crate::registry::RegistrySnapshot;
@@ -37,18 +38,21 @@ pub struct StateMachine {
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, Member>,
     built: u64,
+    /// Told each snapshot's size: the next one needs as much room.
+    space: SpaceGuard,
 }
 
 impl StateMachine {
     /// Opens the state machine over `local`, restoring the last snapshot
     /// found in `dir`.
-    pub fn open(dir: &Path, local: Arc<LocalRegistry>) -> anyhow::Result<Self> {
+    pub fn open(dir: &Path, local: Arc<LocalRegistry>, space: SpaceGuard) -> anyhow::Result<Self> {
         let mut sm = StateMachine {
             local,
             dir: dir.to_path_buf(),
             last_applied: None,
             membership: StoredMembership::default(),
             built: 0,
+            space,
         };
         let path = dir.join(SNAPSHOT_FILE);
         if path.exists() {
@@ -62,6 +66,7 @@ impl StateMachine {
                     path.display()
                 )
             })?;
+            sm.space.snapshot_written(bytes.len() as u64);
             sm.last_applied = file.meta.last_log_id;
             sm.membership = file.meta.last_membership;
             sm.local
@@ -92,6 +97,7 @@ async fn persist(dir: PathBuf, bytes: Arc<Vec<u8>>) -> Result<(), StorageError> 
 /// Builds one snapshot from a copy of the registry taken when openraft asked.
 pub struct Builder {
     dir: PathBuf,
+    space: SpaceGuard,
     meta: SnapshotMeta<NodeId, Member>,
     registry: Option<RegistrySnapshot>,
 }
@@ -108,6 +114,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         let bytes = Arc::new(bytes);
         persist(self.dir.clone(), bytes.clone()).await?;
+        self.space.snapshot_written(bytes.len() as u64);
         tracing::info!(
             last_log_id = ?self.meta.last_log_id,
             size = bytes.len(),
@@ -168,6 +175,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         Builder {
             dir: self.dir.clone(),
+            space: self.space.clone(),
             meta,
             registry: Some(self.local.read().to_snapshot()),
         }
@@ -187,7 +195,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let bytes = snapshot.into_inner();
         let file: SnapshotFile = serde_json::from_slice(&bytes)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let size = bytes.len() as u64;
         persist(self.dir.clone(), Arc::new(bytes)).await?;
+        self.space.snapshot_written(size);
         self.local
             .restore(file.registry, meta.last_log_id.map(|l| l.index));
         self.last_applied = meta.last_log_id;

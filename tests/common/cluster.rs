@@ -116,6 +116,18 @@ impl Cluster {
 
     /// Starts `n` nodes whose peers and clients know them by `hosts`.
     pub async fn start_with_hosts(n: u64, timings: Timings, hosts: Hosts) -> Cluster {
+        Self::start_prepared(n, timings, hosts, |_| {}).await
+    }
+
+    /// Starts `n` nodes after `prepare` has seen the cluster, configured
+    /// but not yet running (to mount a file system on a data directory,
+    /// say).
+    pub async fn start_prepared(
+        n: u64,
+        timings: Timings,
+        hosts: Hosts,
+        prepare: impl FnOnce(&Cluster),
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = Pki::new(&dir.path().join("certs"));
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
@@ -145,6 +157,7 @@ impl Cluster {
             let slot = cluster.slot(id, *port, *peer_port, &members);
             cluster.slots.push(slot);
         }
+        prepare(&cluster);
         for i in 0..cluster.slots.len() {
             cluster.spawn(i);
         }
@@ -194,7 +207,7 @@ hold_ms = {hold}
 "#,
             api = self.hosts.api_host,
             raft = self.hosts.raft_host,
-            data = self.dir.path().join(format!("node{id}")).display(),
+            data = self.data_dir_of(id).display(),
             ca = self.pki.ca_path().display(),
             cert = cert.display(),
             key = key.display(),
@@ -214,6 +227,11 @@ hold_ms = {hold}
             log: self.dir.path().join(format!("node{id}.log")),
             process: None,
         }
+    }
+
+    /// The data directory of the node with this id.
+    pub fn data_dir_of(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}"))
     }
 
     /// Adds a node that joins the running cluster (not yet a member).

@@ -277,3 +277,38 @@ impl Client {
         self.get("/admin/status").await.json()
     }
 }
+
+/// A tmpfs of a few MiB mounted on a directory (root only), unmounted when
+/// dropped.
+pub struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &std::path::Path, mb: u32) -> Self {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount runs");
+        assert!(ok.success(), "mounting a tmpfs needs root");
+        Tmpfs(dir.to_path_buf())
+    }
+
+    /// Gives the file system `mb` MiB in all, keeping what it holds.
+    pub fn grow(&self, mb: u32) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={mb}m")])
+            .arg(&self.0)
+            .status()
+            .expect("mount runs");
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
