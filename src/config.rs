@@ -9,6 +9,13 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::raft::{Member, NodeId};
+
+/// What hyper itself lets through before answering a bare 414 / 431:
+/// targets up to 65,534 bytes, heads up to its read buffer (8 KiB + 100 x
+/// 4 KiB). The configured bounds must sit below, to answer with the
+/// envelope.
+const HYPER_MAX_URI: usize = 65_534;
+const HYPER_MAX_HEAD: usize = (8 << 10) + 100 * (4 << 10);
 use crate::registry::eviction::Policy;
 use crate::registry::{Limits, Rules, Schedule};
 
@@ -162,6 +169,10 @@ pub struct ConnectionsConfig {
     pub idle_timeout_ms: u64,
     /// The largest request body on the client port (413 past it).
     pub max_body_bytes: usize,
+    /// The longest request target, path and query (414 past it).
+    pub max_uri_bytes: usize,
+    /// The largest header block (431 past it).
+    pub max_header_bytes: usize,
     /// Client connections open at once. Past it the longest-idle one is
     /// closed to make room; with none idle, `-503` overloaded.
     pub max_connections: usize,
@@ -178,6 +189,8 @@ impl Default for ConnectionsConfig {
             read_timeout_ms: 10_000,
             idle_timeout_ms: 90_000,
             max_body_bytes: 1 << 20,
+            max_uri_bytes: 16 << 10,
+            max_header_bytes: 32 << 10,
             max_connections: 16_000,
             max_held_polls: 15_000,
             reserved_fds: 512,
@@ -469,6 +482,13 @@ impl Config {
                 && c.max_connections > 0
                 && c.max_held_polls > 0,
             "connections.* must be above 0"
+        );
+        anyhow::ensure!(
+            (1..HYPER_MAX_URI).contains(&c.max_uri_bytes)
+                && (1..HYPER_MAX_HEAD).contains(&c.max_header_bytes),
+            "connections.max_uri_bytes must be below {HYPER_MAX_URI} and \
+             connections.max_header_bytes below {HYPER_MAX_HEAD}: past those the HTTP \
+             layer refuses on its own, without the JSON envelope"
         );
         anyhow::ensure!(self.renew.batch_ms > 0, "renew.batch_ms must be above 0");
         let e = &self.eviction;

@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::http::access::Access;
 use crate::http::admin::Admin;
 use crate::http::discovery::Api;
+use crate::http::head::HeadLimits;
 use crate::local::LocalRegistry;
 use crate::peer::client::PeerClient;
 use crate::peer::network::Network;
@@ -185,6 +186,8 @@ impl Node {
             renew: renew_settings,
             rules: config.rules(),
             space,
+            data_dir: data_dir.clone(),
+            receiving_snapshot: tokio::sync::Mutex::new(()),
         });
         let admin = Admin {
             raft: raft.clone(),
@@ -223,7 +226,16 @@ impl Node {
         tasks.spawn(serve(
             Listener {
                 tcp: listener,
-                router: crate::http::router(api, admin, access, c.max_body_bytes),
+                router: crate::http::router(
+                    api,
+                    admin,
+                    access,
+                    c.max_body_bytes,
+                    HeadLimits {
+                        uri_bytes: c.max_uri_bytes,
+                        header_bytes: c.max_header_bytes,
+                    },
+                ),
                 tls: client_tls,
                 name: "client",
                 bounds: Bounds {

@@ -214,3 +214,47 @@ async fn a_body_over_the_limit_gets_413_in_the_envelope() {
     assert_eq!(body["code"], -413, "{body}");
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_long_target_gets_414_and_long_headers_431_in_the_envelope() {
+    let node = node(|_| {}).await;
+    let http = &node.client().http;
+    // A fetchs naming more apps than 16 KiB of target holds.
+    let appids = "&appid=some.long.application.name".repeat(600);
+    let long = http
+        .get(format!(
+            "{}/discovery/fetchs?env=dev&status=1{appids}",
+            node.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(long.status(), 414);
+    let body: serde_json::Value = long.json().await.unwrap();
+    assert_eq!(body["code"], -414, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("max_uri_bytes"),
+        "{body}"
+    );
+
+    let mut heavy = http.get(format!("{}/discovery/nodes", node.base));
+    for i in 0..40 {
+        heavy = heavy.header(format!("x-filler-{i}"), "f".repeat(1000));
+    }
+    let heavy = heavy.send().await.unwrap();
+    assert_eq!(heavy.status(), 431);
+    let body: serde_json::Value = heavy.json().await.unwrap();
+    assert_eq!(body["code"], -431, "{body}");
+
+    // Within the bounds, the same requests are served.
+    let fine = http
+        .get(format!(
+            "{}/discovery/fetchs?env=dev&status=1&appid=infra.discovery",
+            node.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fine.status(), 200);
+    node.stop().await;
+}

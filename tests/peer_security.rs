@@ -283,3 +283,85 @@ async fn the_leader_refuses_forged_commands_from_an_authenticated_peer() {
         .unwrap();
     assert!(answer.is_ok(), "{answer:?}");
 }
+
+/// A process's peak resident memory (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb << 10
+}
+
+#[tokio::test]
+async fn peer_bodies_are_bounded_and_a_snapshot_streams_to_disk() {
+    let cluster = Cluster::start(3, Timings::default()).await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let member = cluster.pki.issue("peer9");
+    let member = Issued {
+        cert: std::fs::read_to_string(member.0).unwrap(),
+        key: std::fs::read_to_string(member.1).unwrap(),
+    };
+    let peer = tls_client(&cluster.pki.ca_path(), Some(&member));
+    let base = format!("https://{}", cluster.peer_addr(follower));
+
+    // A vote is a few hundred bytes: 2 MiB is refused unread.
+    let vote = peer
+        .post(format!("{base}{}", paths::VOTE))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vote.status(), 413);
+
+    // A 256 MiB snapshot passes through the follower without being held
+    // in memory: its peak resident size grows by far less than that. The
+    // header carries a stale vote, so the follower refuses to install it
+    // once it has arrived.
+    let pid = cluster.pid(follower);
+    let before = peak_rss(pid);
+    let header = br#"{"vote":{"leader_id":{"term":0,"node_id":0},"committed":false},"meta":{"last_log_id":null,"last_membership":{"log_id":null,"membership":{"configs":[],"nodes":{}}},"snapshot_id":"junk"}}"#;
+    let mut head = (header.len() as u64).to_be_bytes().to_vec();
+    head.extend_from_slice(header);
+    let chunk = bytes::Bytes::from(vec![b'x'; 1 << 20]);
+    let body = futures::stream::iter(
+        std::iter::once(bytes::Bytes::from(head))
+            .chain(std::iter::repeat_n(chunk, 256))
+            .map(Ok::<_, std::io::Error>),
+    );
+    // A client of its own: the refused vote's connection is closed.
+    let sent = tls_client(&cluster.pki.ca_path(), Some(&member))
+        .post(format!("{base}{}", paths::FULL_SNAPSHOT))
+        .timeout(Duration::from_secs(60))
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    let answer = sent.text().await.unwrap();
+    let grown = peak_rss(pid).saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "peak memory grew by {} MiB receiving 256 MiB ({answer})",
+        grown >> 20
+    );
+    let log = cluster.log(follower);
+    assert!(
+        log.contains("snapshot received") && log.contains(&(256u64 << 20).to_string()),
+        "the whole body did not reach the disk:\n{log}"
+    );
+    assert!(answer.contains("\"Ok\""), "{answer}");
+    let dir = cluster.data_dir_of(cluster.slots[follower].id);
+    assert!(
+        !dir.join("snapshot.incoming").exists(),
+        "a refused snapshot was kept"
+    );
+    // The follower still follows, and the cluster still writes.
+    let c = cluster.client(follower);
+    assert_eq!(
+        c.register("after.snapshot", "sh001", "h1", "1")
+            .await
+            .code(),
+        0
+    );
+}

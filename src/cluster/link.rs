@@ -26,6 +26,10 @@ pub enum LinkError {
     /// Sent, and the exchange failed (connection lost, bad answer).
     #[error("{0}")]
     Failed(String),
+    /// The peer refused the request as too large to read (413): nothing
+    /// was done; a smaller one may pass.
+    #[error("request too large for the peer")]
+    TooLarge,
 }
 
 /// The calls one node makes on another.

@@ -253,6 +253,9 @@ impl Proposer {
             Err(LinkError::TimedOut) => {
                 Forwarded::Done(Err(WriteError::NoQuorum(self.wait_for_leader)))
             }
+            Err(LinkError::TooLarge) => Forwarded::Done(Err(WriteError::Unavailable(format!(
+                "leader {leader} refused the proposal as too large"
+            )))),
             Err(LinkError::Failed(e)) => Forwarded::Done(Err(WriteError::Unavailable(format!(
                 "leader {leader} did not answer: {e}"
             )))),

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod admin;
 pub mod discovery;
+pub mod head;
 pub mod params;
 pub mod reply;
 
@@ -19,6 +20,7 @@ use axum::Router;
 use access::Access;
 use admin::Admin;
 use discovery::Api;
+use head::HeadLimits;
 
 /// Where operators post membership changes.
 pub const MEMBERSHIP_PATH: &str = "/admin/membership";
@@ -35,8 +37,15 @@ pub fn overloaded() -> Router {
     Router::new().fallback(|| async { reply::overloaded("too many connections") })
 }
 
-/// Every route of the client listener; request bodies up to `max_body`.
-pub fn router(api: Arc<Api>, admin: Admin, access: Arc<Access>, max_body: usize) -> Router {
+/// Every route of the client listener; request bodies up to `max_body`,
+/// heads within `head`.
+pub fn router(
+    api: Arc<Api>,
+    admin: Admin,
+    access: Arc<Access>,
+    max_body: usize,
+    head: HeadLimits,
+) -> Router {
     let writes = Router::new()
         .route("/discovery/register", only(post(discovery::register)))
         .route("/discovery/renew", only(post(discovery::renew)))
@@ -66,4 +75,5 @@ pub fn router(api: Arc<Api>, admin: Admin, access: Arc<Access>, max_body: usize)
         .merge(status)
         .fallback(|| async { reply::not_found() })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(from_fn_with_state(head, head::check))
 }

@@ -81,6 +81,11 @@ pub fn too_large() -> Response {
     )
 }
 
+/// A request target or header block over the limits (414 / 431).
+pub fn head_too_large(status: StatusCode, code: i32, message: &str) -> Response {
+    refused(status, code, message)
+}
+
 /// An admin change without the right token: HTTP 401, nothing changed.
 pub fn unauthorized(reason: &str) -> Response {
     refused(StatusCode::UNAUTHORIZED, -401, reason)

@@ -96,6 +96,9 @@ async fn exchange<Resp: DeserializeOwned>(
         let why = response.text().await.unwrap_or_default();
         return Err(LinkError::NotSent(format!("HTTP {status}: {why}")));
     }
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return Err(LinkError::TooLarge);
+    }
     if !status.is_success() {
         return Err(LinkError::Failed(format!("HTTP {status}")));
     }

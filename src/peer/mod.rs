@@ -61,27 +61,40 @@ pub mod paths {
     ];
 }
 
-/// Peers send log entries and snapshot chunks; allow them room.
-const BODY_LIMIT: usize = 512 << 20;
+/// Bodies that carry log entries (appends, proposals, renew batches): a
+/// request holds at most `max_payload_entries` entries, and a sender whose
+/// request is refused as too large (413) sends fewer entries at once.
+/// Whole snapshots are not held in memory at all: they stream to disk.
+pub const ENTRIES_LIMIT: usize = 256 << 20;
+
+/// Bodies of votes and membership changes: a few hundred bytes each.
+const SMALL_LIMIT: usize = 1 << 20;
 
 /// What a connection past the peer listener's cap gets.
 pub fn overloaded() -> Router {
     Router::new().fallback(|| async { axum::http::StatusCode::SERVICE_UNAVAILABLE })
 }
 
+fn entries() -> DefaultBodyLimit {
+    DefaultBodyLimit::max(ENTRIES_LIMIT)
+}
+
+fn small() -> DefaultBodyLimit {
+    DefaultBodyLimit::max(SMALL_LIMIT)
+}
+
 /// Every route of the peer listener; anything else is 404.
 pub fn router(peers: Arc<PeerApi>) -> Router {
     Router::new()
-        .route(paths::APPEND, post(routes::append))
-        .route(paths::VOTE, post(routes::vote))
-        .route(paths::SNAPSHOT, post(routes::snapshot))
+        .route(paths::APPEND, post(routes::append).layer(entries()))
+        .route(paths::VOTE, post(routes::vote).layer(small()))
+        .route(paths::SNAPSHOT, post(routes::snapshot).layer(entries()))
         .route(paths::FULL_SNAPSHOT, post(routes::full_snapshot))
-        .route(paths::PROPOSE, post(routes::propose))
-        .route(paths::RENEW, post(routes::renew))
-        .route(paths::MEMBERSHIP, post(routes::membership))
+        .route(paths::PROPOSE, post(routes::propose).layer(entries()))
+        .route(paths::RENEW, post(routes::renew).layer(entries()))
+        .route(paths::MEMBERSHIP, post(routes::membership).layer(small()))
         .route(paths::BOOTSTRAP, get(routes::bootstrap_state))
         .route(paths::READ_INDEX, get(routes::read_index))
         .route(paths::HEALTH, get(|| async { "ok" }))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(peers)
 }

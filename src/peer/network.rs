@@ -2,10 +2,16 @@
 //! listener, on the node's one pooled [`PeerClient`].
 
 use std::future::Future;
+use std::io::SeekFrom;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::AsyncSeekExt;
+use tokio_util::io::ReaderStream;
 
 use openraft::error::{
-    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
-    StreamingError, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    ReplicationClosed, StreamingError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -64,21 +70,39 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let result: Result<Resp, E> = self
-            .client
+        let result = self.exchange(path, req, option).await.map_err(rpc_error)?;
+        result.map_err(|e| self.remote(e))
+    }
+
+    async fn exchange<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Result<Resp, E>, LinkError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: DeserializeOwned,
+    {
+        self.client
             .post(&self.member, path, req, option.hard_ttl())
             .await
-            .map_err(|e| match e {
-                LinkError::NotSent(_) => RPCError::Unreachable(Unreachable::new(&e)),
-                _ => RPCError::Network(NetworkError::new(&e)),
-            })?;
-        result.map_err(|e| {
-            RPCError::RemoteError(RemoteError::new_with_node(
-                self.target,
-                self.member.clone(),
-                e,
-            ))
-        })
+    }
+
+    fn remote<E: std::error::Error>(&self, e: E) -> RPCError<NodeId, Member, E> {
+        RPCError::RemoteError(RemoteError::new_with_node(
+            self.target,
+            self.member.clone(),
+            e,
+        ))
+    }
+}
+
+fn rpc_error<E: std::error::Error>(e: LinkError) -> RPCError<NodeId, Member, E> {
+    match e {
+        LinkError::NotSent(_) => RPCError::Unreachable(Unreachable::new(&e)),
+        _ => RPCError::Network(NetworkError::new(&e)),
     }
 }
 
@@ -88,7 +112,16 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.call(paths::APPEND, &rpc, &option).await
+        let entries = rpc.entries.len() as u64;
+        match self.exchange(paths::APPEND, &rpc, &option).await {
+            Ok(result) => result.map_err(|e| self.remote(e)),
+            // Too large for the follower to read: openraft sends again at
+            // once with at most half as many entries.
+            Err(LinkError::TooLarge) if entries > 1 => Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(entries / 2),
+            )),
+            Err(e) => Err(rpc_error(e)),
+        }
     }
 
     async fn install_snapshot(
@@ -131,32 +164,42 @@ pub struct SnapshotHeader {
     pub meta: SnapshotMeta<NodeId, Member>,
 }
 
-/// Frames a snapshot: the header's length (8 bytes, big-endian), the header
-/// as JSON, then the snapshot's own bytes, sent as they are.
-pub fn frame_snapshot(header: &SnapshotHeader, data: &[u8]) -> serde_json::Result<Vec<u8>> {
+/// The most a snapshot's header may take; the snapshot itself is not
+/// bounded here (it streams to disk, bounded by the free-space reserve).
+pub const MAX_HEADER: usize = 1 << 20;
+
+/// Frames a snapshot's header: its length (8 bytes, big-endian), then the
+/// header as JSON. The snapshot's own bytes follow it as they are.
+pub fn frame_header(header: &SnapshotHeader) -> serde_json::Result<Vec<u8>> {
     let head = serde_json::to_vec(header)?;
-    let mut body = Vec::with_capacity(8 + head.len() + data.len());
-    body.extend_from_slice(&(head.len() as u64).to_be_bytes());
-    body.extend_from_slice(&head);
-    body.extend_from_slice(data);
-    Ok(body)
+    let mut frame = Vec::with_capacity(8 + head.len());
+    frame.extend_from_slice(&(head.len() as u64).to_be_bytes());
+    frame.extend_from_slice(&head);
+    Ok(frame)
 }
 
-/// Splits a framed snapshot into its header and bytes.
-pub fn unframe_snapshot(body: &[u8]) -> Result<(SnapshotHeader, &[u8]), String> {
-    let len_bytes: [u8; 8] = body
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or("snapshot frame too short")?;
-    let len = usize::try_from(u64::from_be_bytes(len_bytes)).map_err(|e| e.to_string())?;
-    let head = body.get(8..8 + len).ok_or("snapshot header cut short")?;
+/// Reads a framed header from the start of `body`: the header and how
+/// many bytes it took, `None` while more bytes are needed.
+pub fn parse_header(body: &[u8]) -> Result<Option<(SnapshotHeader, usize)>, String> {
+    let Some(len_bytes) = body.get(..8) else {
+        return Ok(None);
+    };
+    let len = u64::from_be_bytes(len_bytes.try_into().expect("8 bytes"));
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|l| *l <= MAX_HEADER)
+        .ok_or_else(|| format!("snapshot header of {len} bytes, at most {MAX_HEADER}"))?;
+    let Some(head) = body.get(8..8 + len) else {
+        return Ok(None);
+    };
     let header = serde_json::from_slice(head).map_err(|e| e.to_string())?;
-    Ok((header, &body[8 + len..]))
+    Ok(Some((header, 8 + len)))
 }
 
 impl Peer {
     /// Sends a whole snapshot in one request instead of openraft's JSON
-    /// chunks (which would encode every byte as a JSON number).
+    /// chunks (which would encode every byte as a JSON number), streamed
+    /// from its file.
     async fn send_full_snapshot(
         &self,
         vote: Vote<NodeId>,
@@ -167,15 +210,21 @@ impl Peer {
             vote,
             meta: snapshot.meta,
         };
-        let body = frame_snapshot(&header, snapshot.snapshot.get_ref())
+        let head =
+            frame_header(&header).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let mut file = *snapshot.snapshot;
+        file.seek(SeekFrom::Start(0))
+            .await
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let body = futures::stream::once(async move { Ok(Bytes::from(head)) })
+            .chain(ReaderStream::with_capacity(file, 256 << 10));
         let response = self
             .client
             .http()
             .post(self.client.url(&self.member, paths::FULL_SNAPSHOT))
             .timeout(option.hard_ttl())
             .header("content-type", "application/octet-stream")
-            .body(body)
+            .body(reqwest::Body::wrap_stream(body))
             .send()
             .await
             .map_err(|e| match link_error(e) {
@@ -201,7 +250,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_framed_snapshot_comes_apart_as_it_went_in() {
+    fn a_framed_header_comes_apart_as_it_went_in() {
         let header = SnapshotHeader {
             vote: Vote::new(3, 1),
             meta: SnapshotMeta {
@@ -210,12 +259,20 @@ mod tests {
                 snapshot_id: "s-1".into(),
             },
         };
-        let body = frame_snapshot(&header, b"{\"registry\":1}").unwrap();
-        let (back, data) = unframe_snapshot(&body).unwrap();
+        let mut body = frame_header(&header).unwrap();
+        let len = body.len();
+        body.extend_from_slice(b"{\"registry\":1}");
+        let (back, used) = parse_header(&body).unwrap().unwrap();
         assert_eq!(back.vote, header.vote);
         assert_eq!(back.meta.snapshot_id, "s-1");
-        assert_eq!(data, b"{\"registry\":1}");
-        assert!(unframe_snapshot(&body[..4]).is_err());
-        assert!(unframe_snapshot(&body[..12]).is_err());
+        assert_eq!(used, len);
+        assert_eq!(&body[used..], b"{\"registry\":1}");
+        // Cut short: more bytes needed, not an error.
+        assert!(parse_header(&body[..4]).unwrap().is_none());
+        assert!(parse_header(&body[..12]).unwrap().is_none());
+        // A length past the bound is refused at once.
+        let mut huge = (u64::MAX).to_be_bytes().to_vec();
+        huge.extend_from_slice(b"{}");
+        assert!(parse_header(&huge).is_err());
     }
 }

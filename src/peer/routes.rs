@@ -3,13 +3,14 @@
 //! and the liveness probe ask. Only peers holding a certificate of the
 //! cluster CA reach these handlers.
 
-use std::io::Cursor;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use bytes::Bytes;
+use futures::StreamExt;
 use openraft::error::{Fatal, InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -17,7 +18,9 @@ use openraft::raft::{
 };
 use openraft::Snapshot;
 
-use super::network::unframe_snapshot;
+use tokio::io::AsyncWriteExt;
+
+use super::network::parse_header;
 use crate::cluster::bootstrap::BootstrapState;
 use crate::cluster::catch_up::{self, ReadIndex};
 use crate::cluster::membership::{self, Change, Changed};
@@ -25,6 +28,7 @@ use crate::cluster::renewer::{self, ForwardedRenews, RenewLedger, RenewSettings}
 use crate::cluster::writer::{self, Committed, ForwardError};
 use crate::local::LocalRegistry;
 use crate::raft::space::SpaceGuard;
+use crate::raft::state_machine::{create_incoming, INCOMING_FILE};
 use crate::raft::{NodeId, Proposal, Raft, TypeConfig};
 use crate::registry::{InstanceKey, Rules};
 
@@ -38,6 +42,10 @@ pub struct PeerApi {
     pub rules: Rules,
     /// The free-space reserve of this node's data directory.
     pub space: SpaceGuard,
+    /// Where snapshots from the leader are received.
+    pub data_dir: PathBuf,
+    /// Held while one is received and installed.
+    pub receiving_snapshot: tokio::sync::Mutex<()>,
 }
 
 /// Entries from the leader. Short of disk room, this node takes
@@ -70,22 +78,65 @@ pub async fn snapshot(
     Json(peers.raft.install_snapshot(req).await)
 }
 
-/// A whole snapshot from the leader, framed by [`frame_snapshot`].
+/// A whole snapshot from the leader: a framed header, then the snapshot's
+/// bytes, streamed to the data directory's incoming file as they arrive
+/// (never held whole in memory), then installed from there. One at a
+/// time: they share that file.
 pub async fn full_snapshot(
     State(peers): State<Arc<PeerApi>>,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<Result<SnapshotResponse<NodeId>, Fatal<NodeId>>>, (StatusCode, String)> {
-    let (header, data) = unframe_snapshot(&body).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+    let _one = peers.receiving_snapshot.lock().await;
+    if let Err(full) = peers.space.check() {
+        return Err((StatusCode::INSUFFICIENT_STORAGE, full.to_string()));
+    }
+    let mut chunks = body.into_data_stream();
+    let mut start = Vec::new();
+    let (header, used) = loop {
+        if let Some(parsed) = parse_header(&start).map_err(|e| (StatusCode::BAD_REQUEST, e))? {
+            break parsed;
+        }
+        match chunks.next().await {
+            Some(chunk) => start.extend_from_slice(&chunk.map_err(received)?),
+            None => return Err((StatusCode::BAD_REQUEST, "snapshot cut short".into())),
+        }
+    };
+    let mut file = create_incoming(&peers.data_dir).await.map_err(stored)?;
+    let mut bytes = (start.len() - used) as u64;
+    file.write_all(&start[used..]).await.map_err(stored)?;
+    drop(start);
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(received)?;
+        bytes += chunk.len() as u64;
+        file.write_all(&chunk).await.map_err(stored)?;
+    }
+    file.flush().await.map_err(stored)?;
+    tracing::info!(bytes, vote = %header.vote, "snapshot received");
     let snapshot = Snapshot {
         meta: header.meta,
-        snapshot: Box::new(Cursor::new(data.to_vec())),
+        snapshot: Box::new(file),
     };
-    Ok(Json(
-        peers
-            .raft
-            .install_full_snapshot(header.vote, snapshot)
-            .await,
-    ))
+    let installed = peers
+        .raft
+        .install_full_snapshot(header.vote, snapshot)
+        .await;
+    // Installed, it was moved into place; refused, it is only in the way.
+    let _ = tokio::fs::remove_file(peers.data_dir.join(INCOMING_FILE)).await;
+    Ok(Json(installed))
+}
+
+fn received(e: axum::Error) -> (StatusCode, String) {
+    (
+        StatusCode::BAD_REQUEST,
+        format!("receiving a snapshot: {e}"),
+    )
+}
+
+fn stored(e: std::io::Error) -> (StatusCode, String) {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("storing a snapshot: {e}"),
+    )
 }
 
 pub async fn propose(

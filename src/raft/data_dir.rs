@@ -69,13 +69,37 @@ pub fn check(dir: &Path, id: NodeId, log: &Records, state: &StateMachine) -> any
 }
 
 /// Writes a file whole or not at all: a temporary file, fsync, rename,
-/// fsync of the directory. Snapshots are written this way too.
+/// fsync of the directory.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomically_with(path, |w| w.write_all(bytes))
+}
+
+/// Like [`write_atomically`], with the contents written by `fill` through
+/// a buffer, so a large file (a snapshot) never sits whole in memory.
+pub fn write_atomically_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    write_synced(&tmp, fill)?;
+    move_into_place(&tmp, path)
+}
+
+/// Writes `path` through a buffer and syncs it to disk.
+pub fn write_synced(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    fill(&mut writer)?;
+    let file = writer.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()
+}
+
+/// Renames a complete, synced file over `path` and makes the rename
+/// durable.
+pub fn move_into_place(from: &Path, path: &Path) -> std::io::Result<()> {
+    std::fs::rename(from, path)?;
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)?.sync_all()?;
     }

@@ -16,7 +16,6 @@ pub mod space;
 pub mod state_machine;
 
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +69,7 @@ openraft::declare_raft_types!(
         R = ProposalResult,
         NodeId = NodeId,
         Node = Member,
+        SnapshotData = tokio::fs::File,
 );
 
 /// The running Raft instance of a node.

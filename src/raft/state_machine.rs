@@ -5,9 +5,8 @@
 //! log. A snapshot captures the registry at an applied log id; on start the
 //! node loads the last snapshot and openraft replays the log after it.
 
-use std::io::Cursor;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -15,7 +14,9 @@ use openraft::{
     StoredMembership,
 };
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
+use super::data_dir::{move_into_place, write_synced};
 use super::space::SpaceGuard;
 use super::{Member, NodeId, ProposalResult, StorageError, TypeConfig};
 use crate::local::LocalRegistry;
@@ -23,6 +24,46 @@ use crate::registry::RegistrySnapshot;
 
 /// The snapshot's file in the data directory.
 pub const SNAPSHOT_FILE: &str = "snapshot.json";
+
+/// Where a snapshot from the leader is written as it arrives, before it
+/// is checked and moved over [`SNAPSHOT_FILE`].
+pub const INCOMING_FILE: &str = "snapshot.incoming";
+
+/// Where a snapshot is built before it replaces [`SNAPSHOT_FILE`].
+const BUILDING_FILE: &str = "snapshot.building";
+
+/// The snapshot file and the meta it holds, changed together: whoever
+/// opens the file under the lock gets the meta that goes with it.
+#[derive(Clone, Default)]
+struct Current(Arc<parking_lot::Mutex<Option<SnapshotMeta<NodeId, Member>>>>);
+
+impl Current {
+    /// Moves a complete, synced snapshot file over the current one.
+    fn replace(
+        &self,
+        dir: &Path,
+        from: &Path,
+        meta: SnapshotMeta<NodeId, Member>,
+    ) -> std::io::Result<()> {
+        let mut current = self.0.lock();
+        move_into_place(from, &dir.join(SNAPSHOT_FILE))?;
+        *current = Some(meta);
+        Ok(())
+    }
+
+    /// The current snapshot, its file opened at the start.
+    fn open(&self, dir: &Path) -> std::io::Result<Option<Snapshot<TypeConfig>>> {
+        let current = self.0.lock();
+        let Some(meta) = current.clone() else {
+            return Ok(None);
+        };
+        let file = std::fs::File::open(dir.join(SNAPSHOT_FILE))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        }))
+    }
+}
 
 /// The bytes of a snapshot, as stored on disk and sent to peers.
 #[derive(Serialize, Deserialize)]
@@ -32,12 +73,19 @@ struct SnapshotFile {
 }
 
 /// The state machine; owned by openraft's state machine task.
+///
+/// Snapshots live in files and travel as files: built by serialising the
+/// registry straight to disk, sent to a follower from the file, received
+/// into [`INCOMING_FILE`] and read back from it, so no snapshot is ever
+/// held whole in memory as bytes.
 pub struct StateMachine {
     local: Arc<LocalRegistry>,
     dir: PathBuf,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, Member>,
     built: u64,
+    /// The meta of the snapshot in [`SNAPSHOT_FILE`], if there is one.
+    current: Current,
     /// Told each snapshot's size: the next one needs as much room.
     space: SpaceGuard,
 }
@@ -52,6 +100,7 @@ impl StateMachine {
             last_applied: None,
             membership: StoredMembership::default(),
             built: 0,
+            current: Current::default(),
             space,
         };
         let path = dir.join(SNAPSHOT_FILE);
@@ -68,9 +117,10 @@ impl StateMachine {
             })?;
             sm.space.snapshot_written(bytes.len() as u64);
             sm.last_applied = file.meta.last_log_id;
-            sm.membership = file.meta.last_membership;
+            sm.membership = file.meta.last_membership.clone();
             sm.local
                 .restore(file.registry, file.meta.last_log_id.map(|l| l.index));
+            *sm.current.0.lock() = Some(file.meta);
         }
         Ok(sm)
     }
@@ -81,23 +131,20 @@ impl StateMachine {
     }
 }
 
-/// Writes a snapshot durably, whole or not at all.
-fn write_snapshot(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    super::data_dir::write_atomically(&dir.join(SNAPSHOT_FILE), bytes)
+fn io_error(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
 }
 
-async fn persist(dir: PathBuf, bytes: Arc<Vec<u8>>) -> Result<(), StorageError> {
-    tokio::task::spawn_blocking(move || write_snapshot(&dir, &bytes))
-        .await
-        .map_err(|e| StorageIOError::write_snapshot(None, &e))?
-        .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-    Ok(())
+/// Creates (empty) the file a snapshot from the leader is received into.
+pub async fn create_incoming(dir: &Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::File::create(dir.join(INCOMING_FILE)).await
 }
 
 /// Builds one snapshot from a copy of the registry taken when openraft asked.
 pub struct Builder {
     dir: PathBuf,
     space: SpaceGuard,
+    current: Current,
     meta: SnapshotMeta<NodeId, Member>,
     registry: Option<RegistrySnapshot>,
 }
@@ -108,22 +155,26 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             meta: self.meta.clone(),
             registry: self.registry.take().unwrap_or_default(),
         };
-        let bytes = tokio::task::spawn_blocking(move || serde_json::to_vec(&file))
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(None, &e))?
-            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        let bytes = Arc::new(bytes);
-        persist(self.dir.clone(), bytes.clone()).await?;
-        self.space.snapshot_written(bytes.len() as u64);
-        tracing::info!(
-            last_log_id = ?self.meta.last_log_id,
-            size = bytes.len(),
-            "snapshot built"
-        );
-        Ok(Snapshot {
-            meta: self.meta.clone(),
-            snapshot: Box::new(Cursor::new(Arc::unwrap_or_clone(bytes))),
+        let (dir, current, meta) = (self.dir.clone(), self.current.clone(), self.meta.clone());
+        // Serialised straight into the file: no copy of the bytes in memory.
+        let (snapshot, size) = tokio::task::spawn_blocking(move || {
+            let building = dir.join(BUILDING_FILE);
+            write_synced(&building, |w| {
+                serde_json::to_writer(w, &file).map_err(io_error)
+            })?;
+            let size = std::fs::metadata(&building)?.len();
+            current.replace(&dir, &building, meta)?;
+            let snapshot = current
+                .open(&dir)?
+                .ok_or_else(|| io_error("snapshot vanished"))?;
+            Ok::<_, std::io::Error>((snapshot, size))
         })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        self.space.snapshot_written(size);
+        tracing::info!(last_log_id = ?self.meta.last_log_id, size, "snapshot built");
+        Ok(snapshot)
     }
 }
 
@@ -176,49 +227,59 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Builder {
             dir: self.dir.clone(),
             space: self.space.clone(),
+            current: self.current.clone(),
             meta,
             registry: Some(self.local.read().to_snapshot()),
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let file = create_incoming(&self.dir)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(file))
     }
 
+    /// Installs the snapshot received into [`INCOMING_FILE`] (by
+    /// `begin_receiving_snapshot`, or by the peer route that streams a
+    /// whole snapshot there): checks it parses, moves it over the
+    /// snapshot file, and restores the registry from it.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, Member>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        // The leader sends the bytes of its own snapshot file, whose meta is
-        // `meta`: they are stored as they came.
-        let bytes = snapshot.into_inner();
-        let file: SnapshotFile = serde_json::from_slice(&bytes)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        let size = bytes.len() as u64;
-        persist(self.dir.clone(), Arc::new(bytes)).await?;
+        let signature = meta.signature();
+        let file = snapshot.into_std().await;
+        file.sync_all()
+            .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), &e))?;
+        drop(file);
+        let (dir, current, installed) = (self.dir.clone(), self.current.clone(), meta.clone());
+        let (parsed, size) = tokio::task::spawn_blocking(move || {
+            let incoming = dir.join(INCOMING_FILE);
+            let reader = std::fs::File::open(&incoming)?;
+            let size = reader.metadata()?.len();
+            let parsed: SnapshotFile =
+                serde_json::from_reader(BufReader::with_capacity(1 << 20, reader))
+                    .map_err(io_error)?;
+            current.replace(&dir, &incoming, installed)?;
+            Ok::<_, std::io::Error>((parsed, size))
+        })
+        .await
+        .map_err(|e| StorageIOError::read_snapshot(Some(signature.clone()), &e))?
+        .map_err(|e| StorageIOError::read_snapshot(Some(signature), &e))?;
         self.space.snapshot_written(size);
         self.local
-            .restore(file.registry, meta.last_log_id.map(|l| l.index));
+            .restore(parsed.registry, meta.last_log_id.map(|l| l.index));
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        tracing::info!(last_log_id = ?meta.last_log_id, "snapshot installed");
+        tracing::info!(last_log_id = ?meta.last_log_id, size, "snapshot installed");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let path = self.dir.join(SNAPSHOT_FILE);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let bytes = tokio::fs::read(&path)
-            .await
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        let file: SnapshotFile =
-            serde_json::from_slice(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        Ok(Some(Snapshot {
-            meta: file.meta,
-            snapshot: Box::new(Cursor::new(bytes)),
-        }))
+        self.current
+            .open(&self.dir)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
     }
 }

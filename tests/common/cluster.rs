@@ -229,6 +229,11 @@ hold_ms = {hold}
         }
     }
 
+    /// The process id of node `i`, running.
+    pub fn pid(&self, i: usize) -> u32 {
+        self.slots[i].process.as_ref().expect("node runs").id()
+    }
+
     /// The data directory of the node with this id.
     pub fn data_dir_of(&self, id: u64) -> PathBuf {
         self.dir.path().join(format!("node{id}"))
@@ -266,7 +271,10 @@ hold_ms = {hold}
             .arg(&slot.config)
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("RUST_LOG")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| "warn,raft_discovery::peer::routes=info".into()),
             )
             .stdout(Stdio::null())
             .stderr(log)
