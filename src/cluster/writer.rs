@@ -28,6 +28,12 @@ use crate::registry::{validate, Command, Outcome, RegistryError, Rules};
 /// The most commands one log entry carries.
 const MAX_BATCH: usize = 1024;
 
+/// About the most bytes one log entry carries: past it a batch is proposed
+/// as several entries, so an entry always fits a peer's append body
+/// (`peer::ENTRIES_LIMIT`) with room to spare: one command alone is at
+/// most about 9 MiB (a `set` of 1,024 instances with full metadata).
+const MAX_ENTRY_BYTES: usize = 16 << 20;
+
 /// Proposals under way at once. openraft appends (and flushes) one entry at
 /// a time, so commands that arrive while these are under way are better
 /// gathered into the next entry than queued as entries of their own.
@@ -121,25 +127,52 @@ async fn gather(mut commands: mpsc::UnboundedReceiver<(Command, Reply)>, propose
         if commands.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
-        let (cmds, replies): (Vec<Command>, Vec<Reply>) = batch.drain(..).unzip();
+        let entries = split_by_size(batch.drain(..), MAX_ENTRY_BYTES);
         let proposer = proposer.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let results = proposer.propose(Proposal { commands: cmds }).await;
-            match results {
-                Ok(result) => {
-                    for (reply, outcome) in replies.into_iter().zip(result.outcomes) {
-                        let _ = reply.send(Ok(outcome));
+            for entry in entries {
+                let (cmds, replies): (Vec<Command>, Vec<Reply>) = entry.into_iter().unzip();
+                let results = proposer.propose(Proposal { commands: cmds }).await;
+                match results {
+                    Ok(result) => {
+                        for (reply, outcome) in replies.into_iter().zip(result.outcomes) {
+                            let _ = reply.send(Ok(outcome));
+                        }
                     }
-                }
-                Err(e) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(e.clone()));
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
                     }
                 }
             }
         });
     }
+}
+
+/// Cuts waiting commands into entries of about `max` bytes at most, in
+/// order; a command larger than `max` makes an entry of its own.
+fn split_by_size<T: Sized>(
+    commands: impl Iterator<Item = (Command, T)>,
+    max: usize,
+) -> Vec<Vec<(Command, T)>> {
+    let mut entries: Vec<Vec<(Command, T)>> = Vec::new();
+    let mut size = 0;
+    for (command, reply) in commands {
+        let bytes = command.approx_bytes();
+        match entries.last_mut() {
+            Some(entry) if size + bytes <= max => {
+                size += bytes;
+                entry.push((command, reply));
+            }
+            _ => {
+                size = bytes;
+                entries.push(vec![(command, reply)]);
+            }
+        }
+    }
+    entries
 }
 
 struct Proposer {
@@ -322,5 +355,52 @@ pub async fn accept_forwarded(
             Err(ForwardError::NotLeader)
         }
         Err(e) => Err(ForwardError::Failed(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::InstanceKey;
+
+    fn cancel(hostname: &str) -> Command {
+        Command::Cancel {
+            key: InstanceKey {
+                env: "dev".into(),
+                appid: "a".into(),
+                zone: "z".into(),
+                hostname: hostname.into(),
+            },
+            at: 1,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_cut_into_entries_of_bounded_size_in_order() {
+        let one = cancel("h").approx_bytes();
+        let commands = (0..10).map(|i| (cancel("h"), i));
+        let entries = split_by_size(commands, one * 4);
+        let sizes: Vec<usize> = entries.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [4, 4, 2]);
+        let order: Vec<i32> = entries.into_iter().flatten().map(|(_, i)| i).collect();
+        assert_eq!(order, (0..10).collect::<Vec<_>>());
+        // A command larger than the bound is an entry of its own.
+        let big = cancel(&"h".repeat(100));
+        let entries = split_by_size(
+            [(cancel("h"), 0), (big, 1), (cancel("h"), 2)].into_iter(),
+            one * 2,
+        );
+        assert_eq!(entries.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+    }
+
+    #[test]
+    fn the_size_estimate_is_close_to_the_entry_bytes() {
+        let command = cancel("some-host.example");
+        let real = serde_json::to_vec(&command).unwrap().len();
+        let estimate = command.approx_bytes();
+        assert!(
+            estimate * 2 >= real && estimate <= real * 2,
+            "estimate {estimate}, real {real}"
+        );
     }
 }

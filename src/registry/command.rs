@@ -42,6 +42,55 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// About how many bytes the command takes in a log entry (its strings,
+    /// plus a little for the rest): cheap to work out, for keeping entries
+    /// to a bounded size without serialising them twice.
+    pub fn approx_bytes(&self) -> usize {
+        const FIELD: usize = 16;
+        fn key(k: &InstanceKey) -> usize {
+            k.env.len() + k.appid.len() + k.zone.len() + k.hostname.len() + 4 * FIELD
+        }
+        fn metadata(m: &Metadata) -> usize {
+            m.iter().map(|(k, v)| k.len() + v.len() + 8).sum()
+        }
+        match self {
+            Command::Register {
+                registration: r, ..
+            } => {
+                r.region.len()
+                    + key(&r.key())
+                    + r.addrs.iter().map(|a| a.len() + 4).sum::<usize>()
+                    + r.version.len()
+                    + metadata(&r.metadata)
+                    + 4 * FIELD
+            }
+            Command::Renew { keys, .. } | Command::Evict { keys, .. } => {
+                keys.iter().map(key).sum::<usize>() + 2 * FIELD
+            }
+            Command::Cancel { key: k, .. } => key(k) + FIELD,
+            Command::Set {
+                env,
+                appid,
+                zone,
+                changes,
+                ..
+            } => {
+                env.len()
+                    + appid.len()
+                    + zone.len()
+                    + changes
+                        .iter()
+                        .map(|c| {
+                            c.hostname.len() + c.metadata.as_ref().map_or(0, metadata) + 3 * FIELD
+                        })
+                        .sum::<usize>()
+                    + 4 * FIELD
+            }
+        }
+    }
+}
+
 /// One instance's part of a `Set`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {

@@ -151,4 +151,12 @@ proptest! {
             }
         }
     }
+
+    /// Entries are cut by this estimate: it never falls far below the
+    /// bytes a command really takes in the log.
+    #[test]
+    fn a_command_size_estimate_is_within_three_times_its_bytes(c in command()) {
+        let real = serde_json::to_vec(&c).unwrap().len();
+        prop_assert!(c.approx_bytes() * 3 >= real, "{} for {real}: {c:?}", c.approx_bytes());
+    }
 }
