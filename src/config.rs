@@ -35,6 +35,7 @@ pub struct Config {
     pub security: SecurityConfig,
     pub limits: Limits,
     pub connections: ConnectionsConfig,
+    pub log: LogConfig,
     #[serde(rename = "scheduler")]
     pub schedules: Vec<Schedule>,
 }
@@ -284,6 +285,33 @@ impl Default for SecurityConfig {
             admin_token: String::new(),
             allow_write_from: vec!["0.0.0.0/0".into(), "::/0".into()],
             max_clock_skew_ms: 60_000,
+        }
+    }
+}
+
+/// How the node logs.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// One line per client request, to the target `access` (so
+    /// `RUST_LOG=access=off` also silences it).
+    pub access: bool,
+    /// `text` (human-readable) or `json` (one JSON object per line).
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            access: true,
+            format: LogFormat::Text,
         }
     }
 }

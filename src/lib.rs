@@ -41,3 +41,4 @@ pub mod registry;
 pub mod self_discovery;
 pub mod server;
 pub mod shutdown;
+pub mod telemetry;

@@ -15,6 +15,7 @@ use crate::clock::now;
 use crate::cluster::bootstrap::form_cluster;
 use crate::cluster::catch_up::lift_when_caught_up;
 use crate::cluster::evictor::{evict_silent, EvictionState};
+use crate::cluster::leader_watch::count_leader_changes;
 use crate::cluster::link::Link;
 use crate::cluster::peers::{watch_peers, ProbeSettings};
 use crate::cluster::protection::Protection;
@@ -25,6 +26,7 @@ use crate::http::access::Access;
 use crate::http::admin::Admin;
 use crate::http::discovery::Api;
 use crate::http::head::HeadLimits;
+use crate::http::observe::Observe;
 use crate::local::LocalRegistry;
 use crate::peer::client::PeerClient;
 use crate::peer::network::Network;
@@ -33,11 +35,12 @@ use crate::peer::tls::{self, PeerIdentity, PeerTls};
 use crate::raft::data_dir;
 use crate::raft::log_store::{LogStore, Records};
 use crate::raft::space::SpaceGuard;
-use crate::raft::state_machine::StateMachine;
+use crate::raft::state_machine::{SnapshotMetrics, StateMachine};
 use crate::raft::Raft;
 use crate::registry::{Registry, Schedules};
 use crate::self_discovery::SelfDiscovery;
 use crate::server::{open_files, serve, Bounds, Listener};
+use crate::telemetry::Metrics;
 
 /// How long a peer request (a whole snapshot included) may take to arrive.
 const PEER_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -97,16 +100,26 @@ impl Node {
                 )
             })?;
 
+        let metrics = Arc::new(Metrics::new());
         let local = LocalRegistry::new(Registry::new(Schedules::new(config.schedules.clone())));
         let space = SpaceGuard::new(&data_dir, config.storage.min_free_mb << 20);
-        let state_machine = StateMachine::open(&data_dir, local.clone(), space.clone())?;
+        let state_machine = StateMachine::open(
+            &data_dir,
+            local.clone(),
+            space.clone(),
+            SnapshotMetrics {
+                build_seconds: metrics.snapshot_build_seconds.clone(),
+                install_seconds: metrics.snapshot_install_seconds.clone(),
+                bytes: metrics.snapshot_bytes.clone(),
+            },
+        )?;
         data_dir::check(
             &data_dir,
             config.node.id,
             &Records::open(&db)?,
             &state_machine,
         )?;
-        let log_store = LogStore::open(&db)?;
+        let log_store = LogStore::open(&db, metrics.flush_seconds.clone())?;
 
         let raft_config = openraft::Config {
             cluster_name: "raft-discovery".into(),
@@ -149,6 +162,7 @@ impl Node {
             wait_for_leader,
             config.rules(),
             space.clone(),
+            metrics.forward_seconds.clone(),
         );
         let policy = config.eviction_policy();
         let ledger = RenewLedger::new(policy.window);
@@ -168,7 +182,10 @@ impl Node {
             renew_settings.clone(),
             stop.clone(),
         );
-        let eviction = Arc::new(EvictionState::default());
+        let eviction = Arc::new(EvictionState {
+            evictions: metrics.evictions.clone(),
+            ..EvictionState::default()
+        });
         let api = Arc::new(Api {
             local: local.clone(),
             writer: writer.clone(),
@@ -178,6 +195,7 @@ impl Node {
             poll_hold: config.poll_hold(),
             max_held_polls: config.connections.max_held_polls,
             env: config.node.env.clone(),
+            metrics: metrics.clone(),
         });
         let peers = Arc::new(PeerApi {
             raft: raft.clone(),
@@ -185,11 +203,13 @@ impl Node {
             ledger: ledger.clone(),
             renew: renew_settings,
             rules: config.rules(),
-            space,
+            space: space.clone(),
             data_dir: data_dir.clone(),
             receiving_snapshot: tokio::sync::Mutex::new(()),
         });
         let admin = Admin {
+            metrics: metrics.clone(),
+            space: space.clone(),
             raft: raft.clone(),
             api: api.clone(),
             log: log_store.clone(),
@@ -234,6 +254,10 @@ impl Node {
                     HeadLimits {
                         uri_bytes: c.max_uri_bytes,
                         header_bytes: c.max_header_bytes,
+                    },
+                    Observe {
+                        metrics: metrics.clone(),
+                        access_log: config.log.access,
                     },
                 ),
                 tls: client_tls,
@@ -288,6 +312,11 @@ impl Node {
             stop.clone(),
         ));
 
+        tasks.spawn(count_leader_changes(
+            raft.clone(),
+            metrics.leader_changes.clone(),
+            stop.clone(),
+        ));
         let retry = Duration::from_millis(config.raft.heartbeat_ms * 2);
         if !config.cluster.join {
             tasks.spawn(form_cluster(

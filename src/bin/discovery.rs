@@ -1,7 +1,9 @@
 //! The `discovery` server: one registry node.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
-use raft_discovery::config::{Config, Flags};
+use raft_discovery::config::{Config, Flags, LogFormat};
 use raft_discovery::node::Node;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -15,14 +17,23 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let config = Config::load(&Flags::parse())?;
+    // Lines go to stderr from a thread of their own: the access log writes
+    // one per request, and a slow terminal or pipe must not slow requests
+    // (past 128k lines waiting, lines are dropped, not requests).
+    let (writer, _flushed_at_exit) = tracing_appender::non_blocking(std::io::stderr());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into());
+    // Colours only on a terminal: piped to a file or `docker logs`, escape
+    // codes would only get in the way of grep.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer);
+    match config.log.format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let node = Node::start(config).await?;
     let mut term = signal(SignalKind::terminate())?;
     tokio::select! {

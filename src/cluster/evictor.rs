@@ -2,6 +2,7 @@
 //! removed through the log, so every replica evicts the same instances at
 //! the same log position. Followers never evict.
 
+use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ use crate::registry::{Applied, Command, Timestamp};
 pub struct EvictionState {
     /// The last round's self-preservation reading (leader only).
     pub preservation: Mutex<Option<Preservation>>,
+    /// Instances this node evicted as leader (shares the metric's count).
+    pub evictions: Counter,
 }
 
 /// Runs an eviction round every `every` while this node leads.
@@ -95,6 +98,7 @@ pub async fn evict_silent(
         };
         match writer.write(command).await {
             Ok(Ok(Applied::Evicted(gone))) if !gone.is_empty() => {
+                state.evictions.inc_by(gone.len() as u64);
                 tracing::info!(
                     count = gone.len(),
                     protecting = preservation.protecting,

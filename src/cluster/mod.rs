@@ -5,6 +5,7 @@
 pub mod bootstrap;
 pub mod catch_up;
 pub mod evictor;
+pub mod leader_watch;
 pub mod link;
 pub mod membership;
 pub mod peers;

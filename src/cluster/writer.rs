@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
@@ -90,6 +91,7 @@ impl Writer {
         wait_for_leader: Duration,
         rules: Rules,
         space: SpaceGuard,
+        forward_seconds: Histogram,
     ) -> Self {
         let (queue, commands) = mpsc::unbounded_channel();
         let proposer = Arc::new(Proposer {
@@ -97,6 +99,7 @@ impl Writer {
             link,
             wait_for_leader,
             space,
+            forward_seconds,
         });
         tokio::spawn(gather(commands, proposer));
         Writer { queue, rules }
@@ -182,6 +185,8 @@ struct Proposer {
     /// Every node appends every entry: one whose disk is short of room
     /// refuses here, before proposing, so its client tries another node.
     space: SpaceGuard,
+    /// How long the leader takes to answer a forwarded batch.
+    forward_seconds: Histogram,
 }
 
 impl Proposer {
@@ -271,10 +276,13 @@ impl Proposer {
         deadline: Instant,
     ) -> Forwarded {
         let remaining = deadline.saturating_duration_since(Instant::now());
+        let started = Instant::now();
         let answer = self
             .link
             .propose(member, proposal, remaining.max(Duration::from_millis(100)))
             .await;
+        self.forward_seconds
+            .observe(started.elapsed().as_secs_f64());
         match answer {
             Ok(Ok(committed)) => Forwarded::Done(Ok(committed)),
             Ok(Err(ForwardError::NotLeader)) | Err(LinkError::NotSent(_)) => Forwarded::NotSent,

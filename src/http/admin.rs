@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 
@@ -14,8 +16,10 @@ use crate::cluster::link::Link;
 use crate::cluster::membership::{self, Change, Changed};
 use crate::local::Digest;
 use crate::raft::log_store::{LogStore, StorageStats};
+use crate::raft::space::SpaceGuard;
 use crate::raft::{Member, NodeId, Raft};
 use crate::registry::eviction::Preservation;
+use crate::telemetry::{Metrics, Sample};
 
 /// What `/admin/status` answers.
 #[derive(Serialize)]
@@ -59,6 +63,8 @@ pub struct Admin {
     pub raft: Raft,
     pub api: Arc<Api>,
     pub log: LogStore,
+    pub metrics: Arc<Metrics>,
+    pub space: SpaceGuard,
     pub eviction: Arc<EvictionState>,
     pub link: Link,
 }
@@ -111,6 +117,54 @@ pub async fn status(
         self_preservation: *eviction.preservation.lock(),
         storage: log.stats(),
     })
+}
+
+/// Every metric, in the Prometheus text format, with the readings of the
+/// node's state taken now.
+pub async fn metrics(
+    State(Admin {
+        raft,
+        api,
+        log,
+        eviction,
+        metrics,
+        space,
+        ..
+    }): State<Admin>,
+) -> impl IntoResponse {
+    let m = raft.metrics().borrow().clone();
+    let last = m.last_log_index.unwrap_or(0);
+    let follower_lag = m
+        .replication
+        .iter()
+        .flatten()
+        .filter(|(id, _)| **id != m.id)
+        .map(|(id, matched)| (*id, last.saturating_sub(matched.map_or(0, |l| l.index))))
+        .collect();
+    let sample = Sample {
+        held_polls: api.local.hub().held(),
+        by_env: api.local.read().counts_by_env(),
+        self_preservation: eviction.preservation.lock().map(|p| p.protecting),
+        protected: api.protection.is_on(),
+        term: m.current_term,
+        leader: m.current_leader,
+        is_leader: m.current_leader == Some(m.id),
+        last_log_index: m.last_log_index,
+        committed_index: log.committed_index(),
+        applied_index: m.last_applied.map(|l| l.index),
+        snapshot_index: m.snapshot.map(|l| l.index),
+        follower_lag,
+        log_bytes_on_disk: log.bytes_on_disk(),
+        disk_free_bytes: space.free(),
+    };
+    metrics.set(&sample);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
 }
 
 /// The registry's digest at the index this node has applied: replicas that

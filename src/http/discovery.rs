@@ -22,6 +22,7 @@ use crate::registry::{
     Registration, RegistryError, Renewal, Status, StatusMask, Timestamp,
 };
 use crate::self_discovery::{self, SelfDiscovery};
+use crate::telemetry::{Metrics, PollAnswer};
 
 /// What the handlers share.
 pub struct Api {
@@ -35,6 +36,7 @@ pub struct Api {
     pub max_held_polls: usize,
     /// The node's own env, under which `fetch/all` lists the cluster's nodes.
     pub env: String,
+    pub metrics: Arc<Metrics>,
 }
 
 type Shared = State<Arc<Api>>;
@@ -141,6 +143,7 @@ pub async fn renew(State(api): Shared, p: Params) -> Response {
     let key = try_param!(instance_key(&p));
     match api.renewer.renew(key).await {
         Ok(Renewal::Renewed(instance)) => {
+            api.metrics.renews.inc();
             reply::ok(&serde_json::to_vec(&instance).unwrap_or_default())
         }
         Ok(Renewal::UnknownInstance) => reply::answer(-404, "-404", Some(ZERO_INSTANCE)),
@@ -363,14 +366,24 @@ async fn hold(api: &Api, env: &str, zone: Option<&str>, apps: &[(String, Timesta
         .collect();
     let watch = api.local.hub().watch(keys);
     let deadline = Instant::now() + api.poll_hold;
+    let mut woken = false;
     loop {
         let (data, missing) = look(api, env, zone, apps);
         if !data.is_empty() {
+            if woken {
+                let after = api.local.hub().since_last_wake();
+                api.metrics.poll(PollAnswer::Woken, after);
+            } else {
+                api.metrics.poll(PollAnswer::AtOnce, None);
+            }
             return Held::Changed { data, missing };
         }
         tokio::select! {
-            _ = watch.changed() => {}
-            _ = tokio::time::sleep_until(deadline) => return Held::TimedOut,
+            _ = watch.changed() => woken = true,
+            _ = tokio::time::sleep_until(deadline) => {
+                api.metrics.poll(PollAnswer::NotModified, None);
+                return Held::TimedOut;
+            }
         }
     }
 }

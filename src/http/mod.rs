@@ -6,6 +6,7 @@ pub mod access;
 pub mod admin;
 pub mod discovery;
 pub mod head;
+pub mod observe;
 pub mod params;
 pub mod reply;
 
@@ -21,6 +22,7 @@ use access::Access;
 use admin::Admin;
 use discovery::Api;
 use head::HeadLimits;
+use observe::Observe;
 
 /// Where operators post membership changes.
 pub const MEMBERSHIP_PATH: &str = "/admin/membership";
@@ -38,13 +40,14 @@ pub fn overloaded() -> Router {
 }
 
 /// Every route of the client listener; request bodies up to `max_body`,
-/// heads within `head`.
+/// heads within `head`, each request counted and logged by `observe`.
 pub fn router(
     api: Arc<Api>,
     admin: Admin,
     access: Arc<Access>,
     max_body: usize,
     head: HeadLimits,
+    observe: Observe,
 ) -> Router {
     let writes = Router::new()
         .route("/discovery/register", only(post(discovery::register)))
@@ -68,6 +71,7 @@ pub fn router(
     let status = Router::new()
         .route("/admin/status", get(admin::status))
         .route("/admin/digest", get(admin::digest))
+        .route("/metrics", get(admin::metrics))
         .with_state(admin);
     writes
         .merge(reads)
@@ -76,4 +80,5 @@ pub fn router(
         .fallback(|| async { reply::not_found() })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(from_fn_with_state(head, head::check))
+        .layer(from_fn_with_state(observe, observe::observe))
 }

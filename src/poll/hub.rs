@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -26,6 +27,9 @@ struct Inner {
     /// Watches registered and not yet dropped: every poll asks, so it is
     /// kept rather than counted.
     held: usize,
+    /// When watches were last woken, for the wake latency a woken poll
+    /// reports.
+    last_wake: Option<Instant>,
 }
 
 /// One held poll's registration; dropping it unregisters.
@@ -66,7 +70,8 @@ impl PollHub {
 
     /// Wakes the watches of the changed apps, and no other.
     pub fn notify(&self, changed: &[AppKey]) {
-        let inner = self.inner.lock();
+        let mut inner = self.inner.lock();
+        inner.last_wake = Some(Instant::now());
         for app in changed {
             if let Some(watches) = inner.by_app.get(app) {
                 watches.values().for_each(|n| n.notify_one());
@@ -76,12 +81,19 @@ impl PollHub {
 
     /// Wakes every watch: the whole registry was replaced (a snapshot).
     pub fn notify_all(&self) {
-        let inner = self.inner.lock();
+        let mut inner = self.inner.lock();
+        inner.last_wake = Some(Instant::now());
         inner
             .by_app
             .values()
             .flat_map(HashMap::values)
             .for_each(|n| n.notify_one());
+    }
+
+    /// Time since watches were last woken: for a poll just woken, about
+    /// the time from the change to now.
+    pub fn since_last_wake(&self) -> Option<Duration> {
+        self.inner.lock().last_wake.map(|at| at.elapsed())
     }
 
     /// How many polls are held.
@@ -115,8 +127,6 @@ impl Drop for Watch {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn key(appid: &str) -> AppKey {

@@ -11,8 +11,11 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, StorageIOError, Vote};
+use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -67,15 +70,27 @@ pub struct StorageStats {
     pub appended_entries: u64,
 }
 
-#[derive(Default)]
 struct Counters {
     flushes: AtomicU64,
     appended_entries: AtomicU64,
+    /// Each flush's time, for the metrics.
+    flush_seconds: Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            flushes: AtomicU64::default(),
+            appended_entries: AtomicU64::default(),
+            flush_seconds: crate::telemetry::latency(),
+        }
+    }
 }
 
 impl Counters {
-    fn flushed(&self) {
+    fn flushed(&self, took: Duration) {
         self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.flush_seconds.observe(took.as_secs_f64());
     }
 }
 
@@ -92,9 +107,12 @@ pub struct LogStore {
 impl LogStore {
     /// Opens the log trees of `db` and starts the flusher task, which ends
     /// when the last clone of the store is dropped.
-    pub fn open(db: &sled::Db) -> Result<Self, sled::Error> {
+    pub fn open(db: &sled::Db, flush_seconds: Histogram) -> Result<Self, sled::Error> {
         let (flusher, pending) = mpsc::unbounded_channel();
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters {
+            flush_seconds,
+            ..Counters::default()
+        });
         tokio::spawn(flush_in_groups(db.clone(), pending, counters.clone()));
         Ok(LogStore {
             db: db.clone(),
@@ -138,10 +156,16 @@ impl LogStore {
     }
 
     async fn flush(&self) -> Result<(), StorageIOError<NodeId>> {
+        let started = Instant::now();
         let flushed = flush(&self.db).await;
-        self.counters.flushed();
+        self.counters.flushed(started.elapsed());
         flushed.map_err(|e| StorageIOError::write(&e))?;
         Ok(())
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn bytes_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
     }
 
     /// The commit point openraft last recorded here.
@@ -183,8 +207,9 @@ async fn flush_in_groups(
 ) {
     let mut group = Vec::new();
     while pending.recv_many(&mut group, 4096).await > 0 {
+        let started = Instant::now();
         let result = flush(&db).await;
-        counters.flushed();
+        counters.flushed(started.elapsed());
         for callback in group.drain(..) {
             callback.log_io_completed(
                 result
@@ -337,7 +362,7 @@ mod tests {
     #[tokio::test]
     async fn flushes_are_counted() {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let mut store = LogStore::open(&db).unwrap();
+        let mut store = LogStore::open(&db, crate::telemetry::latency()).unwrap();
         assert_eq!(store.stats(), StorageStats::default());
         store.save_vote(&Vote::new(1, 1)).await.unwrap();
         store.save_vote(&Vote::new(2, 1)).await.unwrap();

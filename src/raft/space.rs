@@ -60,6 +60,11 @@ impl SpaceGuard {
             .saturating_add(self.snapshot_bytes.load(Ordering::Relaxed))
     }
 
+    /// Free bytes now, if the file system answers.
+    pub fn free(&self) -> Option<u64> {
+        available_bytes(&self.dir).ok()
+    }
+
     /// `Ok` when the log may grow. A file system that cannot be asked
     /// counts as having room: the write then meets the real error, if any.
     pub fn check(&self) -> Result<(), DiskFull> {

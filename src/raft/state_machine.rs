@@ -6,6 +6,10 @@
 //! node loads the last snapshot and openraft replays the log after it.
 
 use std::io::BufReader;
+use std::time::Instant;
+
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use std::path::{Path, PathBuf};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -88,12 +92,26 @@ pub struct StateMachine {
     current: Current,
     /// Told each snapshot's size: the next one needs as much room.
     space: SpaceGuard,
+    metrics: SnapshotMetrics,
+}
+
+/// What snapshots are measured by.
+#[derive(Clone)]
+pub struct SnapshotMetrics {
+    pub build_seconds: Histogram,
+    pub install_seconds: Histogram,
+    pub bytes: Gauge,
 }
 
 impl StateMachine {
     /// Opens the state machine over `local`, restoring the last snapshot
     /// found in `dir`.
-    pub fn open(dir: &Path, local: Arc<LocalRegistry>, space: SpaceGuard) -> anyhow::Result<Self> {
+    pub fn open(
+        dir: &Path,
+        local: Arc<LocalRegistry>,
+        space: SpaceGuard,
+        metrics: SnapshotMetrics,
+    ) -> anyhow::Result<Self> {
         let mut sm = StateMachine {
             local,
             dir: dir.to_path_buf(),
@@ -102,6 +120,7 @@ impl StateMachine {
             built: 0,
             current: Current::default(),
             space,
+            metrics,
         };
         let path = dir.join(SNAPSHOT_FILE);
         if path.exists() {
@@ -116,6 +135,7 @@ impl StateMachine {
                 )
             })?;
             sm.space.snapshot_written(bytes.len() as u64);
+            sm.metrics.bytes.set(bytes.len() as i64);
             sm.last_applied = file.meta.last_log_id;
             sm.membership = file.meta.last_membership.clone();
             sm.local
@@ -144,6 +164,7 @@ pub async fn create_incoming(dir: &Path) -> std::io::Result<tokio::fs::File> {
 pub struct Builder {
     dir: PathBuf,
     space: SpaceGuard,
+    metrics: SnapshotMetrics,
     current: Current,
     meta: SnapshotMeta<NodeId, Member>,
     registry: Option<RegistrySnapshot>,
@@ -151,6 +172,7 @@ pub struct Builder {
 
 impl RaftSnapshotBuilder<TypeConfig> for Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let started = Instant::now();
         let file = SnapshotFile {
             meta: self.meta.clone(),
             registry: self.registry.take().unwrap_or_default(),
@@ -173,6 +195,10 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
         .map_err(|e| StorageIOError::write_snapshot(None, &e))?
         .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         self.space.snapshot_written(size);
+        self.metrics
+            .build_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.bytes.set(size as i64);
         tracing::info!(last_log_id = ?self.meta.last_log_id, size, "snapshot built");
         Ok(snapshot)
     }
@@ -227,6 +253,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Builder {
             dir: self.dir.clone(),
             space: self.space.clone(),
+            metrics: self.metrics.clone(),
             current: self.current.clone(),
             meta,
             registry: Some(self.local.read().to_snapshot()),
@@ -249,6 +276,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<NodeId, Member>,
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
+        let started = Instant::now();
         let signature = meta.signature();
         let file = snapshot.into_std().await;
         file.sync_all()
@@ -269,6 +297,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(|e| StorageIOError::read_snapshot(Some(signature.clone()), &e))?
         .map_err(|e| StorageIOError::read_snapshot(Some(signature), &e))?;
         self.space.snapshot_written(size);
+        self.metrics
+            .install_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.bytes.set(size as i64);
         self.local
             .restore(parsed.registry, meta.last_log_id.map(|l| l.index));
         self.last_applied = meta.last_log_id;

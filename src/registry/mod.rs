@@ -97,6 +97,20 @@ impl Registry {
         self.instances == 0
     }
 
+    /// `(env, apps, instances)` for every env, sorted by env.
+    pub fn counts_by_env(&self) -> Vec<(String, usize, usize)> {
+        let mut counts: Vec<_> = self
+            .envs
+            .iter()
+            .map(|(env, apps)| {
+                let instances = apps.values().map(App::len).sum();
+                (env.clone(), apps.len(), instances)
+            })
+            .collect();
+        counts.sort();
+        counts
+    }
+
     pub fn app(&self, env: &str, appid: &str) -> Option<&App> {
         self.envs.get(env)?.get(appid)
     }

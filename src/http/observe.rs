@@ -1,0 +1,129 @@
+//! What every client request leaves behind: its count and latency in the
+//! metrics, and one access-log line (target `access`), like the original's
+//! `http-access-log`: time, method, path, parameters, code, latency and the
+//! remote address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::telemetry::Metrics;
+
+/// Bodies up to this size are read for the access log's parameters (a
+/// form: what a register or set stated); larger ones are logged by size.
+const LOGGED_BODY: usize = 4096;
+
+/// The most of the parameters one line shows.
+const LOGGED_PARAMS: usize = 1024;
+
+#[derive(Clone)]
+pub struct Observe {
+    pub metrics: Arc<Metrics>,
+    /// Whether to write access-log lines at all.
+    pub access_log: bool,
+}
+
+pub async fn observe(State(o): State<Observe>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    // Unmatched paths count as one endpoint, so a scanner cannot grow the
+    // metrics without bound.
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("other", MatchedPath::as_str)
+        .to_string();
+    let remote = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let (req, params) = if o.access_log && tracing::enabled!(target: "access", tracing::Level::INFO)
+    {
+        params(req).await
+    } else {
+        (req, String::new())
+    };
+    let response = next.run(req).await;
+    let took = started.elapsed();
+    let code = response
+        .headers()
+        .get("kratos-status-code")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| response.status().as_u16().to_string(), str::to_string);
+    o.metrics.request(&endpoint, &code, took);
+    if o.access_log {
+        tracing::info!(
+            target: "access",
+            method = %method,
+            path = %path,
+            params = %params,
+            code = %code,
+            status = response.status().as_u16(),
+            latency_ms = took.as_micros() as f64 / 1000.0,
+            remote = %remote.map_or_else(String::new, |r| r.to_string()),
+            "request"
+        );
+    }
+    response
+}
+
+/// The request's parameters as the client sent them: the query, and a
+/// small body, which is put back for the handler.
+async fn params(req: Request) -> (Request, String) {
+    let query = req.uri().query().unwrap_or("").to_string();
+    let small = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|len| *len > 0 && *len <= LOGGED_BODY);
+    let Some(_) = small else {
+        return (req, shorten(query));
+    };
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, LOGGED_BODY).await else {
+        // Shorter than announced or cut: the handler sees the same.
+        return (Request::from_parts(parts, Body::empty()), shorten(query));
+    };
+    let mut params = query;
+    if !params.is_empty() {
+        params.push('&');
+    }
+    params.push_str(&String::from_utf8_lossy(&bytes));
+    (
+        Request::from_parts(parts, Body::from(bytes)),
+        shorten(params),
+    )
+}
+
+fn shorten(mut text: String) -> String {
+    if text.len() > LOGGED_PARAMS {
+        let mut end = LOGGED_PARAMS;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shorten;
+
+    #[test]
+    fn long_parameters_are_cut_on_a_character_boundary() {
+        assert_eq!(shorten("a=1".into()), "a=1");
+        let long = "é".repeat(600);
+        let cut = shorten(long);
+        assert!(cut.ends_with('…'));
+        assert!(cut.len() <= 1024 + '…'.len_utf8());
+    }
+}

@@ -1,0 +1,387 @@
+//! A node's metrics, in the Prometheus text format (prometheus-client).
+//!
+//! The handles here are recorded into where things happen (requests, polls,
+//! writes, flushes, snapshots); what is a reading of the node's state
+//! (Raft indexes, held polls, instances) is set from a [`Sample`] taken
+//! when `/metrics` is scraped. This module depends on nothing else of the
+//! crate, so every layer may record into it.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: String,
+    /// The envelope's code (`0`, `-304`, `-404`, ...), else the HTTP status.
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PollLabels {
+    /// `at_once` (a change was there already), `woken` (a change came
+    /// while held) or `not_modified` (the hold ran out: `-304`).
+    pub answer: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EnvLabels {
+    pub env: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FollowerLabels {
+    pub follower: String,
+}
+
+/// How a held poll was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollAnswer {
+    AtOnce,
+    Woken,
+    NotModified,
+}
+
+/// A reading of the node's state, taken at scrape time.
+#[derive(Clone, Debug, Default)]
+pub struct Sample {
+    pub held_polls: usize,
+    /// `(env, apps, instances)`.
+    pub by_env: Vec<(String, usize, usize)>,
+    pub self_preservation: Option<bool>,
+    pub protected: bool,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub is_leader: bool,
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    /// Entries each follower is behind the leader (leader only).
+    pub follower_lag: Vec<(u64, u64)>,
+    pub log_bytes_on_disk: u64,
+    pub disk_free_bytes: Option<u64>,
+}
+
+/// Every metric of a node; shared as an `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<EndpointLabels, Histogram>,
+    polls: Family<PollLabels, Counter>,
+    poll_wake_seconds: Histogram,
+    pub renews: Counter,
+    pub evictions: Counter,
+    pub forward_seconds: Histogram,
+    pub flush_seconds: Histogram,
+    pub snapshot_build_seconds: Histogram,
+    pub snapshot_install_seconds: Histogram,
+    pub snapshot_bytes: Gauge,
+    pub leader_changes: Counter,
+    held_polls: Gauge,
+    apps: Family<EnvLabels, Gauge>,
+    instances: Family<EnvLabels, Gauge>,
+    self_preservation: Gauge,
+    protected: Gauge,
+    term: Gauge,
+    leader_id: Gauge,
+    is_leader: Gauge,
+    last_log_index: Gauge,
+    committed_index: Gauge,
+    applied_index: Gauge,
+    snapshot_index: Gauge,
+    follower_lag: Family<FollowerLabels, Gauge>,
+    log_bytes: Gauge,
+    disk_free_bytes: Gauge,
+}
+
+/// Latency buckets from 100 µs to about 52 s (doubling).
+pub fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("discovery"),
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(latency),
+            polls: Family::default(),
+            poll_wake_seconds: latency(),
+            renews: Counter::default(),
+            evictions: Counter::default(),
+            forward_seconds: latency(),
+            flush_seconds: latency(),
+            snapshot_build_seconds: latency(),
+            snapshot_install_seconds: latency(),
+            snapshot_bytes: Gauge::default(),
+            leader_changes: Counter::default(),
+            held_polls: Gauge::default(),
+            apps: Family::default(),
+            instances: Family::default(),
+            self_preservation: Gauge::default(),
+            protected: Gauge::default(),
+            term: Gauge::default(),
+            leader_id: Gauge::default(),
+            is_leader: Gauge::default(),
+            last_log_index: Gauge::default(),
+            committed_index: Gauge::default(),
+            applied_index: Gauge::default(),
+            snapshot_index: Gauge::default(),
+            follower_lag: Family::default(),
+            log_bytes: Gauge::default(),
+            disk_free_bytes: Gauge::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "http_requests",
+            "Client requests by endpoint and answer code",
+            m.requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "Time to answer a client request (polls: including the hold)",
+            m.request_seconds.clone(),
+        );
+        r.register(
+            "polls",
+            "Polls answered: at_once, woken by a change, or not_modified (-304)",
+            m.polls.clone(),
+        );
+        r.register(
+            "poll_wake_seconds",
+            "From a change being applied to a held poll it woke being answered",
+            m.poll_wake_seconds.clone(),
+        );
+        r.register("polls_held", "Polls held now", m.held_polls.clone());
+        r.register("apps", "Apps in the registry, by env", m.apps.clone());
+        r.register(
+            "instances",
+            "Instances in the registry, by env",
+            m.instances.clone(),
+        );
+        r.register(
+            "renews",
+            "Renews this node answered (rate() gives renews per second)",
+            m.renews.clone(),
+        );
+        r.register(
+            "evictions",
+            "Instances evicted by this node as leader",
+            m.evictions.clone(),
+        );
+        r.register(
+            "self_preservation",
+            "1 while eviction is held back (leader only; -1 when not leading)",
+            m.self_preservation.clone(),
+        );
+        r.register(
+            "protected",
+            "1 while the node is catching up and refuses reads (start-up protection)",
+            m.protected.clone(),
+        );
+        r.register("raft_term", "The current Raft term", m.term.clone());
+        r.register(
+            "raft_leader_id",
+            "The leader this node knows (0: none)",
+            m.leader_id.clone(),
+        );
+        r.register("raft_is_leader", "1 on the leader", m.is_leader.clone());
+        r.register(
+            "raft_last_log_index",
+            "The last log index this node holds",
+            m.last_log_index.clone(),
+        );
+        r.register(
+            "raft_committed_index",
+            "The last log index known committed",
+            m.committed_index.clone(),
+        );
+        r.register(
+            "raft_applied_index",
+            "The last log index applied to the registry",
+            m.applied_index.clone(),
+        );
+        r.register(
+            "raft_snapshot_index",
+            "The log index the last snapshot covers",
+            m.snapshot_index.clone(),
+        );
+        r.register(
+            "raft_follower_lag_entries",
+            "Entries each follower is behind (reported by the leader)",
+            m.follower_lag.clone(),
+        );
+        r.register(
+            "raft_leader_changes",
+            "Leader changes this node has seen (elections won by anyone)",
+            m.leader_changes.clone(),
+        );
+        r.register(
+            "raft_snapshot_build_seconds",
+            "Time to build and write a snapshot (_count: snapshots built)",
+            m.snapshot_build_seconds.clone(),
+        );
+        r.register(
+            "raft_snapshot_install_seconds",
+            "Time to install a received snapshot (_count: snapshots installed)",
+            m.snapshot_install_seconds.clone(),
+        );
+        r.register(
+            "raft_snapshot_bytes",
+            "Size of the last snapshot built or installed",
+            m.snapshot_bytes.clone(),
+        );
+        r.register(
+            "forward_seconds",
+            "Time for the leader to answer a write batch this node handed it (_count: batches forwarded)",
+            m.forward_seconds.clone(),
+        );
+        r.register(
+            "storage_flush_seconds",
+            "Time of one disk flush (fsync) of the Raft log (_count: flushes)",
+            m.flush_seconds.clone(),
+        );
+        r.register(
+            "storage_log_bytes",
+            "Bytes the Raft log takes on disk",
+            m.log_bytes.clone(),
+        );
+        r.register(
+            "storage_disk_free_bytes",
+            "Free bytes on the data directory's file system",
+            m.disk_free_bytes.clone(),
+        );
+        m
+    }
+
+    /// One client request answered.
+    pub fn request(&self, endpoint: &str, code: &str, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// One poll answered; `woke_after` is the time since the change that
+    /// woke it, for polls woken while held.
+    pub fn poll(&self, answer: PollAnswer, woke_after: Option<Duration>) {
+        let answer = match answer {
+            PollAnswer::AtOnce => "at_once",
+            PollAnswer::Woken => "woken",
+            PollAnswer::NotModified => "not_modified",
+        };
+        self.polls.get_or_create(&PollLabels { answer }).inc();
+        if let Some(after) = woke_after {
+            self.poll_wake_seconds.observe(after.as_secs_f64());
+        }
+    }
+
+    /// Sets the readings of the node's state.
+    pub fn set(&self, s: &Sample) {
+        fn gauge(g: &Gauge, v: Option<u64>) {
+            g.set(v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX)));
+        }
+        gauge(&self.held_polls, Some(s.held_polls as u64));
+        self.apps.clear();
+        self.instances.clear();
+        for (env, apps, instances) in &s.by_env {
+            let env = EnvLabels { env: env.clone() };
+            self.apps.get_or_create(&env).set(*apps as i64);
+            self.instances.get_or_create(&env).set(*instances as i64);
+        }
+        gauge(&self.self_preservation, s.self_preservation.map(u64::from));
+        gauge(&self.protected, Some(u64::from(s.protected)));
+        gauge(&self.term, Some(s.term));
+        gauge(&self.leader_id, Some(s.leader.unwrap_or(0)));
+        gauge(&self.is_leader, Some(u64::from(s.is_leader)));
+        gauge(&self.last_log_index, s.last_log_index);
+        gauge(&self.committed_index, s.committed_index);
+        gauge(&self.applied_index, s.applied_index);
+        gauge(&self.snapshot_index, s.snapshot_index);
+        self.follower_lag.clear();
+        for (id, lag) in &s.follower_lag {
+            gauge(
+                &self.follower_lag.get_or_create(&FollowerLabels {
+                    follower: id.to_string(),
+                }),
+                Some(*lag),
+            );
+        }
+        gauge(&self.log_bytes, Some(s.log_bytes_on_disk));
+        gauge(&self.disk_free_bytes, s.disk_free_bytes);
+    }
+
+    /// Everything in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_and_sampled_values_come_out_as_prometheus_text() {
+        let m = Metrics::new();
+        m.request("/discovery/fetch", "0", Duration::from_millis(2));
+        m.request("/discovery/fetch", "0", Duration::from_millis(3));
+        m.request("/discovery/poll", "-304", Duration::from_secs(30));
+        m.poll(PollAnswer::Woken, Some(Duration::from_millis(4)));
+        m.renews.inc_by(5);
+        m.set(&Sample {
+            held_polls: 7,
+            by_env: vec![("dev".into(), 2, 30)],
+            term: 3,
+            leader: Some(1),
+            is_leader: true,
+            follower_lag: vec![(2, 0), (3, 12)],
+            ..Sample::default()
+        });
+        let text = m.encode();
+        for line in [
+            r#"discovery_http_requests_total{endpoint="/discovery/fetch",code="0"} 2"#,
+            r#"discovery_http_requests_total{endpoint="/discovery/poll",code="-304"} 1"#,
+            r#"discovery_polls_total{answer="woken"} 1"#,
+            "discovery_poll_wake_seconds_count 1",
+            "discovery_renews_total 5",
+            "discovery_polls_held 7",
+            r#"discovery_instances{env="dev"} 30"#,
+            r#"discovery_apps{env="dev"} 2"#,
+            "discovery_raft_term 3",
+            "discovery_raft_is_leader 1",
+            r#"discovery_raft_follower_lag_entries{follower="3"} 12"#,
+            "discovery_self_preservation -1",
+            "discovery_raft_applied_index -1",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+    }
+}
