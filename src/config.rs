@@ -352,7 +352,9 @@ pub struct Flags {
     pub raft_advertise: Option<String>,
     #[arg(long, env = "DISCOVERY_ZONE")]
     pub zone: Option<String>,
-    #[arg(long, env = "DISCOVERY_ENV")]
+    /// The deploy env (`dev`, `uat`, `prod`, ...); `--deploy.env` as the
+    /// original spelt it.
+    #[arg(long, alias = "deploy.env", env = "DISCOVERY_ENV")]
     pub env: Option<String>,
     #[arg(long, env = "DISCOVERY_REGION")]
     pub region: Option<String>,
@@ -381,12 +383,43 @@ pub struct Flags {
 impl Config {
     /// Reads the file named by the flags (if any) and applies the flags.
     pub fn load(flags: &Flags) -> anyhow::Result<Config> {
-        let mut config = match &flags.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
+        let (mut config, in_file) = match &flags.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let config: Config =
+                    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+                let raw: toml::Table = toml::from_str(&text)?;
+                (config, raw)
+            }
+            None => (Config::default(), toml::Table::new()),
         };
+        config.apply_original_env(&in_file, |name| std::env::var(name).ok());
         config.apply(flags);
         config.finish()
+    }
+
+    /// The original's environment: `ZONE`, `REGION` and `DEPLOY_ENV` (what
+    /// its `-zone`, `-region` and `-deploy.env` flags default to) set the
+    /// node's zone, region and env where the file says nothing of them,
+    /// as the original's `[env]` section took precedence over them. Our own
+    /// flags and `DISCOVERY_*` variables, applied after, win over both.
+    fn apply_original_env(
+        &mut self,
+        in_file: &toml::Table,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) {
+        let node = in_file.get("node").and_then(toml::Value::as_table);
+        let stated = |key: &str| node.is_some_and(|n| n.contains_key(key));
+        for (key, var, field) in [
+            ("zone", "ZONE", &mut self.node.zone),
+            ("region", "REGION", &mut self.node.region),
+            ("env", "DEPLOY_ENV", &mut self.node.env),
+        ] {
+            if let Some(value) = lookup(var).filter(|v| !v.is_empty() && !stated(key)) {
+                *field = value;
+            }
+        }
     }
 
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
@@ -722,6 +755,44 @@ mod tests {
         // Several heartbeats fit in the shortest wait, so a busy leader is
         // not replaced for one late heartbeat.
         assert!(r.heartbeat_ms * 10 <= r.election_timeout_max_ms + r.election_timeout_min_ms);
+    }
+
+    #[test]
+    fn the_originals_zone_region_and_deploy_env_apply_where_the_file_is_silent() {
+        let env = |name: &str| match name {
+            "ZONE" => Some("sh002".to_string()),
+            "REGION" => Some("bj".to_string()),
+            "DEPLOY_ENV" => Some("uat".to_string()),
+            _ => None,
+        };
+        let mut c = Config::default();
+        c.apply_original_env(&toml::Table::new(), env);
+        assert_eq!(
+            (
+                c.node.zone.as_str(),
+                c.node.region.as_str(),
+                c.node.env.as_str()
+            ),
+            ("sh002", "bj", "uat")
+        );
+
+        // The file's own [node] zone wins, as the original's [env] did.
+        let file: toml::Table = toml::from_str("[node]\nzone = \"sh001\"\n").unwrap();
+        let mut c: Config = toml::from_str("[node]\nzone = \"sh001\"\n").unwrap();
+        c.apply_original_env(&file, env);
+        assert_eq!(
+            (c.node.zone.as_str(), c.node.env.as_str()),
+            ("sh001", "uat")
+        );
+
+        // And our own flags win over everything.
+        let flags = Flags::try_parse_from(["discovery", "--zone", "sh009", "--deploy.env", "prod"])
+            .unwrap();
+        c.apply(&flags);
+        assert_eq!(
+            (c.node.zone.as_str(), c.node.env.as_str()),
+            ("sh009", "prod")
+        );
     }
 
     #[test]
