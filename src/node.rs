@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::clock::now;
 use crate::cluster::bootstrap::form_cluster;
-use crate::cluster::catch_up::lift_when_caught_up;
+use crate::cluster::catch_up::{lift_when_caught_up, ReadBarrier};
 use crate::cluster::evictor::{evict_silent, EvictionState};
 use crate::cluster::leader_watch::count_leader_changes;
 use crate::cluster::link::Link;
@@ -196,6 +196,12 @@ impl Node {
             max_held_polls: config.connections.max_held_polls,
             env: config.node.env.clone(),
             metrics: metrics.clone(),
+            reads: ReadBarrier {
+                raft: raft.clone(),
+                me: config.node.id,
+                link: link.clone(),
+                within: wait_for_leader,
+            },
         });
         let peers = Arc::new(PeerApi {
             raft: raft.clone(),

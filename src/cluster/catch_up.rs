@@ -33,23 +33,71 @@ pub async fn read_index(raft: &Raft) -> ReadIndex {
     }
 }
 
-/// Asks the current leader (itself included) for its commit point until one
-/// answers.
+/// Asks the current leader (itself included) for its commit point, once.
+async fn ask_commit_point(raft: &Raft, me: NodeId, link: &Link) -> Option<u64> {
+    let metrics = raft.metrics().borrow().clone();
+    let answer = match metrics.current_leader {
+        Some(leader) if leader == me => Some(read_index(raft).await),
+        Some(leader) => match metrics.membership_config.membership().get_node(&leader) {
+            Some(member) => link.read_index(member, Duration::from_secs(2)).await.ok(),
+            None => None,
+        },
+        None => None,
+    };
+    match answer {
+        Some(ReadIndex::Index(i)) => Some(i),
+        _ => None,
+    }
+}
+
+/// Asks the current leader for its commit point until one answers.
 async fn commit_point(raft: &Raft, me: NodeId, link: &Link, retry: Duration) -> u64 {
     loop {
-        let metrics = raft.metrics().borrow().clone();
-        let answer = match metrics.current_leader {
-            Some(leader) if leader == me => Some(read_index(raft).await),
-            Some(leader) => match metrics.membership_config.membership().get_node(&leader) {
-                Some(member) => link.read_index(member, Duration::from_secs(2)).await.ok(),
-                None => None,
-            },
-            None => None,
-        };
-        if let Some(ReadIndex::Index(i)) = answer {
+        if let Some(i) = ask_commit_point(raft, me, link).await {
             return i;
         }
         tokio::time::sleep(retry).await;
+    }
+}
+
+/// Consistent reads on request: before answering, a node confirms the
+/// leader's commit point (the leader checks with a quorum that it still
+/// leads) and waits until it has applied that far, so the answer holds
+/// every write acknowledged before the read began, on any node.
+#[derive(Clone)]
+pub struct ReadBarrier {
+    pub raft: Raft,
+    pub me: NodeId,
+    pub link: Link,
+    /// How long to try before giving up (no leader, or cut off from it).
+    pub within: Duration,
+}
+
+impl ReadBarrier {
+    /// The confirmed index once applied here, or why not within the bound.
+    pub async fn confirm(&self) -> Result<u64, String> {
+        let confirmed = async {
+            let index = loop {
+                if let Some(i) = ask_commit_point(&self.raft, self.me, &self.link).await {
+                    break i;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let mut metrics = self.raft.metrics();
+            let applied = metrics
+                .wait_for(|m| m.last_applied.map_or(0, |l| l.index) >= index)
+                .await;
+            applied
+                .map(|_| index)
+                .map_err(|_| "raft stopped".to_string())
+        };
+        match tokio::time::timeout(self.within, confirmed).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "no leader confirmed the commit point within {:?}",
+                self.within
+            )),
+        }
     }
 }
 

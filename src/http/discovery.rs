@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::params::Params;
 use super::reply;
 use crate::clock::now;
+use crate::cluster::catch_up::ReadBarrier;
 use crate::cluster::protection::Protection;
 use crate::cluster::renewer::Renewer;
 use crate::cluster::writer::{WriteError, Writer};
@@ -37,6 +38,8 @@ pub struct Api {
     /// The node's own env, under which `fetch/all` lists the cluster's nodes.
     pub env: String,
     pub metrics: Arc<Metrics>,
+    /// For reads that ask `consistent=1`.
+    pub reads: ReadBarrier,
 }
 
 type Shared = State<Arc<Api>>;
@@ -76,6 +79,25 @@ fn guard(api: &Api) -> Result<(), Response> {
         ))
     } else {
         Ok(())
+    }
+}
+
+/// With `consistent=1`, waits until this node has applied everything the
+/// leader had committed when the read arrived; `-503` when no leader
+/// confirms in time. Without it (or `0`), answers at once from local state.
+async fn consistent(api: &Api, p: &Params) -> Result<(), Response> {
+    match p.one("consistent").map_err(|e| reply::error(&e))? {
+        None | Some("0") | Some("false") => Ok(()),
+        Some("1") | Some("true") => api
+            .reads
+            .confirm()
+            .await
+            .map(|_| ())
+            .map_err(|e| reply::answer(-503, &format!("consistent read: {e}"), None)),
+        Some(other) => Err(reply::error(&RegistryError::bad(
+            "consistent",
+            &format!("{other:?}: 1 (confirm with the leader) or 0"),
+        ))),
     }
 }
 
@@ -248,6 +270,9 @@ pub async fn fetch(State(api): Shared, p: Params) -> Response {
     if let Err(r) = guard(&api) {
         return r;
     }
+    if let Err(r) = consistent(&api, &p).await {
+        return r;
+    }
     let env = try_param!(p.required("env"));
     let appid = try_param!(p.required("appid"));
     let mask = try_param!(status_mask(&p));
@@ -264,6 +289,9 @@ pub async fn fetch(State(api): Shared, p: Params) -> Response {
 
 pub async fn fetchs(State(api): Shared, p: Params) -> Response {
     if let Err(r) = guard(&api) {
+        return r;
+    }
+    if let Err(r) = consistent(&api, &p).await {
         return r;
     }
     let env = try_param!(p.required("env"));
@@ -418,6 +446,11 @@ pub async fn polls(State(api): Shared, p: Params) -> Response {
         apps.push((appid.to_string(), since));
     }
     let zone = try_param!(p.one("zone"));
+    // The first answer is consistent when asked: a change already there
+    // is answered from a state that holds every acknowledged write.
+    if let Err(r) = consistent(&api, &p).await {
+        return r;
+    }
     match hold(&api, env, zone, &apps).await {
         Held::Changed { data, missing } => {
             let data: Vec<(&str, Bytes)> =
