@@ -46,7 +46,9 @@ done
 # glibc before 2.34 keeps the `files` and `dns` lookups in modules it loads
 # at run time, which ldd does not list; newer glibc has them built in.
 for mod in libnss_files.so.2 libnss_dns.so.2 libresolv.so.2; do
-  lib=$(ldconfig -p 2>/dev/null | awk -v m="$mod" '$1 == m && /x86-64|x86_64|aarch64/ { print $NF; exit }')
+  # awk reads the whole listing (no early exit): under pipefail, ldconfig
+  # killed by SIGPIPE mid-listing would fail the script.
+  lib=$(ldconfig -p 2>/dev/null | awk -v m="$mod" '$1 == m && /x86-64|x86_64|aarch64/ && !f { f = $NF } END { if (f) print f }')
   [ -n "$lib" ] && [ ! -e "$root$lib" ] && place "$lib"
 done
 printf 'hosts: files dns\n' > "$root/etc/nsswitch.conf"
