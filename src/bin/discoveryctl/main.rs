@@ -1,6 +1,8 @@
 //! `discoveryctl`: look at a cluster, check a node's health, change the
 //! membership, make the cluster's certificates.
 
+mod registry;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,14 +21,11 @@ use serde_json::Value;
     about = "Inspect and change a raft-discovery cluster"
 )]
 struct Cli {
-    /// Any node of the cluster, `host:port` or `http://host:port`.
-    #[arg(
-        long,
-        short = 'n',
-        env = "DISCOVERY_NODE",
-        default_value = "127.0.0.1:7171"
-    )]
-    node: String,
+    /// Nodes of the cluster, `host:port` or `http://host:port`, comma
+    /// separated: the first that answers is used. Without it,
+    /// `DISCOVERY_NODES` (as the SDKs read it), else 127.0.0.1:7171.
+    #[arg(long, short = 'n', env = "DISCOVERY_NODE", value_delimiter = ',')]
+    node: Vec<String>,
     /// Print the raw JSON answer.
     #[arg(long)]
     json: bool,
@@ -44,6 +43,25 @@ struct Cli {
 enum Command {
     /// Leader, term, log, commit and applied index, members and their lag.
     Status,
+    /// Every app: instances, how many are up, zones.
+    Apps {
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// One app's instances: zone, status, last renew, version, addresses,
+    /// metadata.
+    Instances {
+        appid: String,
+        #[arg(long, default_value = "dev")]
+        env: String,
+    },
+    /// Long-polls one app and prints each change as it comes (`+` added,
+    /// `~` changed, `-` gone): a `tail -f` of the app.
+    Watch {
+        appid: String,
+        #[arg(long, default_value = "dev")]
+        env: String,
+    },
     /// Exits 0 when the node serves (it knows a leader and has caught up),
     /// 1 otherwise: a health check for containers, which have no curl.
     Health {
@@ -193,9 +211,30 @@ async fn main() -> anyhow::Result<()> {
             .add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
     }
     let http = builder.build()?;
-    let base = base(&cli.node);
+    if let Command::Certs(command) = cli.command {
+        return make_certs(command);
+    }
+    let nodes = if cli.node.is_empty() {
+        std::env::var("DISCOVERY_NODES")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| v.split(',').map(|n| n.trim().to_string()).collect())
+            .unwrap_or_else(|| vec!["127.0.0.1:7171".to_string()])
+    } else {
+        cli.node.clone()
+    };
+    let base = first_answering(&http, &nodes).await;
     let change = match cli.command {
-        Command::Certs(command) => return make_certs(command),
+        Command::Certs(_) => unreachable!("handled above"),
+        Command::Apps { env } => {
+            return registry::apps(&http, &base, env.as_deref(), cli.json).await
+        }
+        Command::Instances { appid, env } => {
+            return registry::instances(&http, &base, &appid, &env, cli.json).await
+        }
+        Command::Watch { appid, env } => {
+            return registry::watch(&http, &base, &appid, &env, cli.json).await
+        }
         Command::Status => {
             let status: Value = http
                 .get(format!("{base}/admin/status"))
@@ -264,6 +303,23 @@ async fn main() -> anyhow::Result<()> {
         }
         Err(e) => anyhow::bail!("refused: {e}"),
     }
+}
+
+/// The first of `nodes` whose status answers within a second; the first
+/// of them when none does (its error then says which node failed).
+async fn first_answering(http: &reqwest::Client, nodes: &[String]) -> String {
+    for node in nodes {
+        let b = base(node);
+        let answered = http
+            .get(format!("{b}/admin/status"))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await;
+        if answered.is_ok() {
+            return b;
+        }
+    }
+    base(&nodes[0])
 }
 
 /// Serving means: start-up protection lifted and a leader known.
