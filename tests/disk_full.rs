@@ -228,3 +228,61 @@ async fn a_follower_short_of_space_lags_without_failing_and_catches_up_when_spac
     );
     cluster.kill(2);
 }
+
+#[tokio::test]
+async fn with_no_reserve_the_write_whose_flush_fails_is_never_acknowledged() {
+    if !root() {
+        return;
+    }
+    // min_free_mb = 0: nothing stops short of the full disk, so the log's
+    // own write or flush meets ENOSPC.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "[storage]\nmin_free_mb = 0\n").unwrap();
+    let mount = dir.path().join("disk");
+    std::fs::create_dir(&mount).unwrap();
+    let disk = Tmpfs::mount(&mount, 3);
+    let data = mount.join("data");
+    let (port, peer) = (free_port(), free_port());
+    let c = Client {
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::new(),
+    };
+    let node = start(&config, &data, port, peer);
+    serving(&c).await;
+    let mut acknowledged = 0;
+    let refusal = loop {
+        let a = register_big(&c, &host(acknowledged)).await;
+        if a.code() != 0 {
+            break a;
+        }
+        acknowledged += 1;
+        assert!(acknowledged < 5000, "3 MiB never filled");
+    };
+    assert!(acknowledged > 10, "only {acknowledged} fitted");
+    assert!(
+        refusal.code() == -500 || refusal.code() == -503,
+        "{}",
+        refusal.text
+    );
+    let message = refusal.json()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("No space left on device"), "{message}");
+    // Reads go on with everything acknowledged.
+    let acked: BTreeSet<String> = (0..acknowledged).map(host).collect();
+    assert_eq!(hostnames(&c, "full.app").await, acked);
+
+    // Space again and a restart: every acknowledged write is there. The
+    // write that met the full disk was refused, never acknowledged; its
+    // entry may still have reached the disk and apply now, as a write
+    // that timed out may.
+    drop(node);
+    disk.grow(32);
+    let _node = start(&config, &data, port, peer);
+    serving(&c).await;
+    let after = hostnames(&c, "full.app").await;
+    let at_most: BTreeSet<String> = (0..=acknowledged).map(host).collect();
+    assert!(
+        acked.is_subset(&after) && after.is_subset(&at_most),
+        "acknowledged {acknowledged}, after the restart {after:?}"
+    );
+}
