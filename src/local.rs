@@ -6,13 +6,14 @@ use std::sync::Arc;
 use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 use serde::Serialize;
 
-use crate::poll::PollHub;
+use crate::poll::{ChangeFeed, PollHub};
 use crate::registry::{Command, Outcome, Registry, RegistrySnapshot};
 
 /// This node's applied registry and the polls waiting on it.
 pub struct LocalRegistry {
     applied: RwLock<Applied>,
     hub: Arc<PollHub>,
+    feed: ChangeFeed,
 }
 
 /// The registry and the log index it reflects, changed together.
@@ -39,6 +40,7 @@ impl LocalRegistry {
                 index: None,
             }),
             hub: PollHub::new(),
+            feed: ChangeFeed::default(),
         })
     }
 
@@ -51,12 +53,17 @@ impl LocalRegistry {
         &self.hub
     }
 
+    /// The recent changes applied here, for the console.
+    pub fn feed(&self) -> &ChangeFeed {
+        &self.feed
+    }
+
     /// Applies the commands of log entry `index` in order, then wakes the
     /// polls of the apps they changed (after the write lock is released, so
     /// woken polls read the new state at once).
     pub fn apply(&self, index: u64, commands: &[Command]) -> Vec<Outcome> {
         let mut changed = Vec::new();
-        let outcomes = {
+        let outcomes: Vec<Outcome> = {
             let mut applied = self.applied.write();
             applied.index = Some(index);
             commands
@@ -72,6 +79,7 @@ impl LocalRegistry {
             changed.sort();
             changed.dedup();
             self.hub.notify(&changed);
+            self.feed.record(index, commands, &outcomes);
         }
         outcomes
     }
@@ -91,6 +99,7 @@ impl LocalRegistry {
             applied.index = index;
         }
         self.hub.notify_all();
+        self.feed.snapshot_installed(index);
     }
 
     /// The registry's digest and the index it was taken at. The lock is

@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
 use super::discovery::Api;
+use super::params::Params;
+use super::reply;
 use crate::cluster::evictor::EvictionState;
 use crate::cluster::link::Link;
 use crate::cluster::membership::{self, Change, Changed};
@@ -165,6 +167,17 @@ pub async fn metrics(
         )],
         metrics.encode(),
     )
+}
+
+/// The changes this node applied after `after` (a sequence number of the
+/// feed; 0 or absent: all it keeps), held like a poll until there is one.
+pub async fn changes(State(Admin { api, .. }): State<Admin>, p: Params) -> Response {
+    let after = match p.number::<u64>("after") {
+        Ok(after) => after.unwrap_or(0),
+        Err(e) => return reply::error(&e),
+    };
+    let (changes, latest) = api.local.feed().wait_after(after, api.poll_hold).await;
+    Json(serde_json::json!({ "latest": latest, "changes": changes })).into_response()
 }
 
 /// The registry's digest at the index this node has applied: replicas that

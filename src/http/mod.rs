@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod console;
 pub mod discovery;
 pub mod head;
 pub mod observe;
@@ -72,6 +73,8 @@ pub fn router(
         .route("/admin/status", get(admin::status))
         .route("/admin/digest", get(admin::digest))
         .route("/metrics", get(admin::metrics))
+        .route("/admin/changes", get(admin::changes))
+        .route("/", get(console::page))
         .with_state(admin);
     writes
         .merge(reads)

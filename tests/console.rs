@@ -1,0 +1,283 @@
+//! The web console in a real browser: headless Chromium, driven over the
+//! WebDriver protocol by chromedriver (Debian's `chromium` and
+//! `chromium-driver`). An instance registered through the API shows up in
+//! the page without a reload.
+//!
+//! Without Chromium the test says it was skipped, unless
+//! `DISCOVERY_REQUIRE_BROWSER` is set (`.ci/run` installs Chromium and
+//! sets it), where a missing browser fails it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, TestNode};
+use serde_json::{json, Value};
+
+fn found(candidates: &[&str]) -> Option<PathBuf> {
+    candidates.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// chromedriver and the Chromium it drives, or why the test cannot run.
+fn browser() -> Option<(PathBuf, PathBuf)> {
+    let driver = found(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]);
+    let chromium = found(&["/usr/bin/chromium", "/usr/lib/chromium/chromium"]);
+    match (driver, chromium) {
+        (Some(d), Some(c)) => Some((d, c)),
+        _ if std::env::var_os("DISCOVERY_REQUIRE_BROWSER").is_some() => {
+            panic!("DISCOVERY_REQUIRE_BROWSER is set but chromium / chromedriver are missing")
+        }
+        _ => None,
+    }
+}
+
+/// One WebDriver session on a chromedriver of its own.
+struct Browser {
+    driver: Child,
+    http: reqwest::Client,
+    session: String,
+}
+
+impl Browser {
+    async fn start(driver: &Path, chromium: &Path) -> Browser {
+        let port = free_port();
+        let child = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1400,1000"]
+            }
+        }}});
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let session = loop {
+            let answer = http
+                .post(format!("{base}/session"))
+                .json(&capabilities)
+                .send()
+                .await;
+            if let Ok(answer) = answer {
+                let v: Value = answer.json().await.unwrap();
+                match v["value"]["sessionId"].as_str() {
+                    Some(id) => break id.to_string(),
+                    None => panic!("no session: {v}"),
+                }
+            }
+            assert!(Instant::now() < deadline, "chromedriver never answered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        Browser {
+            driver: child,
+            http,
+            session: format!("{base}/session/{session}"),
+        }
+    }
+
+    async fn call(&self, path: &str, body: Value) -> Value {
+        let v: Value = self
+            .http
+            .post(format!("{}{path}", self.session))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["value"].clone()
+    }
+
+    async fn open(&self, url: &str) {
+        self.call("/url", json!({ "url": url })).await;
+    }
+
+    async fn run(&self, script: &str) -> Value {
+        self.call("/execute/sync", json!({ "script": script, "args": [] }))
+            .await
+    }
+
+    async fn text(&self) -> String {
+        self.run("return document.body.innerText;")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Waits until the page's text holds every one of `parts`.
+    async fn wait_for(&self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.text().await;
+            if parts.iter().all(|p| text.contains(p)) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the page never showed {parts:?}:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn screenshot(&self) -> Vec<u8> {
+        let v: Value = self
+            .http
+            .get(format!("{}/screenshot", self.session))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        decode_base64(v["value"].as_str().expect("a screenshot"))
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn decode_base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let bytes: Vec<u8> = text.bytes().filter(|c| *c != b'=' && *c != b'\n').collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, c)| n | (u32::from(value(*c)) << (18 - 6 * i)));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_a_registration_live_without_a_reload() {
+    let Some((driver, chromium)) = browser() else {
+        eprintln!("skipped: no chromium / chromedriver (apt-get install chromium chromium-driver)");
+        return;
+    };
+    // Polls (the console's feed too) held 2 s, so the node stops quickly.
+    let node = TestNode::start(2_000).await;
+    let c = node.client();
+    let first = c
+        .post(
+            "/discovery/register",
+            &[
+                ("zone", "sh001"),
+                ("env", "dev"),
+                ("appid", "console.app"),
+                ("hostname", "h1"),
+                ("status", "1"),
+                ("addrs", "grpc://10.0.0.1:9000"),
+                ("addrs", "http://10.0.0.1:8000"),
+                ("version", "v1.4.2"),
+                ("metadata", r#"{"weight":"10","color":"blue"}"#),
+            ],
+        )
+        .await;
+    assert_eq!(first.code(), 0, "{}", first.text);
+    let page = node.client().http.get(node.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+
+    let browser = Browser::start(&driver, &chromium).await;
+    browser.open(&node.url("/")).await;
+    let text = browser
+        .wait_for(&["console.app", "infra.discovery", "leader", "live"])
+        .await;
+    browser
+        .run("document.querySelector('details[data-app=\"console.app\"]').open = true; return 1;")
+        .await;
+    browser.wait_for(&["weight=10", "v1.4.2"]).await;
+    assert!(
+        text.contains("register"),
+        "the feed shows the register:\n{text}"
+    );
+    browser.run("window.__sameDocument = 42; return 1;").await;
+
+    // Registered through the API while the page is open: a new app and a
+    // second instance of the first. The page shows both, by itself.
+    assert_eq!(
+        c.register("live.app", "sh002", "h-live", "1").await.code(),
+        0
+    );
+    assert_eq!(
+        c.register("console.app", "sh001", "h2", "1").await.code(),
+        0
+    );
+    let text = browser.wait_for(&["live.app", "2 instances"]).await;
+    assert_eq!(
+        browser.run("return window.__sameDocument;").await,
+        json!(42),
+        "the page reloaded:\n{text}"
+    );
+    // Expanded, the new instance is in the DOM with its zone and status.
+    let row = browser
+        .run(
+            "document.querySelector('details[data-app=\"live.app\"]').open = true; \
+             const r = document.querySelector('details[data-app=\"live.app\"] tr[data-host=\"h-live\"]'); \
+             return r ? r.innerText : null;",
+        )
+        .await;
+    let row = row.as_str().expect("a row for h-live");
+    assert!(row.contains("h-live") && row.contains("up"), "{row}");
+    let feed = browser
+        .run("return document.getElementById('feed').innerText;")
+        .await;
+    assert!(feed.as_str().unwrap().contains("h-live"), "{feed}");
+
+    // The search box narrows the apps.
+    browser
+        .run(
+            "const s = document.getElementById('search'); s.value = 'h-live'; \
+             s.dispatchEvent(new Event('input')); return 1;",
+        )
+        .await;
+    let apps = browser
+        .run("return document.getElementById('apps').innerText;")
+        .await;
+    let apps = apps.as_str().unwrap();
+    assert!(
+        apps.contains("live.app") && !apps.contains("console.app"),
+        "{apps}"
+    );
+
+    browser
+        .run(
+            "const s = document.getElementById('search'); s.value = ''; \
+             s.dispatchEvent(new Event('input')); \
+             document.querySelector('details[data-app=\"console.app\"]').open = true; return 1;",
+        )
+        .await;
+    let png = browser.screenshot().await;
+    assert_eq!(&png[1..4], b"PNG");
+    let out = std::env::var_os("DISCOVERY_SCREENSHOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png"));
+    std::fs::write(&out, png).unwrap();
+    drop(browser);
+    node.stop().await;
+}
