@@ -21,8 +21,9 @@ use crate::cluster::peers::{watch_peers, ProbeSettings};
 use crate::cluster::protection::Protection;
 use crate::cluster::renewer::{RenewLedger, RenewSettings, Renewer};
 use crate::cluster::writer::Writer;
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::http::access::Access;
+use crate::http::access_log::{self, AccessLog};
 use crate::http::admin::Admin;
 use crate::http::discovery::Api;
 use crate::http::head::HeadLimits;
@@ -257,13 +258,18 @@ impl Node {
                     admin,
                     access,
                     c.max_body_bytes,
-                    HeadLimits {
-                        uri_bytes: c.max_uri_bytes,
-                        header_bytes: c.max_header_bytes,
-                    },
                     Observe {
                         metrics: metrics.clone(),
-                        access_log: config.log.access,
+                        head: HeadLimits {
+                            uri_bytes: c.max_uri_bytes,
+                            header_bytes: c.max_header_bytes,
+                        },
+                        access_log: config.log.access.then(|| {
+                            AccessLog::start(match config.log.format {
+                                LogFormat::Text => access_log::Format::Text,
+                                LogFormat::Json => access_log::Format::Json,
+                            })
+                        }),
                     },
                 ),
                 tls: client_tls,

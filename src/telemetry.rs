@@ -6,7 +6,10 @@
 //! when `/metrics` is scraped. This module depends on nothing else of the
 //! crate, so every layer may record into it.
 
+use std::collections::HashMap;
 use std::time::Duration;
+
+use parking_lot::RwLock;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -73,9 +76,18 @@ pub struct Sample {
     pub disk_free_bytes: Option<u64>,
 }
 
+/// The handles of one endpoint: its latency, and its count per code.
+/// Looked up by borrowed strings, so recording a request allocates
+/// nothing once an endpoint and code have been seen.
+struct EndpointHandles {
+    seconds: Histogram,
+    by_code: HashMap<String, Counter>,
+}
+
 /// Every metric of a node; shared as an `Arc`.
 pub struct Metrics {
     registry: Registry,
+    endpoints: RwLock<HashMap<String, EndpointHandles>>,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<EndpointLabels, Histogram>,
     polls: Family<PollLabels, Counter>,
@@ -120,6 +132,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut m = Metrics {
             registry: Registry::with_prefix("discovery"),
+            endpoints: RwLock::default(),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency),
             polls: Family::default(),
@@ -273,17 +286,40 @@ impl Metrics {
 
     /// One client request answered.
     pub fn request(&self, endpoint: &str, code: &str, took: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                endpoint: endpoint.to_string(),
-                code: code.to_string(),
-            })
-            .inc();
-        self.request_seconds
-            .get_or_create(&EndpointLabels {
-                endpoint: endpoint.to_string(),
-            })
-            .observe(took.as_secs_f64());
+        {
+            let endpoints = self.endpoints.read();
+            if let Some(e) = endpoints.get(endpoint) {
+                if let Some(count) = e.by_code.get(code) {
+                    count.inc();
+                    e.seconds.observe(took.as_secs_f64());
+                    return;
+                }
+            }
+        }
+        // First time for this endpoint or code: make its handles (the
+        // families keep them; these are clones of the same counters).
+        let mut endpoints = self.endpoints.write();
+        let e = endpoints
+            .entry(endpoint.to_string())
+            .or_insert_with(|| EndpointHandles {
+                seconds: self
+                    .request_seconds
+                    .get_or_create(&EndpointLabels {
+                        endpoint: endpoint.to_string(),
+                    })
+                    .clone(),
+                by_code: HashMap::new(),
+            });
+        let count = e.by_code.entry(code.to_string()).or_insert_with(|| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    endpoint: endpoint.to_string(),
+                    code: code.to_string(),
+                })
+                .clone()
+        });
+        count.inc();
+        e.seconds.observe(took.as_secs_f64());
     }
 
     /// One poll answered; `woke_after` is the time since the change that

@@ -21,7 +21,11 @@ async fn main() -> anyhow::Result<()> {
     // Lines go to stderr from a thread of their own: the access log writes
     // one per request, and a slow terminal or pipe must not slow requests
     // (past 128k lines waiting, lines are dropped, not requests).
-    let (writer, _flushed_at_exit) = tracing_appender::non_blocking(std::io::stderr());
+    // Buffered: the writer thread drains every waiting line, then flushes
+    // once, so a busy node makes one write per batch, not one per line.
+    let (writer, _flushed_at_exit) = tracing_appender::non_blocking(
+        std::io::BufWriter::with_capacity(64 << 10, std::io::stderr()),
+    );
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into());
     // Colours only on a terminal: piped to a file or `docker logs`, escape

@@ -4,8 +4,7 @@
 //! head); these bounds sit well below, so a client over them gets an
 //! answer it can parse.
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 
 use super::reply;
@@ -19,15 +18,10 @@ pub struct HeadLimits {
     pub header_bytes: usize,
 }
 
-/// Refuses a request whose head is over the limits, before any handler.
-pub async fn check(State(limits): State<HeadLimits>, req: Request, next: Next) -> Response {
-    if let Some(refusal) = judge(&limits, &req) {
-        return refusal;
-    }
-    next.run(req).await
-}
-
-fn judge(limits: &HeadLimits, req: &Request) -> Option<Response> {
+/// The refusal of a request whose head is over the limits, if it is.
+/// (Checked by [`super::observe`], in the one middleware every request
+/// passes.)
+pub fn judge(limits: &HeadLimits, req: &Request) -> Option<Response> {
     let uri = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if uri > limits.uri_bytes {
         return Some(reply::head_too_large(

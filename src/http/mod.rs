@@ -3,6 +3,7 @@
 //! admin token). Nothing peers use is served here: that is [`crate::peer`].
 
 pub mod access;
+pub mod access_log;
 pub mod admin;
 pub mod console;
 pub mod discovery;
@@ -22,7 +23,6 @@ use axum::Router;
 use access::Access;
 use admin::Admin;
 use discovery::Api;
-use head::HeadLimits;
 use observe::Observe;
 
 /// Where operators post membership changes.
@@ -41,13 +41,12 @@ pub fn overloaded() -> Router {
 }
 
 /// Every route of the client listener; request bodies up to `max_body`,
-/// heads within `head`, each request counted and logged by `observe`.
+/// each request's head checked, counted and logged by `observe`.
 pub fn router(
     api: Arc<Api>,
     admin: Admin,
     access: Arc<Access>,
     max_body: usize,
-    head: HeadLimits,
     observe: Observe,
 ) -> Router {
     let writes = Router::new()
@@ -82,6 +81,5 @@ pub fn router(
         .merge(status)
         .fallback(|| async { reply::not_found() })
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(from_fn_with_state(head, head::check))
         .layer(from_fn_with_state(observe, observe::observe))
 }

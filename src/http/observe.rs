@@ -1,7 +1,8 @@
-//! What every client request leaves behind: its count and latency in the
-//! metrics, and one access-log line (target `access`), like the original's
-//! `http-access-log`: time, method, path, parameters, code, latency and the
-//! remote address.
+//! The one middleware every client request passes: it refuses a head over
+//! the limits ([`head`]), and records what every request leaves behind: its count and latency in the
+//! metrics, and one access-log line (target `access`, written by
+//! [`AccessLog`]), like the original's `http-access-log`: time, method,
+//! path, parameters, code, latency and the remote address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use super::access_log::{AccessLog, Entry};
+use super::head::{self, HeadLimits};
 use crate::telemetry::Metrics;
 
 /// Bodies up to this size are read for the access log's parameters (a
@@ -24,53 +27,71 @@ const LOGGED_PARAMS: usize = 1024;
 #[derive(Clone)]
 pub struct Observe {
     pub metrics: Arc<Metrics>,
-    /// Whether to write access-log lines at all.
-    pub access_log: bool,
+    /// Bounds on the request head, checked first.
+    pub head: HeadLimits,
+    /// Where access-log lines go; `None`: not written at all.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 pub async fn observe(State(o): State<Observe>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     // Unmatched paths count as one endpoint, so a scanner cannot grow the
     // metrics without bound.
-    let endpoint = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("other", MatchedPath::as_str)
-        .to_string();
-    let remote = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let (req, params) = if o.access_log && tracing::enabled!(target: "access", tracing::Level::INFO)
-    {
-        params(req).await
+    // The matched route is shared by the router (an Arc inside), so
+    // keeping it costs no copy of the path.
+    let endpoint = req.extensions().get::<MatchedPath>().cloned();
+    // RUST_LOG=access=off turns it off too, as for any log target.
+    let logged =
+        o.access_log.is_some() && tracing::enabled!(target: "access", tracing::Level::INFO);
+    let (req, line) = if logged {
+        let (req, params) = params(req).await;
+        let line = Line {
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            params,
+            remote: req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+        };
+        (req, Some(line))
     } else {
-        (req, String::new())
+        (req, None)
     };
-    let response = next.run(req).await;
+    let response = match head::judge(&o.head, &req) {
+        Some(refusal) => refusal,
+        None => next.run(req).await,
+    };
     let took = started.elapsed();
+    let status = response.status();
     let code = response
         .headers()
         .get("kratos-status-code")
         .and_then(|v| v.to_str().ok())
-        .map_or_else(|| response.status().as_u16().to_string(), str::to_string);
-    o.metrics.request(&endpoint, &code, took);
-    if o.access_log {
-        tracing::info!(
-            target: "access",
-            method = %method,
-            path = %path,
-            params = %params,
-            code = %code,
-            status = response.status().as_u16(),
-            latency_ms = took.as_micros() as f64 / 1000.0,
-            remote = %remote.map_or_else(String::new, |r| r.to_string()),
-            "request"
-        );
+        .unwrap_or_else(|| status.as_str());
+    let endpoint = endpoint.as_ref().map_or("other", MatchedPath::as_str);
+    o.metrics.request(endpoint, code, took);
+    if let (Some(line), Some(log)) = (line, &o.access_log) {
+        log.log(&Entry {
+            method: line.method.as_str(),
+            path: &line.path,
+            params: &line.params,
+            code,
+            status: status.as_u16(),
+            latency: took,
+            remote: line.remote,
+        });
     }
     response
+}
+
+/// What an access-log line says of the request, taken before it is handed
+/// on.
+struct Line {
+    method: axum::http::Method,
+    path: String,
+    params: String,
+    remote: Option<SocketAddr>,
 }
 
 /// The request's parameters as the client sent them: the query, and a

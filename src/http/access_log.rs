@@ -1,0 +1,238 @@
+//! The access log's writer: one line per request, formatted straight into
+//! a shared buffer that a thread of its own writes to stderr every 50 ms
+//! (or once 64 KiB are waiting). A busy node answers tens of thousands of
+//! requests a second; going through the general log formatter and one
+//! channel message per line cost about an eighth of fetch throughput, this
+//! costs a few hundred nanoseconds a line.
+//!
+//! Lines come as the node's other log lines do (`text`: the same layout;
+//! `json`: the same object shape), so whatever collects one reads both.
+//! Past 8 MiB waiting (stderr blocked), lines are dropped and counted,
+//! never requests.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex};
+
+/// How a line is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// One request, as its line tells it.
+pub struct Entry<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub params: &'a str,
+    pub code: &'a str,
+    pub status: u16,
+    pub latency: Duration,
+    pub remote: Option<SocketAddr>,
+}
+
+const FLUSH_AT: usize = 64 << 10;
+const DROP_PAST: usize = 8 << 20;
+
+pub struct AccessLog {
+    format: Format,
+    waiting: Mutex<Vec<u8>>,
+    wake: Condvar,
+    dropped: AtomicU64,
+}
+
+impl AccessLog {
+    /// Starts the writer thread; it ends (having written everything) once
+    /// the last handle is dropped.
+    pub fn start(format: Format) -> Arc<AccessLog> {
+        let log = Arc::new(AccessLog {
+            format,
+            waiting: Mutex::new(Vec::with_capacity(FLUSH_AT)),
+            wake: Condvar::new(),
+            dropped: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&log);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_while_alive(&weak, std::io::stderr()))
+            .expect("the access log thread starts");
+        log
+    }
+
+    /// Lines dropped because stderr did not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn log(&self, e: &Entry) {
+        let mut waiting = self.waiting.lock();
+        if waiting.len() > DROP_PAST {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.format {
+            Format::Text => text_line(&mut waiting, SystemTime::now(), e),
+            Format::Json => json_line(&mut waiting, SystemTime::now(), e),
+        }
+        if waiting.len() >= FLUSH_AT {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Writes what waits, every 50 ms or once 64 KiB wait, until the log is
+/// gone.
+fn write_while_alive(log: &Weak<AccessLog>, mut out: impl Write) {
+    let mut spare = Vec::with_capacity(FLUSH_AT);
+    loop {
+        let alive = match log.upgrade() {
+            Some(log) => {
+                let mut waiting = log.waiting.lock();
+                if waiting.len() < FLUSH_AT {
+                    log.wake.wait_for(&mut waiting, Duration::from_millis(50));
+                }
+                std::mem::swap(&mut *waiting, &mut spare);
+                true
+            }
+            None => false,
+        };
+        if !spare.is_empty() {
+            // Whole lines in one call, so they never interleave with the
+            // node's other log lines.
+            let _ = out.write_all(&spare);
+            let _ = out.flush();
+            spare.clear();
+        }
+        if !alive {
+            return;
+        }
+    }
+}
+
+/// `2026-11-27T14:17:35.888839Z` into `out`.
+fn timestamp(out: &mut Vec<u8>, at: SystemTime) {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_micros()
+    );
+}
+
+fn latency_ms(out: &mut Vec<u8>, latency: Duration) {
+    let micros = latency.as_micros();
+    let _ = write!(out, "{}.{:03}", micros / 1000, micros % 1000);
+}
+
+fn text_line(out: &mut Vec<u8>, at: SystemTime, e: &Entry) {
+    timestamp(out, at);
+    let _ = write!(
+        out,
+        "  INFO access: request method={} path={} params={} code={} status={} latency_ms=",
+        e.method, e.path, e.params, e.code, e.status
+    );
+    latency_ms(out, e.latency);
+    out.extend_from_slice(b" remote=");
+    if let Some(r) = e.remote {
+        let _ = write!(out, "{r}");
+    }
+    out.push(b'\n');
+}
+
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn json_line(out: &mut Vec<u8>, at: SystemTime, e: &Entry) {
+    out.extend_from_slice(b"{\"timestamp\":\"");
+    timestamp(out, at);
+    out.extend_from_slice(b"\",\"level\":\"INFO\",\"fields\":{\"message\":\"request\",\"method\":");
+    json_string(out, e.method);
+    out.extend_from_slice(b",\"path\":");
+    json_string(out, e.path);
+    out.extend_from_slice(b",\"params\":");
+    json_string(out, e.params);
+    out.extend_from_slice(b",\"code\":");
+    json_string(out, e.code);
+    let _ = write!(out, ",\"status\":{},\"latency_ms\":", e.status);
+    latency_ms(out, e.latency);
+    out.extend_from_slice(b",\"remote\":");
+    json_string(out, &e.remote.map(|r| r.to_string()).unwrap_or_default());
+    out.extend_from_slice(b"},\"target\":\"access\"}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry<'static> {
+        Entry {
+            method: "POST",
+            path: "/discovery/register",
+            params: "appid=a&note=\"quoted\"",
+            code: "0",
+            status: 200,
+            latency: Duration::from_micros(1643),
+            remote: Some("127.0.0.1:50660".parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_text_line_reads_like_the_other_log_lines() {
+        let at = UNIX_EPOCH + Duration::from_micros(1_795_789_409_947_663);
+        let mut out = Vec::new();
+        text_line(&mut out, at, &entry());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "2026-11-27T14:23:29.947663Z  INFO access: request method=POST path=/discovery/register \
+             params=appid=a&note=\"quoted\" code=0 status=200 latency_ms=1.643 remote=127.0.0.1:50660\n"
+        );
+    }
+
+    #[test]
+    fn a_json_line_is_one_object_with_escaped_fields() {
+        let mut out = Vec::new();
+        json_line(&mut out, UNIX_EPOCH, &entry());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("}\n"));
+        let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(v["timestamp"], "1970-01-01T00:00:00.000000Z");
+        assert_eq!(v["target"], "access");
+        assert_eq!(v["fields"]["params"], "appid=a&note=\"quoted\"");
+        assert_eq!(v["fields"]["latency_ms"], 1.643);
+        assert_eq!(v["fields"]["remote"], "127.0.0.1:50660");
+    }
+
+    #[test]
+    fn dates_come_out_right_across_leap_years() {
+        for (secs, date) in [
+            (951_782_400, "2000-02-29T00:00:00"),
+            (1_709_164_800, "2024-02-29T00:00:00"),
+            (4_107_542_399, "2100-02-28T23:59:59"),
+        ] {
+            let mut out = Vec::new();
+            timestamp(&mut out, UNIX_EPOCH + Duration::from_secs(secs));
+            assert!(String::from_utf8(out).unwrap().starts_with(date), "{secs}");
+        }
+    }
+}
