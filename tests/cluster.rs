@@ -684,7 +684,20 @@ async fn a_fourth_node_joins_by_snapshot_through_discoveryctl_and_leaves_again()
 
     let out = run_ctl(Some("wrong"), &["remove", "--id", "4"]);
     assert!(!out.status.success(), "remove with a wrong token worked");
-    ctl(&["remove", "--id", "4"]);
+    // Node 4 leaves by itself: discoveryctl asks it its id and removes it.
+    let left = std::process::Command::new(env!("CARGO_BIN_EXE_discoveryctl"))
+        .env_remove("DISCOVERY_ADMIN_TOKEN")
+        .args(["--node", &addr, "--token", ADMIN_TOKEN, "leave"])
+        .output()
+        .expect("discoveryctl runs");
+    assert!(
+        left.status.success(),
+        "leave: {}",
+        String::from_utf8_lossy(&left.stderr)
+    );
+    assert!(String::from_utf8_lossy(&left.stdout).contains("node 4 leaves"));
+    let voters = cluster.status(leader).await.unwrap()["voters"].clone();
+    assert_eq!(voters, json!([1, 2, 3]), "after leave");
     let deadline = Instant::now() + Duration::from_secs(10);
     while in_infra(cluster.client(0), addr.clone()).await
         || listed(cluster.client(0), addr.clone()).await

@@ -94,6 +94,10 @@ enum Command {
         #[arg(long)]
         id: NodeId,
     },
+    /// The node `--node` names leaves the cluster cleanly: it is removed
+    /// from the membership (a leader hands over first), and can then be
+    /// stopped without the others counting it missing.
+    Leave,
     /// Make the certificates for mutual TLS between peers.
     #[command(subcommand)]
     Certs(Certs),
@@ -278,6 +282,20 @@ async fn main() -> anyhow::Result<()> {
         },
         Command::Promote { id } => Change::Promote { id },
         Command::Remove { id } => Change::Remove { id },
+        Command::Leave => {
+            let status: Value = http
+                .get(format!("{base}/admin/status"))
+                .send()
+                .await
+                .with_context(|| format!("asking {base}"))?
+                .json()
+                .await?;
+            let id = status["id"]
+                .as_u64()
+                .with_context(|| format!("{base} did not say its id: {status}"))?;
+            println!("node {id} leaves");
+            Change::Remove { id }
+        }
     };
     let mut request = http.post(format!("{base}{MEMBERSHIP_PATH}")).json(&change);
     if let Some(token) = &cli.token {
