@@ -83,18 +83,15 @@ impl Browser {
         }
     }
 
+    /// The `value` of a WebDriver answer.
+    async fn value(request: reqwest::RequestBuilder) -> Value {
+        let mut v: Value = request.send().await.unwrap().json().await.unwrap();
+        v["value"].take()
+    }
+
     async fn call(&self, path: &str, body: Value) -> Value {
-        let v: Value = self
-            .http
-            .post(format!("{}{path}", self.session))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["value"].clone()
+        let url = format!("{}{path}", self.session);
+        Self::value(self.http.post(url).json(&body)).await
     }
 
     async fn open(&self, url: &str) {
@@ -131,16 +128,9 @@ impl Browser {
     }
 
     async fn screenshot(&self) -> Vec<u8> {
-        let v: Value = self
-            .http
-            .get(format!("{}/screenshot", self.session))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        decode_base64(v["value"].as_str().expect("a screenshot"))
+        let url = format!("{}/screenshot", self.session);
+        let v = Self::value(self.http.get(url)).await;
+        decode_base64(v.as_str().expect("a screenshot"))
     }
 }
 

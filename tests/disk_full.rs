@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use std::collections::BTreeSet;
 
 use common::cluster::{Cluster, Hosts, Timings};
-use common::{free_port, hostnames, Client, Tmpfs};
+use common::{free_port, hostnames, serving, Client, Tmpfs};
 
 fn host(i: usize) -> String {
     format!("h{i}")
@@ -47,22 +47,6 @@ fn start(config: &Path, data: &Path, port: u16, peer: u16) -> Node {
     )
 }
 
-async fn serving(c: &Client) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(r) = c.http.get(format!("{}/admin/status", c.base)).send().await {
-            if r.json::<serde_json::Value>()
-                .await
-                .is_ok_and(|v| v["protected"] == false)
-            {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never served");
-}
-
 /// Registers `hostname` with about 4 KB of metadata.
 async fn register_big(c: &Client, hostname: &str) -> common::Answer {
     let big = format!(r#"{{"k":"{}"}}"#, "x".repeat(4000));
@@ -81,36 +65,75 @@ async fn register_big(c: &Client, hostname: &str) -> common::Answer {
     .await
 }
 
+/// A node whose data directory is on a tmpfs of `mb` MiB, keeping
+/// `min_free_mb` free.
+struct OnSmallDisk {
+    _dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    data: std::path::PathBuf,
+    disk: Tmpfs,
+    ports: (u16, u16),
+    c: Client,
+}
+
+impl OnSmallDisk {
+    async fn start(mb: u32, min_free_mb: u32) -> (OnSmallDisk, Node) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("node.toml");
+        std::fs::write(&config, format!("[storage]\nmin_free_mb = {min_free_mb}\n")).unwrap();
+        let mount = dir.path().join("disk");
+        std::fs::create_dir(&mount).unwrap();
+        let disk = Tmpfs::mount(&mount, mb);
+        let data = mount.join("data");
+        let ports = (free_port(), free_port());
+        let c = Client {
+            base: format!("http://127.0.0.1:{}", ports.0),
+            http: reqwest::Client::new(),
+        };
+        let node = start(&config, &data, ports.0, ports.1);
+        serving(&c).await;
+        let small = OnSmallDisk {
+            _dir: dir,
+            config,
+            data,
+            disk,
+            ports,
+            c,
+        };
+        (small, node)
+    }
+
+    /// The same node started again on its data directory.
+    async fn restart(&self) -> Node {
+        let node = start(&self.config, &self.data, self.ports.0, self.ports.1);
+        serving(&self.c).await;
+        node
+    }
+
+    /// Registers until a write is refused: how many were acknowledged, and
+    /// the refusal.
+    async fn fill(&self) -> (usize, common::Answer) {
+        let mut acknowledged = 0;
+        loop {
+            let a = register_big(&self.c, &host(acknowledged)).await;
+            if a.code() != 0 {
+                assert!(acknowledged > 10, "only {acknowledged} fitted");
+                return (acknowledged, a);
+            }
+            acknowledged += 1;
+            assert!(acknowledged < 5000, "the disk never filled");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_full_disk_refuses_writes_keeps_reads_and_takes_writes_again_when_space_returns() {
     if !root() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("node.toml");
-    std::fs::write(&config, "[storage]\nmin_free_mb = 1\n").unwrap();
-    let mount = dir.path().join("disk");
-    std::fs::create_dir(&mount).unwrap();
-    let disk = Tmpfs::mount(&mount, 4);
-    let data = mount.join("data");
-    let (port, peer) = (free_port(), free_port());
-    let c = Client {
-        base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::new(),
-    };
-    let node = start(&config, &data, port, peer);
-    serving(&c).await;
-
-    let mut acknowledged = 0;
-    let refusal = loop {
-        let a = register_big(&c, &host(acknowledged)).await;
-        if a.code() != 0 {
-            break a;
-        }
-        acknowledged += 1;
-        assert!(acknowledged < 5000, "4 MiB never filled");
-    };
-    assert!(acknowledged > 10, "only {acknowledged} fitted");
+    let (small, node) = OnSmallDisk::start(4, 1).await;
+    let c = &small.c;
+    let (acknowledged, refusal) = small.fill().await;
     assert_eq!(refusal.code(), -503, "{}", refusal.text);
     let message = refusal.json()["message"].as_str().unwrap().to_string();
     assert!(message.starts_with("disk full: "), "{message}");
@@ -118,15 +141,15 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_takes_writes_again_when_spac
 
     // Reads go on, with everything acknowledged and nothing else.
     let acked: BTreeSet<String> = (0..acknowledged).map(host).collect();
-    assert_eq!(hostnames(&c, "full.app").await, acked);
+    assert_eq!(hostnames(c, "full.app").await, acked);
     let again = c.register("full.app", "sh001", "more", "1").await;
     assert_eq!(again.code(), -503, "a write went through on a full disk");
 
     // Space again: the same node takes writes by itself.
-    disk.grow(32);
+    small.disk.grow(32);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let a = register_big(&c, "after").await;
+        let a = register_big(c, "after").await;
         if a.code() == 0 {
             break;
         }
@@ -139,13 +162,12 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_takes_writes_again_when_spac
     }
     let mut expected = acked.clone();
     expected.insert("after".into());
-    assert_eq!(hostnames(&c, "full.app").await, expected);
+    assert_eq!(hostnames(c, "full.app").await, expected);
 
     // And a restart finds every acknowledged write on disk.
     drop(node);
-    let _node = start(&config, &data, port, peer);
-    serving(&c).await;
-    assert_eq!(hostnames(&c, "full.app").await, expected);
+    let _node = small.restart().await;
+    assert_eq!(hostnames(c, "full.app").await, expected);
 }
 
 /// Whether this process may mount file systems.
@@ -236,30 +258,9 @@ async fn with_no_reserve_the_write_whose_flush_fails_is_never_acknowledged() {
     }
     // min_free_mb = 0: nothing stops short of the full disk, so the log's
     // own write or flush meets ENOSPC.
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("node.toml");
-    std::fs::write(&config, "[storage]\nmin_free_mb = 0\n").unwrap();
-    let mount = dir.path().join("disk");
-    std::fs::create_dir(&mount).unwrap();
-    let disk = Tmpfs::mount(&mount, 3);
-    let data = mount.join("data");
-    let (port, peer) = (free_port(), free_port());
-    let c = Client {
-        base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::new(),
-    };
-    let node = start(&config, &data, port, peer);
-    serving(&c).await;
-    let mut acknowledged = 0;
-    let refusal = loop {
-        let a = register_big(&c, &host(acknowledged)).await;
-        if a.code() != 0 {
-            break a;
-        }
-        acknowledged += 1;
-        assert!(acknowledged < 5000, "3 MiB never filled");
-    };
-    assert!(acknowledged > 10, "only {acknowledged} fitted");
+    let (small, node) = OnSmallDisk::start(3, 0).await;
+    let c = &small.c;
+    let (acknowledged, refusal) = small.fill().await;
     assert!(
         refusal.code() == -500 || refusal.code() == -503,
         "{}",
@@ -269,17 +270,16 @@ async fn with_no_reserve_the_write_whose_flush_fails_is_never_acknowledged() {
     assert!(message.contains("No space left on device"), "{message}");
     // Reads go on with everything acknowledged.
     let acked: BTreeSet<String> = (0..acknowledged).map(host).collect();
-    assert_eq!(hostnames(&c, "full.app").await, acked);
+    assert_eq!(hostnames(c, "full.app").await, acked);
 
     // Space again and a restart: every acknowledged write is there. The
     // write that met the full disk was refused, never acknowledged; its
     // entry may still have reached the disk and apply now, as a write
     // that timed out may.
     drop(node);
-    disk.grow(32);
-    let _node = start(&config, &data, port, peer);
-    serving(&c).await;
-    let after = hostnames(&c, "full.app").await;
+    small.disk.grow(32);
+    let _node = small.restart().await;
+    let after = hostnames(c, "full.app").await;
     let at_most: BTreeSet<String> = (0..=acknowledged).map(host).collect();
     assert!(
         acked.is_subset(&after) && after.is_subset(&at_most),

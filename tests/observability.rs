@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, Timings};
-use common::{free_port, Client, TestNode};
+use common::{free_port, serving, Client, TestNode};
 
 /// The value of the sample `name` (labels included, exactly) in `text`.
 fn sample(text: &str, name: &str) -> Option<f64> {
@@ -192,21 +192,6 @@ impl Drop for Logged {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn serving(c: &Client) {
-    for _ in 0..400 {
-        if let Ok(r) = c.http.get(format!("{}/admin/status", c.base)).send().await {
-            if r.json::<serde_json::Value>()
-                .await
-                .is_ok_and(|v| v["protected"] == false)
-            {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("never served");
 }
 
 #[tokio::test]

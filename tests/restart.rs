@@ -3,9 +3,8 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use common::{free_port, Client, TestNode};
+use common::{free_port, serving, Client, TestNode};
 
 async fn register_some(c: &Client, n: usize) {
     for i in 0..n {
@@ -91,21 +90,6 @@ fn spawn(dir: &std::path::Path, port: u16) -> Process {
         .spawn()
         .expect("discovery starts");
     Process { child }
-}
-
-async fn serving(c: &Client) {
-    for _ in 0..400 {
-        if let Ok(r) = c.http.get(format!("{}/admin/status", c.base)).send().await {
-            if r.json::<serde_json::Value>()
-                .await
-                .is_ok_and(|v| v["protected"] == false)
-            {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("never served");
 }
 
 #[tokio::test]

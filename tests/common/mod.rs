@@ -312,3 +312,21 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// Waits until the node behind `c` serves reads (start-up protection
+/// lifted), for nodes started as processes.
+pub async fn serving(c: &Client) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if let Ok(r) = c.http.get(format!("{}/admin/status", c.base)).send().await {
+            if r.json::<Value>()
+                .await
+                .is_ok_and(|v| v["protected"] == false)
+            {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{} never served", c.base);
+}
