@@ -8,19 +8,23 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use serde::Serialize;
 
 use super::discovery::Api;
 use super::params::Params;
 use super::reply;
+use crate::clock::now;
 use crate::cluster::evictor::EvictionState;
 use crate::cluster::link::Link;
 use crate::cluster::membership::{self, Change, Changed};
+use crate::cluster::writer::WriteError;
 use crate::local::Digest;
 use crate::raft::log_store::{LogStore, StorageStats};
 use crate::raft::space::SpaceGuard;
 use crate::raft::{Member, NodeId, Raft};
 use crate::registry::eviction::Preservation;
+use crate::registry::{Command, RegistryError, RegistrySnapshot};
 use crate::telemetry::{Metrics, Sample};
 
 /// What `/admin/status` answers.
@@ -178,6 +182,68 @@ pub async fn changes(State(Admin { api, .. }): State<Admin>, p: Params) -> Respo
     };
     let (changes, latest) = api.local.feed().wait_after(after, api.poll_hold).await;
     Json(serde_json::json!({ "latest": latest, "changes": changes })).into_response()
+}
+
+/// What `discoveryctl backup` writes and `restore` reads.
+#[derive(Serialize, serde::Deserialize)]
+pub struct Backup {
+    /// The format's version: 1.
+    pub format: u32,
+    /// The log index the registry was taken at, on the cluster it came
+    /// from.
+    pub applied_index: Option<u64>,
+    pub registry: RegistrySnapshot,
+}
+
+/// A consistent copy of the registry: confirmed with the leader first
+/// (read-index), so it holds every write acknowledged before it was asked.
+pub async fn backup(State(Admin { api, .. }): State<Admin>) -> Response {
+    if let Err(e) = api.reads.confirm().await {
+        return reply::answer(-503, &format!("backup: {e}"), None);
+    }
+    let (registry, applied_index) = {
+        let digest_index = api.local.digest().applied_index;
+        (api.local.read().to_snapshot(), digest_index)
+    };
+    Json(Backup {
+        format: 1,
+        applied_index,
+        registry,
+    })
+    .into_response()
+}
+
+/// Replaces the whole registry with a backup's, through the log: every
+/// node applies it at the same index.
+pub async fn restore(State(Admin { api, .. }): State<Admin>, body: Bytes) -> Response {
+    let backup: Backup = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return reply::error(&RegistryError::bad(
+                "backup",
+                &format!("not a backup discoveryctl wrote: {e}"),
+            ))
+        }
+    };
+    if backup.format != 1 {
+        return reply::error(&RegistryError::bad(
+            "backup",
+            &format!("format {} is not one this node reads (1)", backup.format),
+        ));
+    }
+    let instances: usize = backup.registry.apps.iter().map(|a| a.instances.len()).sum();
+    let command = Command::Restore {
+        backup: backup.registry,
+        at: now(),
+    };
+    match api.writer.write(command).await {
+        Ok(Ok(_)) => {
+            tracing::warn!(instances, from_index = ?backup.applied_index, "registry restored from a backup");
+            reply::answer(0, &format!("restored {instances} instances"), None)
+        }
+        Ok(Err(e)) | Err(WriteError::Invalid(e)) => reply::error(&e),
+        Err(e) => reply::answer(-503, &e.to_string(), None),
+    }
 }
 
 /// The registry's digest at the index this node has applied: replicas that

@@ -25,6 +25,10 @@ use admin::Admin;
 use discovery::Api;
 use observe::Observe;
 
+/// A backup's body may be this large (a log entry takes at most 64 MiB
+/// of it; JSON adds its field names).
+const RESTORE_BODY: usize = 192 << 20;
+
 /// Where operators post membership changes.
 pub const MEMBERSHIP_PATH: &str = "/admin/membership";
 
@@ -66,6 +70,11 @@ pub fn router(
         .with_state(api);
     let changes = Router::new()
         .route(MEMBERSHIP_PATH, post(admin::membership))
+        .route("/admin/backup", get(admin::backup))
+        .route(
+            "/admin/restore",
+            post(admin::restore).layer(DefaultBodyLimit::max(RESTORE_BODY)),
+        )
         .route_layer(from_fn_with_state(access, access::admin))
         .with_state(admin.clone());
     let status = Router::new()

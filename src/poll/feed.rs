@@ -26,7 +26,8 @@ pub struct Change {
     pub at_ms: u64,
     /// The log index of its entry.
     pub index: u64,
-    /// `register`, `cancel`, `set`, `evict` or `snapshot`.
+    /// `register`, `cancel`, `set`, `evict`, `restore` (a backup) or
+    /// `snapshot` (one installed from the leader).
     pub kind: &'static str,
     pub env: String,
     pub appid: String,
@@ -122,6 +123,12 @@ fn describe(index: u64, command: &Command, outcome: &Outcome) -> Option<Change> 
                     .map(|k| format!("{}/{}", k.appid, k.hostname))
                     .collect(),
             ))
+        }
+        (Command::Restore { backup, .. }, _) => {
+            let count = backup.apps.iter().map(|a| a.instances.len()).sum();
+            let mut change = entry("restore", "", "", "", Vec::new());
+            change.count = count;
+            Some(change)
         }
         _ => None,
     }

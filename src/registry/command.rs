@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::error::RegistryError;
 use super::instance::{Instance, InstanceKey, Registration, Status, Timestamp};
 use super::metadata::Metadata;
+use super::RegistrySnapshot;
 
 /// A change to the registry, as replicated through the log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +41,11 @@ pub enum Command {
         silent_since: Timestamp,
         at: Timestamp,
     },
+    /// Replace the whole registry with a backup's (`discoveryctl restore`).
+    Restore {
+        backup: RegistrySnapshot,
+        at: Timestamp,
+    },
 }
 
 impl Command {
@@ -69,6 +75,19 @@ impl Command {
                 keys.iter().map(key).sum::<usize>() + 2 * FIELD
             }
             Command::Cancel { key: k, .. } => key(k) + FIELD,
+            Command::Restore { backup, .. } => backup
+                .apps
+                .iter()
+                .flat_map(|a| &a.instances)
+                .map(|i| {
+                    i.region.len()
+                        + key(&i.key())
+                        + i.addrs.iter().map(|a| a.len() + 4).sum::<usize>()
+                        + i.version.len()
+                        + metadata(&i.metadata)
+                        + 12 * FIELD
+                })
+                .sum(),
             Command::Set {
                 env,
                 appid,

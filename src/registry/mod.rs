@@ -133,6 +133,7 @@ impl Registry {
     pub fn apply(&mut self, command: &Command) -> Effect {
         match command {
             Command::Register { registration, at } => self.register(registration, *at),
+            Command::Restore { backup, at } => self.restore_backup(backup, *at),
             Command::Renew { keys, at } => Effect {
                 outcome: Ok(Applied::Renewed(
                     keys.iter().map(|k| self.renew(k, *at)).collect(),
@@ -351,6 +352,37 @@ impl Registry {
         }
     }
 
+    /// A backup restored through the log: replaces the whole state with
+    /// the backup's. Every app gets one fresh timestamp (later than any
+    /// before, here and in the backup) so every poll, whatever it last saw,
+    /// sees a change; every instance counts as renewed at `at`, so it has
+    /// a whole window to renew to this cluster before eviction.
+    fn restore_backup(&mut self, backup: &RegistrySnapshot, at: Timestamp) -> Effect {
+        let mut changed: Vec<AppKey> = self
+            .envs
+            .iter()
+            .flat_map(|(env, apps)| apps.keys().map(move |appid| AppKey::new(env, appid)))
+            .collect();
+        let stamp = at.max(self.high_water.max(backup.high_water) + 1);
+        let mut restored = backup.clone();
+        for app in &mut restored.apps {
+            app.latest_timestamp = stamp;
+            for i in &mut app.instances {
+                i.renew_timestamp = i.renew_timestamp.max(at);
+                i.latest_timestamp = i.latest_timestamp.min(stamp);
+            }
+            changed.push(AppKey::new(&app.env, &app.appid));
+        }
+        restored.high_water = stamp;
+        self.restore(restored);
+        changed.sort();
+        changed.dedup();
+        Effect {
+            outcome: Ok(Applied::Done),
+            changed,
+        }
+    }
+
     /// Replaces the whole state with a snapshot's.
     pub fn restore(&mut self, snapshot: RegistrySnapshot) {
         self.envs.clear();
@@ -373,7 +405,7 @@ impl Registry {
 }
 
 /// The serialized form of the registry, as stored in Raft snapshots.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistrySnapshot {
     pub high_water: Timestamp,
     pub apps: Vec<AppSnapshot>,
@@ -394,7 +426,7 @@ impl RegistrySnapshot {
 }
 
 /// One app in a snapshot.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppSnapshot {
     pub env: String,
     pub appid: String,

@@ -396,3 +396,63 @@ fn replicas_that_applied_the_same_commands_have_the_same_digest() {
     assert_ne!(one.to_snapshot().digest(), two.to_snapshot().digest());
     assert_eq!(one.to_snapshot().digest().len(), 64);
 }
+
+#[test]
+fn a_restored_backup_replaces_everything_with_fresh_app_timestamps() {
+    let mut source = Registry::default();
+    register(&mut source, "a", "z1", "h1", 100);
+    register(&mut source, "a", "z2", "h2", 200);
+    let backup = source.to_snapshot();
+
+    let mut target = Registry::default();
+    register(&mut target, "gone", "z1", "x", 5_000);
+    register(&mut target, "a", "z1", "old", 6_000);
+    let before = target.app("dev", "a").unwrap().latest_timestamp();
+    let restore = Command::Restore {
+        backup: backup.clone(),
+        at: 7_000,
+    };
+    let effect = target.apply(&restore);
+    assert_eq!(effect.outcome, Ok(Applied::Done));
+    // Every app of before and after is woken.
+    assert_eq!(
+        effect.changed,
+        vec![AppKey::new("dev", "a"), AppKey::new("dev", "gone")]
+    );
+    assert!(target.app("dev", "gone").is_none());
+    assert!(target.get(&key("a", "z1", "old")).is_none());
+    let h1 = target.get(&key("a", "z1", "h1")).unwrap();
+    assert_eq!(h1.reg_timestamp, 100, "kept from the backup");
+    assert_eq!(
+        h1.renew_timestamp, 7_000,
+        "counts as renewed at the restore"
+    );
+    assert!(target.app("dev", "a").unwrap().latest_timestamp() > before);
+
+    // Applied on two replicas, the same registry.
+    let mut other = Registry::default();
+    register(&mut other, "gone", "z1", "x", 5_000);
+    register(&mut other, "a", "z1", "old", 6_000);
+    other.apply(&restore);
+    assert_eq!(other.to_snapshot().digest(), target.to_snapshot().digest());
+}
+
+#[test]
+fn a_backup_with_a_misfiled_or_invalid_instance_is_refused() {
+    let mut source = Registry::default();
+    register(&mut source, "a", "z1", "h1", 100);
+    let mut backup = source.to_snapshot();
+    backup.apps[0].appid = "b".into();
+    let rules = Rules {
+        max_clock_skew: 1_000,
+        limits: Limits::DEFAULT,
+    };
+    let restore = Command::Restore { backup, at: 100 };
+    let e = validate(&restore, 100, &rules).unwrap_err();
+    assert!(e.to_string().contains("filed under dev/b"), "{e}");
+
+    let mut backup = source.to_snapshot();
+    backup.apps[0].instances[0].addrs = vec!["not a url".into()];
+    let e = validate(&Command::Restore { backup, at: 100 }, 100, &rules).unwrap_err();
+    assert!(e.to_string().contains("addrs"), "{e}");
+}

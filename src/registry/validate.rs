@@ -9,6 +9,7 @@ use super::command::{Change, Command};
 use super::error::RegistryError;
 use super::instance::{InstanceKey, Registration, Timestamp};
 use super::metadata::Metadata;
+use super::RegistrySnapshot;
 
 /// The app the cluster publishes its own nodes as; no client registers it.
 pub const CLUSTER_APPID: &str = "infra.discovery";
@@ -104,7 +105,57 @@ pub fn validate(command: &Command, now: Timestamp, rules: &Rules) -> Result<(), 
             )?;
             changes.iter().try_for_each(|c| change_ok(c, l))
         }
+        Command::Restore { backup, at } => {
+            stamped(*at, now, rules)?;
+            backup_ok(backup, command.approx_bytes(), &rules.limits)
+        }
     }
+}
+
+/// The most a backup restored through the log may take: it travels as one
+/// log entry, which every follower must take in one append.
+pub const MAX_RESTORE_BYTES: usize = 64 << 20;
+
+/// Every instance of a backup as a registration would be checked, filed
+/// under its own app, and the whole within one log entry.
+fn backup_ok(backup: &RegistrySnapshot, bytes: usize, l: &Limits) -> Result<(), RegistryError> {
+    if bytes > MAX_RESTORE_BYTES {
+        return Err(RegistryError::bad(
+            "backup",
+            &format!(
+                "about {} MiB, over the {} MiB one log entry may carry: restore a copy of a \
+                 data directory instead (docs/operations.md, Backup and restore)",
+                bytes >> 20,
+                MAX_RESTORE_BYTES >> 20
+            ),
+        ));
+    }
+    for app in &backup.apps {
+        for i in &app.instances {
+            if i.env != app.env || i.appid != app.appid {
+                return Err(RegistryError::bad(
+                    "backup",
+                    &format!(
+                        "instance {}/{}/{} filed under {}/{}",
+                        i.env, i.appid, i.hostname, app.env, app.appid
+                    ),
+                ));
+            }
+            let as_registered = Registration {
+                region: i.region.clone(),
+                zone: i.zone.clone(),
+                env: i.env.clone(),
+                appid: i.appid.clone(),
+                hostname: i.hostname.clone(),
+                addrs: i.addrs.clone(),
+                version: i.version.clone(),
+                metadata: i.metadata.clone(),
+                status: i.status,
+            };
+            registration_ok(&as_registered, l)?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks an instance's identity.

@@ -94,6 +94,13 @@ enum Command {
         #[arg(long)]
         id: NodeId,
     },
+    /// A consistent copy of the whole registry (confirmed with the leader)
+    /// into FILE; needs the admin token.
+    Backup { file: PathBuf },
+    /// Replaces the whole registry of the cluster `--node` belongs to with
+    /// FILE's, through the log (any cluster, a new one too); needs the
+    /// admin token.
+    Restore { file: PathBuf },
     /// The node `--node` names leaves the cluster cleanly: it is removed
     /// from the membership (a leader hands over first), and can then be
     /// stopped without the others counting it missing.
@@ -282,6 +289,58 @@ async fn main() -> anyhow::Result<()> {
         },
         Command::Promote { id } => Change::Promote { id },
         Command::Remove { id } => Change::Remove { id },
+        Command::Backup { file } => {
+            let mut request = http.get(format!("{base}/admin/backup"));
+            if let Some(token) = &cli.token {
+                request = request.bearer_auth(token);
+            }
+            let answer = request
+                .send()
+                .await
+                .with_context(|| format!("asking {base}"))?
+                .bytes()
+                .await?;
+            let backup: Value = serde_json::from_slice(&answer)
+                .with_context(|| format!("{base} answered no backup"))?;
+            if let Some(message) = backup.get("message").and_then(Value::as_str) {
+                anyhow::bail!("refused: {message}");
+            }
+            let instances: usize = backup["registry"]["apps"]
+                .as_array()
+                .map(|apps| {
+                    apps.iter()
+                        .map(|a| a["instances"].as_array().map_or(0, Vec::len))
+                        .sum()
+                })
+                .unwrap_or(0);
+            let tmp = file.with_extension("partial");
+            std::fs::write(&tmp, &answer).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &file)?;
+            println!(
+                "{instances} instances at index {} written to {}",
+                backup["applied_index"],
+                file.display()
+            );
+            return Ok(());
+        }
+        Command::Restore { file } => {
+            let body =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let mut request = http.post(format!("{base}/admin/restore")).body(body);
+            if let Some(token) = &cli.token {
+                request = request.bearer_auth(token);
+            }
+            let answer: Value = request
+                .send()
+                .await
+                .with_context(|| format!("asking {base}"))?
+                .json()
+                .await?;
+            let message = answer["message"].as_str().unwrap_or_default();
+            anyhow::ensure!(answer["code"] == 0, "refused: {message}");
+            println!("{message}");
+            return Ok(());
+        }
         Command::Leave => {
             let status: Value = http
                 .get(format!("{base}/admin/status"))
