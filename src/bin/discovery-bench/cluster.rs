@@ -289,6 +289,19 @@ impl Cluster {
         Ok(at)
     }
 
+    /// SIGTERMs node `id` and waits until it has exited; returns the
+    /// moment the signal was sent.
+    pub async fn terminate(&mut self, id: u64) -> Result<Instant> {
+        let server = self
+            .node_mut(id)?
+            .server
+            .take()
+            .with_context(|| format!("node {id} does not run"))?;
+        let at = Instant::now();
+        server.stop(Signal::Term).await?;
+        Ok(at)
+    }
+
     /// Restarts node `id` on its data and waits until it has applied what
     /// the leader had committed when it came back, and serves.
     pub async fn restart(&mut self, id: u64) -> Result<()> {

@@ -57,6 +57,11 @@ pub struct Args {
     /// Seconds of load before the kill, and after the cluster writes again.
     #[arg(long, default_value_t = 1.0)]
     pub settle: f64,
+    /// Instead of leader kills: a rolling restart of every node (SIGTERM,
+    /// restart on its data, wait until caught up), followers first and
+    /// the leader last, under the same write load; --runs rolling rounds.
+    #[arg(long)]
+    pub rolling: bool,
 }
 
 /// One write attempt: through which node, when it was sent and answered,
@@ -169,6 +174,9 @@ impl Setup {
 pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
     ensure!(args.runs > 0, "--runs must be above 0");
     let mut cluster = Cluster::start(launch, 3, args.raft).await?;
+    if args.rolling {
+        return rolling(&mut cluster, args, launch).await;
+    }
     let setup = Setup::new(&cluster).await?;
     let mut totals = Totals::default();
     for n in 1..=args.runs {
@@ -366,5 +374,147 @@ async fn new_leader(survivors: Vec<(u64, SocketAddr)>, old: u64) -> Result<(u64,
             }
         }
         tokio::time::sleep(STATUS_EVERY).await;
+    }
+}
+
+/// One node's restart in a rolling round, as the writes saw it.
+struct Restart {
+    node: u64,
+    was_leader: bool,
+    /// The longest time between two successful writes (through any node)
+    /// from the SIGTERM until the node had caught up again.
+    longest_gap: Duration,
+    /// Writes sent through the other, running nodes meanwhile that failed:
+    /// a client that retries elsewhere sees these.
+    failed_elsewhere: u64,
+    /// Writes sent through the restarting node that failed (its client's
+    /// retry goes to another node).
+    failed_here: u64,
+}
+
+/// Rolling restarts under write load: every node in turn, followers first.
+async fn rolling(cluster: &mut Cluster, args: &Args, launch: &Launch) -> Result<()> {
+    let numbers = Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop) = watch::channel(false);
+    let (attempts_tx, mut attempts_rx) = mpsc::unbounded_channel();
+    let mut clients = JoinSet::new();
+    let fleet = Fleet {
+        prefix: "rollwrite",
+        apps: 10,
+    };
+    for id in cluster.ids() {
+        let addr = cluster.addr(id)?;
+        for _ in 0..args.writers {
+            clients.spawn(write(
+                id,
+                addr,
+                fleet,
+                numbers.clone(),
+                Duration::from_millis(args.write_every_ms),
+                attempts_tx.clone(),
+                stop.clone(),
+            ));
+        }
+    }
+    drop(attempts_tx);
+    let settle = Duration::from_secs_f64(args.settle);
+    let mut windows = Vec::new();
+    for round in 1..=args.runs {
+        tokio::time::sleep(settle).await;
+        let leader = cluster.leader().await?;
+        let mut order: Vec<u64> = cluster.ids().into_iter().filter(|i| *i != leader).collect();
+        order.push(leader);
+        for id in order {
+            eprintln!(
+                "# round {round}: restarting node {id}{}",
+                if id == leader { " (leader)" } else { "" }
+            );
+            let from = cluster.terminate(id).await?;
+            cluster.restart(id).await?;
+            tokio::time::sleep(settle).await;
+            windows.push((id, id == leader, from, Instant::now()));
+        }
+    }
+    let _ = stop_tx.send(true);
+    while clients.join_next().await.is_some() {}
+    let mut attempts = Vec::new();
+    while let Some(a) = attempts_rx.recv().await {
+        attempts.push(a);
+    }
+    let restarts: Vec<Restart> = windows
+        .iter()
+        .map(|&(node, was_leader, from, to)| restart_seen(&attempts, node, was_leader, from, to))
+        .collect();
+    let what = format!("{}, {}", args.raft.describe(), launch.peers.describe());
+    for r in &restarts {
+        println!(
+            "rolling restart of node {}{}: longest write gap {}, failed writes through running nodes {}, through it {}",
+            r.node,
+            if r.was_leader { " (leader)" } else { "" },
+            Ms::from(r.longest_gap),
+            r.failed_elsewhere,
+            r.failed_here
+        );
+    }
+    let mut followers = Latencies::default();
+    let mut leaders = Latencies::default();
+    for r in &restarts {
+        if r.was_leader {
+            leaders.push(r.longest_gap);
+        } else {
+            followers.push(r.longest_gap);
+        }
+    }
+    let elsewhere: u64 = restarts.iter().map(|r| r.failed_elsewhere).sum();
+    println!(
+        "rolling restart, follower write gap: {} ({what})",
+        median_max(&mut followers)
+    );
+    println!(
+        "rolling restart, leader write gap: {} ({what})",
+        median_max(&mut leaders)
+    );
+    println!(
+        "rolling restart, writes failed through running nodes: {elsewhere} of {} ({what})",
+        attempts.len()
+    );
+    Ok(())
+}
+
+/// What the writes saw while `node` restarted, from `from` to `to`.
+fn restart_seen(
+    attempts: &[Attempt],
+    node: u64,
+    was_leader: bool,
+    from: Instant,
+    to: Instant,
+) -> Restart {
+    let mut done: Vec<Instant> = attempts
+        .iter()
+        .filter(|a| a.ok && a.done >= from && a.done <= to)
+        .map(|a| a.done)
+        .collect();
+    done.sort();
+    let mut longest_gap = Duration::ZERO;
+    let mut last = from;
+    for d in done.iter().copied().chain(std::iter::once(to)) {
+        longest_gap = longest_gap.max(d - last);
+        last = d;
+    }
+    let during = |a: &&Attempt| !a.ok && a.sent >= from && a.sent <= to;
+    Restart {
+        node,
+        was_leader,
+        longest_gap,
+        failed_elsewhere: attempts
+            .iter()
+            .filter(during)
+            .filter(|a| a.node != node)
+            .count() as u64,
+        failed_here: attempts
+            .iter()
+            .filter(during)
+            .filter(|a| a.node == node)
+            .count() as u64,
     }
 }
