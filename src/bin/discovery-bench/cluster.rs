@@ -279,26 +279,23 @@ impl Cluster {
 
     /// SIGKILLs node `id`; returns the moment the signal was sent.
     pub async fn kill(&mut self, id: u64) -> Result<Instant> {
-        let server = self
-            .node_mut(id)?
-            .server
-            .take()
-            .with_context(|| format!("node {id} does not run"))?;
-        let at = Instant::now();
-        server.stop(Signal::Kill).await?;
-        Ok(at)
+        self.stop(id, Signal::Kill).await
     }
 
     /// SIGTERMs node `id` and waits until it has exited; returns the
     /// moment the signal was sent.
     pub async fn terminate(&mut self, id: u64) -> Result<Instant> {
+        self.stop(id, Signal::Term).await
+    }
+
+    async fn stop(&mut self, id: u64, signal: Signal) -> Result<Instant> {
         let server = self
             .node_mut(id)?
             .server
             .take()
             .with_context(|| format!("node {id} does not run"))?;
         let at = Instant::now();
-        server.stop(Signal::Term).await?;
+        server.stop(signal).await?;
         Ok(at)
     }
 

@@ -213,27 +213,11 @@ async fn one_run(
         .map(|id| Ok((id, cluster.addr(id)?)))
         .collect::<Result<_>>()?;
     let (stop_tx, stop) = watch::channel(false);
-    let (attempts_tx, mut attempts) = mpsc::unbounded_channel();
-    let mut clients = JoinSet::new();
-    let write_fleet = Fleet {
+    let fleet = Fleet {
         prefix: "fowrite",
         apps: 10,
     };
-    for id in cluster.ids() {
-        let addr = cluster.addr(id)?;
-        for _ in 0..args.writers {
-            clients.spawn(write(
-                id,
-                addr,
-                write_fleet,
-                numbers.clone(),
-                Duration::from_millis(args.write_every_ms),
-                attempts_tx.clone(),
-                stop.clone(),
-            ));
-        }
-    }
-    drop(attempts_tx);
+    let (mut clients, mut attempts) = writers(cluster, args, fleet, numbers, &stop)?;
     let mut readers = JoinSet::new();
     let read_target = fetch_target(&read_fleet.appid(0));
     for &(_, addr) in &survivors {
@@ -289,6 +273,34 @@ async fn one_run(
         failed_reads,
         refused_writes,
     })
+}
+
+/// `--writers` writing clients through every node, registering into
+/// `fleet` until `stop`; their attempts come on the returned channel.
+fn writers(
+    cluster: &Cluster,
+    args: &Args,
+    fleet: Fleet,
+    numbers: &Arc<AtomicU64>,
+    stop: &watch::Receiver<bool>,
+) -> Result<(JoinSet<()>, mpsc::UnboundedReceiver<Attempt>)> {
+    let (attempts_tx, attempts) = mpsc::unbounded_channel();
+    let mut clients = JoinSet::new();
+    for id in cluster.ids() {
+        let addr = cluster.addr(id)?;
+        for _ in 0..args.writers {
+            clients.spawn(write(
+                id,
+                addr,
+                fleet,
+                numbers.clone(),
+                Duration::from_millis(args.write_every_ms),
+                attempts_tx.clone(),
+                stop.clone(),
+            ));
+        }
+    }
+    Ok((clients, attempts))
 }
 
 /// Registers a new instance through `addr` every `every` until stopped,
@@ -396,27 +408,11 @@ struct Restart {
 async fn rolling(cluster: &mut Cluster, args: &Args, launch: &Launch) -> Result<()> {
     let numbers = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop) = watch::channel(false);
-    let (attempts_tx, mut attempts_rx) = mpsc::unbounded_channel();
-    let mut clients = JoinSet::new();
     let fleet = Fleet {
         prefix: "rollwrite",
         apps: 10,
     };
-    for id in cluster.ids() {
-        let addr = cluster.addr(id)?;
-        for _ in 0..args.writers {
-            clients.spawn(write(
-                id,
-                addr,
-                fleet,
-                numbers.clone(),
-                Duration::from_millis(args.write_every_ms),
-                attempts_tx.clone(),
-                stop.clone(),
-            ));
-        }
-    }
-    drop(attempts_tx);
+    let (mut clients, mut attempts_rx) = writers(cluster, args, fleet, &numbers, &stop)?;
     let settle = Duration::from_secs_f64(args.settle);
     let mut windows = Vec::new();
     for round in 1..=args.runs {
