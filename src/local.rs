@@ -102,21 +102,21 @@ impl LocalRegistry {
         self.feed.snapshot_installed(index);
     }
 
+    /// A copy of the registry and the log index it reflects, taken under
+    /// one lock.
+    pub fn snapshot(&self) -> (Option<u64>, RegistrySnapshot) {
+        let applied = self.applied.read();
+        (applied.index, applied.registry.to_snapshot())
+    }
+
     /// The registry's digest and the index it was taken at. The lock is
     /// held only to copy the registry; hashing happens after.
     pub fn digest(&self) -> Digest {
-        let (index, snapshot, instances) = {
-            let applied = self.applied.read();
-            (
-                applied.index,
-                applied.registry.to_snapshot(),
-                applied.registry.len(),
-            )
-        };
+        let (index, snapshot) = self.snapshot();
         Digest {
             applied_index: index,
+            instances: snapshot.apps.iter().map(|a| a.instances.len()).sum(),
             digest: snapshot.digest(),
-            instances,
         }
     }
 }

@@ -201,10 +201,7 @@ pub async fn backup(State(Admin { api, .. }): State<Admin>) -> Response {
     if let Err(e) = api.reads.confirm().await {
         return reply::answer(-503, &format!("backup: {e}"), None);
     }
-    let (registry, applied_index) = {
-        let digest_index = api.local.digest().applied_index;
-        (api.local.read().to_snapshot(), digest_index)
-    };
+    let (applied_index, registry) = api.local.snapshot();
     Json(Backup {
         format: 1,
         applied_index,
