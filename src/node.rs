@@ -265,10 +265,13 @@ impl Node {
                             header_bytes: c.max_header_bytes,
                         },
                         access_log: config.log.access.then(|| {
-                            AccessLog::start(match config.log.format {
-                                LogFormat::Text => access_log::Format::Text,
-                                LogFormat::Json => access_log::Format::Json,
-                            })
+                            AccessLog::start(
+                                match config.log.format {
+                                    LogFormat::Text => access_log::Format::Text,
+                                    LogFormat::Json => access_log::Format::Json,
+                                },
+                                metrics.access_log_dropped.clone(),
+                            )
                         }),
                     },
                 ),

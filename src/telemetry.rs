@@ -94,6 +94,7 @@ pub struct Metrics {
     poll_wake_seconds: Histogram,
     pub renews: Counter,
     pub evictions: Counter,
+    pub access_log_dropped: Counter,
     pub forward_seconds: Histogram,
     pub flush_seconds: Histogram,
     pub snapshot_build_seconds: Histogram,
@@ -139,6 +140,7 @@ impl Metrics {
             poll_wake_seconds: latency(),
             renews: Counter::default(),
             evictions: Counter::default(),
+            access_log_dropped: Counter::default(),
             forward_seconds: latency(),
             flush_seconds: latency(),
             snapshot_build_seconds: latency(),
@@ -198,6 +200,11 @@ impl Metrics {
             "evictions",
             "Instances evicted by this node as leader",
             m.evictions.clone(),
+        );
+        r.register(
+            "access_log_dropped",
+            "Access-log lines dropped because stderr did not keep up",
+            m.access_log_dropped.clone(),
         );
         r.register(
             "self_preservation",

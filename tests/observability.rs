@@ -60,7 +60,10 @@ async fn metrics_count_requests_polls_and_raft_state() {
     assert_eq!(poll(0).await.code(), 0);
     assert_eq!(poll(latest).await.code(), -304);
     let woken = tokio::spawn(poll(latest));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Register only once the poll is held, so it is woken, not answered.
+    while c.get("/admin/status").await.json()["held_polls"] != 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(
         c.register("metrics.app", "sh001", "h2", "1").await.code(),
         0

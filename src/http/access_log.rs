@@ -12,11 +12,11 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex};
+use prometheus_client::metrics::counter::Counter;
 
 /// How a line is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,18 +43,19 @@ pub struct AccessLog {
     format: Format,
     waiting: Mutex<Vec<u8>>,
     wake: Condvar,
-    dropped: AtomicU64,
+    /// Lines dropped because stderr did not keep up (the metric's count).
+    dropped: Counter,
 }
 
 impl AccessLog {
     /// Starts the writer thread; it ends (having written everything) once
     /// the last handle is dropped.
-    pub fn start(format: Format) -> Arc<AccessLog> {
+    pub fn start(format: Format, dropped: Counter) -> Arc<AccessLog> {
         let log = Arc::new(AccessLog {
             format,
             waiting: Mutex::new(Vec::with_capacity(FLUSH_AT)),
             wake: Condvar::new(),
-            dropped: AtomicU64::new(0),
+            dropped,
         });
         let weak = Arc::downgrade(&log);
         std::thread::Builder::new()
@@ -64,15 +65,10 @@ impl AccessLog {
         log
     }
 
-    /// Lines dropped because stderr did not keep up.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
     pub fn log(&self, e: &Entry) {
         let mut waiting = self.waiting.lock();
         if waiting.len() > DROP_PAST {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped.inc();
             return;
         }
         match self.format {
