@@ -15,6 +15,7 @@ use crate::clock::now;
 use crate::cluster::bootstrap::form_cluster;
 use crate::cluster::catch_up::{lift_when_caught_up, ReadBarrier};
 use crate::cluster::evictor::{evict_silent, EvictionState};
+use crate::cluster::handover::{Handover, HandoverError, WriteGate};
 use crate::cluster::leader_watch::count_leader_changes;
 use crate::cluster::link::Link;
 use crate::cluster::peers::{watch_peers, ProbeSettings};
@@ -55,6 +56,12 @@ pub struct Node {
     peer_addr: SocketAddr,
     raft: Raft,
     db: sled::Db,
+    local: Arc<LocalRegistry>,
+    handover: Handover,
+    /// Stops the client listener, first.
+    clients_stop: watch::Sender<bool>,
+    clients: tokio::task::JoinHandle<()>,
+    /// Stops everything else.
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -157,6 +164,17 @@ impl Node {
         let nodes = SelfDiscovery::new(local.hub().clone());
         let protection = Arc::new(Protection::new());
         let wait_for_leader = Duration::from_millis(config.raft.write_timeout_ms);
+        let lease = Duration::from_millis(config.raft.election_timeout_max_ms);
+        let handover = Handover {
+            raft: raft.clone(),
+            me: config.node.id,
+            gate: WriteGate::default(),
+            link: link.clone(),
+            // A lease for the leader's own to lapse if it was just
+            // elected, then the catch-up and one vote round.
+            within: lease * 3,
+            lease,
+        };
         let writer = Writer::start(
             raft.clone(),
             link.clone(),
@@ -164,6 +182,7 @@ impl Node {
             config.rules(),
             space.clone(),
             metrics.forward_seconds.clone(),
+            handover.gate.clone(),
         );
         let policy = config.eviction_policy();
         let ledger = RenewLedger::new(policy.window);
@@ -213,6 +232,7 @@ impl Node {
             space: space.clone(),
             data_dir: data_dir.clone(),
             receiving_snapshot: tokio::sync::Mutex::new(()),
+            handover: handover.clone(),
         });
         let admin = Admin {
             metrics: metrics.clone(),
@@ -222,6 +242,7 @@ impl Node {
             log: log_store.clone(),
             eviction: eviction.clone(),
             link: link.clone(),
+            handover: handover.clone(),
         };
         let access = Arc::new(Access {
             allow_write_from: config.write_networks()?,
@@ -250,7 +271,10 @@ impl Node {
         };
         let idle = Duration::from_millis(c.idle_timeout_ms);
         let mut tasks = JoinSet::new();
-        tasks.spawn(serve(
+        // Clients are let go first when the node stops, while Raft and the
+        // peers still run, so writes under way can still be applied here.
+        let (clients_stop, clients_stopped) = watch::channel(false);
+        let clients = tokio::spawn(serve(
             Listener {
                 tcp: listener,
                 router: crate::http::router(
@@ -284,7 +308,7 @@ impl Node {
                     overloaded: crate::http::overloaded(),
                 },
             },
-            stop.clone(),
+            clients_stopped,
         ));
         tasks.spawn(serve(
             Listener {
@@ -358,6 +382,10 @@ impl Node {
             peer_addr,
             raft,
             db,
+            local,
+            handover,
+            clients_stop,
+            clients,
             shutdown,
             tasks,
         })
@@ -377,8 +405,25 @@ impl Node {
         &self.raft
     }
 
-    /// Stops serving, stops Raft and flushes storage.
+    /// Stops in an order that costs the cluster nothing: a leader first
+    /// hands its leadership to the most caught-up voter; then clients are
+    /// let go (held polls answered, writes under way finished) while Raft
+    /// still runs; then the peer listener, Raft and storage stop.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        // A stopping node must not campaign: cut off from heartbeats while
+        // it stops, it would raise its term, and on its return that term
+        // would depose the leader for nothing.
+        self.raft.runtime_config().elect(false);
+        if self.raft.metrics().borrow().current_leader == Some(self.handover.me) {
+            match self.handover.here(None).await {
+                Ok(to) => tracing::info!(to, "stopping: leadership handed over"),
+                Err(HandoverError::NoOtherVoter) => {}
+                Err(e) => tracing::warn!("stopping without handing leadership over: {e}"),
+            }
+        }
+        self.local.hub().close();
+        let _ = self.clients_stop.send(true);
+        let _ = (&mut self.clients).await;
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
         self.raft

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use super::bootstrap::BootstrapState;
 use super::catch_up::ReadIndex;
+use super::handover::{ElectRequest, HandoverError};
 use super::membership::{Change, Changed};
 use super::renewer::ForwardedRenews;
 use super::writer::{Committed, ForwardError};
-use crate::raft::{Member, Proposal};
+use crate::raft::{Member, NodeId, Proposal};
 use crate::registry::InstanceKey;
 
 /// Why a call to a peer got no answer.
@@ -71,6 +72,22 @@ pub trait PeerLink: Send + Sync {
         change: &Change,
         within: Duration,
     ) -> Result<Result<Changed, String>, LinkError>;
+
+    /// Asks `to`, the successor of this node's leadership, to campaign.
+    async fn elect(
+        &self,
+        to: &Member,
+        request: &ElectRequest,
+        within: Duration,
+    ) -> Result<Result<(), String>, LinkError>;
+
+    /// Asks the leader `to` to hand its leadership over.
+    async fn transfer_leader(
+        &self,
+        to: &Member,
+        successor: Option<NodeId>,
+        within: Duration,
+    ) -> Result<Result<NodeId, HandoverError>, LinkError>;
 }
 
 /// A node's link to its peers, shared by every task.

@@ -1,10 +1,11 @@
 //! Running the registry as a cluster member: forming the cluster, the write
 //! and renew paths, eviction, start-up protection, membership changes and
-//! the node's view of its peers.
+//! the node's view of its peers, and handing leadership over.
 
 pub mod bootstrap;
 pub mod catch_up;
 pub mod evictor;
+pub mod handover;
 pub mod leader_watch;
 pub mod link;
 pub mod membership;

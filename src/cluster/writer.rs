@@ -20,6 +20,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
+use super::handover::WriteGate;
 use super::link::{Link, LinkError};
 use crate::clock::now;
 use crate::raft::space::SpaceGuard;
@@ -39,6 +40,10 @@ const MAX_ENTRY_BYTES: usize = 16 << 20;
 /// a time, so commands that arrive while these are under way are better
 /// gathered into the next entry than queued as entries of their own.
 const IN_FLIGHT: usize = 2;
+
+/// How long a write handed to a leader that was since replaced may still
+/// wait for its answer.
+const REPLACED_LEADER_GRACE: Duration = Duration::from_millis(250);
 
 /// Why a write was not carried out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +97,7 @@ impl Writer {
         rules: Rules,
         space: SpaceGuard,
         forward_seconds: Histogram,
+        gate: WriteGate,
     ) -> Self {
         let (queue, commands) = mpsc::unbounded_channel();
         let proposer = Arc::new(Proposer {
@@ -100,6 +106,7 @@ impl Writer {
             wait_for_leader,
             space,
             forward_seconds,
+            gate,
         });
         tokio::spawn(gather(commands, proposer));
         Writer { queue, rules }
@@ -187,6 +194,8 @@ struct Proposer {
     space: SpaceGuard,
     /// How long the leader takes to answer a forwarded batch.
     forward_seconds: Histogram,
+    /// Closed while this node hands its leadership over.
+    gate: WriteGate,
 }
 
 impl Proposer {
@@ -216,6 +225,12 @@ impl Proposer {
             // A leader cut off from its quorum accepts the entry but cannot
             // commit it: the wait is bounded there too. The entry may still
             // commit later, whole, if the leader regains its quorum.
+            if tokio::time::timeout_at(deadline, self.gate.passed())
+                .await
+                .is_err()
+            {
+                return Err(WriteError::NoQuorum(self.wait_for_leader));
+            }
             let written =
                 tokio::time::timeout_at(deadline, self.raft.client_write(proposal.clone())).await;
             let Ok(written) = written else {
@@ -258,12 +273,20 @@ impl Proposer {
         // A leader that stops answering (paused, partitioned: its
         // connections stay open, its packets go nowhere) would hold the
         // write, and this node's write path, for the whole bounded wait.
-        // Once another node leads, the answer is no longer worth waiting
-        // for: the write is given up as "may still apply", never resent.
+        // Once another node leads, the answer is worth waiting for only a
+        // moment: a leader that handed its leadership over answers at
+        // once that it no longer leads (the write is then sent to the new
+        // one); one deposed while paused or cut off does not, and the write
+        // is given up as "may still apply", never resent.
+        let exchange = self.exchange(leader, member, proposal, deadline);
+        tokio::pin!(exchange);
         tokio::select! {
-            forwarded = self.exchange(leader, member, proposal, deadline) => forwarded,
+            forwarded = &mut exchange => forwarded,
             _ = another_leader(&self.raft, leader) => {
-                Forwarded::Done(Err(WriteError::LeaderReplaced(leader)))
+                match tokio::time::timeout(REPLACED_LEADER_GRACE, exchange).await {
+                    Ok(forwarded) => forwarded,
+                    Err(_) => Forwarded::Done(Err(WriteError::LeaderReplaced(leader))),
+                }
             }
         }
     }
@@ -340,11 +363,13 @@ pub enum ForwardError {
 
 /// The leader's side of a forwarded proposal: checks every command with the
 /// same rules a client's write meets, against this node's clock, then
-/// proposes it here only, never forwarding again.
+/// proposes it here only, never forwarding again. During a handover it
+/// waits at the gate, then most likely answers `NotLeader`.
 pub async fn accept_forwarded(
     raft: &Raft,
     rules: &Rules,
     space: &SpaceGuard,
+    gate: &WriteGate,
     proposal: Proposal,
 ) -> Result<Committed, ForwardError> {
     let at = now();
@@ -354,6 +379,7 @@ pub async fn accept_forwarded(
     space
         .check()
         .map_err(|e| ForwardError::DiskFull(e.to_string()))?;
+    gate.passed().await;
     match raft.client_write(proposal).await {
         Ok(response) => Ok(Committed {
             result: response.data,

@@ -16,6 +16,7 @@ use super::params::Params;
 use super::reply;
 use crate::clock::now;
 use crate::cluster::evictor::EvictionState;
+use crate::cluster::handover::Handover;
 use crate::cluster::link::Link;
 use crate::cluster::membership::{self, Change, Changed};
 use crate::cluster::writer::WriteError;
@@ -73,6 +74,7 @@ pub struct Admin {
     pub space: SpaceGuard,
     pub eviction: Arc<EvictionState>,
     pub link: Link,
+    pub handover: Handover,
 }
 
 pub async fn status(
@@ -247,6 +249,27 @@ pub async fn restore(State(Admin { api, .. }): State<Admin>, body: Bytes) -> Res
 /// show the same index must show the same digest.
 pub async fn digest(State(Admin { api, .. }): State<Admin>) -> Json<Digest> {
     Json(api.local.digest())
+}
+
+/// What an operator asks of `/admin/transfer-leader`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Transfer {
+    /// The successor; the most caught-up voter when absent.
+    pub to: Option<NodeId>,
+}
+
+/// Hands leadership to another voter without an election gap; any node
+/// hands the request to the leader. Answers the new leader.
+pub async fn transfer_leader(
+    State(Admin { handover, .. }): State<Admin>,
+    Json(transfer): Json<Transfer>,
+) -> Json<Result<NodeId, String>> {
+    Json(
+        handover
+            .at_leader(transfer.to)
+            .await
+            .map_err(|e| e.to_string()),
+    )
 }
 
 /// Adds, promotes or removes a node; any node hands it to the leader.

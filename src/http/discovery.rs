@@ -406,6 +406,10 @@ async fn hold(api: &Api, env: &str, zone: Option<&str>, apps: &[(String, Timesta
             }
             return Held::Changed { data, missing };
         }
+        if api.local.hub().is_closed() {
+            api.metrics.poll(PollAnswer::NotModified, None);
+            return Held::TimedOut;
+        }
         tokio::select! {
             _ = watch.changed() => woken = true,
             _ = tokio::time::sleep_until(deadline) => {

@@ -32,6 +32,9 @@ const RESTORE_BODY: usize = 192 << 20;
 /// Where operators post membership changes.
 pub const MEMBERSHIP_PATH: &str = "/admin/membership";
 
+/// Where operators ask the leader to hand its leadership over.
+pub const TRANSFER_LEADER_PATH: &str = "/admin/transfer-leader";
+
 /// Answers a wrong method as the original does.
 fn only<S: Clone + Send + Sync + 'static>(
     route: MethodRouter<S, Infallible>,
@@ -70,6 +73,7 @@ pub fn router(
         .with_state(api);
     let changes = Router::new()
         .route(MEMBERSHIP_PATH, post(admin::membership))
+        .route(TRANSFER_LEADER_PATH, post(admin::transfer_leader))
         .route("/admin/backup", get(admin::backup))
         .route(
             "/admin/restore",

@@ -12,11 +12,12 @@ use super::paths;
 use super::tls::PeerTls;
 use crate::cluster::bootstrap::BootstrapState;
 use crate::cluster::catch_up::ReadIndex;
+use crate::cluster::handover::{ElectRequest, HandoverError};
 use crate::cluster::link::{LinkError, PeerLink};
 use crate::cluster::membership::{Change, Changed};
 use crate::cluster::renewer::ForwardedRenews;
 use crate::cluster::writer::{Committed, ForwardError};
-use crate::raft::{Member, Proposal};
+use crate::raft::{Member, NodeId, Proposal};
 use crate::registry::InstanceKey;
 
 /// How long a peer may take to accept a connection (and finish the TLS
@@ -183,5 +184,24 @@ impl PeerLink for PeerClient {
         within: Duration,
     ) -> Result<Result<Changed, String>, LinkError> {
         self.post(to, paths::MEMBERSHIP, change, within).await
+    }
+
+    async fn elect(
+        &self,
+        to: &Member,
+        request: &ElectRequest,
+        within: Duration,
+    ) -> Result<Result<(), String>, LinkError> {
+        self.post(to, paths::ELECT, request, within).await
+    }
+
+    async fn transfer_leader(
+        &self,
+        to: &Member,
+        successor: Option<NodeId>,
+        within: Duration,
+    ) -> Result<Result<NodeId, HandoverError>, LinkError> {
+        self.post(to, paths::TRANSFER_LEADER, &successor, within)
+            .await
     }
 }

@@ -45,9 +45,13 @@ pub mod paths {
     pub const READ_INDEX: &str = "/internal/read-index";
     /// Liveness probes.
     pub const HEALTH: &str = "/internal/health";
+    /// The leader asks its successor to campaign.
+    pub const ELECT: &str = "/internal/raft/elect";
+    /// Where a request to hand leadership over is handed to the leader.
+    pub const TRANSFER_LEADER: &str = "/internal/transfer-leader";
 
     /// Every peer route, for the tests that check none is served to clients.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 12] = [
         APPEND,
         VOTE,
         SNAPSHOT,
@@ -58,6 +62,8 @@ pub mod paths {
         BOOTSTRAP,
         READ_INDEX,
         HEALTH,
+        ELECT,
+        TRANSFER_LEADER,
     ];
 }
 
@@ -93,6 +99,11 @@ pub fn router(peers: Arc<PeerApi>) -> Router {
         .route(paths::PROPOSE, post(routes::propose).layer(entries()))
         .route(paths::RENEW, post(routes::renew).layer(entries()))
         .route(paths::MEMBERSHIP, post(routes::membership).layer(small()))
+        .route(paths::ELECT, post(routes::elect).layer(small()))
+        .route(
+            paths::TRANSFER_LEADER,
+            post(routes::transfer_leader).layer(small()),
+        )
         .route(paths::BOOTSTRAP, get(routes::bootstrap_state))
         .route(paths::READ_INDEX, get(routes::read_index))
         .route(paths::HEALTH, get(|| async { "ok" }))

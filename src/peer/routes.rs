@@ -23,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 use super::network::parse_header;
 use crate::cluster::bootstrap::BootstrapState;
 use crate::cluster::catch_up::{self, ReadIndex};
+use crate::cluster::handover::{self, ElectRequest, Handover, HandoverError};
 use crate::cluster::membership::{self, Change, Changed};
 use crate::cluster::renewer::{self, ForwardedRenews, RenewLedger, RenewSettings};
 use crate::cluster::writer::{self, Committed, ForwardError};
@@ -46,6 +47,8 @@ pub struct PeerApi {
     pub data_dir: PathBuf,
     /// Held while one is received and installed.
     pub receiving_snapshot: tokio::sync::Mutex<()>,
+    /// Handing leadership over, when this node leads.
+    pub handover: Handover,
 }
 
 /// Entries from the leader. Short of disk room, this node takes
@@ -143,7 +146,13 @@ pub async fn propose(
     State(peers): State<Arc<PeerApi>>,
     Json(proposal): Json<Proposal>,
 ) -> Json<Result<Committed, ForwardError>> {
-    Json(writer::accept_forwarded(&peers.raft, &peers.rules, &peers.space, proposal).await)
+    Json(writer::accept_forwarded(
+        &peers.raft,
+        &peers.rules,
+        &peers.space,
+        &peers.handover.gate,
+        proposal,
+    ).await)
 }
 
 pub async fn membership(
@@ -151,6 +160,23 @@ pub async fn membership(
     Json(change): Json<Change>,
 ) -> Json<Result<Changed, String>> {
     Json(membership::accept_forwarded(&peers.raft, change).await)
+}
+
+/// The leader hands its leadership to this node: campaign now.
+pub async fn elect(
+    State(peers): State<Arc<PeerApi>>,
+    Json(request): Json<ElectRequest>,
+) -> Json<Result<(), String>> {
+    Json(handover::accept_elect(&peers.raft, peers.handover.me, request).await)
+}
+
+/// A peer hands on an operator's request to hand leadership over: carried
+/// out here only if this node leads, never handed on again.
+pub async fn transfer_leader(
+    State(peers): State<Arc<PeerApi>>,
+    Json(successor): Json<Option<NodeId>>,
+) -> Json<Result<NodeId, HandoverError>> {
+    Json(peers.handover.here(successor).await)
 }
 
 pub async fn bootstrap_state(State(peers): State<Arc<PeerApi>>) -> Json<BootstrapState> {

@@ -6,6 +6,7 @@
 //! ends, and dropping the future (a client that disconnects) removes it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,8 @@ use crate::registry::AppKey;
 #[derive(Default)]
 pub struct PollHub {
     inner: Mutex<Inner>,
+    /// Set when the node stops: held polls are answered at once.
+    closed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -90,6 +93,20 @@ impl PollHub {
             .for_each(|n| n.notify_one());
     }
 
+    /// The node stops: wakes every watch, and [`is_closed`] tells the held
+    /// polls to answer now (`-304`, on a connection that then closes), so
+    /// their clients poll another node instead of waiting out the hold.
+    ///
+    /// [`is_closed`]: PollHub::is_closed
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify_all();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Time since watches were last woken: for a poll just woken, about
     /// the time from the change to now.
     pub fn since_last_wake(&self) -> Option<Duration> {
@@ -149,6 +166,18 @@ mod tests {
         assert!(woke(&a).await);
         assert!(!woke(&b).await);
         assert!(woke(&ab).await);
+    }
+
+    #[tokio::test]
+    async fn closing_wakes_every_watch() {
+        let hub = PollHub::new();
+        let a = hub.watch(vec![key("a")]);
+        let b = hub.watch(vec![key("b")]);
+        assert!(!hub.is_closed());
+        hub.close();
+        assert!(hub.is_closed());
+        assert!(woke(&a).await);
+        assert!(woke(&b).await);
     }
 
     #[tokio::test]

@@ -396,6 +396,12 @@ struct Restart {
     /// The longest time between two successful writes (through any node)
     /// from the SIGTERM until the node had caught up again.
     longest_gap: Duration,
+    /// When that gap began, after the SIGTERM.
+    gap_from: Duration,
+    /// When the node had exited, and when it served again, after the
+    /// SIGTERM.
+    exited: Duration,
+    serving: Duration,
     /// Writes sent through the other, running nodes meanwhile that failed:
     /// a client that retries elsewhere sees these.
     failed_elsewhere: u64,
@@ -426,9 +432,18 @@ async fn rolling(cluster: &mut Cluster, args: &Args, launch: &Launch) -> Result<
                 if id == leader { " (leader)" } else { "" }
             );
             let from = cluster.terminate(id).await?;
+            let exited = from.elapsed();
             cluster.restart(id).await?;
+            let serving = from.elapsed();
             tokio::time::sleep(settle).await;
-            windows.push((id, id == leader, from, Instant::now()));
+            windows.push(Window {
+                node: id,
+                was_leader: id == leader,
+                from,
+                to: Instant::now(),
+                exited,
+                serving,
+            });
         }
     }
     let _ = stop_tx.send(true);
@@ -437,17 +452,18 @@ async fn rolling(cluster: &mut Cluster, args: &Args, launch: &Launch) -> Result<
     while let Some(a) = attempts_rx.recv().await {
         attempts.push(a);
     }
-    let restarts: Vec<Restart> = windows
-        .iter()
-        .map(|&(node, was_leader, from, to)| restart_seen(&attempts, node, was_leader, from, to))
-        .collect();
+    let restarts: Vec<Restart> = windows.iter().map(|w| restart_seen(&attempts, w)).collect();
     let what = format!("{}, {}", args.raft.describe(), launch.peers.describe());
     for r in &restarts {
         println!(
-            "rolling restart of node {}{}: longest write gap {}, failed writes through running nodes {}, through it {}",
+            "rolling restart of node {}{}: longest write gap {} (from +{}; exited +{}, caught up +{}), \
+             failed writes through running nodes {}, through it {}",
             r.node,
             if r.was_leader { " (leader)" } else { "" },
             Ms::from(r.longest_gap),
+            Ms::from(r.gap_from),
+            Ms::from(r.exited),
+            Ms::from(r.serving),
             r.failed_elsewhere,
             r.failed_here
         );
@@ -477,31 +493,43 @@ async fn rolling(cluster: &mut Cluster, args: &Args, launch: &Launch) -> Result<
     Ok(())
 }
 
-/// What the writes saw while `node` restarted, from `from` to `to`.
-fn restart_seen(
-    attempts: &[Attempt],
+/// One node's restart: from its SIGTERM to the end of the settle time
+/// after it caught up.
+struct Window {
     node: u64,
     was_leader: bool,
     from: Instant,
     to: Instant,
-) -> Restart {
+    exited: Duration,
+    serving: Duration,
+}
+
+/// What the writes saw during one node's restart.
+fn restart_seen(attempts: &[Attempt], w: &Window) -> Restart {
+    let Window { node, from, to, .. } = *w;
     let mut done: Vec<Instant> = attempts
         .iter()
         .filter(|a| a.ok && a.done >= from && a.done <= to)
         .map(|a| a.done)
         .collect();
     done.sort();
-    let mut longest_gap = Duration::ZERO;
+    let (mut longest_gap, mut gap_from) = (Duration::ZERO, Duration::ZERO);
     let mut last = from;
     for d in done.iter().copied().chain(std::iter::once(to)) {
-        longest_gap = longest_gap.max(d - last);
+        if d - last > longest_gap {
+            longest_gap = d - last;
+            gap_from = last - from;
+        }
         last = d;
     }
     let during = |a: &&Attempt| !a.ok && a.sent >= from && a.sent <= to;
     Restart {
         node,
-        was_leader,
+        was_leader: w.was_leader,
         longest_gap,
+        gap_from,
+        exited: w.exited,
+        serving: w.serving,
         failed_elsewhere: attempts
             .iter()
             .filter(during)

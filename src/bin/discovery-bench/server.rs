@@ -23,7 +23,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A temporary directory holding the server's data and log; removed on
-/// drop.
+/// drop unless `DISCOVERY_BENCH_KEEP` is set (to read the servers' logs
+/// after a run).
 pub struct Workdir {
     root: PathBuf,
 }
@@ -57,6 +58,10 @@ impl Workdir {
 
 impl Drop for Workdir {
     fn drop(&mut self) {
+        if std::env::var_os("DISCOVERY_BENCH_KEEP").is_some() {
+            eprintln!("# kept {}", self.root.display());
+            return;
+        }
         // A server killed a moment ago may still be closing files: retry.
         for _ in 0..20 {
             match std::fs::remove_dir_all(&self.root) {
