@@ -24,45 +24,33 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::time::Instant;
 
 use super::link::Link;
 use crate::raft::{NodeId, Raft};
 
-/// Holds new proposals while leadership is handed over. Cheap to clone.
-#[derive(Clone)]
+/// Holds new proposals while leadership is handed over. A proposal holds
+/// a pass while it is handed to Raft; closing waits for those under way,
+/// so that once closed nothing more is appended here. Cheap to clone.
+#[derive(Clone, Default)]
 pub struct WriteGate {
-    closed: std::sync::Arc<watch::Sender<bool>>,
-}
-
-impl Default for WriteGate {
-    fn default() -> Self {
-        WriteGate {
-            closed: std::sync::Arc::new(watch::channel(false).0),
-        }
-    }
+    passes: Arc<RwLock<()>>,
 }
 
 impl WriteGate {
-    /// Resolves at once while the gate is open, else once it opens.
-    pub async fn passed(&self) {
-        let mut open = self.closed.subscribe();
-        let _ = open.wait_for(|closed| !*closed).await;
+    /// Waits while the gate is closed; hold the pass until Raft has taken
+    /// (and answered) the proposal.
+    pub async fn pass(&self) -> RwLockReadGuard<'_, ()> {
+        self.passes.read().await
     }
 
-    /// Closes the gate until the returned guard is dropped.
-    fn close(&self) -> Closed<'_> {
-        self.closed.send_replace(true);
-        Closed(self)
-    }
-}
-
-struct Closed<'a>(&'a WriteGate);
-
-impl Drop for Closed<'_> {
-    fn drop(&mut self) {
-        self.0.closed.send_replace(false);
+    /// Closes the gate once the proposals under way are answered; it opens
+    /// again when the guard is dropped. Proposals that come meanwhile wait.
+    async fn close(&self) -> RwLockWriteGuard<'_, ()> {
+        self.passes.write().await
     }
 }
 
@@ -161,7 +149,9 @@ impl Handover {
             tokio::time::sleep_until(lapsed.min(deadline)).await;
         }
 
-        let _closed = self.gate.close();
+        let _closed = tokio::time::timeout_at(deadline, self.gate.close())
+            .await
+            .map_err(|_| HandoverError::NotCaughtUp(target, self.within))?;
         let caught_up = raft
             .wait(Some(deadline.saturating_duration_since(Instant::now())))
             .metrics(
@@ -214,7 +204,12 @@ pub async fn accept_elect(raft: &Raft, me: NodeId, request: ElectRequest) -> Res
             request.from, m.current_leader
         ));
     }
-    if !m.membership_config.membership().voter_ids().any(|v| v == me) {
+    if !m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == me)
+    {
         return Err(format!("node {me} is not a voter"));
     }
     if m.last_log_index.unwrap_or(0) < request.last_log_index {
@@ -223,7 +218,10 @@ pub async fn accept_elect(raft: &Raft, me: NodeId, request: ElectRequest) -> Res
             m.last_log_index, request.last_log_index
         ));
     }
-    tracing::info!(from = request.from, "campaigning for leadership handed over");
+    tracing::info!(
+        from = request.from,
+        "campaigning for leadership handed over"
+    );
     raft.trigger().elect().await.map_err(|e| e.to_string())
 }
 

@@ -225,14 +225,12 @@ impl Proposer {
             // A leader cut off from its quorum accepts the entry but cannot
             // commit it: the wait is bounded there too. The entry may still
             // commit later, whole, if the leader regains its quorum.
-            if tokio::time::timeout_at(deadline, self.gate.passed())
-                .await
-                .is_err()
-            {
-                return Err(WriteError::NoQuorum(self.wait_for_leader));
-            }
-            let written =
-                tokio::time::timeout_at(deadline, self.raft.client_write(proposal.clone())).await;
+            let written = {
+                let Ok(_pass) = tokio::time::timeout_at(deadline, self.gate.pass()).await else {
+                    return Err(WriteError::NoQuorum(self.wait_for_leader));
+                };
+                tokio::time::timeout_at(deadline, self.raft.client_write(proposal.clone())).await
+            };
             let Ok(written) = written else {
                 return Err(WriteError::NoQuorum(self.wait_for_leader));
             };
@@ -379,7 +377,7 @@ pub async fn accept_forwarded(
     space
         .check()
         .map_err(|e| ForwardError::DiskFull(e.to_string()))?;
-    gate.passed().await;
+    let _pass = gate.pass().await;
     match raft.client_write(proposal).await {
         Ok(response) => Ok(Committed {
             result: response.data,

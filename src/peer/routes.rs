@@ -146,13 +146,16 @@ pub async fn propose(
     State(peers): State<Arc<PeerApi>>,
     Json(proposal): Json<Proposal>,
 ) -> Json<Result<Committed, ForwardError>> {
-    Json(writer::accept_forwarded(
-        &peers.raft,
-        &peers.rules,
-        &peers.space,
-        &peers.handover.gate,
-        proposal,
-    ).await)
+    Json(
+        writer::accept_forwarded(
+            &peers.raft,
+            &peers.rules,
+            &peers.space,
+            &peers.handover.gate,
+            proposal,
+        )
+        .await,
+    )
 }
 
 pub async fn membership(

@@ -320,6 +320,24 @@ hold_ms = {hold}
         }
     }
 
+    /// SIGTERMs node `i` and waits until it has exited (a clean stop).
+    pub async fn terminate(&mut self, i: usize) {
+        let Some(mut child) = self.slots[i].process.take() else {
+            return;
+        };
+        // SAFETY: signalling our own child process by its pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().expect("child state").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not stop",
+                self.slots[i].id
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) node `i`: alive, its
     /// connections open, answering nothing, as a paused container.
     pub fn freeze(&self, i: usize, frozen: bool) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use raft_discovery::cluster::membership::{Change, Changed};
-use raft_discovery::http::MEMBERSHIP_PATH;
+use raft_discovery::http::{MEMBERSHIP_PATH, TRANSFER_LEADER_PATH};
 use raft_discovery::peer::certs;
 use raft_discovery::raft::{Member, NodeId};
 use serde_json::Value;
@@ -101,9 +101,16 @@ enum Command {
     /// FILE's, through the log (any cluster, a new one too); needs the
     /// admin token.
     Restore { file: PathBuf },
-    /// The node `--node` names leaves the cluster cleanly: it is removed
-    /// from the membership (a leader hands over first), and can then be
-    /// stopped without the others counting it missing.
+    /// The leader hands its leadership to voter ID (default: the most
+    /// caught-up one) without an election gap; needs the admin token.
+    TransferLeader {
+        #[arg(long)]
+        to: Option<NodeId>,
+    },
+    /// The node `--node` names leaves the cluster cleanly: a leader first
+    /// hands its leadership over, then the node is removed from the
+    /// membership, and can be stopped without the others counting it
+    /// missing.
     Leave,
     /// Make the certificates for mutual TLS between peers.
     #[command(subcommand)]
@@ -341,6 +348,11 @@ async fn main() -> anyhow::Result<()> {
             println!("{message}");
             return Ok(());
         }
+        Command::TransferLeader { to } => {
+            let leader = transfer_leader(&http, &base, cli.token.as_deref(), to).await?;
+            println!("node {leader} leads");
+            return Ok(());
+        }
         Command::Leave => {
             let status: Value = http
                 .get(format!("{base}/admin/status"))
@@ -352,6 +364,12 @@ async fn main() -> anyhow::Result<()> {
             let id = status["id"]
                 .as_u64()
                 .with_context(|| format!("{base} did not say its id: {status}"))?;
+            if status["leader"].as_u64() == Some(id)
+                && status["voters"].as_array().map_or(0, Vec::len) > 1
+            {
+                let leader = transfer_leader(&http, &base, cli.token.as_deref(), None).await?;
+                println!("node {id} handed its leadership to node {leader}");
+            }
             println!("node {id} leaves");
             Change::Remove { id }
         }
@@ -380,6 +398,33 @@ async fn main() -> anyhow::Result<()> {
         }
         Err(e) => anyhow::bail!("refused: {e}"),
     }
+}
+
+/// Asks the node at `base` to have the leader hand its leadership over;
+/// answers the new leader.
+async fn transfer_leader(
+    http: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    to: Option<NodeId>,
+) -> anyhow::Result<NodeId> {
+    let mut request = http
+        .post(format!("{base}{TRANSFER_LEADER_PATH}"))
+        .json(&serde_json::json!({ "to": to }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let answer: Value = request
+        .send()
+        .await
+        .with_context(|| format!("asking {base}"))?
+        .json()
+        .await?;
+    if let Some(message) = answer.get("message").and_then(Value::as_str) {
+        anyhow::bail!("refused: {message}");
+    }
+    let answer: Result<NodeId, String> = serde_json::from_value(answer)?;
+    answer.map_err(|e| anyhow::anyhow!("refused: {e}"))
 }
 
 /// The first of `nodes` whose status answers within a second; the first
