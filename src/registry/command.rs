@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::error::RegistryError;
 use super::instance::{Instance, InstanceKey, Registration, Status, Timestamp};
 use super::metadata::Metadata;
+use super::zones::{ZoneBatch, ZoneChange};
 use super::RegistrySnapshot;
 
 /// A change to the registry, as replicated through the log.
@@ -46,6 +47,15 @@ pub enum Command {
         backup: RegistrySnapshot,
         at: Timestamp,
     },
+    /// Changes another zone (`origin`) made to its own instances, up to its
+    /// log index `to`, streamed here: applied only if they start where this
+    /// zone's partition of `origin` stands.
+    ZoneApply {
+        origin: String,
+        to: u64,
+        batch: ZoneBatch,
+        at: Timestamp,
+    },
 }
 
 impl Command {
@@ -59,6 +69,14 @@ impl Command {
         }
         fn metadata(m: &Metadata) -> usize {
             m.iter().map(|(k, v)| k.len() + v.len() + 8).sum()
+        }
+        fn instance(i: &Instance) -> usize {
+            i.region.len()
+                + key(&i.key())
+                + i.addrs.iter().map(|a| a.len() + 4).sum::<usize>()
+                + i.version.len()
+                + metadata(&i.metadata)
+                + 12 * FIELD
         }
         match self {
             Command::Register {
@@ -79,15 +97,23 @@ impl Command {
                 .apps
                 .iter()
                 .flat_map(|a| &a.instances)
-                .map(|i| {
-                    i.region.len()
-                        + key(&i.key())
-                        + i.addrs.iter().map(|a| a.len() + 4).sum::<usize>()
-                        + i.version.len()
-                        + metadata(&i.metadata)
-                        + 12 * FIELD
-                })
+                .map(|i| instance(i))
                 .sum(),
+            Command::ZoneApply { origin, batch, .. } => {
+                origin.len()
+                    + 4 * FIELD
+                    + match batch {
+                        ZoneBatch::Full(instances) => instances.iter().map(instance).sum::<usize>(),
+                        ZoneBatch::Changes { changes, .. } => changes
+                            .iter()
+                            .map(|c| match c {
+                                ZoneChange::Upsert(i) => instance(i),
+                                ZoneChange::Renew { key: k, .. } => key(k) + 2 * FIELD,
+                                ZoneChange::Remove(k) => key(k) + FIELD,
+                            })
+                            .sum::<usize>(),
+                    }
+            }
             Command::Set {
                 env,
                 appid,

@@ -10,8 +10,11 @@ mod instance;
 mod metadata;
 mod scheduler;
 mod validate;
+pub mod zones;
 
 use std::collections::{BTreeMap, HashMap};
+
+use zones::{origin_of, OwnChanges, Partitions, ZoneBatch, ZoneChange};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -70,6 +73,11 @@ pub struct Registry {
     /// stamped above it, so an app that empties and comes back still moves
     /// forward for its watchers whatever the proposer's clock says.
     high_water: Timestamp,
+    /// Other zones' instances, by origin zone (replicated).
+    partitions: Partitions,
+    /// Whether applying a command reports this zone's own changes, to
+    /// stream them to other zones (not replicated: a node setting).
+    stream_own: bool,
 }
 
 /// The result of applying one command: the answer for the client, and the
@@ -78,6 +86,19 @@ pub struct Registry {
 pub struct Effect {
     pub outcome: Outcome,
     pub changed: Vec<AppKey>,
+    /// This zone's own instances as the command left them, when
+    /// [`Registry::stream_own`] is on.
+    pub own: OwnChanges,
+}
+
+impl Effect {
+    fn new(outcome: Outcome, changed: Vec<AppKey>) -> Self {
+        Effect {
+            outcome,
+            changed,
+            own: OwnChanges::None,
+        }
+    }
 }
 
 impl Registry {
@@ -128,44 +149,86 @@ impl Registry {
             .flat_map(App::instances)
     }
 
+    /// Turns on reporting this zone's own changes in every [`Effect`], for
+    /// a node that streams them to other zones.
+    pub fn stream_own(&mut self, on: bool) {
+        self.stream_own = on;
+    }
+
     /// Applies one command. Deterministic: the result depends only on the
     /// current state and the command.
     pub fn apply(&mut self, command: &Command) -> Effect {
+        let mut own = OwnChanges::None;
+        let mut effect = self.apply_reporting(command, &mut own);
+        if self.stream_own {
+            effect.own = own;
+        }
+        effect
+    }
+
+    fn apply_reporting(&mut self, command: &Command, own: &mut OwnChanges) -> Effect {
         match command {
-            Command::Register { registration, at } => self.register(registration, *at),
-            Command::Restore { backup, at } => self.restore_backup(backup, *at),
-            Command::Renew { keys, at } => Effect {
-                outcome: Ok(Applied::Renewed(
-                    keys.iter().map(|k| self.renew(k, *at)).collect(),
+            Command::Register { registration, at } => self.register(registration, *at, own),
+            Command::Restore { backup, at } => {
+                *own = OwnChanges::Reset;
+                self.restore_backup(backup, *at)
+            }
+            Command::Renew { keys, at } => Effect::new(
+                Ok(Applied::Renewed(
+                    keys.iter().map(|k| self.renew(k, *at, own)).collect(),
                 )),
-                changed: Vec::new(),
-            },
-            Command::Cancel { key, at } => match self.remove(key, *at) {
-                Some(_) => Effect {
-                    outcome: Ok(Applied::Done),
-                    changed: vec![AppKey::new(&key.env, &key.appid)],
-                },
-                None => Effect {
-                    outcome: Err(RegistryError::NotFound),
-                    changed: Vec::new(),
-                },
-            },
+                Vec::new(),
+            ),
+            Command::Cancel { key, at } => {
+                if let Some(refused) = self.foreign(key) {
+                    return refused;
+                }
+                match self.remove(key, *at) {
+                    Some(_) => {
+                        own.push(ZoneChange::Remove(key.clone()));
+                        Effect::new(Ok(Applied::Done), vec![AppKey::new(&key.env, &key.appid)])
+                    }
+                    None => Effect::new(Err(RegistryError::NotFound), Vec::new()),
+                }
+            }
             Command::Set {
                 env,
                 appid,
                 zone,
                 changes,
                 at,
-            } => self.set(env, appid, zone, changes, *at),
+            } => self.set(env, appid, zone, changes, *at, own),
             Command::Evict {
                 keys,
                 silent_since,
                 at,
-            } => self.evict(keys, *silent_since, *at),
+            } => self.evict(keys, *silent_since, *at, own),
+            Command::ZoneApply {
+                origin,
+                to,
+                batch,
+                at,
+            } => self.zone_apply(origin, *to, batch, *at),
         }
     }
 
-    fn register(&mut self, reg: &Registration, at: Timestamp) -> Effect {
+    /// A refusal for a local write to an instance another zone owns: only
+    /// its origin changes it (the write path hands such writes there).
+    fn foreign(&self, key: &InstanceKey) -> Option<Effect> {
+        let origin = origin_of(&self.partitions, key)?;
+        Some(Effect::new(
+            Err(RegistryError::bad(
+                "zone",
+                &format!("{} belongs to zone {origin}: write it there", key.hostname),
+            )),
+            Vec::new(),
+        ))
+    }
+
+    fn register(&mut self, reg: &Registration, at: Timestamp, own: &mut OwnChanges) -> Effect {
+        if let Some(refused) = self.foreign(&reg.key()) {
+            return refused;
+        }
         let app = self
             .envs
             .entry(reg.env.clone())
@@ -181,14 +244,17 @@ impl Registry {
                 Instance::new(reg.clone(), ts)
             }
         };
-        app.insert(instance);
-        Effect {
-            outcome: Ok(Applied::Done),
-            changed: vec![AppKey::new(&reg.env, &reg.appid)],
+        if self.stream_own {
+            own.push(ZoneChange::Upsert(instance.clone()));
         }
+        app.insert(instance);
+        Effect::new(Ok(Applied::Done), vec![AppKey::new(&reg.env, &reg.appid)])
     }
 
-    fn renew(&mut self, key: &InstanceKey, at: Timestamp) -> Renewal {
+    fn renew(&mut self, key: &InstanceKey, at: Timestamp, own: &mut OwnChanges) -> Renewal {
+        if origin_of(&self.partitions, key).is_some() {
+            return Renewal::UnknownInstance;
+        }
         let Some(app) = self
             .envs
             .get_mut(&key.env)
@@ -199,6 +265,12 @@ impl Registry {
         match app.get_mut(&key.zone, &key.hostname) {
             Some(instance) => {
                 instance.renew_timestamp = instance.renew_timestamp.max(at);
+                if self.stream_own {
+                    own.push(ZoneChange::Renew {
+                        key: key.clone(),
+                        renew_timestamp: instance.renew_timestamp,
+                    });
+                }
                 Renewal::Renewed(Box::new(instance.clone()))
             }
             None => Renewal::UnknownInstance,
@@ -228,11 +300,20 @@ impl Registry {
         zone: &str,
         changes: &[Change],
         at: Timestamp,
+        own: &mut OwnChanges,
     ) -> Effect {
-        let refuse = |e| Effect {
-            outcome: Err(e),
-            changed: Vec::new(),
-        };
+        let refuse = |e| Effect::new(Err(e), Vec::new());
+        for c in changes {
+            let key = InstanceKey {
+                env: env.to_string(),
+                appid: appid.to_string(),
+                zone: zone.to_string(),
+                hostname: c.hostname.clone(),
+            };
+            if let Some(refused) = self.foreign(&key) {
+                return refused;
+            }
+        }
         let Some(app) = self.envs.get_mut(env).and_then(|a| a.get_mut(appid)) else {
             return refuse(RegistryError::bad("appid", &format!("{appid} not found")));
         };
@@ -262,20 +343,31 @@ impl Registry {
             }
             instance.dirty_timestamp = ts;
             instance.latest_timestamp = ts;
+            if self.stream_own {
+                own.push(ZoneChange::Upsert(instance.clone()));
+            }
         }
-        Effect {
-            outcome: Ok(Applied::Done),
-            changed: vec![AppKey::new(env, appid)],
-        }
+        Effect::new(Ok(Applied::Done), vec![AppKey::new(env, appid)])
     }
 
-    fn evict(&mut self, keys: &[InstanceKey], silent_since: Timestamp, at: Timestamp) -> Effect {
+    fn evict(
+        &mut self,
+        keys: &[InstanceKey],
+        silent_since: Timestamp,
+        at: Timestamp,
+        own: &mut OwnChanges,
+    ) -> Effect {
         let mut evicted = Vec::new();
         for key in keys {
+            // Another zone's instances are evicted by their own zone only.
+            if origin_of(&self.partitions, key).is_some() {
+                continue;
+            }
             let silent = self
                 .get(key)
                 .is_some_and(|i| i.renew_timestamp < silent_since);
             if silent && self.remove(key, at).is_some() {
+                own.push(ZoneChange::Remove(key.clone()));
                 evicted.push(key.clone());
             }
         }
@@ -285,10 +377,157 @@ impl Registry {
             .collect();
         changed.sort();
         changed.dedup();
-        Effect {
-            outcome: Ok(Applied::Evicted(evicted)),
-            changed,
+        Effect::new(Ok(Applied::Evicted(evicted)), changed)
+    }
+
+    /// Applies what zone `origin` streamed, if it starts where this zone's
+    /// partition of it stands (else it is a batch already applied, or one
+    /// sent twice by two leaders: nothing changes). Instances are stored
+    /// exactly as the origin holds them; only their apps' change
+    /// timestamps move here, so this zone's polls wake.
+    fn zone_apply(&mut self, origin: &str, to: u64, batch: &ZoneBatch, at: Timestamp) -> Effect {
+        let cursor = self.partitions.get(origin).map_or(0, |p| p.cursor);
+        let mut changed = Vec::new();
+        match batch {
+            ZoneBatch::Changes { from, .. } if *from != cursor => {
+                return Effect::new(
+                    Err(RegistryError::bad(
+                        "cursor",
+                        &format!("zone {origin} is applied up to {cursor}, not {from}"),
+                    )),
+                    Vec::new(),
+                );
+            }
+            ZoneBatch::Changes { changes, .. } => {
+                for change in changes {
+                    match change {
+                        ZoneChange::Upsert(instance) => {
+                            changed.push(self.put_foreign(origin, instance.clone(), at));
+                        }
+                        ZoneChange::Renew {
+                            key,
+                            renew_timestamp,
+                        } => self.renew_foreign(origin, key, *renew_timestamp),
+                        ZoneChange::Remove(key) => {
+                            if self.remove_foreign(origin, key, at) {
+                                changed.push(AppKey::new(&key.env, &key.appid));
+                            }
+                        }
+                    }
+                }
+            }
+            ZoneBatch::Full(instances) => {
+                let old = self
+                    .partitions
+                    .get(origin)
+                    .map(|p| p.keys.clone())
+                    .unwrap_or_default();
+                let new: std::collections::BTreeSet<InstanceKey> =
+                    instances.iter().map(Instance::key).collect();
+                for key in old.difference(&new) {
+                    if self.remove_foreign(origin, key, at) {
+                        changed.push(AppKey::new(&key.env, &key.appid));
+                    }
+                }
+                for instance in instances {
+                    changed.push(self.put_foreign(origin, instance.clone(), at));
+                }
+            }
         }
+        let partition = self.partitions.entry(origin.to_string()).or_default();
+        partition.cursor = to;
+        partition.applied_at = at;
+        changed.sort();
+        changed.dedup();
+        Effect::new(Ok(Applied::Done), changed)
+    }
+
+    /// Stores another zone's instance as it is there.
+    fn put_foreign(&mut self, origin: &str, instance: Instance, at: Timestamp) -> AppKey {
+        let key = instance.key();
+        let app = self
+            .envs
+            .entry(key.env.clone())
+            .or_default()
+            .entry(key.appid.clone())
+            .or_default();
+        self.high_water = app.advance(at.max(self.high_water + 1));
+        if app.get(&key.zone, &key.hostname).is_none() {
+            self.instances += 1;
+        }
+        app.insert(instance);
+        let app_key = AppKey::new(&key.env, &key.appid);
+        self.partitions
+            .entry(origin.to_string())
+            .or_default()
+            .keys
+            .insert(key);
+        app_key
+    }
+
+    fn renew_foreign(&mut self, origin: &str, key: &InstanceKey, renew_timestamp: Timestamp) {
+        if !self
+            .partitions
+            .get(origin)
+            .is_some_and(|p| p.keys.contains(key))
+        {
+            return;
+        }
+        if let Some(app) = self
+            .envs
+            .get_mut(&key.env)
+            .and_then(|a| a.get_mut(&key.appid))
+        {
+            if let Some(instance) = app.get_mut(&key.zone, &key.hostname) {
+                instance.renew_timestamp = renew_timestamp;
+            }
+        }
+    }
+
+    fn remove_foreign(&mut self, origin: &str, key: &InstanceKey, at: Timestamp) -> bool {
+        let Some(partition) = self.partitions.get_mut(origin) else {
+            return false;
+        };
+        if !partition.keys.remove(key) {
+            return false;
+        }
+        self.remove(key, at).is_some()
+    }
+
+    /// Every origin zone's partition here.
+    pub fn partitions(&self) -> &Partitions {
+        &self.partitions
+    }
+
+    /// The instances of one partition: `Some(zone)` another zone's, `None`
+    /// this zone's own (every instance no other zone holds), sorted by key.
+    pub fn partition_instances(&self, origin: Option<&str>) -> Vec<&Instance> {
+        let mut instances: Vec<&Instance> = match origin {
+            Some(zone) => self
+                .partitions
+                .get(zone)
+                .map(|p| p.keys.iter().filter_map(|k| self.get(k)).collect())
+                .unwrap_or_default(),
+            None => self
+                .instances()
+                .filter(|i| origin_of(&self.partitions, &i.key()).is_none())
+                .collect(),
+        };
+        instances.sort_by_key(|i| i.key());
+        instances
+    }
+
+    /// SHA-256 of one partition's instances (see [`partition_instances`]),
+    /// in hex: the origin's own partition and every other zone's copy of
+    /// it are equal once they stand at the same cursor.
+    ///
+    /// [`partition_instances`]: Registry::partition_instances
+    pub fn partition_digest(&self, origin: Option<&str>) -> (usize, String) {
+        use sha2::Digest;
+        let instances = self.partition_instances(origin);
+        let mut hasher = sha2::Sha256::new();
+        let _ = serde_json::to_writer(&mut hasher, &instances);
+        (instances.len(), format!("{:x}", hasher.finalize()))
     }
 
     /// The rendered fetch data of one app.
@@ -349,6 +588,7 @@ impl Registry {
         RegistrySnapshot {
             high_water: self.high_water,
             apps,
+            partitions: self.partitions.clone(),
         }
     }
 
@@ -374,13 +614,15 @@ impl Registry {
             changed.push(AppKey::new(&app.env, &app.appid));
         }
         restored.high_water = stamp;
+        // Other zones' partitions come back at cursor 0: each origin then
+        // sends a full copy, which replaces what the backup held of it.
+        for partition in restored.partitions.values_mut() {
+            partition.cursor = 0;
+        }
         self.restore(restored);
         changed.sort();
         changed.dedup();
-        Effect {
-            outcome: Ok(Applied::Done),
-            changed,
-        }
+        Effect::new(Ok(Applied::Done), changed)
     }
 
     /// Replaces the whole state with a snapshot's.
@@ -388,6 +630,7 @@ impl Registry {
         self.envs.clear();
         self.instances = 0;
         self.high_water = snapshot.high_water;
+        self.partitions = snapshot.partitions;
         for a in snapshot.apps {
             let app = self
                 .envs
@@ -409,6 +652,9 @@ impl Registry {
 pub struct RegistrySnapshot {
     pub high_water: Timestamp,
     pub apps: Vec<AppSnapshot>,
+    /// Other zones' partitions: which instances each holds, and its cursor.
+    #[serde(default, skip_serializing_if = "Partitions::is_empty")]
+    pub partitions: Partitions,
 }
 
 impl RegistrySnapshot {
@@ -439,3 +685,6 @@ mod tests;
 
 #[cfg(test)]
 mod properties;
+
+#[cfg(test)]
+mod zones_tests;

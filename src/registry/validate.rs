@@ -7,8 +7,9 @@ use serde::Deserialize;
 
 use super::command::{Change, Command};
 use super::error::RegistryError;
-use super::instance::{InstanceKey, Registration, Timestamp};
+use super::instance::{Instance, InstanceKey, Registration, Timestamp};
 use super::metadata::Metadata;
+use super::zones::{ZoneBatch, ZoneChange};
 use super::RegistrySnapshot;
 
 /// The app the cluster publishes its own nodes as; no client registers it.
@@ -108,6 +109,29 @@ pub fn validate(command: &Command, now: Timestamp, rules: &Rules) -> Result<(), 
         Command::Restore { backup, at } => {
             stamped(*at, now, rules)?;
             backup_ok(backup, command.approx_bytes(), &rules.limits)
+        }
+        Command::ZoneApply {
+            origin, batch, at, ..
+        } => {
+            stamped(*at, now, rules)?;
+            identity("zone", origin, &rules.limits)?;
+            if command.approx_bytes() > MAX_RESTORE_BYTES {
+                return Err(RegistryError::bad(
+                    "zone",
+                    &format!("a batch from {origin} over {} MiB", MAX_RESTORE_BYTES >> 20),
+                ));
+            }
+            let keys: Vec<InstanceKey> = match batch {
+                ZoneBatch::Full(instances) => instances.iter().map(Instance::key).collect(),
+                ZoneBatch::Changes { changes, .. } => changes
+                    .iter()
+                    .map(|c| match c {
+                        ZoneChange::Upsert(i) => i.key(),
+                        ZoneChange::Renew { key, .. } | ZoneChange::Remove(key) => key.clone(),
+                    })
+                    .collect(),
+            };
+            keys.iter().try_for_each(|k| key_ok(k, &rules.limits))
         }
     }
 }
