@@ -10,6 +10,28 @@ use serde::Deserialize;
 
 use crate::raft::{Member, NodeId};
 
+impl Config {
+    /// The other zones' nodes, as members the peer link can reach.
+    pub fn other_zones(&self) -> std::collections::BTreeMap<String, Vec<Member>> {
+        self.zones
+            .iter()
+            .map(|(zone, addrs)| {
+                let nodes = addrs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, addr)| Member {
+                        name: format!("{zone}-{}", i + 1),
+                        raft_addr: addr.clone(),
+                        api_addr: String::new(),
+                        zone: zone.clone(),
+                    })
+                    .collect();
+                (zone.clone(), nodes)
+            })
+            .collect()
+    }
+}
+
 /// What hyper itself lets through before answering a bare 414 / 431:
 /// targets up to 65,534 bytes, heads up to its read buffer (8 KiB + 100 x
 /// 4 KiB). The configured bounds must sit below, to answer with the
@@ -38,6 +60,10 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(rename = "scheduler")]
     pub schedules: Vec<Schedule>,
+    /// The other zones, each with some of its nodes' peer addresses
+    /// (`host:port`, mutual TLS against the same CA): `[zones] "sh002" =
+    /// ["10.2.0.10:7271"]`. This cluster is `node.zone`.
+    pub zones: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -473,6 +499,14 @@ impl Config {
 
     /// Fills derived defaults and checks what cannot work.
     pub fn finish(mut self) -> anyhow::Result<Config> {
+        anyhow::ensure!(
+            !self.zones.contains_key(&self.node.zone),
+            "[zones] lists the other zones; {:?} is this node's own zone (node.zone)",
+            self.node.zone
+        );
+        if let Some((zone, _)) = self.zones.iter().find(|(_, nodes)| nodes.is_empty()) {
+            anyhow::bail!("[zones] {zone:?} names no node");
+        }
         if self.node.name.is_empty() {
             self.node.name = format!("discovery-{}", self.node.id);
         }

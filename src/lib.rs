@@ -42,3 +42,4 @@ pub mod self_discovery;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod zones;

@@ -6,20 +6,29 @@ use std::sync::Arc;
 use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 use serde::Serialize;
 
+use tokio::sync::watch;
+
 use crate::poll::{ChangeFeed, PollHub};
+use crate::registry::zones::OwnChanges;
 use crate::registry::{Command, Outcome, Registry, RegistrySnapshot};
+use crate::zones::feed::{Since, ZoneFeed};
+use crate::zones::{ZoneAnswer, MAX_BATCH};
 
 /// This node's applied registry and the polls waiting on it.
 pub struct LocalRegistry {
     applied: RwLock<Applied>,
     hub: Arc<PollHub>,
     feed: ChangeFeed,
+    /// Bumped when the zone feed gains changes, for receivers waiting.
+    zone_feed_moved: watch::Sender<u64>,
 }
 
-/// The registry and the log index it reflects, changed together.
+/// The registry, the log index it reflects and this zone's own recent
+/// changes, changed together.
 struct Applied {
     registry: Registry,
     index: Option<u64>,
+    zone_feed: ZoneFeed,
 }
 
 /// A fingerprint of the registry at a log index: equal on every replica
@@ -30,6 +39,21 @@ pub struct Digest {
     /// SHA-256 of the registry's canonical form, in hex.
     pub digest: String,
     pub instances: usize,
+    /// With several zones: each zone's instances here, by origin zone
+    /// (this zone's own under its name), equal in every zone that stands
+    /// at the same cursor of that origin.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub partitions: std::collections::BTreeMap<String, PartitionDigest>,
+}
+
+/// One origin zone's instances as held here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionDigest {
+    pub instances: usize,
+    pub digest: String,
+    /// For another zone: the origin's log index this copy reflects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<u64>,
 }
 
 impl LocalRegistry {
@@ -38,9 +62,11 @@ impl LocalRegistry {
             applied: RwLock::new(Applied {
                 registry,
                 index: None,
+                zone_feed: ZoneFeed::default(),
             }),
             hub: PollHub::new(),
             feed: ChangeFeed::default(),
+            zone_feed_moved: watch::channel(0).0,
         })
     }
 
@@ -63,18 +89,32 @@ impl LocalRegistry {
     /// woken polls read the new state at once).
     pub fn apply(&self, index: u64, commands: &[Command]) -> Vec<Outcome> {
         let mut changed = Vec::new();
+        let mut own = Vec::new();
+        let mut reset = false;
         let outcomes: Vec<Outcome> = {
             let mut applied = self.applied.write();
             applied.index = Some(index);
-            commands
+            let outcomes = commands
                 .iter()
                 .map(|c| {
                     let effect = applied.registry.apply(c);
                     changed.extend(effect.changed);
+                    match effect.own {
+                        OwnChanges::None => {}
+                        OwnChanges::Some(changes) => own.extend(changes),
+                        OwnChanges::Reset => reset = true,
+                    }
                     effect.outcome
                 })
-                .collect()
+                .collect();
+            if reset {
+                applied.zone_feed.reset(index);
+            } else {
+                applied.zone_feed.record(index, own);
+            }
+            outcomes
         };
+        self.zone_feed_moved.send_modify(|v| *v += 1);
         if !changed.is_empty() {
             changed.sort();
             changed.dedup();
@@ -87,7 +127,9 @@ impl LocalRegistry {
     /// Notes a log entry that does not touch the registry (a membership
     /// change, a leader's blank entry).
     pub fn skip(&self, index: u64) {
-        self.applied.write().index = Some(index);
+        let mut applied = self.applied.write();
+        applied.index = Some(index);
+        applied.zone_feed.advance(index);
     }
 
     /// Replaces the whole registry with a snapshot taken at `index` and
@@ -97,9 +139,43 @@ impl LocalRegistry {
             let mut applied = self.applied.write();
             applied.registry.restore(snapshot);
             applied.index = index;
+            applied.zone_feed.reset(index.unwrap_or(0));
         }
+        self.zone_feed_moved.send_modify(|v| *v += 1);
         self.hub.notify_all();
         self.feed.snapshot_installed(index);
+    }
+
+    /// What another zone whose cursor on this zone is `after` needs next:
+    /// this zone's own changes after it, or, when they are no longer held
+    /// here, a full copy of this zone's own instances.
+    pub fn zone_changes(&self, after: u64) -> ZoneAnswer {
+        let applied = self.applied.read();
+        match applied.zone_feed.since(after, MAX_BATCH) {
+            Since::Changes { to, changes } => ZoneAnswer::Changes {
+                from: after,
+                to,
+                changes,
+            },
+            Since::Nothing => ZoneAnswer::Nothing {
+                at: applied.zone_feed.last(),
+            },
+            Since::TooOld => ZoneAnswer::Full {
+                to: applied.zone_feed.last(),
+                instances: applied
+                    .registry
+                    .partition_instances(None)
+                    .into_iter()
+                    .cloned()
+                    .collect(),
+            },
+        }
+    }
+
+    /// Moves whenever entries are applied: a receiver waiting for this
+    /// zone's changes looks again.
+    pub fn zone_feed_moved(&self) -> watch::Receiver<u64> {
+        self.zone_feed_moved.subscribe()
     }
 
     /// A copy of the registry and the log index it reflects, taken under
@@ -117,6 +193,7 @@ impl LocalRegistry {
             applied_index: index,
             instances: snapshot.apps.iter().map(|a| a.instances.len()).sum(),
             digest: snapshot.digest(),
+            partitions: Default::default(),
         }
     }
 }

@@ -43,6 +43,8 @@ use crate::registry::{Registry, Schedules};
 use crate::self_discovery::SelfDiscovery;
 use crate::server::{open_files, serve, Bounds, Listener};
 use crate::telemetry::Metrics;
+use crate::zones::puller::{Contacts, Follow};
+use crate::zones::router::Zones;
 
 /// How long a peer request (a whole snapshot included) may take to arrive.
 const PEER_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -109,7 +111,9 @@ impl Node {
             })?;
 
         let metrics = Arc::new(Metrics::new());
-        let local = LocalRegistry::new(Registry::new(Schedules::new(config.schedules.clone())));
+        let mut registry = Registry::new(Schedules::new(config.schedules.clone()));
+        registry.stream_own(!config.zones.is_empty());
+        let local = LocalRegistry::new(registry);
         let space = SpaceGuard::new(&data_dir, config.storage.min_free_mb << 20);
         let state_machine = StateMachine::open(
             &data_dir,
@@ -202,6 +206,13 @@ impl Node {
             renew_settings.clone(),
             stop.clone(),
         );
+        let zones = Zones {
+            own: config.node.zone.clone(),
+            others: Arc::new(config.other_zones()),
+            link: link.clone(),
+            within: wait_for_leader,
+        };
+        let contacts = Arc::new(Contacts::default());
         let eviction = Arc::new(EvictionState {
             evictions: metrics.evictions.clone(),
             ..EvictionState::default()
@@ -209,7 +220,8 @@ impl Node {
         let api = Arc::new(Api {
             local: local.clone(),
             writer: writer.clone(),
-            renewer,
+            renewer: renewer.clone(),
+            zones: zones.clone(),
             nodes: nodes.clone(),
             protection: protection.clone(),
             poll_hold: config.poll_hold(),
@@ -233,6 +245,8 @@ impl Node {
             data_dir: data_dir.clone(),
             receiving_snapshot: tokio::sync::Mutex::new(()),
             handover: handover.clone(),
+            writer: writer.clone(),
+            renewer,
         });
         let admin = Admin {
             metrics: metrics.clone(),
@@ -243,6 +257,7 @@ impl Node {
             eviction: eviction.clone(),
             link: link.clone(),
             handover: handover.clone(),
+            contacts: contacts.clone(),
         };
         let access = Arc::new(Access {
             allow_write_from: config.write_networks()?,
@@ -326,6 +341,18 @@ impl Node {
             },
             stop.clone(),
         ));
+        let follow = Arc::new(Follow {
+            raft: raft.clone(),
+            me: config.node.id,
+            local: local.clone(),
+            writer: writer.clone(),
+            zones,
+            contacts,
+            retry: Duration::from_millis(config.raft.heartbeat_ms * 10),
+        });
+        for zone in config.zones.keys() {
+            tasks.spawn(follow.clone().run(zone.clone(), stop.clone()));
+        }
         tasks.spawn(evict_silent(
             raft.clone(),
             config.node.id,

@@ -60,7 +60,8 @@ pub async fn evict_silent(
         let at = now();
         let (preservation, keys) = {
             let registry = local.read();
-            let p = policy.preservation(registry.len(), ledger.seen_in_window(), since.elapsed());
+            let p =
+                policy.preservation(registry.own_len(), ledger.seen_in_window(), since.elapsed());
             let keys = policy.choose(
                 &registry,
                 at,

@@ -10,9 +10,11 @@ use super::catch_up::ReadIndex;
 use super::handover::{ElectRequest, HandoverError};
 use super::membership::{Change, Changed};
 use super::renewer::ForwardedRenews;
-use super::writer::{Committed, ForwardError};
+use super::writer::{Committed, ForwardError, WriteError};
 use crate::raft::{Member, NodeId, Proposal};
 use crate::registry::InstanceKey;
+use crate::zones::router::{ZoneWrite, ZoneWritten};
+use crate::zones::ZoneAnswer;
 
 /// Why a call to a peer got no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +82,24 @@ pub trait PeerLink: Send + Sync {
         request: &ElectRequest,
         within: Duration,
     ) -> Result<Result<(), String>, LinkError>;
+
+    /// Asks `to`, a node of another zone, for that zone's changes after
+    /// its log index `after`, held up to `hold` when there are none.
+    async fn zone_changes(
+        &self,
+        to: &Member,
+        after: u64,
+        hold: Duration,
+        within: Duration,
+    ) -> Result<ZoneAnswer, LinkError>;
+
+    /// Hands a write to `to`, a node of the zone that owns the instance.
+    async fn zone_write(
+        &self,
+        to: &Member,
+        write: &ZoneWrite,
+        within: Duration,
+    ) -> Result<Result<ZoneWritten, WriteError>, LinkError>;
 
     /// Asks the leader `to` to hand its leadership over.
     async fn transfer_leader(

@@ -46,7 +46,7 @@ const IN_FLIGHT: usize = 2;
 const REPLACED_LEADER_GRACE: Duration = Duration::from_millis(250);
 
 /// Why a write was not carried out.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum WriteError {
     /// No leader could be reached within the bounded wait: nothing applied.
     #[error("no quorum: no leader reachable within {0:?}")]
@@ -69,6 +69,9 @@ pub enum WriteError {
     /// nothing was proposed; writes resume once space returns.
     #[error("{0}")]
     DiskFull(String),
+    /// The write belongs to another zone, which did not answer.
+    #[error("{0}")]
+    ZoneUnreachable(String),
 }
 
 /// A proposal the leader committed and applied: its outcomes and the log

@@ -20,13 +20,14 @@ use crate::cluster::handover::Handover;
 use crate::cluster::link::Link;
 use crate::cluster::membership::{self, Change, Changed};
 use crate::cluster::writer::WriteError;
-use crate::local::Digest;
+use crate::local::{Digest, PartitionDigest};
 use crate::raft::log_store::{LogStore, StorageStats};
 use crate::raft::space::SpaceGuard;
 use crate::raft::{Member, NodeId, Raft};
 use crate::registry::eviction::Preservation;
 use crate::registry::{Command, RegistryError, RegistrySnapshot};
 use crate::telemetry::{Metrics, Sample};
+use crate::zones::puller::{Contact, Contacts};
 
 /// What `/admin/status` answers.
 #[derive(Serialize)]
@@ -51,6 +52,23 @@ pub struct Status {
     pub self_preservation: Option<Preservation>,
     /// Disk flushes and entries of this node's log since it started.
     pub storage: StorageStats,
+    /// Other zones, when there are: what this zone holds of each, and (on
+    /// the leader, which follows them) when each last answered.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub zones: BTreeMap<String, ZoneStatus>,
+}
+
+/// What this zone holds of another.
+#[derive(Serialize)]
+pub struct ZoneStatus {
+    /// The origin's log index this zone's copy reflects.
+    pub cursor: u64,
+    pub instances: usize,
+    /// Milliseconds since a batch from it was last applied (this zone's
+    /// clock); none before the first.
+    pub applied_ms_ago: Option<u64>,
+    #[serde(flatten)]
+    pub contact: Option<Contact>,
 }
 
 #[derive(Serialize)]
@@ -75,6 +93,8 @@ pub struct Admin {
     pub eviction: Arc<EvictionState>,
     pub link: Link,
     pub handover: Handover,
+    /// This node's contact with other zones, as their follower.
+    pub contacts: Arc<Contacts>,
 }
 
 pub async fn status(
@@ -83,6 +103,7 @@ pub async fn status(
         api,
         log,
         eviction,
+        contacts,
         ..
     }): State<Admin>,
 ) -> Json<Status> {
@@ -124,7 +145,30 @@ pub async fn status(
         held_polls: api.local.hub().held(),
         self_preservation: *eviction.preservation.lock(),
         storage: log.stats(),
+        zones: zones_status(&api, &contacts),
     })
+}
+
+fn zones_status(api: &Api, contacts: &Contacts) -> BTreeMap<String, ZoneStatus> {
+    let mut heard = contacts.all();
+    let registry = api.local.read();
+    let at = now();
+    api.zones
+        .others
+        .keys()
+        .map(|zone| {
+            let partition = registry.partitions().get(zone);
+            let status = ZoneStatus {
+                cursor: partition.map_or(0, |p| p.cursor),
+                instances: partition.map_or(0, |p| p.keys.len()),
+                applied_ms_ago: partition
+                    .filter(|p| p.applied_at > 0)
+                    .map(|p| (at.saturating_sub(p.applied_at) / 1_000_000).max(0) as u64),
+                contact: heard.remove(zone),
+            };
+            (zone.clone(), status)
+        })
+        .collect()
 }
 
 /// Every metric, in the Prometheus text format, with the readings of the
@@ -248,7 +292,34 @@ pub async fn restore(State(Admin { api, .. }): State<Admin>, body: Bytes) -> Res
 /// The registry's digest at the index this node has applied: replicas that
 /// show the same index must show the same digest.
 pub async fn digest(State(Admin { api, .. }): State<Admin>) -> Json<Digest> {
-    Json(api.local.digest())
+    let mut digest = api.local.digest();
+    if !api.zones.others.is_empty() {
+        let registry = api.local.read();
+        let mut partitions = BTreeMap::new();
+        let (instances, own) = registry.partition_digest(None);
+        partitions.insert(
+            api.zones.own.clone(),
+            PartitionDigest {
+                instances,
+                digest: own,
+                cursor: None,
+            },
+        );
+        for zone in api.zones.others.keys() {
+            let (instances, d) = registry.partition_digest(Some(zone));
+            let cursor = registry.partitions().get(zone).map_or(0, |p| p.cursor);
+            partitions.insert(
+                zone.clone(),
+                PartitionDigest {
+                    instances,
+                    digest: d,
+                    cursor: Some(cursor),
+                },
+            );
+        }
+        digest.partitions = partitions;
+    }
+    Json(digest)
 }
 
 /// What an operator asks of `/admin/transfer-leader`.

@@ -24,12 +24,15 @@ use crate::registry::{
 };
 use crate::self_discovery::{self, SelfDiscovery};
 use crate::telemetry::{Metrics, PollAnswer};
+use crate::zones::router::{ZoneWrite, ZoneWritten, Zones};
 
 /// What the handlers share.
 pub struct Api {
     pub local: Arc<LocalRegistry>,
     pub writer: Writer,
     pub renewer: Renewer,
+    /// Where writes for other zones' instances go.
+    pub zones: Zones,
     pub nodes: Arc<SelfDiscovery>,
     pub protection: Arc<Protection>,
     pub poll_hold: Duration,
@@ -101,11 +104,40 @@ async fn consistent(api: &Api, p: &Params) -> Result<(), Response> {
     }
 }
 
-async fn write(api: &Api, command: Command) -> Result<Outcome, Response> {
-    api.writer
-        .write(command)
-        .await
-        .map_err(|e| write_refused(&e))
+/// Carries out a client's write here, or in the zone that owns the
+/// instance.
+async fn write(api: &Api, command: Command, zone: &str) -> Result<Outcome, Response> {
+    let written = match api.zones.owner(zone) {
+        None => api.writer.write(command).await,
+        Some(owner) => match api
+            .zones
+            .hand_over(owner, ZoneWrite::Command(command))
+            .await
+        {
+            Ok(ZoneWritten::Outcome(outcome)) => Ok(outcome),
+            Ok(ZoneWritten::Renewal(_)) => Err(WriteError::ZoneUnreachable(format!(
+                "zone {owner} answered a write with a renewal"
+            ))),
+            Err(e) => Err(e),
+        },
+    };
+    written.map_err(|e| write_refused(&e))
+}
+
+/// Renews here, or in the zone that owns the instance.
+async fn renew_in_owner(api: &Api, key: InstanceKey) -> Result<Renewal, WriteError> {
+    match api.zones.owner(&key.zone) {
+        None => api.renewer.renew(key).await,
+        Some(owner) => {
+            let owner = owner.to_string();
+            match api.zones.hand_over(&owner, ZoneWrite::Renew(key)).await? {
+                ZoneWritten::Renewal(renewal) => Ok(renewal),
+                ZoneWritten::Outcome(_) => Err(WriteError::ZoneUnreachable(format!(
+                    "zone {owner} answered a renew with an outcome"
+                ))),
+            }
+        }
+    }
 }
 
 fn write_refused(e: &WriteError) -> Response {
@@ -113,7 +145,8 @@ fn write_refused(e: &WriteError) -> Response {
         WriteError::NoQuorum(_)
         | WriteError::LeaderReplaced(_)
         | WriteError::NotAppliedHere(_)
-        | WriteError::DiskFull(_) => reply::answer(-503, &e.to_string(), None),
+        | WriteError::DiskFull(_)
+        | WriteError::ZoneUnreachable(_) => reply::answer(-503, &e.to_string(), None),
         WriteError::Unavailable(_) => reply::answer(-500, &e.to_string(), None),
         WriteError::Invalid(e) => reply::error(e),
     }
@@ -147,12 +180,14 @@ fn registration(p: &Params) -> Result<Registration, RegistryError> {
 
 pub async fn register(State(api): Shared, p: Params) -> Response {
     let registration = try_param!(registration(&p));
+    let zone = registration.zone.clone();
     match write(
         &api,
         Command::Register {
             registration,
             at: now(),
         },
+        &zone,
     )
     .await
     {
@@ -163,7 +198,7 @@ pub async fn register(State(api): Shared, p: Params) -> Response {
 
 pub async fn renew(State(api): Shared, p: Params) -> Response {
     let key = try_param!(instance_key(&p));
-    match api.renewer.renew(key).await {
+    match renew_in_owner(&api, key).await {
         Ok(Renewal::Renewed(instance)) => {
             api.metrics.renews.inc();
             reply::ok(&serde_json::to_vec(&instance).unwrap_or_default())
@@ -176,7 +211,8 @@ pub async fn renew(State(api): Shared, p: Params) -> Response {
 
 pub async fn cancel(State(api): Shared, p: Params) -> Response {
     let key = try_param!(instance_key(&p));
-    match write(&api, Command::Cancel { key, at: now() }).await {
+    let zone = key.zone.clone();
+    match write(&api, Command::Cancel { key, at: now() }, &zone).await {
         Ok(outcome) => done_or_error(outcome),
         Err(r) => r,
     }
@@ -234,7 +270,11 @@ fn set_command(p: &Params) -> Result<Command, RegistryError> {
 
 pub async fn set(State(api): Shared, p: Params) -> Response {
     let command = try_param!(set_command(&p));
-    match write(&api, command).await {
+    let zone = match &command {
+        Command::Set { zone, .. } => zone.clone(),
+        _ => String::new(),
+    };
+    match write(&api, command, &zone).await {
         Ok(outcome) => done_or_error(outcome),
         Err(r) => r,
     }

@@ -16,9 +16,11 @@ use crate::cluster::handover::{ElectRequest, HandoverError};
 use crate::cluster::link::{LinkError, PeerLink};
 use crate::cluster::membership::{Change, Changed};
 use crate::cluster::renewer::ForwardedRenews;
-use crate::cluster::writer::{Committed, ForwardError};
+use crate::cluster::writer::{Committed, ForwardError, WriteError};
 use crate::raft::{Member, NodeId, Proposal};
 use crate::registry::InstanceKey;
+use crate::zones::router::{ZoneWrite, ZoneWritten};
+use crate::zones::ZoneAnswer;
 
 /// How long a peer may take to accept a connection (and finish the TLS
 /// handshake) before it counts as unreachable. A live peer on the same
@@ -193,6 +195,30 @@ impl PeerLink for PeerClient {
         within: Duration,
     ) -> Result<Result<(), String>, LinkError> {
         self.post(to, paths::ELECT, request, within).await
+    }
+
+    async fn zone_changes(
+        &self,
+        to: &Member,
+        after: u64,
+        hold: Duration,
+        within: Duration,
+    ) -> Result<ZoneAnswer, LinkError> {
+        let path = format!(
+            "{}?after={after}&hold_ms={}",
+            paths::ZONE_CHANGES,
+            hold.as_millis()
+        );
+        self.get(to, &path, within).await
+    }
+
+    async fn zone_write(
+        &self,
+        to: &Member,
+        write: &ZoneWrite,
+        within: Duration,
+    ) -> Result<Result<ZoneWritten, WriteError>, LinkError> {
+        self.post(to, paths::ZONE_WRITE, write, within).await
     }
 
     async fn transfer_leader(

@@ -49,9 +49,13 @@ pub mod paths {
     pub const ELECT: &str = "/internal/raft/elect";
     /// Where a request to hand leadership over is handed to the leader.
     pub const TRANSFER_LEADER: &str = "/internal/transfer-leader";
+    /// Where another zone follows this zone's own changes.
+    pub const ZONE_CHANGES: &str = "/internal/zone/changes";
+    /// Where another zone hands a write for this zone's instances.
+    pub const ZONE_WRITE: &str = "/internal/zone/write";
 
     /// Every peer route, for the tests that check none is served to clients.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 14] = [
         APPEND,
         VOTE,
         SNAPSHOT,
@@ -64,6 +68,8 @@ pub mod paths {
         HEALTH,
         ELECT,
         TRANSFER_LEADER,
+        ZONE_CHANGES,
+        ZONE_WRITE,
     ];
 }
 
@@ -104,6 +110,8 @@ pub fn router(peers: Arc<PeerApi>) -> Router {
             paths::TRANSFER_LEADER,
             post(routes::transfer_leader).layer(small()),
         )
+        .route(paths::ZONE_CHANGES, get(routes::zone_changes))
+        .route(paths::ZONE_WRITE, post(routes::zone_write).layer(entries()))
         .route(paths::BOOTSTRAP, get(routes::bootstrap_state))
         .route(paths::READ_INDEX, get(routes::read_index))
         .route(paths::HEALTH, get(|| async { "ok" }))

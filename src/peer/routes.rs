@@ -5,9 +5,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use futures::StreamExt;
@@ -25,13 +26,15 @@ use crate::cluster::bootstrap::BootstrapState;
 use crate::cluster::catch_up::{self, ReadIndex};
 use crate::cluster::handover::{self, ElectRequest, Handover, HandoverError};
 use crate::cluster::membership::{self, Change, Changed};
-use crate::cluster::renewer::{self, ForwardedRenews, RenewLedger, RenewSettings};
-use crate::cluster::writer::{self, Committed, ForwardError};
+use crate::cluster::renewer::{self, ForwardedRenews, RenewLedger, RenewSettings, Renewer};
+use crate::cluster::writer::{self, Committed, ForwardError, WriteError, Writer};
 use crate::local::LocalRegistry;
 use crate::raft::space::SpaceGuard;
 use crate::raft::state_machine::{create_incoming, INCOMING_FILE};
 use crate::raft::{NodeId, Proposal, Raft, TypeConfig};
 use crate::registry::{InstanceKey, Rules};
+use crate::zones::router::{ZoneWrite, ZoneWritten};
+use crate::zones::{puller, ZoneAnswer};
 
 /// What the peer routes see.
 pub struct PeerApi {
@@ -49,6 +52,9 @@ pub struct PeerApi {
     pub receiving_snapshot: tokio::sync::Mutex<()>,
     /// Handing leadership over, when this node leads.
     pub handover: Handover,
+    /// Writes other zones hand to this one.
+    pub writer: Writer,
+    pub renewer: Renewer,
 }
 
 /// Entries from the leader. Short of disk room, this node takes
@@ -180,6 +186,50 @@ pub async fn transfer_leader(
     Json(successor): Json<Option<NodeId>>,
 ) -> Json<Result<NodeId, HandoverError>> {
     Json(peers.handover.here(successor).await)
+}
+
+/// Another zone follows this zone's own changes after its cursor: answered
+/// at once when there are some (or a full copy is due), else held up to
+/// `hold_ms` (at most the stream's hold) for the next.
+pub async fn zone_changes(
+    State(peers): State<Arc<PeerApi>>,
+    Query(q): Query<ZoneChangesQuery>,
+) -> Json<ZoneAnswer> {
+    let hold = Duration::from_millis(q.hold_ms).min(puller::HOLD);
+    let mut moved = peers.local.zone_feed_moved();
+    let deadline = tokio::time::Instant::now() + hold;
+    loop {
+        moved.borrow_and_update();
+        let answer = peers.local.zone_changes(q.after);
+        if !matches!(answer, ZoneAnswer::Nothing { .. }) {
+            return Json(answer);
+        }
+        if tokio::time::timeout_at(deadline, moved.changed())
+            .await
+            .map_or(true, |r| r.is_err())
+        {
+            return Json(answer);
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct ZoneChangesQuery {
+    after: u64,
+    #[serde(default)]
+    hold_ms: u64,
+}
+
+/// Another zone hands a write for one of this zone's instances: carried
+/// out here as a client's would be.
+pub async fn zone_write(
+    State(peers): State<Arc<PeerApi>>,
+    Json(write): Json<ZoneWrite>,
+) -> Json<Result<ZoneWritten, WriteError>> {
+    Json(match write {
+        ZoneWrite::Command(command) => peers.writer.write(command).await.map(ZoneWritten::Outcome),
+        ZoneWrite::Renew(key) => peers.renewer.renew(key).await.map(ZoneWritten::Renewal),
+    })
 }
 
 pub async fn bootstrap_state(State(peers): State<Arc<PeerApi>>) -> Json<BootstrapState> {

@@ -97,7 +97,7 @@ impl Command {
                 .apps
                 .iter()
                 .flat_map(|a| &a.instances)
-                .map(|i| instance(i))
+                .map(instance)
                 .sum(),
             Command::ZoneApply { origin, batch, .. } => {
                 origin.len()

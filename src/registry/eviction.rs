@@ -97,15 +97,18 @@ impl Policy {
             self.threshold
         };
         let cutoff = now.saturating_sub(limit.as_nanos() as Timestamp);
+        let foreign = !registry.partitions().is_empty();
         let mut silent: Vec<InstanceKey> = registry
             .instances()
+            // Another zone's instances renew there, and only it evicts them.
+            .filter(|i| !foreign || !registry.is_foreign(&i.key()))
             .filter(|i| {
                 let key_renew = pending.get(&i.key()).copied().unwrap_or(i64::MIN);
                 i.renew_timestamp.max(key_renew).max(grace_from) < cutoff
             })
             .map(|i| i.key())
             .collect();
-        let most = self.round_limit(registry.len());
+        let most = self.round_limit(registry.own_len());
         if silent.len() > most {
             silent.shuffle(rng);
             silent.truncate(most);

@@ -118,6 +118,22 @@ impl Registry {
         self.instances == 0
     }
 
+    /// How many instances are this zone's own (not held for another zone):
+    /// the ones expected to renew here.
+    pub fn own_len(&self) -> usize {
+        self.instances
+            - self
+                .partitions
+                .values()
+                .map(|p| p.keys.len())
+                .sum::<usize>()
+    }
+
+    /// Whether another zone's partition holds `key`.
+    pub fn is_foreign(&self, key: &InstanceKey) -> bool {
+        origin_of(&self.partitions, key).is_some()
+    }
+
     /// `(env, apps, instances)` for every env, sorted by env.
     pub fn counts_by_env(&self) -> Vec<(String, usize, usize)> {
         let mut counts: Vec<_> = self

@@ -106,6 +106,16 @@ pub struct Cluster {
     dir: TempDir,
     timings: Timings,
     hosts: Hosts,
+    /// The cluster's zone, and its `[zones]` section (the other zones).
+    zone: String,
+    zones_section: String,
+}
+
+/// Where one zone's cluster listens, before it starts.
+struct ZonePlan {
+    zone: String,
+    /// Client and peer port of each node.
+    ports: Vec<(u16, u16)>,
 }
 
 impl Cluster {
@@ -130,13 +140,89 @@ impl Cluster {
     ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = Pki::new(&dir.path().join("certs"));
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let plan = ZonePlan {
+            zone: "sh001".into(),
+            ports: (0..n).map(|_| (free_port(), free_port())).collect(),
+        };
+        let cluster = Self::configure(dir, pki, &plan, String::new(), timings, hosts);
+        prepare(&cluster);
+        cluster.run().await
+    }
+
+    /// Starts one cluster of `n` nodes per zone in `zones`, each knowing
+    /// the others (`[zones]`), all with certificates of one CA.
+    pub async fn start_zones(
+        n: u64,
+        zones: &[&str],
+        timings: impl Fn() -> Timings,
+    ) -> Vec<Cluster> {
+        let plans: Vec<ZonePlan> = zones
+            .iter()
+            .map(|zone| ZonePlan {
+                zone: zone.to_string(),
+                ports: (0..n).map(|_| (free_port(), free_port())).collect(),
+            })
+            .collect();
+        let ca_dir = tempfile::tempdir().expect("temp dir").keep();
+        let ca = Pki::new(&ca_dir);
+        let mut clusters = Vec::new();
+        for plan in &plans {
+            let others: Vec<String> = plans
+                .iter()
+                .filter(|p| p.zone != plan.zone)
+                .map(|p| {
+                    let addrs: Vec<String> = p
+                        .ports
+                        .iter()
+                        .map(|(_, peer)| format!("\"127.0.0.1:{peer}\""))
+                        .collect();
+                    format!("\"{}\" = [{}]", p.zone, addrs.join(", "))
+                })
+                .collect();
+            let section = format!("[zones]\n{}\n", others.join("\n"));
+            let pki = Pki {
+                dir: ca_dir.clone(),
+                ca: certs::Issued {
+                    cert: ca.ca.cert.clone(),
+                    key: ca.ca.key.clone(),
+                },
+            };
+            let dir = tempfile::tempdir().expect("temp dir");
+            clusters.push(Self::configure(
+                dir,
+                pki,
+                plan,
+                section,
+                timings(),
+                Hosts::default(),
+            ));
+        }
+        for cluster in &mut clusters {
+            cluster.spawn_all();
+        }
+        for cluster in &clusters {
+            cluster.wait_all_serving().await;
+        }
+        clusters
+    }
+
+    /// Writes every node's configuration.
+    fn configure(
+        dir: TempDir,
+        pki: Pki,
+        plan: &ZonePlan,
+        zones_section: String,
+        timings: Timings,
+        hosts: Hosts,
+    ) -> Cluster {
+        let zone = &plan.zone;
+        let ports = &plan.ports;
         let members: Vec<String> = ports
             .iter()
             .enumerate()
             .map(|(i, (p, peer))| {
                 format!(
-                    r#"{{ id = {}, name = "node{}", raft_addr = "{}:{peer}", api_addr = "{}:{p}", zone = "sh001" }}"#,
+                    r#"{{ id = {}, name = "node{}", raft_addr = "{}:{peer}", api_addr = "{}:{p}", zone = "{zone}" }}"#,
                     i + 1,
                     i + 1,
                     hosts.raft_host,
@@ -150,6 +236,8 @@ impl Cluster {
             dir,
             timings,
             hosts,
+            zone: zone.clone(),
+            zones_section,
         };
         for (i, (port, peer_port)) in ports.iter().enumerate() {
             let id = i as u64 + 1;
@@ -157,19 +245,35 @@ impl Cluster {
             let slot = cluster.slot(id, *port, *peer_port, &members);
             cluster.slots.push(slot);
         }
-        prepare(&cluster);
-        for i in 0..cluster.slots.len() {
-            cluster.spawn(i);
-        }
-        for i in 0..cluster.slots.len() {
-            cluster.wait_serving(i).await;
-        }
         cluster
+    }
+
+    /// Starts every node and waits until each serves.
+    async fn run(mut self) -> Cluster {
+        self.spawn_all();
+        self.wait_all_serving().await;
+        self
+    }
+
+    fn spawn_all(&mut self) {
+        for i in 0..self.slots.len() {
+            self.spawn(i);
+        }
+    }
+
+    async fn wait_all_serving(&self) {
+        for i in 0..self.slots.len() {
+            self.wait_serving(i).await;
+        }
     }
 
     fn slot(&self, id: u64, port: u16, peer_port: u16, cluster_section: &str) -> Slot {
         let t = &self.timings;
-        let (cert, key) = self.pki.issue(&format!("node{id}"));
+        let (cert, key) = if self.zone == "sh001" {
+            self.pki.issue(&format!("node{id}"))
+        } else {
+            self.pki.issue(&format!("{}-node{id}", self.zone))
+        };
         let text = format!(
             r#"
 [node]
@@ -180,6 +284,7 @@ peer_listen = "127.0.0.1:{peer_port}"
 advertise = "{api}:{port}"
 raft_advertise = "{raft}:{peer_port}"
 data_dir = "{data}"
+zone = "{zone}"
 
 [tls]
 ca = "{ca}"
@@ -204,6 +309,8 @@ keep_logs = {keep}
 hold_ms = {hold}
 
 {lifecycle}
+
+{zones_section}
 "#,
             api = self.hosts.api_host,
             raft = self.hosts.raft_host,
@@ -216,6 +323,8 @@ hold_ms = {hold}
             keep = t.keep_logs,
             hold = t.poll_hold_ms,
             lifecycle = t.lifecycle,
+            zone = self.zone,
+            zones_section = self.zones_section,
         );
         let config = self.dir.path().join(format!("node{id}.toml"));
         std::fs::write(&config, text).expect("config written");

@@ -1,0 +1,36 @@
+//! Several zones: a cluster per zone, each the only writer of its own
+//! instances, streaming their changes to the other zones, which apply them
+//! through their own logs into a partition per origin (see
+//! [`crate::registry::zones`]). No zone's writes wait on another's.
+//!
+//! - [`feed`]: the origin's recent own changes, by log index;
+//! - [`puller`]: the receiving leader's stream from each other zone;
+//! - [`router`]: writes for another zone's instances, handed there.
+
+pub mod feed;
+pub mod puller;
+pub mod router;
+
+use serde::{Deserialize, Serialize};
+
+use crate::registry::zones::ZoneChange;
+use crate::registry::Instance;
+
+/// What an origin node answers a receiver standing at cursor `after`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ZoneAnswer {
+    /// The changes of the origin's entries `(from, to]`.
+    Changes {
+        from: u64,
+        to: u64,
+        changes: Vec<ZoneChange>,
+    },
+    /// Nothing new after the cursor within the wait; the origin had
+    /// applied up to `at`.
+    Nothing { at: u64 },
+    /// Every own instance of the origin at its index `to`.
+    Full { to: u64, instances: Vec<Instance> },
+}
+
+/// The most changes one answer carries.
+pub const MAX_BATCH: usize = 10_000;

@@ -1,0 +1,181 @@
+//! The receiving side: while this node leads its zone, it follows each
+//! other zone's stream from where this zone's partition of it stands (the
+//! cursor, in the replicated state) and proposes what comes through this
+//! zone's own log. A new leader on either side resumes at the cursor; a
+//! batch proposed twice is refused by the cursor check, so nothing is
+//! applied twice and nothing skipped.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::router::Zones;
+use super::ZoneAnswer;
+use crate::clock::now;
+use crate::cluster::writer::Writer;
+use crate::local::LocalRegistry;
+use crate::raft::{NodeId, Raft};
+use crate::registry::zones::ZoneBatch;
+use crate::registry::Command;
+use crate::shutdown::stopped;
+
+/// How long an origin holds a receiver's request when it has nothing new.
+pub const HOLD: Duration = Duration::from_secs(10);
+
+/// When this node last heard from each other zone, and what it heard: for
+/// status and metrics (this node's view, as leader).
+#[derive(Default)]
+pub struct Contacts {
+    inner: Mutex<BTreeMap<String, Seen>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Contact {
+    /// Milliseconds since the zone last answered; none yet when absent.
+    pub last_answer_ms: Option<u64>,
+    /// The last failure to reach it, while it lasts.
+    pub error: Option<String>,
+    /// The origin's applied index as it last said.
+    pub origin_index: Option<u64>,
+}
+
+#[derive(Default)]
+struct Seen {
+    at: Option<Instant>,
+    error: Option<String>,
+    index: Option<u64>,
+}
+
+impl Contacts {
+    fn answered(&self, zone: &str, index: u64) {
+        let mut inner = self.inner.lock();
+        let c = inner.entry(zone.to_string()).or_default();
+        c.at = Some(Instant::now());
+        c.error = None;
+        c.index = Some(index);
+    }
+
+    fn failed(&self, zone: &str, error: String) {
+        self.inner.lock().entry(zone.to_string()).or_default().error = Some(error);
+    }
+
+    /// Every other zone this node followed.
+    pub fn all(&self) -> BTreeMap<String, Contact> {
+        self.inner
+            .lock()
+            .iter()
+            .map(|(zone, c)| {
+                (
+                    zone.clone(),
+                    Contact {
+                        last_answer_ms: c.at.map(|at| at.elapsed().as_millis() as u64),
+                        error: c.error.clone(),
+                        origin_index: c.index,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// What following a zone needs.
+pub struct Follow {
+    pub raft: Raft,
+    pub me: NodeId,
+    pub local: Arc<LocalRegistry>,
+    pub writer: Writer,
+    pub zones: Zones,
+    pub contacts: Arc<Contacts>,
+    /// The pause after a failure.
+    pub retry: Duration,
+}
+
+impl Follow {
+    /// Follows `zone` while this node leads, until the node stops.
+    pub async fn run(self: Arc<Self>, zone: String, mut stop: watch::Receiver<bool>) {
+        let nodes = self.zones.others.get(&zone).cloned().unwrap_or_default();
+        if nodes.is_empty() {
+            return;
+        }
+        let mut next = 0;
+        loop {
+            tokio::select! {
+                _ = stopped(&mut stop) => return,
+                _ = self.leading() => {}
+            }
+            let cursor = self.cursor(&zone);
+            let node = &nodes[next % nodes.len()];
+            let answer = tokio::select! {
+                _ = stopped(&mut stop) => return,
+                a = self.zones.link.zone_changes(node, cursor, HOLD, HOLD + Duration::from_secs(5)) => a,
+            };
+            let answer = match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    self.contacts
+                        .failed(&zone, format!("{}: {e}", node.raft_addr));
+                    next += 1;
+                    tokio::time::sleep(self.retry).await;
+                    continue;
+                }
+            };
+            let (to, batch) = match answer {
+                ZoneAnswer::Nothing { at } => {
+                    self.contacts.answered(&zone, at);
+                    continue;
+                }
+                ZoneAnswer::Changes { from, to, changes } => {
+                    self.contacts.answered(&zone, to);
+                    if from != cursor {
+                        continue;
+                    }
+                    (to, ZoneBatch::Changes { from, changes })
+                }
+                ZoneAnswer::Full { to, instances } => {
+                    self.contacts.answered(&zone, to);
+                    (to, ZoneBatch::Full(instances))
+                }
+            };
+            let command = Command::ZoneApply {
+                origin: zone.clone(),
+                to,
+                batch,
+                at: now(),
+            };
+            match self.writer.write(command).await {
+                Ok(Ok(_)) => {}
+                // Applied meanwhile by another leader: the cursor moved.
+                Ok(Err(e)) => tracing::debug!(zone, "zone batch not applied: {e}"),
+                Err(e) => {
+                    tracing::warn!(zone, "zone batch not proposed: {e}");
+                    tokio::time::sleep(self.retry).await;
+                }
+            }
+        }
+    }
+
+    fn cursor(&self, zone: &str) -> u64 {
+        self.local
+            .read()
+            .partitions()
+            .get(zone)
+            .map_or(0, |p| p.cursor)
+    }
+
+    /// Resolves once this node leads (at once if it does).
+    async fn leading(&self) {
+        let mut metrics = self.raft.metrics();
+        let me = self.me;
+        if metrics
+            .wait_for(|m| m.current_leader == Some(me))
+            .await
+            .is_err()
+        {
+            std::future::pending::<()>().await;
+        }
+    }
+}
