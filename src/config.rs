@@ -843,13 +843,53 @@ mod tests {
         assert_eq!(format!("{shown:?}"), format!("{:?}", Config::default()));
     }
 
+    fn shipped(dir: &str) -> Vec<Config> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        paths.sort();
+        paths
+            .iter()
+            .map(|path| {
+                Config::from_file(path)
+                    .and_then(Config::finish)
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
+            })
+            .collect()
+    }
+
     #[test]
     fn the_shipped_configs_parse() {
-        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/configs")).unwrap() {
-            let path = entry.unwrap().path();
-            Config::from_file(&path)
-                .and_then(Config::finish)
-                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        assert!(shipped(concat!(env!("CARGO_MANIFEST_DIR"), "/configs")).len() >= 5);
+    }
+
+    #[test]
+    fn the_two_zone_configs_name_each_others_peers() {
+        let all = shipped(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/zones"));
+        assert_eq!(all.len(), 6);
+        let peers = |zone: &str| -> Vec<String> {
+            all.iter()
+                .filter(|c| c.node.zone == zone)
+                .map(|c| c.node.peer_listen.clone())
+                .collect()
+        };
+        for c in &all {
+            let other = if c.node.zone == "sh001" {
+                "sh002"
+            } else {
+                "sh001"
+            };
+            assert_eq!(c.zones.keys().collect::<Vec<_>>(), [other]);
+            assert_eq!(c.zones[other], peers(other), "{}", c.node.name);
+            let members: Vec<String> = c
+                .cluster
+                .members
+                .iter()
+                .map(|m| m.raft_addr.clone())
+                .collect();
+            assert_eq!(members, peers(&c.node.zone));
         }
     }
 }

@@ -61,12 +61,22 @@ pub struct PeerApi {
 /// heartbeats only and answers `507` for entries, which the leader treats
 /// as unreachable: it backs off and sends them again, so this node lags
 /// instead of failing its store, and catches up once space returns.
+///
+/// The refused request still counts as a heartbeat here (it goes to Raft
+/// without its entries): a follower that heard nothing from its leader
+/// would campaign every election timeout, and each campaign, lost for its
+/// shorter log, would still depose the leader.
 pub async fn append(
     State(peers): State<Arc<PeerApi>>,
     Json(req): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Result<Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>>, (StatusCode, String)> {
     if !req.entries.is_empty() {
         if let Err(full) = peers.space.check() {
+            let heartbeat = AppendEntriesRequest {
+                entries: Vec::new(),
+                ..req
+            };
+            let _ = peers.raft.append_entries(heartbeat).await;
             return Err((StatusCode::INSUFFICIENT_STORAGE, full.to_string()));
         }
     }
