@@ -186,8 +186,15 @@ async fn a_follower_short_of_space_lags_without_failing_and_catches_up_when_spac
         return;
     }
     let mut disk = None;
+    // Catching up means appends of 64 entries of 4 KB, each of which
+    // openraft must see answered within a heartbeat: a debug build on a
+    // busy machine takes longer than the usual 50 ms.
     let timings = Timings {
         lifecycle: "[storage]\nmin_free_mb = 1\n".into(),
+        heartbeat_ms: 250,
+        election_timeout_min_ms: 1_000,
+        election_timeout_max_ms: 2_000,
+        write_timeout_ms: 5_000,
         ..Timings::default()
     };
     let mut cluster = Cluster::start_prepared(3, timings, Hosts::default(), |c| {

@@ -51,6 +51,11 @@ impl Pki {
 
 /// Timings for tests: fast elections, a short bounded write wait.
 pub struct Timings {
+    /// Raft's heartbeat, which is also openraft's time limit for one
+    /// append to a follower.
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
     pub poll_hold_ms: u64,
     pub write_timeout_ms: u64,
     pub snapshot_every: u64,
@@ -62,6 +67,9 @@ pub struct Timings {
 impl Default for Timings {
     fn default() -> Self {
         Timings {
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
             poll_hold_ms: 5_000,
             write_timeout_ms: 1_500,
             snapshot_every: 20_000,
@@ -298,9 +306,9 @@ admin_token = "{ADMIN_TOKEN}"
 {cluster_section}
 
 [raft]
-heartbeat_ms = 50
-election_timeout_min_ms = 300
-election_timeout_max_ms = 600
+heartbeat_ms = {heartbeat}
+election_timeout_min_ms = {election_min}
+election_timeout_max_ms = {election_max}
 write_timeout_ms = {write}
 snapshot_every = {snap}
 keep_logs = {keep}
@@ -319,6 +327,9 @@ hold_ms = {hold}
             cert = cert.display(),
             key = key.display(),
             write = t.write_timeout_ms,
+            heartbeat = t.heartbeat_ms,
+            election_min = t.election_timeout_min_ms,
+            election_max = t.election_timeout_max_ms,
             snap = t.snapshot_every,
             keep = t.keep_logs,
             hold = t.poll_hold_ms,
