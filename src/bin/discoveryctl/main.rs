@@ -374,30 +374,42 @@ async fn main() -> anyhow::Result<()> {
             Change::Remove { id }
         }
     };
-    let mut request = http.post(format!("{base}{MEMBERSHIP_PATH}")).json(&change);
-    if let Some(token) = &cli.token {
+    let changed: Changed = admin_post(
+        &http,
+        &format!("{base}{MEMBERSHIP_PATH}"),
+        &change,
+        cli.token.as_deref(),
+    )
+    .await?;
+    println!("voters: {:?}", changed.voters);
+    println!("nodes:  {:?}", changed.nodes);
+    Ok(())
+}
+
+/// Posts `body` to an admin route with the token, and reads its
+/// `{"Ok":…}` / `{"Err":"…"}` answer; a refusal before the request is
+/// looked at (a missing or wrong token) comes as the discovery envelope.
+async fn admin_post<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    body: &impl serde::Serialize,
+    token: Option<&str>,
+) -> anyhow::Result<T> {
+    let mut request = http.post(url).json(body);
+    if let Some(token) = token {
         request = request.bearer_auth(token);
     }
     let answer: Value = request
         .send()
         .await
-        .with_context(|| format!("asking {base}"))?
+        .with_context(|| format!("asking {url}"))?
         .json()
         .await?;
-    // A refusal before the change is looked at (a missing or wrong token)
-    // comes as the discovery envelope.
     if let Some(message) = answer.get("message").and_then(Value::as_str) {
         anyhow::bail!("refused: {message}");
     }
-    let answer: Result<Changed, String> = serde_json::from_value(answer)?;
-    match answer {
-        Ok(changed) => {
-            println!("voters: {:?}", changed.voters);
-            println!("nodes:  {:?}", changed.nodes);
-            Ok(())
-        }
-        Err(e) => anyhow::bail!("refused: {e}"),
-    }
+    let answer: Result<T, String> = serde_json::from_value(answer)?;
+    answer.map_err(|e| anyhow::anyhow!("refused: {e}"))
 }
 
 /// Asks the node at `base` to have the leader hand its leadership over;
@@ -408,23 +420,13 @@ async fn transfer_leader(
     token: Option<&str>,
     to: Option<NodeId>,
 ) -> anyhow::Result<NodeId> {
-    let mut request = http
-        .post(format!("{base}{TRANSFER_LEADER_PATH}"))
-        .json(&serde_json::json!({ "to": to }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let answer: Value = request
-        .send()
-        .await
-        .with_context(|| format!("asking {base}"))?
-        .json()
-        .await?;
-    if let Some(message) = answer.get("message").and_then(Value::as_str) {
-        anyhow::bail!("refused: {message}");
-    }
-    let answer: Result<NodeId, String> = serde_json::from_value(answer)?;
-    answer.map_err(|e| anyhow::anyhow!("refused: {e}"))
+    admin_post(
+        http,
+        &format!("{base}{TRANSFER_LEADER_PATH}"),
+        &serde_json::json!({ "to": to }),
+        token,
+    )
+    .await
 }
 
 /// The first of `nodes` whose status answers within a second; the first
