@@ -91,7 +91,7 @@ impl LocalRegistry {
         let mut changed = Vec::new();
         let mut own = Vec::new();
         let mut reset = false;
-        let outcomes: Vec<Outcome> = {
+        let outcomes: (Vec<Outcome>, bool) = {
             let mut applied = self.applied.write();
             applied.index = Some(index);
             let outcomes = commands
@@ -107,14 +107,20 @@ impl LocalRegistry {
                     effect.outcome
                 })
                 .collect();
+            let moved = reset || !own.is_empty();
             if reset {
                 applied.zone_feed.reset(index);
             } else {
                 applied.zone_feed.record(index, own);
             }
-            outcomes
+            (outcomes, moved)
         };
-        self.zone_feed_moved.send_modify(|v| *v += 1);
+        let (outcomes, moved) = outcomes;
+        // Only other zones wait on this: a node that streams nothing to
+        // them never wakes anyone.
+        if moved {
+            self.zone_feed_moved.send_modify(|v| *v += 1);
+        }
         if !changed.is_empty() {
             changed.sort();
             changed.dedup();

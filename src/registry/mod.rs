@@ -196,7 +196,7 @@ impl Registry {
                 Vec::new(),
             ),
             Command::Cancel { key, at } => {
-                if let Some(refused) = self.foreign(key) {
+                if let Some(refused) = self.foreign(|| key.clone()) {
                     return refused;
                 }
                 match self.remove(key, *at) {
@@ -230,8 +230,13 @@ impl Registry {
 
     /// A refusal for a local write to an instance another zone owns: only
     /// its origin changes it (the write path hands such writes there).
-    fn foreign(&self, key: &InstanceKey) -> Option<Effect> {
-        let origin = origin_of(&self.partitions, key)?;
+    /// `key` is built only when there are other zones' partitions at all.
+    fn foreign(&self, key: impl FnOnce() -> InstanceKey) -> Option<Effect> {
+        if self.partitions.is_empty() {
+            return None;
+        }
+        let key = key();
+        let origin = origin_of(&self.partitions, &key)?;
         Some(Effect::new(
             Err(RegistryError::bad(
                 "zone",
@@ -242,7 +247,7 @@ impl Registry {
     }
 
     fn register(&mut self, reg: &Registration, at: Timestamp, own: &mut OwnChanges) -> Effect {
-        if let Some(refused) = self.foreign(&reg.key()) {
+        if let Some(refused) = self.foreign(|| reg.key()) {
             return refused;
         }
         let app = self
@@ -320,13 +325,13 @@ impl Registry {
     ) -> Effect {
         let refuse = |e| Effect::new(Err(e), Vec::new());
         for c in changes {
-            let key = InstanceKey {
+            let key = || InstanceKey {
                 env: env.to_string(),
                 appid: appid.to_string(),
                 zone: zone.to_string(),
                 hostname: c.hostname.clone(),
             };
-            if let Some(refused) = self.foreign(&key) {
+            if let Some(refused) = self.foreign(key) {
                 return refused;
             }
         }
