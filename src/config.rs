@@ -64,6 +64,7 @@ pub struct Config {
     /// (`host:port`, mutual TLS against the same CA): `[zones] "sh002" =
     /// ["10.2.0.10:7271"]`. This cluster is `node.zone`.
     pub zones: std::collections::BTreeMap<String, Vec<String>>,
+    pub zone_stream: ZoneStreamConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -135,6 +136,15 @@ pub struct RaftConfig {
 pub struct PollConfig {
     /// How long a long poll is held before answering `-304`.
     pub hold_ms: u64,
+}
+
+/// The stream of this zone's own changes to the other zones.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ZoneStreamConfig {
+    /// How many of its latest own changes a node keeps for other zones
+    /// (about 300 bytes each); a zone further behind gets a full copy.
+    pub keep_changes: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -283,6 +293,14 @@ impl Default for RaftConfig {
 impl Default for PollConfig {
     fn default() -> Self {
         PollConfig { hold_ms: 30_000 }
+    }
+}
+
+impl Default for ZoneStreamConfig {
+    fn default() -> Self {
+        ZoneStreamConfig {
+            keep_changes: crate::zones::feed::KEEP_CHANGES,
+        }
     }
 }
 

@@ -58,11 +58,17 @@ pub struct PartitionDigest {
 
 impl LocalRegistry {
     pub fn new(registry: Registry) -> Arc<Self> {
+        Self::keeping(registry, crate::zones::feed::KEEP_CHANGES)
+    }
+
+    /// A registry that keeps its latest `zone_changes` own changes for
+    /// other zones.
+    pub fn keeping(registry: Registry, zone_changes: usize) -> Arc<Self> {
         Arc::new(LocalRegistry {
             applied: RwLock::new(Applied {
                 registry,
                 index: None,
-                zone_feed: ZoneFeed::default(),
+                zone_feed: ZoneFeed::keeping(zone_changes),
             }),
             hub: PollHub::new(),
             feed: ChangeFeed::default(),

@@ -113,7 +113,7 @@ impl Node {
         let metrics = Arc::new(Metrics::new());
         let mut registry = Registry::new(Schedules::new(config.schedules.clone()));
         registry.stream_own(!config.zones.is_empty());
-        let local = LocalRegistry::new(registry);
+        let local = LocalRegistry::keeping(registry, config.zone_stream.keep_changes);
         let space = SpaceGuard::new(&data_dir, config.storage.min_free_mb << 20);
         let state_machine = StateMachine::open(
             &data_dir,

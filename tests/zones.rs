@@ -3,17 +3,27 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::cluster::{Cluster, Timings};
+use common::link::ZoneLink;
+use common::{hostnames, Client};
 use serde_json::Value;
 use tokio::time::Instant;
 
-async fn zones() -> (Cluster, Cluster) {
-    let mut zones = Cluster::start_zones(3, &["sh001", "sh002"], Timings::default).await;
+/// Six or more processes each: one test at a time, so that a loaded
+/// machine does not slow renewing clients into evictions.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Zones sh001 (A) and sh002 (B) of `n` nodes each, and the link between.
+async fn zones_of(n: u64, timings: impl Fn() -> Timings) -> (Cluster, Cluster, ZoneLink) {
+    let (mut zones, link) = Cluster::start_zones(n, &["sh001", "sh002"], timings).await;
     let b = zones.pop().unwrap();
     let a = zones.pop().unwrap();
-    (a, b)
+    (a, b, link)
 }
 
 /// Waits until `check` holds for node `i`'s fetch of `appid` (all zones).
@@ -52,7 +62,8 @@ async fn digests(c: &Cluster, i: usize) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_register_in_one_zone_is_fetched_and_woken_in_the_other_and_writes_go_to_their_zone() {
-    let (a, b) = zones().await;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (a, b, _link) = zones_of(3, Timings::default).await;
     let ca = a.client(0);
     let cb = b.client(1);
 
@@ -166,4 +177,372 @@ async fn a_register_in_one_zone_is_fetched_and_woken_in_the_other_and_writes_go_
         status["zones"]["sh001"]["cursor"].as_u64().unwrap() > 0,
         "{status}"
     );
+}
+
+/// Eviction 4 s after the last renew (rounds every 200 ms), renews
+/// replicated every 100 ms: long enough for two zones to converge once
+/// their clients stop renewing, before anything is evicted.
+fn lifecycle() -> Timings {
+    Timings {
+        lifecycle: r#"
+[renew]
+batch_ms = 100
+
+[eviction]
+threshold_ms = 4000
+ceiling_ms = 20000
+every_ms = 200
+renew_interval_ms = 500
+window_ms = 1500
+keep_ratio = 0.85
+"#
+        .into(),
+        ..Timings::default()
+    }
+}
+
+/// Renews `hosts` of `appid` in `zone` through `c` every 250 ms until
+/// `stop` (answers ignored: a cancelled host answers -404).
+fn keep_renewing(
+    c: Client,
+    zone: &'static str,
+    appid: &'static str,
+    hosts: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            for host in &hosts {
+                let form = [
+                    ("zone", zone),
+                    ("env", "dev"),
+                    ("appid", appid),
+                    ("hostname", host.as_str()),
+                ];
+                let _ = c
+                    .http
+                    .post(format!("{}/discovery/renew", c.base))
+                    .form(&form)
+                    .send()
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+}
+
+async fn register_all(c: &Client, appid: &str, zone: &str, hosts: &[String]) {
+    for h in hosts {
+        let r = c.register(appid, zone, h, "1").await;
+        assert_eq!(r.code(), 0, "{h}: {}", r.text);
+    }
+}
+
+fn named(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// Waits until node `i` of `c` shows exactly `want` for `appid`.
+async fn until_hosts(
+    c: &Cluster,
+    i: usize,
+    appid: &str,
+    want: &BTreeSet<String>,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = hostnames(&c.client(i), appid).await;
+        if &got == want {
+            return;
+        }
+        if Instant::now() > deadline {
+            let status = c.status(i).await;
+            panic!(
+                "node {i} of {}: {got:?}, want {want:?}; status {status:?}",
+                c.addr(i)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every running node of both zones holds, per origin zone, a
+/// partition with the digest the origin's own nodes hold.
+async fn until_converged(a: &Cluster, b: &Cluster, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut all = Vec::new();
+        for c in [a, b] {
+            for i in 0..c.slots.len() {
+                if c.status(i).await.is_some() {
+                    all.push(digests(c, i).await);
+                }
+            }
+        }
+        let same = |zone: &str| {
+            all.iter().all(|d| {
+                d[zone]["digest"].is_string() && d[zone]["digest"] == all[0][zone]["digest"]
+            })
+        };
+        if same("sh001") && same("sh002") {
+            return all[0].clone();
+        }
+        assert!(Instant::now() < deadline, "never converged: {all:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the nodes of `c` say of `zone` in their status, summed: batches
+/// and full copies applied from it.
+async fn stream_counts(c: &Cluster, zone: &str) -> (u64, u64) {
+    let mut counts = (0, 0);
+    for i in 0..c.slots.len() {
+        if let Some(s) = c.status(i).await {
+            counts.0 += s["zones"][zone]["batches"].as_u64().unwrap_or(0);
+            counts.1 += s["zones"][zone]["full_copies"].as_u64().unwrap_or(0);
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_link_leaves_both_zones_writing_and_keeps_the_other_zone_until_it_heals() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (a, b, link) = zones_of(3, lifecycle).await;
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // Ten renewed instances in each zone, and one in A that never renews.
+    let a_keep = named("a-keep", 10);
+    let b_keep = named("b-keep", 10);
+    register_all(&a.client(0), "cut.app", "sh001", &a_keep).await;
+    register_all(&b.client(0), "cut.app", "sh002", &b_keep).await;
+    // (What each zone registers during the cut is renewed too, once it
+    // exists.)
+    let a_new = named("a-during", 5);
+    let b_new = named("b-during", 5);
+    let renewed = |keep: &[String], new: &[String]| [keep, new].concat();
+    let renewers = [
+        keep_renewing(
+            a.client(1),
+            "sh001",
+            "cut.app",
+            renewed(&a_keep, &a_new),
+            stop.clone(),
+        ),
+        keep_renewing(
+            b.client(1),
+            "sh002",
+            "cut.app",
+            renewed(&b_keep, &b_new),
+            stop.clone(),
+        ),
+    ];
+    register_all(&a.client(2), "cut.app", "sh001", &["a-silent".to_string()]).await;
+    let mut want: BTreeSet<String> = a_keep.iter().chain(&b_keep).cloned().collect();
+    want.insert("a-silent".into());
+    until_hosts(&b, 2, "cut.app", &want, Duration::from_secs(10)).await;
+
+    // A evicts its silent instance; B learns it from A.
+    want.remove("a-silent");
+    until_hosts(&b, 2, "cut.app", &want, Duration::from_secs(15)).await;
+    let (batches_before, full_before) = stream_counts(&b, "sh001").await;
+
+    // The link is cut: each zone goes on taking its own writes.
+    link.cut();
+    let cut_at = Instant::now();
+    register_all(&a.client(0), "cut.app", "sh001", &a_new).await;
+    register_all(&b.client(1), "cut.app", "sh002", &b_new).await;
+    let cancel = a
+        .client(2)
+        .post(
+            "/discovery/cancel",
+            &[
+                ("zone", "sh001"),
+                ("env", "dev"),
+                ("appid", "cut.app"),
+                ("hostname", "a-keep-9"),
+            ],
+        )
+        .await;
+    assert_eq!(cancel.code(), 0, "{}", cancel.text);
+    assert!(
+        cut_at.elapsed() < Duration::from_secs(3),
+        "own writes took {:?} with the link cut",
+        cut_at.elapsed()
+    );
+    // A write in B for an instance of A cannot be handed there.
+    let handed = b
+        .client(0)
+        .post(
+            "/discovery/set",
+            &[
+                ("zone", "sh001"),
+                ("env", "dev"),
+                ("appid", "cut.app"),
+                ("hostname", "a-keep-0"),
+                ("status", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(handed.code(), -503, "{}", handed.text);
+
+    // Past the eviction threshold without a word from A: B keeps A's
+    // instances as last seen, and says how old its copy is.
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let mut b_sees: BTreeSet<String> = want.clone();
+    b_sees.extend(b_new.iter().cloned());
+    for i in 0..3 {
+        until_hosts(&b, i, "cut.app", &b_sees, Duration::from_secs(1)).await;
+    }
+    let b_leader = b.leader().await;
+    let status = b.client(b_leader).status().await;
+    let seen = &status["zones"]["sh001"];
+    assert!(
+        seen["last_answer_ms"].as_u64().unwrap() >= 4_000,
+        "{status}"
+    );
+    assert_eq!(seen["instances"], 10, "{status}");
+
+    // Healed, and the clients stop renewing (so that the zones stand
+    // still): every zone holds every origin's partition as the origin
+    // does, resumed from the cursor (no full copy).
+    link.heal();
+    stop.store(true, Ordering::Relaxed);
+    for r in renewers {
+        r.await.unwrap();
+    }
+    want.extend(a_new.iter().cloned());
+    want.extend(b_new.iter().cloned());
+    want.remove("a-keep-9");
+    let converged = until_converged(&a, &b, Duration::from_secs(30)).await;
+    assert_eq!(converged["sh001"]["instances"], 14, "{converged}");
+    assert_eq!(converged["sh002"]["instances"], 15, "{converged}");
+    for (c, i) in [(&a, 0), (&b, 1)] {
+        until_hosts(c, i, "cut.app", &want, Duration::from_secs(5)).await;
+    }
+    let (batches, full) = stream_counts(&b, "sh001").await;
+    assert!(batches > batches_before, "{batches} batches");
+    assert_eq!(full, full_before, "a full copy was sent after the cut");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_leaders_killed_during_a_stream_of_writes_lose_nothing_across_zones() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (mut a, mut b, _link) = zones_of(3, Timings::default).await;
+    let acked = Arc::new(parking_lot::Mutex::new(BTreeSet::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let clients: Vec<Client> = (0..3).map(|i| a.client(i)).collect();
+        let (acked, stop) = (acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let host = format!("w-{n}");
+                let c = &clients[n % clients.len()];
+                let form = [
+                    ("zone", "sh001"),
+                    ("env", "dev"),
+                    ("appid", "stream.app"),
+                    ("hostname", host.as_str()),
+                    ("status", "1"),
+                    ("addrs", "http://10.0.0.1:80"),
+                ];
+                let Ok(r) = c
+                    .http
+                    .post(format!("{}/discovery/register", c.base))
+                    .form(&form)
+                    .send()
+                    .await
+                else {
+                    continue;
+                };
+                let Ok(v) = r.json::<Value>().await else {
+                    continue;
+                };
+                if v["code"] == 0 {
+                    acked.lock().insert(host);
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let leader_a = a.leader().await;
+    a.kill(leader_a);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let leader_b = b.leader().await;
+    b.kill(leader_b);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    a.spawn(leader_a);
+    b.spawn(leader_b);
+    a.wait_serving(leader_a).await;
+    b.wait_serving(leader_b).await;
+
+    let acked = acked.lock().clone();
+    assert!(acked.len() > 20, "only {} writes acknowledged", acked.len());
+    let converged = until_converged(&a, &b, Duration::from_secs(30)).await;
+    for i in 0..3 {
+        let seen = hostnames(&b.client(i), "stream.app").await;
+        let lost: Vec<_> = acked.difference(&seen).collect();
+        assert!(lost.is_empty(), "B node {i} lacks {lost:?}");
+    }
+    assert!(
+        converged["sh001"]["instances"].as_u64().unwrap() >= acked.len() as u64,
+        "{converged}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_behind_what_the_origin_keeps_gets_a_full_copy() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (a, b, link) = zones_of(1, || Timings {
+        lifecycle: "[zone_stream]\nkeep_changes = 20\n".into(),
+        ..Timings::default()
+    })
+    .await;
+    let (ca, cb) = (a.client(0), b.client(0));
+    register_all(&ca, "full.app", "sh001", &named("before", 3)).await;
+    until_hosts(
+        &b,
+        0,
+        "full.app",
+        &named("before", 3).into_iter().collect(),
+        Duration::from_secs(10),
+    )
+    .await;
+    let (_, full_before) = stream_counts(&b, "sh001").await;
+
+    link.cut();
+    // More changes than A keeps, one of them removing an instance B holds.
+    register_all(&ca, "full.app", "sh001", &named("during", 40)).await;
+    let cancel = ca
+        .post(
+            "/discovery/cancel",
+            &[
+                ("zone", "sh001"),
+                ("env", "dev"),
+                ("appid", "full.app"),
+                ("hostname", "before-0"),
+            ],
+        )
+        .await;
+    assert_eq!(cancel.code(), 0, "{}", cancel.text);
+    assert!(
+        cb.status().await["zones"]["sh001"]["cursor"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    link.heal();
+
+    let mut want: BTreeSet<String> = named("during", 40).into_iter().collect();
+    want.extend(["before-1".to_string(), "before-2".to_string()]);
+    until_hosts(&b, 0, "full.app", &want, Duration::from_secs(30)).await;
+    let converged = until_converged(&a, &b, Duration::from_secs(10)).await;
+    assert_eq!(converged["sh001"]["instances"], 42, "{converged}");
+    let (_, full) = stream_counts(&b, "sh001").await;
+    assert_eq!(full, full_before + 1, "B was sent {full} full copies");
 }

@@ -41,6 +41,10 @@ pub struct Contact {
     pub error: Option<String>,
     /// The origin's applied index as it last said.
     pub origin_index: Option<u64>,
+    /// Batches of changes, and full copies, this node applied from it
+    /// while leading.
+    pub batches: u64,
+    pub full_copies: u64,
 }
 
 #[derive(Default)]
@@ -48,6 +52,8 @@ struct Seen {
     at: Option<Instant>,
     error: Option<String>,
     index: Option<u64>,
+    batches: u64,
+    full_copies: u64,
 }
 
 impl Contacts {
@@ -57,6 +63,16 @@ impl Contacts {
         c.at = Some(Instant::now());
         c.error = None;
         c.index = Some(index);
+    }
+
+    fn applied(&self, zone: &str, full: bool) {
+        let mut inner = self.inner.lock();
+        let c = inner.entry(zone.to_string()).or_default();
+        if full {
+            c.full_copies += 1;
+        } else {
+            c.batches += 1;
+        }
     }
 
     fn failed(&self, zone: &str, error: String) {
@@ -75,6 +91,8 @@ impl Contacts {
                         last_answer_ms: c.at.map(|at| at.elapsed().as_millis() as u64),
                         error: c.error.clone(),
                         origin_index: c.index,
+                        batches: c.batches,
+                        full_copies: c.full_copies,
                     },
                 )
             })
@@ -140,6 +158,7 @@ impl Follow {
                     (to, ZoneBatch::Full(instances))
                 }
             };
+            let full = matches!(batch, ZoneBatch::Full(_));
             let command = Command::ZoneApply {
                 origin: zone.clone(),
                 to,
@@ -147,7 +166,7 @@ impl Follow {
                 at: now(),
             };
             match self.writer.write(command).await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => self.contacts.applied(&zone, full),
                 // Applied meanwhile by another leader: the cursor moved.
                 Ok(Err(e)) => tracing::debug!(zone, "zone batch not applied: {e}"),
                 Err(e) => {

@@ -10,6 +10,7 @@ use raft_discovery::peer::certs::{self, Issued};
 use serde_json::Value;
 use tempfile::TempDir;
 
+use super::link::ZoneLink;
 use super::{free_port, Client};
 
 /// The admin token of every test cluster.
@@ -60,7 +61,8 @@ pub struct Timings {
     pub write_timeout_ms: u64,
     pub snapshot_every: u64,
     pub keep_logs: u64,
-    /// The `[renew]` and `[eviction]` sections, verbatim.
+    /// Further sections (`[renew]`, `[eviction]`, `[zone_stream]`),
+    /// verbatim.
     pub lifecycle: String,
 }
 
@@ -158,12 +160,14 @@ impl Cluster {
     }
 
     /// Starts one cluster of `n` nodes per zone in `zones`, each knowing
-    /// the others (`[zones]`), all with certificates of one CA.
+    /// the others (`[zones]`) through the relays of one [`ZoneLink`], all
+    /// with certificates of one CA.
     pub async fn start_zones(
         n: u64,
         zones: &[&str],
         timings: impl Fn() -> Timings,
-    ) -> Vec<Cluster> {
+    ) -> (Vec<Cluster>, ZoneLink) {
+        let link = ZoneLink::new();
         let plans: Vec<ZonePlan> = zones
             .iter()
             .map(|zone| ZonePlan {
@@ -182,7 +186,10 @@ impl Cluster {
                     let addrs: Vec<String> = p
                         .ports
                         .iter()
-                        .map(|(_, peer)| format!("\"127.0.0.1:{peer}\""))
+                        .map(|(_, peer)| {
+                            let relay = link.relay(([127, 0, 0, 1], *peer).into());
+                            format!("\"127.0.0.1:{relay}\"")
+                        })
                         .collect();
                     format!("\"{}\" = [{}]", p.zone, addrs.join(", "))
                 })
@@ -211,7 +218,7 @@ impl Cluster {
         for cluster in &clusters {
             cluster.wait_all_serving().await;
         }
-        clusters
+        (clusters, link)
     }
 
     /// Writes every node's configuration.

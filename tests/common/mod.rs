@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod link;
 
 use std::net::TcpListener;
 use std::time::Duration;
