@@ -11,6 +11,7 @@ pub mod head;
 pub mod observe;
 pub mod params;
 pub mod reply;
+pub mod scheduler;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -31,6 +32,10 @@ const RESTORE_BODY: usize = 192 << 20;
 
 /// Where operators post membership changes.
 pub const MEMBERSHIP_PATH: &str = "/admin/membership";
+
+/// Where operators set, clear (POST, admin token) and list (GET) the
+/// schedulers set at run time.
+pub const SCHEDULER_PATH: &str = "/admin/scheduler";
 
 /// Where operators ask the leader to hand its leadership over.
 pub const TRANSFER_LEADER_PATH: &str = "/admin/transfer-leader";
@@ -74,6 +79,7 @@ pub fn router(
     let changes = Router::new()
         .route(MEMBERSHIP_PATH, post(admin::membership))
         .route(TRANSFER_LEADER_PATH, post(admin::transfer_leader))
+        .route(SCHEDULER_PATH, post(scheduler::set))
         .route("/admin/backup", get(admin::backup))
         .route(
             "/admin/restore",
@@ -84,6 +90,7 @@ pub fn router(
     let status = Router::new()
         .route("/admin/status", get(admin::status))
         .route("/admin/digest", get(admin::digest))
+        .route(SCHEDULER_PATH, get(scheduler::list))
         .route("/metrics", get(admin::metrics))
         .route("/admin/changes", get(admin::changes))
         .route("/", get(console::page))

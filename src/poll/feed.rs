@@ -124,6 +124,13 @@ fn describe(index: u64, command: &Command, outcome: &Outcome) -> Option<Change> 
                     .collect(),
             ))
         }
+        (Command::Schedule { appid, env, .. }, _) => Some(entry(
+            "schedule",
+            env.as_deref().unwrap_or(""),
+            appid,
+            "",
+            Vec::new(),
+        )),
         (Command::Restore { backup, .. }, _) => {
             let count = backup.apps.iter().map(|a| a.instances.len()).sum();
             let mut change = entry("restore", "", "", "", Vec::new());

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::error::RegistryError;
 use super::instance::{Instance, InstanceKey, Registration, Status, Timestamp};
 use super::metadata::Metadata;
+use super::scheduler::SchedulerRule;
 use super::zones::{ZoneBatch, ZoneChange};
 use super::RegistrySnapshot;
 
@@ -45,6 +46,15 @@ pub enum Command {
     /// Replace the whole registry with a backup's (`discoveryctl restore`).
     Restore {
         backup: RegistrySnapshot,
+        at: Timestamp,
+    },
+    /// Sets the scheduler served with an app, in one env or (`env: None`)
+    /// every env, or clears it (`rules: None`); one set this way wins over
+    /// the configuration file's for the same app.
+    Schedule {
+        appid: String,
+        env: Option<String>,
+        rules: Option<Vec<SchedulerRule>>,
         at: Timestamp,
     },
     /// Changes another zone (`origin`) made to its own instances, up to its
@@ -113,6 +123,18 @@ impl Command {
                             })
                             .sum::<usize>(),
                     }
+            }
+            Command::Schedule {
+                appid, env, rules, ..
+            } => {
+                appid.len()
+                    + env.as_ref().map_or(0, String::len)
+                    + rules
+                        .iter()
+                        .flatten()
+                        .map(SchedulerRule::approx_bytes)
+                        .sum::<usize>()
+                    + 4 * FIELD
             }
             Command::Set {
                 env,

@@ -67,7 +67,10 @@ pub enum PollView {
 #[derive(Debug, Default)]
 pub struct Registry {
     envs: HashMap<String, HashMap<String, App>>,
+    /// Schedules from the configuration file (a node setting).
     schedules: Schedules,
+    /// Schedules set at run time (replicated): they win over the file's.
+    set_schedules: Schedules,
     instances: usize,
     /// The highest timestamp any change was stamped with: every change is
     /// stamped above it, so an app that empties and comes back still moves
@@ -225,7 +228,63 @@ impl Registry {
                 batch,
                 at,
             } => self.zone_apply(origin, *to, batch, *at),
+            Command::Schedule {
+                appid,
+                env,
+                rules,
+                at,
+            } => self.schedule(appid, env.as_deref(), rules.as_deref(), *at),
         }
+    }
+
+    /// Sets or clears a schedule set at run time, and moves the apps it
+    /// covers forward so their watchers fetch the new one.
+    fn schedule(
+        &mut self,
+        appid: &str,
+        env: Option<&str>,
+        rules: Option<&[SchedulerRule]>,
+        at: Timestamp,
+    ) -> Effect {
+        match rules {
+            Some(rules) => self.set_schedules.put(Schedule {
+                appid: appid.to_string(),
+                env: env.map(str::to_string),
+                rules: rules.to_vec(),
+            }),
+            None => {
+                if !self.set_schedules.clear(appid, env) {
+                    return Effect::new(Err(RegistryError::NotFound), Vec::new());
+                }
+            }
+        }
+        // In env order: every replica stamps the apps alike.
+        let mut changed: Vec<AppKey> = self
+            .envs
+            .iter()
+            .filter(|(e, apps)| env.is_none_or(|env| env == *e) && apps.contains_key(appid))
+            .map(|(e, _)| AppKey::new(e, appid))
+            .collect();
+        changed.sort();
+        for key in &changed {
+            if let Some(app) = self.envs.get_mut(&key.env).and_then(|a| a.get_mut(appid)) {
+                self.high_water = app.advance(at.max(self.high_water + 1));
+            }
+        }
+        Effect::new(Ok(Applied::Done), changed)
+    }
+
+    /// The scheduler served with an app: one set at run time, else the
+    /// configuration file's.
+    fn rules(&self, env: &str, appid: &str) -> Option<&[SchedulerRule]> {
+        self.set_schedules
+            .rules(env, appid)
+            .or_else(|| self.schedules.rules(env, appid))
+    }
+
+    /// The schedules set at run time, and the configuration file's.
+    pub fn schedules(&self) -> (&[Schedule], &[Schedule]) {
+        (self.set_schedules.all(), self.schedules.all())
     }
 
     /// A refusal for a local write to an instance another zone owns: only
@@ -560,7 +619,7 @@ impl Registry {
         mask: StatusMask,
     ) -> Result<Bytes, FetchMiss> {
         let app = self.app(env, appid).ok_or(FetchMiss::UnknownApp)?;
-        app.render(zone, mask, self.schedules.rules(env, appid))
+        app.render(zone, mask, self.rules(env, appid))
             .ok_or(FetchMiss::UnknownZone {
                 latest_timestamp: app.latest_timestamp(),
             })
@@ -574,7 +633,7 @@ impl Registry {
         if app.latest_timestamp() <= since || !app.has_up(zone) {
             return PollView::Unchanged;
         }
-        match app.render(zone, StatusMask::UP, self.schedules.rules(env, appid)) {
+        match app.render(zone, StatusMask::UP, self.rules(env, appid)) {
             Some(bytes) => PollView::Changed(bytes),
             None => PollView::Unchanged,
         }
@@ -610,6 +669,7 @@ impl Registry {
             high_water: self.high_water,
             apps,
             partitions: self.partitions.clone(),
+            schedules: self.set_schedules.all().to_vec(),
         }
     }
 
@@ -652,6 +712,7 @@ impl Registry {
         self.instances = 0;
         self.high_water = snapshot.high_water;
         self.partitions = snapshot.partitions;
+        self.set_schedules = Schedules::new(snapshot.schedules);
         for a in snapshot.apps {
             let app = self
                 .envs
@@ -676,6 +737,9 @@ pub struct RegistrySnapshot {
     /// Other zones' partitions: which instances each holds, and its cursor.
     #[serde(default, skip_serializing_if = "Partitions::is_empty")]
     pub partitions: Partitions,
+    /// Schedules set at run time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<Schedule>,
 }
 
 impl RegistrySnapshot {

@@ -13,6 +13,13 @@ pub struct SchedulerRule {
     pub dst: BTreeMap<String, i64>,
 }
 
+impl SchedulerRule {
+    /// About how many bytes the rule takes serialised.
+    pub fn approx_bytes(&self) -> usize {
+        self.src.len() + self.dst.keys().map(|z| z.len() + 24).sum::<usize>() + 32
+    }
+}
+
 /// The schedule of one app, optionally limited to one env.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schedule {
@@ -30,6 +37,31 @@ pub struct Schedules(Vec<Schedule>);
 impl Schedules {
     pub fn new(schedules: Vec<Schedule>) -> Self {
         Schedules(schedules)
+    }
+
+    /// Every schedule, in the order they were given or set.
+    pub fn all(&self) -> &[Schedule] {
+        &self.0
+    }
+
+    /// Sets the schedule of its `(appid, env)`, replacing any before.
+    pub fn put(&mut self, schedule: Schedule) {
+        match self
+            .0
+            .iter_mut()
+            .find(|s| s.appid == schedule.appid && s.env == schedule.env)
+        {
+            Some(old) => *old = schedule,
+            None => self.0.push(schedule),
+        }
+    }
+
+    /// Drops the schedule of `(appid, env)`; whether there was one.
+    pub fn clear(&mut self, appid: &str, env: Option<&str>) -> bool {
+        let before = self.0.len();
+        self.0
+            .retain(|s| !(s.appid == appid && s.env.as_deref() == env));
+        self.0.len() != before
     }
 
     /// The rules for an app; a schedule naming the env wins over one for

@@ -320,6 +320,88 @@ fn scheduler_is_part_of_fetch_data() {
 }
 
 #[test]
+fn a_scheduler_set_at_run_time_wins_moves_the_app_and_survives_a_snapshot() {
+    let rule = |w: i64| SchedulerRule {
+        src: "z1".into(),
+        dst: BTreeMap::from([("z1".to_string(), w), ("z2".to_string(), 1)]),
+    };
+    let mut r = Registry::new(Schedules::new(vec![Schedule {
+        appid: "a".into(),
+        env: None,
+        rules: vec![rule(1)],
+    }]));
+    register(&mut r, "a", "z1", "h1", 7);
+    let before = r.app("dev", "a").unwrap().latest_timestamp();
+    let set = r.apply(&Command::Schedule {
+        appid: "a".into(),
+        env: Some("dev".into()),
+        rules: Some(vec![rule(9)]),
+        at: 5,
+    });
+    assert_eq!(set.outcome, Ok(Applied::Done));
+    assert_eq!(set.changed, vec![AppKey::new("dev", "a")]);
+    assert!(r.app("dev", "a").unwrap().latest_timestamp() > before);
+    assert_eq!(fetch_json(&r, "a", None, 1)["scheduler"][0]["dst"]["z1"], 9);
+
+    // Another node restored from a snapshot serves the same.
+    let mut copy = Registry::new(Schedules::default());
+    copy.restore(r.to_snapshot());
+    assert_eq!(copy.to_snapshot().digest(), r.to_snapshot().digest());
+    assert_eq!(
+        fetch_json(&copy, "a", None, 1)["scheduler"][0]["dst"]["z1"],
+        9
+    );
+
+    // Cleared: the configuration file's applies again; clearing twice is
+    // -404.
+    let clear = Command::Schedule {
+        appid: "a".into(),
+        env: Some("dev".into()),
+        rules: None,
+        at: 6,
+    };
+    assert_eq!(r.apply(&clear).outcome, Ok(Applied::Done));
+    assert_eq!(fetch_json(&r, "a", None, 1)["scheduler"][0]["dst"]["z1"], 1);
+    assert_eq!(r.apply(&clear).outcome, Err(RegistryError::NotFound));
+}
+
+#[test]
+fn a_scheduler_that_sends_nowhere_or_twice_is_refused() {
+    let rules = Rules {
+        max_clock_skew: 1_000,
+        limits: Limits::DEFAULT,
+    };
+    let schedule = |dst: &[(&str, i64)], twice: bool| {
+        let rule = SchedulerRule {
+            src: "z1".into(),
+            dst: dst.iter().map(|(z, w)| (z.to_string(), *w)).collect(),
+        };
+        let mut all = vec![rule.clone()];
+        if twice {
+            all.push(rule);
+        }
+        Command::Schedule {
+            appid: "a".into(),
+            env: None,
+            rules: Some(all),
+            at: 1,
+        }
+    };
+    let check = |c: &Command| validate(c, 1, &rules).map_err(|e| e.to_string());
+    assert!(check(&schedule(&[("z1", 1)], false)).is_ok());
+    for bad in [
+        schedule(&[("z1", -1)], false),
+        schedule(&[("z1", 0)], false),
+        schedule(&[], false),
+        schedule(&[("z1", 1)], true),
+        schedule(&[("", 1)], false),
+    ] {
+        let e = check(&bad).unwrap_err();
+        assert!(e.contains("scheduler"), "{e}");
+    }
+}
+
+#[test]
 fn poll_answers_only_newer_apps_with_an_up_instance() {
     let mut r = Registry::default();
     assert_eq!(r.poll("dev", "a", None, 0), PollView::Unknown);

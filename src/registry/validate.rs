@@ -9,6 +9,7 @@ use super::command::{Change, Command};
 use super::error::RegistryError;
 use super::instance::{Instance, InstanceKey, Registration, Timestamp};
 use super::metadata::Metadata;
+use super::scheduler::SchedulerRule;
 use super::zones::{ZoneBatch, ZoneChange};
 use super::RegistrySnapshot;
 
@@ -110,6 +111,21 @@ pub fn validate(command: &Command, now: Timestamp, rules: &Rules) -> Result<(), 
             stamped(*at, now, rules)?;
             backup_ok(backup, command.approx_bytes(), &rules.limits)
         }
+        Command::Schedule {
+            appid,
+            env,
+            rules: scheduler,
+            at,
+        } => {
+            stamped(*at, now, rules)?;
+            identity("appid", appid, &rules.limits)?;
+            if let Some(env) = env {
+                identity("env", env, &rules.limits)?;
+            }
+            scheduler
+                .as_deref()
+                .map_or(Ok(()), |s| scheduler_ok(s, &rules.limits))
+        }
         Command::ZoneApply {
             origin, batch, at, ..
         } => {
@@ -134,6 +150,50 @@ pub fn validate(command: &Command, now: Timestamp, rules: &Rules) -> Result<(), 
             keys.iter().try_for_each(|k| key_ok(k, &rules.limits))
         }
     }
+}
+
+/// The most rules one app's scheduler may hold, and zones one rule may
+/// send traffic to.
+pub const MAX_SCHEDULER_RULES: usize = 64;
+
+/// A scheduler as the SDKs read it: one rule per source zone, each sending
+/// to named zones by non-negative weights, not all zero.
+fn scheduler_ok(scheduler: &[SchedulerRule], l: &Limits) -> Result<(), RegistryError> {
+    const P: &str = "scheduler";
+    if scheduler.is_empty() {
+        return Err(RegistryError::bad(
+            P,
+            "no rule: clear the scheduler instead",
+        ));
+    }
+    at_most(P, "rules", scheduler.len(), MAX_SCHEDULER_RULES)?;
+    let mut sources = std::collections::BTreeSet::new();
+    for rule in scheduler {
+        identity(P, &rule.src, l)?;
+        if !sources.insert(rule.src.as_str()) {
+            return Err(RegistryError::bad(
+                P,
+                &format!("two rules for src {}", rule.src),
+            ));
+        }
+        at_most(P, "dst zones", rule.dst.len(), MAX_SCHEDULER_RULES)?;
+        for (zone, weight) in &rule.dst {
+            identity(P, zone, l)?;
+            if *weight < 0 {
+                return Err(RegistryError::bad(
+                    P,
+                    &format!("weight {weight} for {zone}: weights are 0 or more"),
+                ));
+            }
+        }
+        if rule.dst.values().all(|w| *w == 0) {
+            return Err(RegistryError::bad(
+                P,
+                &format!("the rule for src {} sends traffic nowhere", rule.src),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The most a backup restored through the log may take: it travels as one

@@ -2,6 +2,7 @@
 //! membership, make the cluster's certificates.
 
 mod registry;
+mod scheduler;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -112,9 +113,38 @@ enum Command {
     /// membership, and can be stopped without the others counting it
     /// missing.
     Leave,
+    /// The scheduler served with an app (how its clients split traffic
+    /// between zones), set at run time through the log; set and clear need
+    /// the admin token.
+    #[command(subcommand)]
+    Scheduler(Scheduler),
     /// Make the certificates for mutual TLS between peers.
     #[command(subcommand)]
     Certs(Certs),
+}
+
+#[derive(Subcommand)]
+enum Scheduler {
+    /// The schedulers set at run time (which win) and the configuration
+    /// file's.
+    List,
+    /// Sets APPID's scheduler, replacing one set before: one `--rule
+    /// SRC=DST:WEIGHT[,DST:WEIGHT...]` per source zone.
+    Set {
+        appid: String,
+        /// Only in this env (default: every env).
+        #[arg(long)]
+        env: Option<String>,
+        #[arg(long = "rule", required = true, value_parser = scheduler::parse_rule)]
+        rules: Vec<raft_discovery::registry::SchedulerRule>,
+    },
+    /// Clears what was set for APPID (the configuration file's applies
+    /// again).
+    Clear {
+        appid: String,
+        #[arg(long)]
+        env: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -252,6 +282,18 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Watch { appid, env } => {
             return registry::watch(&http, &base, &appid, &env, cli.json).await
+        }
+        Command::Scheduler(Scheduler::List) => {
+            return scheduler::list(&http, &base, cli.json).await
+        }
+        Command::Scheduler(Scheduler::Set { appid, env, rules }) => {
+            let token = cli.token.as_deref();
+            return scheduler::change(&http, &base, token, &appid, env.as_deref(), Some(rules))
+                .await;
+        }
+        Command::Scheduler(Scheduler::Clear { appid, env }) => {
+            let token = cli.token.as_deref();
+            return scheduler::change(&http, &base, token, &appid, env.as_deref(), None).await;
         }
         Command::Status => {
             let status: Value = http
