@@ -145,6 +145,9 @@ pub struct ZoneStreamConfig {
     /// How many of its latest own changes a node keeps for other zones
     /// (about 300 bytes each); a zone further behind gets a full copy.
     pub keep_changes: usize,
+    /// How often each node asks every other zone for its nodes, which it
+    /// lists in `infra.discovery`.
+    pub nodes_every_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -300,6 +303,7 @@ impl Default for ZoneStreamConfig {
     fn default() -> Self {
         ZoneStreamConfig {
             keep_changes: crate::zones::feed::KEEP_CHANGES,
+            nodes_every_ms: 5_000,
         }
     }
 }

@@ -247,6 +247,7 @@ impl Node {
             handover: handover.clone(),
             writer: writer.clone(),
             renewer,
+            nodes: nodes.clone(),
         });
         let admin = Admin {
             metrics: metrics.clone(),
@@ -352,6 +353,13 @@ impl Node {
         });
         for zone in config.zones.keys() {
             tasks.spawn(follow.clone().run(zone.clone(), stop.clone()));
+            tasks.spawn(crate::zones::nodes::follow(
+                follow.zones.clone(),
+                zone.clone(),
+                nodes.clone(),
+                Duration::from_millis(config.zone_stream.nodes_every_ms.max(100)),
+                stop.clone(),
+            ));
         }
         tasks.spawn(evict_silent(
             raft.clone(),

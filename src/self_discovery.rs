@@ -4,12 +4,18 @@
 //! This is each node's own view (membership from the Raft log, liveness as
 //! this node sees it), not replicated state; its timestamp moves whenever
 //! that view changes so that SDKs polling `infra.discovery` follow it.
+//!
+//! With several zones, `infra.discovery` also lists the other zones' nodes
+//! as each zone last told this node (the original copied every zone's
+//! self-registration everywhere; SDKs keep the nodes of their own zone),
+//! while `/discovery/nodes` lists this zone's only, as the original's did.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::RwLock;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::poll::PollHub;
 use crate::registry::{
@@ -25,7 +31,7 @@ pub fn watch_key() -> AppKey {
 }
 
 /// One member as this node sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeView {
     pub name: String,
     /// `host:port` clients reach it on.
@@ -55,6 +61,8 @@ pub struct SelfDiscovery {
 #[derive(Default)]
 struct State {
     nodes: Vec<NodeView>,
+    /// Other zones' nodes, as each last told this node.
+    zones: BTreeMap<String, Vec<NodeView>>,
     latest_timestamp: Timestamp,
     renewed: Timestamp,
 }
@@ -69,18 +77,31 @@ impl SelfDiscovery {
 
     /// Replaces the view; when it differs (a member added or removed, or
     /// one's liveness changed) the timestamp moves and polls wake.
-    pub fn update(&self, mut nodes: Vec<NodeView>, now: Timestamp) {
+    pub fn update(&self, nodes: Vec<NodeView>, now: Timestamp) {
+        self.replace(None, nodes, now);
+    }
+
+    /// Replaces what zone `zone` last said of its nodes, likewise.
+    pub fn update_zone(&self, zone: &str, nodes: Vec<NodeView>, now: Timestamp) {
+        self.replace(Some(zone), nodes, now);
+    }
+
+    fn replace(&self, zone: Option<&str>, mut nodes: Vec<NodeView>, now: Timestamp) {
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let changed = {
             let mut state = self.state.write();
             state.renewed = now;
-            let same = state.nodes.len() == nodes.len()
-                && state.nodes.iter().zip(&nodes).all(|(a, b)| {
+            let held = match zone {
+                None => &mut state.nodes,
+                Some(zone) => state.zones.entry(zone.to_string()).or_default(),
+            };
+            let same = held.len() == nodes.len()
+                && held.iter().zip(&nodes).all(|(a, b)| {
                     (&a.name, &a.api_addr, &a.zone, a.up) == (&b.name, &b.api_addr, &b.zone, b.up)
                 });
             if !same {
+                *held = nodes;
                 state.latest_timestamp = now.max(state.latest_timestamp + 1);
-                state.nodes = nodes;
             }
             !same
         };
@@ -89,17 +110,25 @@ impl SelfDiscovery {
         }
     }
 
+    /// This zone's members as this node sees them (what another zone is
+    /// told).
+    pub fn own(&self) -> Vec<NodeView> {
+        self.state.read().nodes.clone()
+    }
+
     /// Whether any member has been published yet.
     pub fn has_members(&self) -> bool {
         !self.state.read().nodes.is_empty()
     }
 
-    /// The instances of the live members, as seen in `env`.
+    /// The instances of the live members, this zone's and the other
+    /// zones', as seen in `env`.
     pub fn instances(&self, env: &str) -> Vec<Instance> {
         let state = self.state.read();
         state
             .nodes
             .iter()
+            .chain(state.zones.values().flatten())
             .filter(|n| n.up)
             .map(|n| Instance {
                 region: n.region.clone(),

@@ -63,7 +63,11 @@ async fn digests(c: &Cluster, i: usize) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_register_in_one_zone_is_fetched_and_woken_in_the_other_and_writes_go_to_their_zone() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let (a, b, _link) = zones_of(3, Timings::default).await;
+    let (a, b, _link) = zones_of(3, || Timings {
+        lifecycle: "[zone_stream]\nnodes_every_ms = 300\n".into(),
+        ..Timings::default()
+    })
+    .await;
     let ca = a.client(0);
     let cb = b.client(1);
 
@@ -177,6 +181,29 @@ async fn a_register_in_one_zone_is_fetched_and_woken_in_the_other_and_writes_go_
         status["zones"]["sh001"]["cursor"].as_u64().unwrap() > 0,
         "{status}"
     );
+
+    // infra.discovery in B lists both zones' nodes (an SDK keeps its own
+    // zone's); /discovery/nodes lists B's own, as the original's did.
+    let v = until_fetched(&b, 1, "infra.discovery", |v| {
+        hosts_in(v, "sh001").len() == 3 && hosts_in(v, "sh002").len() == 3
+    })
+    .await;
+    let addrs: BTreeSet<&str> = v["data"]["instances"]["sh001"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["addrs"][0].as_str().unwrap())
+        .collect();
+    let a_addrs: BTreeSet<String> = (0..3).map(|i| format!("http://{}", a.addr(i))).collect();
+    assert_eq!(addrs, a_addrs.iter().map(String::as_str).collect());
+    let nodes = b.client(1).get("/discovery/nodes").await.json();
+    let listed: Vec<&str> = nodes["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["zone"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["sh002"; 3], "{nodes}");
 }
 
 /// Eviction 4 s after the last renew (rounds every 200 ms), renews

@@ -13,6 +13,7 @@ use super::renewer::ForwardedRenews;
 use super::writer::{Committed, ForwardError, WriteError};
 use crate::raft::{Member, NodeId, Proposal};
 use crate::registry::InstanceKey;
+use crate::self_discovery::NodeView;
 use crate::zones::router::{ZoneWrite, ZoneWritten};
 use crate::zones::ZoneAnswer;
 
@@ -92,6 +93,10 @@ pub trait PeerLink: Send + Sync {
         hold: Duration,
         within: Duration,
     ) -> Result<ZoneAnswer, LinkError>;
+
+    /// Asks `to`, a node of another zone, for that zone's nodes as it sees
+    /// them.
+    async fn zone_nodes(&self, to: &Member, within: Duration) -> Result<Vec<NodeView>, LinkError>;
 
     /// Hands a write to `to`, a node of the zone that owns the instance.
     async fn zone_write(

@@ -19,6 +19,7 @@ use crate::cluster::renewer::ForwardedRenews;
 use crate::cluster::writer::{Committed, ForwardError, WriteError};
 use crate::raft::{Member, NodeId, Proposal};
 use crate::registry::InstanceKey;
+use crate::self_discovery::NodeView;
 use crate::zones::router::{ZoneWrite, ZoneWritten};
 use crate::zones::ZoneAnswer;
 
@@ -210,6 +211,10 @@ impl PeerLink for PeerClient {
             hold.as_millis()
         );
         self.get(to, &path, within).await
+    }
+
+    async fn zone_nodes(&self, to: &Member, within: Duration) -> Result<Vec<NodeView>, LinkError> {
+        self.get(to, paths::ZONE_NODES, within).await
     }
 
     async fn zone_write(

@@ -53,9 +53,11 @@ pub mod paths {
     pub const ZONE_CHANGES: &str = "/internal/zone/changes";
     /// Where another zone hands a write for this zone's instances.
     pub const ZONE_WRITE: &str = "/internal/zone/write";
+    /// Where another zone learns this zone's nodes.
+    pub const ZONE_NODES: &str = "/internal/zone/nodes";
 
     /// Every peer route, for the tests that check none is served to clients.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         APPEND,
         VOTE,
         SNAPSHOT,
@@ -70,6 +72,7 @@ pub mod paths {
         TRANSFER_LEADER,
         ZONE_CHANGES,
         ZONE_WRITE,
+        ZONE_NODES,
     ];
 }
 
@@ -112,6 +115,7 @@ pub fn router(peers: Arc<PeerApi>) -> Router {
         )
         .route(paths::ZONE_CHANGES, get(routes::zone_changes))
         .route(paths::ZONE_WRITE, post(routes::zone_write).layer(entries()))
+        .route(paths::ZONE_NODES, get(routes::zone_nodes))
         .route(paths::BOOTSTRAP, get(routes::bootstrap_state))
         .route(paths::READ_INDEX, get(routes::read_index))
         .route(paths::HEALTH, get(|| async { "ok" }))

@@ -33,6 +33,7 @@ use crate::raft::space::SpaceGuard;
 use crate::raft::state_machine::{create_incoming, INCOMING_FILE};
 use crate::raft::{NodeId, Proposal, Raft, TypeConfig};
 use crate::registry::{InstanceKey, Rules};
+use crate::self_discovery::{NodeView, SelfDiscovery};
 use crate::zones::router::{ZoneWrite, ZoneWritten};
 use crate::zones::{puller, ZoneAnswer};
 
@@ -55,6 +56,8 @@ pub struct PeerApi {
     /// Writes other zones hand to this one.
     pub writer: Writer,
     pub renewer: Renewer,
+    /// This zone's nodes, which other zones list in `infra.discovery`.
+    pub nodes: Arc<SelfDiscovery>,
 }
 
 /// Entries from the leader. Short of disk room, this node takes
@@ -240,6 +243,12 @@ pub async fn zone_write(
         ZoneWrite::Command(command) => peers.writer.write(command).await.map(ZoneWritten::Outcome),
         ZoneWrite::Renew(key) => peers.renewer.renew(key).await.map(ZoneWritten::Renewal),
     })
+}
+
+/// Another zone asks for this zone's nodes (its own only: what this node
+/// heard of other zones is not passed on).
+pub async fn zone_nodes(State(peers): State<Arc<PeerApi>>) -> Json<Vec<NodeView>> {
+    Json(peers.nodes.own())
 }
 
 pub async fn bootstrap_state(State(peers): State<Arc<PeerApi>>) -> Json<BootstrapState> {

@@ -5,9 +5,11 @@
 //!
 //! - [`feed`]: the origin's recent own changes, by log index;
 //! - [`puller`]: the receiving leader's stream from each other zone;
-//! - [`router`]: writes for another zone's instances, handed there.
+//! - [`router`]: writes for another zone's instances, handed there;
+//! - [`nodes`]: other zones' nodes, for `infra.discovery`.
 
 pub mod feed;
+pub mod nodes;
 pub mod puller;
 pub mod router;
 
