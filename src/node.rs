@@ -212,7 +212,10 @@ impl Node {
             link: link.clone(),
             within: wait_for_leader,
         };
-        let contacts = Arc::new(Contacts::default());
+        let contacts = Arc::new(Contacts::counting(
+            metrics.zone_batches.clone(),
+            metrics.zone_full_copies.clone(),
+        ));
         let eviction = Arc::new(EvictionState {
             evictions: metrics.evictions.clone(),
             ..EvictionState::default()

@@ -7,6 +7,7 @@
 //! crate, so every layer may record into it.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -47,6 +48,29 @@ pub struct FollowerLabels {
     pub follower: String,
 }
 
+/// Another zone, by name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ZoneLabels {
+    pub zone: String,
+}
+
+/// What this node holds of another zone, and (on the leader, which
+/// follows it) how that zone last answered.
+#[derive(Clone, Debug, Default)]
+pub struct ZoneSample {
+    pub zone: String,
+    pub cursor: u64,
+    pub instances: usize,
+    /// Since a batch from it was last applied; none before the first.
+    pub applied_age: Option<Duration>,
+    /// Since it last answered (leader only).
+    pub last_answer_age: Option<Duration>,
+    /// Entries of its log not yet applied here (leader only).
+    pub behind: Option<u64>,
+    /// Whether the last request to it failed (leader only).
+    pub failing: Option<bool>,
+}
+
 /// How a held poll was answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PollAnswer {
@@ -74,6 +98,8 @@ pub struct Sample {
     pub follower_lag: Vec<(u64, u64)>,
     pub log_bytes_on_disk: u64,
     pub disk_free_bytes: Option<u64>,
+    /// Every other zone.
+    pub zones: Vec<ZoneSample>,
 }
 
 /// The handles of one endpoint: its latency, and its count per code.
@@ -116,6 +142,16 @@ pub struct Metrics {
     follower_lag: Family<FollowerLabels, Gauge>,
     log_bytes: Gauge,
     disk_free_bytes: Gauge,
+    zone_cursor: Family<ZoneLabels, Gauge>,
+    zone_instances: Family<ZoneLabels, Gauge>,
+    zone_applied_age: Family<ZoneLabels, Gauge<f64, AtomicU64>>,
+    zone_last_answer_age: Family<ZoneLabels, Gauge<f64, AtomicU64>>,
+    zone_behind: Family<ZoneLabels, Gauge>,
+    zone_failing: Family<ZoneLabels, Gauge>,
+    /// Batches of changes and full copies this node applied from each
+    /// other zone while leading.
+    pub zone_batches: Family<ZoneLabels, Counter>,
+    pub zone_full_copies: Family<ZoneLabels, Counter>,
 }
 
 /// Latency buckets from 100 µs to about 52 s (doubling).
@@ -162,6 +198,14 @@ impl Metrics {
             follower_lag: Family::default(),
             log_bytes: Gauge::default(),
             disk_free_bytes: Gauge::default(),
+            zone_cursor: Family::default(),
+            zone_instances: Family::default(),
+            zone_applied_age: Family::default(),
+            zone_last_answer_age: Family::default(),
+            zone_behind: Family::default(),
+            zone_failing: Family::default(),
+            zone_batches: Family::default(),
+            zone_full_copies: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -288,6 +332,46 @@ impl Metrics {
             "Free bytes on the data directory's file system",
             m.disk_free_bytes.clone(),
         );
+        r.register(
+            "zone_cursor",
+            "The other zone's log index this zone's copy of it reflects",
+            m.zone_cursor.clone(),
+        );
+        r.register(
+            "zone_instances",
+            "Instances of the other zone held here",
+            m.zone_instances.clone(),
+        );
+        r.register(
+            "zone_applied_age_seconds",
+            "Since a batch from the other zone was last applied (-1: never)",
+            m.zone_applied_age.clone(),
+        );
+        r.register(
+            "zone_last_answer_age_seconds",
+            "Since the other zone last answered (leader only; -1 elsewhere)",
+            m.zone_last_answer_age.clone(),
+        );
+        r.register(
+            "zone_behind_entries",
+            "Entries of the other zone's log not yet applied here (leader only; -1 elsewhere)",
+            m.zone_behind.clone(),
+        );
+        r.register(
+            "zone_failing",
+            "1 while the last request to the other zone failed (leader only; -1 elsewhere)",
+            m.zone_failing.clone(),
+        );
+        r.register(
+            "zone_batches",
+            "Batches of changes from the other zone this node applied as leader",
+            m.zone_batches.clone(),
+        );
+        r.register(
+            "zone_full_copies",
+            "Full copies of the other zone this node applied as leader",
+            m.zone_full_copies.clone(),
+        );
         m
     }
 
@@ -376,6 +460,28 @@ impl Metrics {
         }
         gauge(&self.log_bytes, Some(s.log_bytes_on_disk));
         gauge(&self.disk_free_bytes, s.disk_free_bytes);
+        let seconds = |d: Option<Duration>| d.map_or(-1.0, |d| d.as_secs_f64());
+        for z in &s.zones {
+            let zone = ZoneLabels {
+                zone: z.zone.clone(),
+            };
+            gauge(&self.zone_cursor.get_or_create(&zone), Some(z.cursor));
+            gauge(
+                &self.zone_instances.get_or_create(&zone),
+                Some(z.instances as u64),
+            );
+            self.zone_applied_age
+                .get_or_create(&zone)
+                .set(seconds(z.applied_age));
+            self.zone_last_answer_age
+                .get_or_create(&zone)
+                .set(seconds(z.last_answer_age));
+            gauge(&self.zone_behind.get_or_create(&zone), z.behind);
+            gauge(
+                &self.zone_failing.get_or_create(&zone),
+                z.failing.map(u64::from),
+            );
+        }
     }
 
     /// Everything in the Prometheus text format.
@@ -406,6 +512,13 @@ mod tests {
             leader: Some(1),
             is_leader: true,
             follower_lag: vec![(2, 0), (3, 12)],
+            zones: vec![ZoneSample {
+                zone: "sh002".into(),
+                cursor: 40,
+                instances: 9,
+                applied_age: Some(Duration::from_millis(1500)),
+                ..ZoneSample::default()
+            }],
             ..Sample::default()
         });
         let text = m.encode();
@@ -421,6 +534,11 @@ mod tests {
             "discovery_raft_term 3",
             "discovery_raft_is_leader 1",
             r#"discovery_raft_follower_lag_entries{follower="3"} 12"#,
+            r#"discovery_zone_cursor{zone="sh002"} 40"#,
+            r#"discovery_zone_instances{zone="sh002"} 9"#,
+            r#"discovery_zone_applied_age_seconds{zone="sh002"} 1.5"#,
+            r#"discovery_zone_last_answer_age_seconds{zone="sh002"} -1.0"#,
+            r#"discovery_zone_failing{zone="sh002"} -1"#,
             "discovery_self_preservation -1",
             "discovery_raft_applied_index -1",
         ] {

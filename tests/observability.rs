@@ -274,9 +274,10 @@ fn names_in(text: &str) -> std::collections::BTreeSet<String> {
 
 #[tokio::test]
 async fn the_dashboard_and_alerts_name_only_metrics_a_node_exports() {
-    // A leader with followers, an instance and a poll: every family has a
-    // sample.
-    let cluster = Cluster::start(3, Timings::default()).await;
+    // A leader with followers, an instance, a poll, and another zone it
+    // follows: every family has a sample.
+    let (zones, _link) = Cluster::start_zones(3, &["sh001", "sh002"], Timings::default).await;
+    let cluster = &zones[0];
     let c = cluster.client(cluster.leader().await);
     assert_eq!(c.register("dash.app", "sh001", "h1", "1").await.code(), 0);
     let poll = "/discovery/poll?env=dev&appid=dash.app&hostname=p&latest_timestamp=0";

@@ -430,6 +430,18 @@ async fn a_cut_link_leaves_both_zones_writing_and_keeps_the_other_zone_until_it_
         "{status}"
     );
     assert_eq!(seen["instances"], 10, "{status}");
+    let metrics = b.client(b_leader).get("/metrics").await.text;
+    let reading = |name: &str| -> f64 {
+        let prefix = format!("{name}{{zone=\"sh001\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(reading("discovery_zone_instances"), 10.0);
+    assert!(reading("discovery_zone_last_answer_age_seconds") >= 4.0);
 
     // Healed, and the clients stop renewing (so that the zones stand
     // still): every zone holds every origin's partition as the origin

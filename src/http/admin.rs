@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::header;
@@ -26,7 +27,7 @@ use crate::raft::space::SpaceGuard;
 use crate::raft::{Member, NodeId, Raft};
 use crate::registry::eviction::Preservation;
 use crate::registry::{Command, RegistryError, RegistrySnapshot};
-use crate::telemetry::{Metrics, Sample};
+use crate::telemetry::{Metrics, Sample, ZoneSample};
 use crate::zones::puller::{Contact, Contacts};
 
 /// What `/admin/status` answers.
@@ -69,6 +70,24 @@ pub struct ZoneStatus {
     pub applied_ms_ago: Option<u64>,
     #[serde(flatten)]
     pub contact: Option<Contact>,
+}
+
+impl ZoneStatus {
+    fn sample(&self, zone: String) -> ZoneSample {
+        let ms = |v: Option<u64>| v.map(Duration::from_millis);
+        let contact = self.contact.as_ref();
+        ZoneSample {
+            zone,
+            cursor: self.cursor,
+            instances: self.instances,
+            applied_age: ms(self.applied_ms_ago),
+            last_answer_age: ms(contact.and_then(|c| c.last_answer_ms)),
+            behind: contact
+                .and_then(|c| c.origin_index)
+                .map(|i| i.saturating_sub(self.cursor)),
+            failing: contact.map(|c| c.error.is_some()),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -181,6 +200,7 @@ pub async fn metrics(
         eviction,
         metrics,
         space,
+        contacts,
         ..
     }): State<Admin>,
 ) -> impl IntoResponse {
@@ -208,6 +228,10 @@ pub async fn metrics(
         follower_lag,
         log_bytes_on_disk: log.bytes_on_disk(),
         disk_free_bytes: space.free(),
+        zones: zones_status(&api, &contacts)
+            .into_iter()
+            .map(|(zone, z)| z.sample(zone))
+            .collect(),
     };
     metrics.set(&sample);
     (

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -22,6 +24,7 @@ use crate::raft::{NodeId, Raft};
 use crate::registry::zones::ZoneBatch;
 use crate::registry::Command;
 use crate::shutdown::stopped;
+use crate::telemetry::ZoneLabels;
 
 /// How long an origin holds a receiver's request when it has nothing new.
 pub const HOLD: Duration = Duration::from_secs(10);
@@ -31,6 +34,9 @@ pub const HOLD: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct Contacts {
     inner: Mutex<BTreeMap<String, Seen>>,
+    /// The metrics of batches and full copies applied, by zone.
+    batches: Family<ZoneLabels, Counter>,
+    full_copies: Family<ZoneLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -65,13 +71,30 @@ impl Contacts {
         c.index = Some(index);
     }
 
+    /// Contacts that also count into these metrics.
+    pub fn counting(
+        batches: Family<ZoneLabels, Counter>,
+        full_copies: Family<ZoneLabels, Counter>,
+    ) -> Self {
+        Contacts {
+            inner: Mutex::default(),
+            batches,
+            full_copies,
+        }
+    }
+
     fn applied(&self, zone: &str, full: bool) {
         let mut inner = self.inner.lock();
         let c = inner.entry(zone.to_string()).or_default();
+        let labels = ZoneLabels {
+            zone: zone.to_string(),
+        };
         if full {
             c.full_copies += 1;
+            self.full_copies.get_or_create(&labels).inc();
         } else {
             c.batches += 1;
+            self.batches.get_or_create(&labels).inc();
         }
     }
 
