@@ -251,6 +251,7 @@ impl Node {
             writer: writer.clone(),
             renewer,
             nodes: nodes.clone(),
+            stop: stop.clone(),
         });
         let admin = Admin {
             metrics: metrics.clone(),

@@ -584,4 +584,16 @@ async fn a_zone_behind_what_the_origin_keeps_gets_a_full_copy() {
     assert_eq!(converged["sh001"]["instances"], 42, "{converged}");
     let (_, full) = stream_counts(&b, "sh001").await;
     assert_eq!(full, full_before + 1, "B was sent {full} full copies");
+
+    // B's leader holds a request on A's only node for A's next change: A
+    // stops without waiting out that hold.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = Instant::now();
+    let mut a = a;
+    a.terminate(0).await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "a node holding another zone's request took {:?} to stop",
+        stopping.elapsed()
+    );
 }

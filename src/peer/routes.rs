@@ -34,6 +34,7 @@ use crate::raft::state_machine::{create_incoming, INCOMING_FILE};
 use crate::raft::{NodeId, Proposal, Raft, TypeConfig};
 use crate::registry::{InstanceKey, Rules};
 use crate::self_discovery::{NodeView, SelfDiscovery};
+use crate::shutdown::stopped;
 use crate::zones::router::{ZoneWrite, ZoneWritten};
 use crate::zones::{puller, ZoneAnswer};
 
@@ -58,6 +59,9 @@ pub struct PeerApi {
     pub renewer: Renewer,
     /// This zone's nodes, which other zones list in `infra.discovery`.
     pub nodes: Arc<SelfDiscovery>,
+    /// Turns true when the node stops: held requests answer at once, so
+    /// that the listener's graceful stop does not wait out their hold.
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Entries from the leader. Short of disk room, this node takes
@@ -210,6 +214,7 @@ pub async fn zone_changes(
 ) -> Json<ZoneAnswer> {
     let hold = Duration::from_millis(q.hold_ms).min(puller::HOLD);
     let mut moved = peers.local.zone_feed_moved();
+    let mut stop = peers.stop.clone();
     let deadline = tokio::time::Instant::now() + hold;
     loop {
         moved.borrow_and_update();
@@ -217,10 +222,11 @@ pub async fn zone_changes(
         if !matches!(answer, ZoneAnswer::Nothing { .. }) {
             return Json(answer);
         }
-        if tokio::time::timeout_at(deadline, moved.changed())
-            .await
-            .map_or(true, |r| r.is_err())
-        {
+        let more = tokio::select! {
+            r = tokio::time::timeout_at(deadline, moved.changed()) => r.is_ok_and(|r| r.is_ok()),
+            _ = stopped(&mut stop) => false,
+        };
+        if !more {
             return Json(answer);
         }
     }

@@ -90,6 +90,11 @@ impl ZoneFeed {
     /// What a receiver whose cursor is `after` needs next: at most about
     /// `max` changes (whole entries, at least one).
     pub fn since(&self, after: u64, max: usize) -> Since {
+        // A node that has applied nothing yet has nothing to copy: a copy
+        // "at index 0" would leave the receiver at 0, asking again.
+        if self.last == 0 {
+            return Since::Nothing;
+        }
         if after == 0 || after < self.start {
             return Since::TooOld;
         }
@@ -164,6 +169,8 @@ mod tests {
         // A cursor of 0: a full copy; beyond what this node applied: wait.
         assert_eq!(feed.since(0, 100), Since::TooOld);
         assert_eq!(feed.since(9, 100), Since::Nothing);
+        // Before this node applied anything, there is nothing to copy.
+        assert_eq!(ZoneFeed::keeping(100).since(0, 100), Since::Nothing);
     }
 
     #[test]
