@@ -17,7 +17,9 @@
 //! - [`check`]: the verdict on the final state;
 //! - [`rounds`]: each fault aimed, injected, undone, healed;
 //! - [`settle`]: the final state, read once the cluster is quiet;
-//! - [`report`]: the tables.
+//! - [`report`]: the tables;
+//! - [`zones`]: zone faults on the two-zone cluster, checked per origin
+//!   zone.
 
 /// Progress on stderr, stamped with the time since the start.
 macro_rules! say {
@@ -38,6 +40,7 @@ mod report;
 mod rounds;
 mod settle;
 mod workload;
+mod zones;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -115,11 +118,38 @@ struct Cli {
     report: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Run zone faults on the two-zone compose cluster
+    /// (docker-compose.zones.yml) instead, with --zone-faults, --rounds,
+    /// --hold-secs, --heal-timeout-secs, --apps and --register-every-ms.
+    #[arg(long)]
+    zones: bool,
+    /// The zone faults, in the order they are injected.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "cut-link,kill-zone-leader,restart-zone"
+    )]
+    zone_faults: Vec<zones::ZoneFault>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.zones {
+        let plan = zones::Plan {
+            rounds: cli.rounds,
+            faults: cli.zone_faults.clone(),
+            hold: Duration::from_secs(cli.hold_secs),
+            heal_timeout: Duration::from_secs(cli.heal_timeout_secs),
+            apps: cli.apps,
+            register_every: Duration::from_millis(cli.register_every_ms),
+        };
+        if zones::run(&plan).await? > 0 {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let start = Instant::now();
     let cluster = Arc::new(Cluster::discover(Duration::from_millis(cli.quorum_fresh_ms)).await?);
     say!(
