@@ -3,34 +3,13 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::TestNode;
+use common::{discoveryctl as ctl, TestNode};
 use serde_json::Value;
 
 const TOKEN: &str = "backup-test-token";
 
 async fn node() -> TestNode {
     TestNode::start_with(2_000, |c| c.security.admin_token = TOKEN.into()).await
-}
-
-/// Runs discoveryctl against `node`; its output, or its error.
-async fn ctl(node: &str, token: Option<&str>, args: &[&str]) -> Result<String, String> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_discoveryctl"));
-    cmd.env_remove("DISCOVERY_ADMIN_TOKEN")
-        .args(["--node", node]);
-    if let Some(token) = token {
-        cmd.args(["--token", token]);
-    }
-    cmd.args(args);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).to_string())
-    }
 }
 
 /// Every instance as `(zone, hostname, addrs, metadata, version, status,

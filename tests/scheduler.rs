@@ -5,32 +5,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::TestNode;
+use common::{discoveryctl, TestNode};
 use raft_discovery::registry::{Schedule, SchedulerRule};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "scheduler-test-token";
-
-async fn ctl(node: &TestNode, token: Option<&str>, args: &[&str]) -> Result<String, String> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_discoveryctl"));
-    cmd.env_remove("DISCOVERY_ADMIN_TOKEN")
-        .args(["--node", &node.base]);
-    if let Some(token) = token {
-        cmd.args(["--token", token]);
-    }
-    cmd.args(args);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).to_string())
-    }
-}
 
 async fn scheduler_of(node: &TestNode, appid: &str) -> Value {
     let v = node.client().fetch(appid, 3).await.json();
@@ -70,8 +51,8 @@ async fn a_scheduler_set_at_run_time_is_served_wakes_polls_and_outlives_a_restar
         (a, started.elapsed())
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let out = ctl(
-        &node,
+    let out = discoveryctl(
+        &node.base,
         Some(TOKEN),
         &[
             "scheduler",
@@ -101,8 +82,8 @@ async fn a_scheduler_set_at_run_time_is_served_wakes_polls_and_outlives_a_restar
     assert_eq!(scheduler_of(&node, "sched.app").await, want);
 
     // One set at run time wins over the file's; cleared, the file's is back.
-    ctl(
-        &node,
+    discoveryctl(
+        &node.base,
         Some(TOKEN),
         &["scheduler", "set", "filed.app", "--rule", "sh001=sh002:1"],
     )
@@ -112,14 +93,20 @@ async fn a_scheduler_set_at_run_time_is_served_wakes_polls_and_outlives_a_restar
         scheduler_of(&node, "filed.app").await,
         json!([{"src": "sh001", "dst": {"sh002": 1}}])
     );
-    let listed = ctl(&node, None, &["scheduler", "list"]).await.unwrap();
+    let listed = discoveryctl(&node.base, None, &["scheduler", "list"])
+        .await
+        .unwrap();
     assert!(
         listed.contains("sched.app") && listed.contains("config"),
         "{listed}"
     );
-    ctl(&node, Some(TOKEN), &["scheduler", "clear", "filed.app"])
-        .await
-        .unwrap();
+    discoveryctl(
+        &node.base,
+        Some(TOKEN),
+        &["scheduler", "clear", "filed.app"],
+    )
+    .await
+    .unwrap();
     assert_eq!(
         scheduler_of(&node, "filed.app").await,
         json!([{"src": "sh001", "dst": {"sh001": 1}}])
@@ -127,7 +114,7 @@ async fn a_scheduler_set_at_run_time_is_served_wakes_polls_and_outlives_a_restar
 
     // Without the token, or with a scheduler that sends traffic nowhere,
     // nothing changes.
-    let refused = ctl(&node, None, &["scheduler", "clear", "sched.app"]).await;
+    let refused = discoveryctl(&node.base, None, &["scheduler", "clear", "sched.app"]).await;
     assert!(refused.unwrap_err().contains("refused"));
     let bad = c
         .http

@@ -113,7 +113,9 @@ impl Command {
                 origin.len()
                     + 4 * FIELD
                     + match batch {
-                        ZoneBatch::Full(instances) => instances.iter().map(instance).sum::<usize>(),
+                        ZoneBatch::Full(instances) | ZoneBatch::FullPart { instances, .. } => {
+                            instances.iter().map(instance).sum::<usize>()
+                        }
                         ZoneBatch::Changes { changes, .. } => changes
                             .iter()
                             .map(|c| match c {

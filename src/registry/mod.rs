@@ -14,7 +14,7 @@ pub mod zones;
 
 use std::collections::{BTreeMap, HashMap};
 
-use zones::{origin_of, OwnChanges, Partitions, ZoneBatch, ZoneChange};
+use zones::{origin_of, OwnChanges, Partitions, Staged, ZoneBatch, ZoneChange};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -496,22 +496,45 @@ impl Registry {
                     }
                 }
             }
+            ZoneBatch::FullPart {
+                part,
+                of,
+                instances,
+            } => {
+                let fits = *part == 0
+                    || self
+                        .partitions
+                        .get(origin)
+                        .and_then(|p| p.staged.as_ref())
+                        .is_some_and(|s| s.to == to && s.next == *part);
+                if !fits {
+                    return Effect::new(
+                        Err(RegistryError::bad(
+                            "zone",
+                            &format!("part {part} of a copy of zone {origin} out of order"),
+                        )),
+                        Vec::new(),
+                    );
+                }
+                let partition = self.partitions.entry(origin.to_string()).or_default();
+                let mut staged = match partition.staged.take() {
+                    Some(s) if *part > 0 => s,
+                    _ => Staged {
+                        to,
+                        next: 0,
+                        instances: Vec::new(),
+                    },
+                };
+                staged.instances.extend(instances.iter().cloned());
+                staged.next = part + 1;
+                if staged.next < *of {
+                    partition.staged = Some(staged);
+                    return Effect::new(Ok(Applied::Done), Vec::new());
+                }
+                changed = self.replace_partition(origin, &staged.instances, at);
+            }
             ZoneBatch::Full(instances) => {
-                let old = self
-                    .partitions
-                    .get(origin)
-                    .map(|p| p.keys.clone())
-                    .unwrap_or_default();
-                let new: std::collections::BTreeSet<InstanceKey> =
-                    instances.iter().map(Instance::key).collect();
-                for key in old.difference(&new) {
-                    if self.remove_foreign(origin, key, at) {
-                        changed.push(AppKey::new(&key.env, &key.appid));
-                    }
-                }
-                for instance in instances {
-                    changed.push(self.put_foreign(origin, instance.clone(), at));
-                }
+                changed = self.replace_partition(origin, instances, at);
             }
         }
         let partition = self.partitions.entry(origin.to_string()).or_default();
@@ -520,6 +543,35 @@ impl Registry {
         changed.sort();
         changed.dedup();
         Effect::new(Ok(Applied::Done), changed)
+    }
+
+    /// Makes `origin`'s partition exactly `instances`; the apps changed.
+    fn replace_partition(
+        &mut self,
+        origin: &str,
+        instances: &[Instance],
+        at: Timestamp,
+    ) -> Vec<AppKey> {
+        let mut changed = Vec::new();
+        let old = self
+            .partitions
+            .get(origin)
+            .map(|p| p.keys.clone())
+            .unwrap_or_default();
+        let new: std::collections::BTreeSet<InstanceKey> =
+            instances.iter().map(Instance::key).collect();
+        for key in old.difference(&new) {
+            if self.remove_foreign(origin, key, at) {
+                changed.push(AppKey::new(&key.env, &key.appid));
+            }
+        }
+        for instance in instances {
+            changed.push(self.put_foreign(origin, instance.clone(), at));
+        }
+        if let Some(p) = self.partitions.get_mut(origin) {
+            p.staged = None;
+        }
+        changed
     }
 
     /// Stores another zone's instance as it is there.

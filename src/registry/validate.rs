@@ -131,6 +131,14 @@ pub fn validate(command: &Command, now: Timestamp, rules: &Rules) -> Result<(), 
         } => {
             stamped(*at, now, rules)?;
             identity("zone", origin, &rules.limits)?;
+            if let ZoneBatch::FullPart { part, of, .. } = batch {
+                if part >= of {
+                    return Err(RegistryError::bad(
+                        "zone",
+                        &format!("part {part} of {of} of a copy of {origin}"),
+                    ));
+                }
+            }
             if command.approx_bytes() > MAX_RESTORE_BYTES {
                 return Err(RegistryError::bad(
                     "zone",
@@ -138,7 +146,9 @@ pub fn validate(command: &Command, now: Timestamp, rules: &Rules) -> Result<(), 
                 ));
             }
             let keys: Vec<InstanceKey> = match batch {
-                ZoneBatch::Full(instances) => instances.iter().map(Instance::key).collect(),
+                ZoneBatch::Full(instances) | ZoneBatch::FullPart { instances, .. } => {
+                    instances.iter().map(Instance::key).collect()
+                }
                 ZoneBatch::Changes { changes, .. } => changes
                     .iter()
                     .map(|c| match c {

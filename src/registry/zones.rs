@@ -32,8 +32,18 @@ pub enum ZoneBatch {
     /// The changes of the origin's log entries `(from, to]`.
     Changes { from: u64, changes: Vec<ZoneChange> },
     /// Every instance of the origin at its index `to`: replaces the
-    /// partition.
+    /// partition. (Written by earlier builds; a copy now travels in
+    /// parts.)
     Full(Vec<Instance>),
+    /// Part `part` of `of` of every instance of the origin at its index
+    /// `to`: parts are staged in order, out of sight, and the last one
+    /// replaces the partition with all of them, so each log entry stays
+    /// small however large the partition is.
+    FullPart {
+        part: u32,
+        of: u32,
+        instances: Vec<Instance>,
+    },
 }
 
 /// What this zone holds of one origin zone.
@@ -45,6 +55,19 @@ pub struct Partition {
     /// from the origin was applied.
     pub applied_at: Timestamp,
     pub keys: BTreeSet<InstanceKey>,
+    /// The parts of a full copy received so far, not yet in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<Staged>,
+}
+
+/// A full copy arriving in parts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    /// The origin's index the copy was taken at.
+    pub to: u64,
+    /// The next part expected.
+    pub next: u32,
+    pub instances: Vec<Instance>,
 }
 
 /// Every origin's partition, by zone name.

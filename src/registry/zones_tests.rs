@@ -192,6 +192,68 @@ fn a_full_copy_replaces_the_partition_and_leaves_the_rest() {
 }
 
 #[test]
+fn a_full_copy_in_parts_is_staged_out_of_sight_and_put_in_force_at_once() {
+    let mut a = streaming();
+    let mut b = Registry::default();
+    let old = at_origin(
+        &mut a,
+        Command::Register {
+            registration: reg("sh001", "gone"),
+            at: 10,
+        },
+    );
+    zone_apply(&mut b, 0, 3, old, 2);
+    let mut fresh = streaming();
+    for (i, host) in ["k1", "k2", "k3"].iter().enumerate() {
+        fresh.apply(&Command::Register {
+            registration: reg("sh001", host),
+            at: 20 + i as i64,
+        });
+    }
+    let full: Vec<Instance> = fresh
+        .partition_instances(None)
+        .into_iter()
+        .cloned()
+        .collect();
+    let part = |part: u32, to: u64, instances: &[Instance]| Command::ZoneApply {
+        origin: "sh001".into(),
+        to,
+        batch: ZoneBatch::FullPart {
+            part,
+            of: 2,
+            instances: instances.to_vec(),
+        },
+        at: 30,
+    };
+    let before = b.to_snapshot().digest();
+    // Out of order, or for another copy: refused, nothing changes.
+    assert!(b.apply(&part(1, 90, &full[2..])).outcome.is_err());
+    assert_eq!(b.to_snapshot().digest(), before);
+    // The first part is staged: nothing visible moves.
+    let visible = b.partition_digest(Some("sh001"));
+    assert_eq!(b.apply(&part(0, 90, &full[..2])).outcome, Ok(Applied::Done));
+    assert_eq!(b.partition_digest(Some("sh001")), visible);
+    assert_eq!(b.partitions()["sh001"].cursor, 3);
+    assert!(b.get(&key("sh001", "gone")).is_some());
+    // Staging survives a snapshot, and a part of another copy is refused.
+    let mut copy = Registry::default();
+    copy.restore(b.to_snapshot());
+    assert!(copy.apply(&part(1, 91, &full[2..])).outcome.is_err());
+    // The last part puts the whole copy in force.
+    for r in [&mut b, &mut copy] {
+        assert_eq!(r.apply(&part(1, 90, &full[2..])).outcome, Ok(Applied::Done));
+        assert_eq!(
+            r.partition_digest(Some("sh001")),
+            fresh.partition_digest(None)
+        );
+        assert!(r.get(&key("sh001", "gone")).is_none());
+        assert_eq!(r.partitions()["sh001"].cursor, 90);
+        assert!(r.partitions()["sh001"].staged.is_none());
+    }
+    assert_eq!(b.to_snapshot().digest(), copy.to_snapshot().digest());
+}
+
+#[test]
 fn another_zones_instances_are_written_and_evicted_only_by_it() {
     let mut a = streaming();
     let mut b = streaming();

@@ -16,13 +16,13 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::router::Zones;
-use super::ZoneAnswer;
+use super::{ZoneAnswer, FULL_PART};
 use crate::clock::now;
 use crate::cluster::writer::Writer;
 use crate::local::LocalRegistry;
 use crate::raft::{NodeId, Raft};
 use crate::registry::zones::ZoneBatch;
-use crate::registry::Command;
+use crate::registry::{Command, Instance};
 use crate::shutdown::stopped;
 use crate::telemetry::ZoneLabels;
 
@@ -123,6 +123,29 @@ impl Contacts {
     }
 }
 
+/// A full copy as the parts it is proposed in: each a log entry of at most
+/// [`FULL_PART`] instances; the last puts them all in force at once.
+fn full_parts(instances: Vec<Instance>) -> Vec<ZoneBatch> {
+    let mut chunks: Vec<Vec<Instance>> = Vec::new();
+    let mut rest = instances.into_iter().peekable();
+    while rest.peek().is_some() {
+        chunks.push(rest.by_ref().take(FULL_PART).collect());
+    }
+    if chunks.is_empty() {
+        chunks.push(Vec::new());
+    }
+    let of = chunks.len() as u32;
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(part, instances)| ZoneBatch::FullPart {
+            part: part as u32,
+            of,
+            instances,
+        })
+        .collect()
+}
+
 /// What following a zone needs.
 pub struct Follow {
     pub raft: Raft,
@@ -164,7 +187,7 @@ impl Follow {
                     continue;
                 }
             };
-            let (to, batch) = match answer {
+            let (to, batches) = match answer {
                 ZoneAnswer::Nothing { at } => {
                     self.contacts.answered(&zone, at);
                     continue;
@@ -174,28 +197,40 @@ impl Follow {
                     if from != cursor {
                         continue;
                     }
-                    (to, ZoneBatch::Changes { from, changes })
+                    (to, vec![ZoneBatch::Changes { from, changes }])
                 }
                 ZoneAnswer::Full { to, instances } => {
                     self.contacts.answered(&zone, to);
-                    (to, ZoneBatch::Full(instances))
+                    (to, full_parts(instances))
                 }
             };
-            let full = matches!(batch, ZoneBatch::Full(_));
-            let command = Command::ZoneApply {
-                origin: zone.clone(),
-                to,
-                batch,
-                at: now(),
-            };
-            match self.writer.write(command).await {
-                Ok(Ok(_)) => self.contacts.applied(&zone, full),
-                // Applied meanwhile by another leader: the cursor moved.
-                Ok(Err(e)) => tracing::debug!(zone, "zone batch not applied: {e}"),
-                Err(e) => {
-                    tracing::warn!(zone, "zone batch not proposed: {e}");
-                    tokio::time::sleep(self.retry).await;
+            let full = matches!(batches[0], ZoneBatch::FullPart { .. });
+            let mut applied = true;
+            for batch in batches {
+                let command = Command::ZoneApply {
+                    origin: zone.clone(),
+                    to,
+                    batch,
+                    at: now(),
+                };
+                match self.writer.write(command).await {
+                    Ok(Ok(_)) => {}
+                    // Applied meanwhile by another leader: the cursor moved.
+                    Ok(Err(e)) => {
+                        tracing::debug!(zone, "zone batch not applied: {e}");
+                        applied = false;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(zone, "zone batch not proposed: {e}");
+                        applied = false;
+                        tokio::time::sleep(self.retry).await;
+                        break;
+                    }
                 }
+            }
+            if applied {
+                self.contacts.applied(&zone, full);
             }
         }
     }

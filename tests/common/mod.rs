@@ -331,3 +331,26 @@ pub async fn serving(c: &Client) {
     }
     panic!("{} never served", c.base);
 }
+
+/// Runs discoveryctl against `node`; its output, or its error.
+pub async fn discoveryctl(
+    node: &str,
+    token: Option<&str>,
+    args: &[&str],
+) -> Result<String, String> {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_discoveryctl"));
+    cmd.env_remove("DISCOVERY_ADMIN_TOKEN")
+        .args(["--node", node]);
+    if let Some(token) = token {
+        cmd.args(["--token", token]);
+    }
+    cmd.args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).to_string())
+    }
+}

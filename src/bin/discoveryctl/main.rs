@@ -375,18 +375,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Restore { file } => {
             let body =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let mut request = http.post(format!("{base}/admin/restore")).body(body);
-            if let Some(token) = &cli.token {
-                request = request.bearer_auth(token);
-            }
-            let answer: Value = request
-                .send()
-                .await
-                .with_context(|| format!("asking {base}"))?
-                .json()
-                .await?;
-            let message = answer["message"].as_str().unwrap_or_default();
-            anyhow::ensure!(answer["code"] == 0, "refused: {message}");
+            let request = http.post(format!("{base}/admin/restore")).body(body);
+            let message = admin_envelope(request, cli.token.as_deref(), &base).await?;
             println!("{message}");
             return Ok(());
         }
@@ -426,6 +416,28 @@ async fn main() -> anyhow::Result<()> {
     println!("voters: {:?}", changed.voters);
     println!("nodes:  {:?}", changed.nodes);
     Ok(())
+}
+
+/// Sends an admin request with the token and reads the discovery envelope
+/// it answers: its message when the code is 0, else an error with it.
+async fn admin_envelope(
+    request: reqwest::RequestBuilder,
+    token: Option<&str>,
+    base: &str,
+) -> anyhow::Result<String> {
+    let request = match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    let answer: Value = request
+        .send()
+        .await
+        .with_context(|| format!("asking {base}"))?
+        .json()
+        .await?;
+    let message = answer["message"].as_str().unwrap_or_default().to_string();
+    anyhow::ensure!(answer["code"] == 0, "refused: {message}");
+    Ok(message)
 }
 
 /// Posts `body` to an admin route with the token, and reads its

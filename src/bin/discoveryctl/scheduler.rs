@@ -39,20 +39,10 @@ pub async fn change(
     env: Option<&str>,
     rules: Option<Vec<SchedulerRule>>,
 ) -> anyhow::Result<()> {
-    let mut request = http
+    let request = http
         .post(format!("{base}{SCHEDULER_PATH}"))
         .json(&json!({ "appid": appid, "env": env, "scheduler": rules }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let answer: Value = request
-        .send()
-        .await
-        .with_context(|| format!("asking {base}"))?
-        .json()
-        .await?;
-    let message = answer["message"].as_str().unwrap_or_default();
-    anyhow::ensure!(answer["code"] == 0, "refused: {message}");
+    let message = super::admin_envelope(request, token, base).await?;
     println!("{appid}: {message}");
     Ok(())
 }
