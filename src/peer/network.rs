@@ -112,8 +112,20 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        let mut rpc = rpc;
+        // A follower behind gets at most about APPEND_BYTES at once and
+        // answers within openraft's limit for one append (one heartbeat);
+        // a larger batch would time out every time and never catch up.
+        // openraft sends the rest from where this prefix ends.
+        let sending = within_bytes(&rpc.entries, APPEND_BYTES);
+        let cut_short = sending < rpc.entries.len();
+        rpc.entries.truncate(sending);
+        let last = rpc.entries.last().map(|e| e.log_id);
         let entries = rpc.entries.len() as u64;
         match self.exchange(paths::APPEND, &rpc, &option).await {
+            Ok(Ok(AppendEntriesResponse::Success)) if cut_short => {
+                Ok(AppendEntriesResponse::PartialSuccess(last))
+            }
             Ok(result) => result.map_err(|e| self.remote(e)),
             // Too large for the follower to read: openraft sends again at
             // once with at most half as many entries.
@@ -155,6 +167,26 @@ impl RaftNetwork<TypeConfig> for Peer {
             closed = cancel => Err(StreamingError::Closed(closed)),
         }
     }
+}
+
+/// About the most bytes of entries one append carries (a single entry
+/// larger than this goes alone).
+const APPEND_BYTES: usize = 512 << 10;
+
+/// How many of `entries`, from the first, fit in about `max` bytes (at
+/// least one).
+fn within_bytes(entries: &[openraft::Entry<TypeConfig>], max: usize) -> usize {
+    let mut bytes = 0;
+    for (i, entry) in entries.iter().enumerate() {
+        bytes += match &entry.payload {
+            openraft::EntryPayload::Normal(p) => p.commands.iter().map(|c| c.approx_bytes()).sum(),
+            _ => 256,
+        };
+        if bytes > max {
+            return i.max(1);
+        }
+    }
+    entries.len()
 }
 
 /// What precedes the raw bytes of a snapshot sent whole.

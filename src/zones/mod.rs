@@ -34,10 +34,10 @@ pub enum ZoneAnswer {
     Full { to: u64, instances: Vec<Instance> },
 }
 
-/// The most changes one answer carries (and one log entry of the
-/// receiver: about 1.5 MiB of upserts, well within what a follower takes
-/// in one append).
-pub const MAX_BATCH: usize = 5_000;
+/// The most changes one answer carries, and one log entry of the receiver
+/// (about 300 KB of upserts): a follower must write and flush an entry
+/// within openraft's limit for one append, one heartbeat.
+pub const MAX_BATCH: usize = 1_000;
 
 /// The most instances one part of a full copy carries, likewise.
-pub const FULL_PART: usize = 2_000;
+pub const FULL_PART: usize = 1_000;

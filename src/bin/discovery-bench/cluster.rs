@@ -86,7 +86,29 @@ pub struct Cluster {
     raft: RaftSettings,
     /// The run's CA, under peer TLS.
     pki: Option<Pki>,
+    /// The cluster's zone, and sections its nodes' files end with.
+    zone: Zone,
     dir: Workdir,
+}
+
+/// Which zone a cluster is, and what its nodes know of the others.
+#[derive(Clone, Debug)]
+pub struct Zone {
+    pub name: String,
+    /// Sections appended to every node's file (`[zones]`, ...).
+    pub extra: String,
+    /// Where the CA every zone trusts lives (made there by the first).
+    pub pki_dir: Option<PathBuf>,
+}
+
+impl Default for Zone {
+    fn default() -> Self {
+        Zone {
+            name: crate::discovery::ZONE.into(),
+            extra: String::new(),
+            pki_dir: None,
+        }
+    }
 }
 
 impl Cluster {
@@ -95,13 +117,33 @@ impl Cluster {
     /// a client port and, unless the build has one port for both, a peer
     /// port; under peer TLS a CA is made for this cluster alone.
     pub async fn start(launch: &Launch, size: u64, raft: RaftSettings) -> Result<Cluster> {
-        let dir = Workdir::new()?;
-        let all: Vec<(u64, Ports)> = (1..=size)
-            .map(|id| Ok((id, Ports::free(launch.peers)?)))
+        let ports = (1..=size)
+            .map(|_| Ports::free(launch.peers))
             .collect::<Result<_>>()?;
-        let section = peers::members(&all);
+        let cluster = Self::configure(launch, raft, ports, Zone::default())?;
+        cluster.run().await
+    }
+
+    /// Writes the files of a cluster of `zone` whose nodes listen on
+    /// `ports` (ids 1, 2, ...), without starting it.
+    pub fn configure(
+        launch: &Launch,
+        raft: RaftSettings,
+        ports: Vec<Ports>,
+        zone: Zone,
+    ) -> Result<Cluster> {
+        let dir = Workdir::new()?;
+        let all: Vec<(u64, Ports)> = (1..).zip(ports).collect();
+        let section = peers::members_in(&all, &zone.name);
         let pki = match launch.peers {
-            PeerMode::Tls => Some(Pki::new(&dir.path().join("certs"))?),
+            PeerMode::Tls => {
+                let certs = zone
+                    .pki_dir
+                    .clone()
+                    .unwrap_or_else(|| dir.path().join("certs"));
+                std::fs::create_dir_all(&certs)?;
+                Some(Pki::open_or_new(&certs)?)
+            }
             _ => None,
         };
         let mut cluster = Cluster {
@@ -109,24 +151,44 @@ impl Cluster {
             launch: launch.clone(),
             raft,
             pki,
+            zone,
             dir,
         };
         for (id, ports) in all {
             let node = cluster.write_node(id, ports, &section)?;
             cluster.nodes.push(node);
         }
-        for id in 1..=size {
-            cluster.spawn(id)?;
+        Ok(cluster)
+    }
+
+    /// Starts every node configured and waits until each serves.
+    pub async fn run(mut self) -> Result<Cluster> {
+        self.spawn_all()?;
+        self.wait_all_serving().await?;
+        Ok(self)
+    }
+
+    /// Starts every node without waiting.
+    pub fn spawn_all(&mut self) -> Result<()> {
+        for id in self.ids() {
+            self.spawn(id)?;
         }
-        for id in 1..=size {
-            cluster.wait_serving(id).await?;
+        Ok(())
+    }
+
+    /// Waits until every node serves.
+    pub async fn wait_all_serving(&mut self) -> Result<()> {
+        for id in self.ids() {
+            self.wait_serving(id).await?;
         }
         eprintln!(
-            "# {size}-node cluster serving in {} ({})",
-            cluster.dir.path().display(),
-            cluster.launch.describe()
+            "# {}-node cluster of zone {} serving in {} ({})",
+            self.nodes.len(),
+            self.zone.name,
+            self.dir.path().display(),
+            self.launch.describe()
         );
-        Ok(cluster)
+        Ok(())
     }
 
     /// Writes node `id`'s configuration file (and, under peer TLS, issues
@@ -136,7 +198,7 @@ impl Cluster {
         std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
         let data = root.join("data");
         let tls = match &self.pki {
-            Some(pki) => Some(pki.issue(&format!("node{id}"))?),
+            Some(pki) => Some(pki.issue(&format!("{}-node{id}", self.zone.name))?),
             None => None,
         };
         let text = peers::NodeConfig {
@@ -148,6 +210,8 @@ impl Cluster {
             raft: &self.raft.toml(),
             poll_hold_ms: self.launch.poll_hold_ms,
             tls: tls.as_ref(),
+            zone: &self.zone.name,
+            extra: &self.zone.extra,
         }
         .render()?;
         let config = root.join("node.toml");

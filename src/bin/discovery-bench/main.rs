@@ -5,7 +5,8 @@
 //!
 //! - one server: `fetch`, `polls`, `register`, `memory` (and `all`);
 //! - a cluster (`cluster`): `cluster-register`, `failover`, `join`,
-//!   `renews`, `lifecycle`; and `compare-register`, `compare-failover`,
+//!   `renews`, `lifecycle`; two zones of them (`zones`, linked through
+//!   `relay`); and `compare-register`, `compare-failover`,
 //!   which run one of them on several server variants (peer TLS on and
 //!   off, the previous build) in turns within one run (`compare`);
 //! - how nodes are configured and talk to each other: `peers` (client and
@@ -35,9 +36,11 @@ mod meter;
 mod peers;
 mod polls;
 mod register;
+mod relay;
 mod renews;
 mod server;
 mod stats;
+mod zones;
 
 use std::path::PathBuf;
 
@@ -100,6 +103,9 @@ enum Command {
     CompareRegister(compare::RegisterArgs),
     /// `failover` on several server variants in turns, side by side.
     CompareFailover(compare::FailoverArgs),
+    /// Two zones of three nodes: cross-zone propagation of registers, and
+    /// catch-up after the link between the zones was cut.
+    Zones(zones::Args),
     /// Everything above, in turn, with the defaults of each.
     All(AllArgs),
 }
@@ -154,6 +160,7 @@ async fn run(launch: &Launch, command: Command) -> Result<()> {
         Command::Lifecycle(args) => lifecycle::run(launch, &args).await,
         Command::CompareRegister(args) => compare::register(launch, &args).await,
         Command::CompareFailover(args) => compare::failover(launch, &args).await,
+        Command::Zones(args) => zones::run(launch, &args).await,
         Command::All(all) => {
             fetch::run(launch, &fetch::Args::new(all.load.clone())).await?;
             let polls = polls::Args {

@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use raft_discovery::peer::certs::{self, Issued};
 
-use crate::discovery::ZONE;
-
 /// The admin token of every node the bench starts (membership changes
 /// need it).
 pub const ADMIN_TOKEN: &str = "discovery-bench-admin-token";
@@ -146,17 +144,17 @@ impl Pki {
 }
 
 /// One member of the initial cluster, as `[cluster] members` lists it.
-pub fn member(id: u64, ports: Ports) -> String {
+pub fn member(id: u64, ports: Ports, zone: &str) -> String {
     format!(
-        r#"{{ id = {id}, name = "node{id}", raft_addr = "{peer}", api_addr = "{client}", zone = "{ZONE}" }}"#,
+        r#"{{ id = {id}, name = "node{id}", raft_addr = "{peer}", api_addr = "{client}", zone = "{zone}" }}"#,
         peer = ports.peer,
         client = ports.client,
     )
 }
 
 /// The `[cluster]` section's `members` key.
-pub fn members(all: &[(u64, Ports)]) -> String {
-    let lines: Vec<String> = all.iter().map(|&(id, p)| member(id, p)).collect();
+pub fn members_in(all: &[(u64, Ports)], zone: &str) -> String {
+    let lines: Vec<String> = all.iter().map(|&(id, p)| member(id, p, zone)).collect();
     format!("members = [\n  {},\n]", lines.join(",\n  "))
 }
 
@@ -173,6 +171,10 @@ pub struct NodeConfig<'a> {
     pub poll_hold_ms: u64,
     /// Required under [`PeerMode::Tls`], ignored otherwise.
     pub tls: Option<&'a TlsFiles>,
+    /// The node's zone.
+    pub zone: &'a str,
+    /// Further sections, verbatim (`[zones]`, `[zone_stream]`).
+    pub extra: &'a str,
 }
 
 fn quoted(path: &Path) -> toml::Value {
@@ -195,8 +197,9 @@ impl NodeConfig<'_> {
             text += &format!("peer_listen = \"{peer}\"\nraft_advertise = \"{peer}\"\n");
         }
         text += &format!(
-            "zone = \"{ZONE}\"\ndata_dir = {data}\n\n[cluster]\n{cluster}\n\n\
+            "zone = \"{zone}\"\ndata_dir = {data}\n\n[cluster]\n{cluster}\n\n\
              [raft]\n{raft}\n[poll]\nhold_ms = {hold}\n",
+            zone = self.zone,
             data = quoted(self.data),
             cluster = self.cluster,
             raft = self.raft,
@@ -218,6 +221,7 @@ impl NodeConfig<'_> {
         if let Some(token) = mode.admin_token() {
             text += &format!("\n[security]\nadmin_token = \"{token}\"\n");
         }
+        text += self.extra;
         Ok(text)
     }
 }
@@ -250,6 +254,7 @@ pub fn single_flags(mode: PeerMode, ports: Ports, tls: Option<&TlsFiles>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discovery::ZONE;
     use raft_discovery::config::Config;
 
     fn ports(client: u16, peer: u16) -> Ports {
@@ -281,10 +286,12 @@ mod tests {
             id: 1,
             ports: all[0].1,
             data: Path::new("/tmp/d/node1/data"),
-            cluster: &members(&all),
+            cluster: &members_in(&all, ZONE),
             raft: "heartbeat_ms = 50\n",
             poll_hold_ms: 30_000,
             tls,
+            zone: ZONE,
+            extra: "",
         }
         .render()
         .unwrap()
@@ -336,6 +343,8 @@ mod tests {
             raft: "",
             poll_hold_ms: 1,
             tls: None,
+            zone: ZONE,
+            extra: "",
         };
         assert!(config.render().is_err());
     }
@@ -394,6 +403,8 @@ mod tests {
             raft: "",
             poll_hold_ms: 30_000,
             tls: None,
+            zone: ZONE,
+            extra: "",
         }
         .render()
         .unwrap();
