@@ -5,23 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Client, TestNode};
+use common::{wait_held, Client, TestNode};
 use serde_json::json;
 
 async fn poll(c: &Client, query: &str) -> (common::Answer, Duration) {
     let start = Instant::now();
     let a = c.get(&format!("/discovery/polls?{query}")).await;
     (a, start.elapsed())
-}
-
-async fn wait_held(c: &Client, n: u64) {
-    for _ in 0..200 {
-        if c.status().await["held_polls"] == n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("never {n} held polls: {}", c.status().await);
 }
 
 #[tokio::test]

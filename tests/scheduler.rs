@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{discoveryctl, TestNode};
+use common::{discoveryctl, wait_held, TestNode};
 use raft_discovery::registry::{Schedule, SchedulerRule};
 use serde_json::{json, Value};
 
@@ -50,7 +50,7 @@ async fn a_scheduler_set_at_run_time_is_served_wakes_polls_and_outlives_a_restar
             .await;
         (a, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_held(&c, 1).await;
     let out = discoveryctl(
         &node.base,
         Some(TOKEN),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::cluster::{Cluster, Timings};
 use common::link::ZoneLink;
-use common::{hostnames, Client};
+use common::{hostnames, wait_held, Client};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -89,7 +89,7 @@ async fn a_register_in_one_zone_is_fetched_and_woken_in_the_other_and_writes_go_
             .await;
         (a, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_held(&cb, 1).await;
     assert_eq!(
         ca.register("zoned.app", "sh001", "a-host", "1")
             .await

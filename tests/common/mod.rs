@@ -354,3 +354,14 @@ pub async fn discoveryctl(
         Err(String::from_utf8_lossy(&out.stderr).to_string())
     }
 }
+
+/// Waits until the node behind `c` holds `n` polls.
+pub async fn wait_held(c: &Client, n: u64) {
+    for _ in 0..200 {
+        if c.status().await["held_polls"] == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never {n} held polls: {}", c.status().await);
+}
