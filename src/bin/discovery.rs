@@ -11,7 +11,9 @@ use tokio::signal::unix::{signal, SignalKind};
 /// at once, glibc's malloc was the top of the profile (arena lock contention,
 /// chunk unlinking), and a held poll cost 12.8 KB resident against 8.7 KB
 /// with jemalloc. An idle node starts about 20 MB larger (see
-/// docs/benchmarks.md).
+/// docs/benchmarks.md). The `system-alloc` feature leaves glibc's malloc,
+/// for heap profilers that hook it.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -17,6 +17,7 @@
 //!   `fill`, `stats`, `cpu` and `meter` (CPU and disk use), `lag`
 //!   (replication lag of renews), `limits`.
 
+mod bare;
 mod cluster;
 mod cluster_register;
 mod compare;
@@ -108,6 +109,9 @@ enum Command {
     Zones(zones::Args),
     /// Everything above, in turn, with the defaults of each.
     All(AllArgs),
+    /// The reference `polls` starts: holds requests, answers them on a wake.
+    #[command(hide = true)]
+    BareServer(bare::Args),
 }
 
 /// `all` takes the timed-load shape and the sizes worth shrinking for a
@@ -124,9 +128,17 @@ struct AllArgs {
     instances: u64,
 }
 
+/// The server's allocator, so that the reference `polls` measures
+/// ([`bare`]) runs on the server's stack.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let nofile = limits::raise_nofile()?;
+    if let Command::BareServer(args) = &cli.command {
+        return bare::serve(args);
+    }
     eprintln!("# open-file limit {nofile}");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads.max(1))
@@ -161,11 +173,13 @@ async fn run(launch: &Launch, command: Command) -> Result<()> {
         Command::CompareRegister(args) => compare::register(launch, &args).await,
         Command::CompareFailover(args) => compare::failover(launch, &args).await,
         Command::Zones(args) => zones::run(launch, &args).await,
+        Command::BareServer(_) => unreachable!("served before the runtime starts"),
         Command::All(all) => {
             fetch::run(launch, &fetch::Args::new(all.load.clone())).await?;
             let polls = polls::Args {
                 count: all.count,
                 batch: polls::BATCH,
+                rounds: 1,
             };
             polls::run(launch, &polls).await?;
             let register = register::Args {

@@ -172,6 +172,17 @@ impl Server {
         Server::spawn_args(launch, &args, log, ports)
     }
 
+    /// Starts the bare reference server ([`crate::bare`]): `launch.binary`
+    /// is the bench itself.
+    pub fn spawn_bare(launch: &Launch, dir: &Workdir, ports: Ports) -> Result<Server> {
+        let args: Vec<OsString> = vec![
+            "bare-server".into(),
+            "--listen".into(),
+            ports.client.to_string().into(),
+        ];
+        Server::spawn_args(launch, &args, &dir.log(), ports)
+    }
+
     fn spawn_args(launch: &Launch, args: &[OsString], log: &Path, ports: Ports) -> Result<Server> {
         let out = std::fs::OpenOptions::new()
             .create(true)
