@@ -43,18 +43,12 @@ pub async fn observe(State(o): State<Observe>, req: Request, next: Next) -> Resp
     // RUST_LOG=access=off turns it off too, as for any log target.
     let logged =
         o.access_log.is_some() && tracing::enabled!(target: "access", tracing::Level::INFO);
+    // What stays in this future while the request is handled (a long poll
+    // is held in it) is kept small: the line is boxed, and so is reading
+    // the parameters.
     let (req, line) = if logged {
-        let (req, params) = params(req).await;
-        let line = Line {
-            method: req.method().clone(),
-            path: req.uri().path().to_string(),
-            params,
-            remote: req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0),
-        };
-        (req, Some(line))
+        let (req, line) = Box::pin(line(req)).await;
+        (req, Some(Box::new(line)))
     } else {
         (req, None)
     };
@@ -83,6 +77,21 @@ pub async fn observe(State(o): State<Observe>, req: Request, next: Next) -> Resp
         });
     }
     response
+}
+
+/// The access-log line's view of the request.
+async fn line(req: Request) -> (Request, Line) {
+    let (req, params) = params(req).await;
+    let line = Line {
+        method: req.method().clone(),
+        path: req.uri().path().to_string(),
+        params,
+        remote: req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0),
+    };
+    (req, line)
 }
 
 /// What an access-log line says of the request, taken before it is handed

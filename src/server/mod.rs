@@ -116,17 +116,21 @@ pub async fn serve(listener: Listener, mut shutdown: signal::Receiver<bool>) {
                 let conn = Conn { remote, state: slot.state.clone(), keep_alive: true };
                 let (router, tls, bounds, stop) =
                     (router.clone(), tls.clone(), bounds.clone(), shutdown.clone());
-                connections.spawn(async move {
-                    let _slot = slot;
-                    match tls {
-                        None => conn.serve(stream, router, &bounds, stop).await,
-                        Some(tls) => {
-                            if let Some(stream) = handshake(&tls, stream, remote, name).await {
-                                conn.serve(stream, router, &bounds, stop).await;
-                            }
+                // Two tasks of their own: a task is as large as its
+                // largest state, and a TLS connection's (rustls' buffers
+                // inline) would make every plain one as large.
+                match tls {
+                    None => connections.spawn(async move {
+                        let _slot = slot;
+                        conn.serve(stream, router, &bounds, stop).await;
+                    }),
+                    Some(tls) => connections.spawn(async move {
+                        let _slot = slot;
+                        if let Some(stream) = handshake(&tls, stream, remote, name).await {
+                            conn.serve(stream, router, &bounds, stop).await;
                         }
-                    }
-                });
+                    }),
+                };
             }
             _ = stopped(&mut shutdown) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
