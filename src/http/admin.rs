@@ -147,6 +147,12 @@ pub async fn status(
             (*id, status)
         })
         .collect();
+    // Each reading in a statement of its own: a guard taken in a field of
+    // the literal would live to its end, and `zones_status` reads the
+    // registry again; a second read lock with a write waiting in between
+    // deadlocks (parking_lot lets the writer go first).
+    let instances = api.local.read().len();
+    let zones = zones_status(&api, &contacts);
     Json(Status {
         id: m.id,
         state: format!("{:?}", m.state),
@@ -160,11 +166,11 @@ pub async fn status(
         quorum_ack_ms: m.millis_since_quorum_ack,
         members,
         protected: api.protection.is_on(),
-        instances: api.local.read().len(),
+        instances,
         held_polls: api.local.hub().held(),
         self_preservation: *eviction.preservation.lock(),
         storage: log.stats(),
-        zones: zones_status(&api, &contacts),
+        zones,
     })
 }
 
@@ -213,9 +219,15 @@ pub async fn metrics(
         .filter(|(id, _)| **id != m.id)
         .map(|(id, matched)| (*id, last.saturating_sub(matched.map_or(0, |l| l.index))))
         .collect();
+    // Taken apart from the literal, as in `status`: see there.
+    let by_env = api.local.read().counts_by_env();
+    let zones = zones_status(&api, &contacts)
+        .into_iter()
+        .map(|(zone, z)| z.sample(zone))
+        .collect();
     let sample = Sample {
         held_polls: api.local.hub().held(),
-        by_env: api.local.read().counts_by_env(),
+        by_env,
         self_preservation: eviction.preservation.lock().map(|p| p.protecting),
         protected: api.protection.is_on(),
         term: m.current_term,
@@ -228,10 +240,7 @@ pub async fn metrics(
         follower_lag,
         log_bytes_on_disk: log.bytes_on_disk(),
         disk_free_bytes: space.free(),
-        zones: zones_status(&api, &contacts)
-            .into_iter()
-            .map(|(zone, z)| z.sample(zone))
-            .collect(),
+        zones,
     };
     metrics.set(&sample);
     (
