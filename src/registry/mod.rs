@@ -13,6 +13,7 @@ mod validate;
 pub mod zones;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use zones::{origin_of, OwnChanges, Partitions, Staged, ZoneBatch, ZoneChange};
 
@@ -63,10 +64,12 @@ pub enum PollView {
     Changed(Bytes),
 }
 
-/// All apps, by env then appid.
+/// All apps, by env then appid. Each app is shared with the snapshot being
+/// written, if any ([`Registry::freeze`]): a change clones that one app
+/// first (`Arc::make_mut`), so taking a snapshot copies nothing.
 #[derive(Debug, Default)]
 pub struct Registry {
-    envs: HashMap<String, HashMap<String, App>>,
+    envs: HashMap<String, HashMap<String, Arc<App>>>,
     /// Schedules from the configuration file (a node setting).
     schedules: Schedules,
     /// Schedules set at run time (replicated): they win over the file's.
@@ -143,7 +146,7 @@ impl Registry {
             .envs
             .iter()
             .map(|(env, apps)| {
-                let instances = apps.values().map(App::len).sum();
+                let instances = apps.values().map(|app| app.len()).sum();
                 (env.clone(), apps.len(), instances)
             })
             .collect();
@@ -152,7 +155,7 @@ impl Registry {
     }
 
     pub fn app(&self, env: &str, appid: &str) -> Option<&App> {
-        self.envs.get(env)?.get(appid)
+        self.envs.get(env)?.get(appid).map(|app| &**app)
     }
 
     pub fn get(&self, key: &InstanceKey) -> Option<&Instance> {
@@ -165,7 +168,7 @@ impl Registry {
         self.envs
             .values()
             .flat_map(|apps| apps.values())
-            .flat_map(App::instances)
+            .flat_map(|app| app.instances())
     }
 
     /// Turns on reporting this zone's own changes in every [`Effect`], for
@@ -267,7 +270,12 @@ impl Registry {
             .collect();
         changed.sort();
         for key in &changed {
-            if let Some(app) = self.envs.get_mut(&key.env).and_then(|a| a.get_mut(appid)) {
+            if let Some(app) = self
+                .envs
+                .get_mut(&key.env)
+                .and_then(|a| a.get_mut(appid))
+                .map(Arc::make_mut)
+            {
                 self.high_water = app.advance(at.max(self.high_water + 1));
             }
         }
@@ -315,6 +323,7 @@ impl Registry {
             .or_default()
             .entry(reg.appid.clone())
             .or_default();
+        let app = Arc::make_mut(app);
         let ts = app.advance(at.max(self.high_water + 1));
         self.high_water = ts;
         let instance = match app.get(&reg.zone, &reg.hostname) {
@@ -339,6 +348,7 @@ impl Registry {
             .envs
             .get_mut(&key.env)
             .and_then(|a| a.get_mut(&key.appid))
+            .map(Arc::make_mut)
         else {
             return Renewal::UnknownApp;
         };
@@ -360,7 +370,7 @@ impl Registry {
     /// Removes an instance, dropping its zone and app when they empty.
     fn remove(&mut self, key: &InstanceKey, at: Timestamp) -> Option<Instance> {
         let apps = self.envs.get_mut(&key.env)?;
-        let app = apps.get_mut(&key.appid)?;
+        let app = Arc::make_mut(apps.get_mut(&key.appid)?);
         let removed = app.remove(&key.zone, &key.hostname)?;
         self.high_water = app.advance(at.max(self.high_water + 1));
         if app.is_empty() {
@@ -394,7 +404,12 @@ impl Registry {
                 return refused;
             }
         }
-        let Some(app) = self.envs.get_mut(env).and_then(|a| a.get_mut(appid)) else {
+        let Some(app) = self
+            .envs
+            .get_mut(env)
+            .and_then(|a| a.get_mut(appid))
+            .map(Arc::make_mut)
+        else {
             return refuse(RegistryError::bad("appid", &format!("{appid} not found")));
         };
         if let Some(c) = changes
@@ -583,6 +598,7 @@ impl Registry {
             .or_default()
             .entry(key.appid.clone())
             .or_default();
+        let app = Arc::make_mut(app);
         self.high_water = app.advance(at.max(self.high_water + 1));
         if app.get(&key.zone, &key.hostname).is_none() {
             self.instances += 1;
@@ -609,6 +625,7 @@ impl Registry {
             .envs
             .get_mut(&key.env)
             .and_then(|a| a.get_mut(&key.appid))
+            .map(Arc::make_mut)
         {
             if let Some(instance) = app.get_mut(&key.zone, &key.hostname) {
                 instance.renew_timestamp = renew_timestamp;
@@ -725,6 +742,28 @@ impl Registry {
         }
     }
 
+    /// The whole state as it is now, for a snapshot written while the
+    /// registry goes on changing: it shares every app rather than copying
+    /// it (a change then copies that one app), and serializes exactly as
+    /// [`Registry::to_snapshot`] does.
+    pub fn freeze(&self) -> Frozen {
+        let mut apps: Vec<(String, String, Arc<App>)> = self
+            .envs
+            .iter()
+            .flat_map(|(env, apps)| {
+                apps.iter()
+                    .map(move |(appid, app)| (env.clone(), appid.clone(), app.clone()))
+            })
+            .collect();
+        apps.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        Frozen {
+            high_water: self.high_water,
+            apps,
+            partitions: self.partitions.clone(),
+            schedules: self.set_schedules.all().to_vec(),
+        }
+    }
+
     /// A backup restored through the log: replaces the whole state with
     /// the backup's. Every app gets one fresh timestamp (later than any
     /// before, here and in the backup) so every poll, whatever it last saw,
@@ -772,6 +811,7 @@ impl Registry {
                 .or_default()
                 .entry(a.appid)
                 .or_default();
+            let app = Arc::make_mut(app);
             for instance in a.instances {
                 app.insert(instance);
                 self.instances += 1;
@@ -805,6 +845,63 @@ impl RegistrySnapshot {
         // Writing our own types into a hasher cannot fail.
         let _ = serde_json::to_writer(&mut hasher, self);
         format!("{:x}", hasher.finalize())
+    }
+}
+
+/// The registry at one point, sharing its apps ([`Registry::freeze`]);
+/// serializes as the [`RegistrySnapshot`] of that point.
+pub struct Frozen {
+    high_water: Timestamp,
+    /// `(env, appid, app)`, sorted by env and appid.
+    apps: Vec<(String, String, Arc<App>)>,
+    partitions: Partitions,
+    schedules: Vec<Schedule>,
+}
+
+impl Serialize for Frozen {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// [`RegistrySnapshot`]'s fields, in its order and with its rules.
+        #[derive(Serialize)]
+        struct Fields<'a> {
+            high_water: Timestamp,
+            apps: Apps<'a>,
+            #[serde(skip_serializing_if = "Partitions::is_empty")]
+            partitions: &'a Partitions,
+            #[serde(skip_serializing_if = "<[Schedule]>::is_empty")]
+            schedules: &'a [Schedule],
+        }
+        struct Apps<'a>(&'a [(String, String, Arc<App>)]);
+        impl Serialize for Apps<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(|(env, appid, app)| AppFields {
+                    env,
+                    appid,
+                    latest_timestamp: app.latest_timestamp(),
+                    instances: Instances(app),
+                }))
+            }
+        }
+        /// [`AppSnapshot`]'s fields.
+        #[derive(Serialize)]
+        struct AppFields<'a> {
+            env: &'a str,
+            appid: &'a str,
+            latest_timestamp: Timestamp,
+            instances: Instances<'a>,
+        }
+        struct Instances<'a>(&'a App);
+        impl Serialize for Instances<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.instances())
+            }
+        }
+        Fields {
+            high_water: self.high_water,
+            apps: Apps(&self.apps),
+            partitions: &self.partitions,
+            schedules: &self.schedules,
+        }
+        .serialize(serializer)
     }
 }
 

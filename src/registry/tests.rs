@@ -444,6 +444,40 @@ fn snapshot_round_trip_restores_state_and_timestamps() {
 }
 
 #[test]
+fn a_frozen_registry_is_written_as_its_snapshot_and_later_changes_do_not_reach_it() {
+    let mut r = Registry::default();
+    register(&mut r, "a", "z1", "h1", 100);
+    register(&mut r, "a", "z2", "h2", 110);
+    register(&mut r, "b", "z1", "h3", 120);
+    r.apply(&Command::Schedule {
+        appid: "a".into(),
+        env: Some("dev".into()),
+        rules: Some(vec![SchedulerRule {
+            src: "z1".into(),
+            dst: BTreeMap::from([("z2".to_string(), 1)]),
+        }]),
+        at: 130,
+    });
+    let snapshot = serde_json::to_vec(&r.to_snapshot()).unwrap();
+    let frozen = r.freeze();
+    assert_eq!(serde_json::to_vec(&frozen).unwrap(), snapshot);
+
+    // The registry changes on while the frozen view is written out.
+    register(&mut r, "a", "z1", "h4", 140);
+    r.apply(&Command::Cancel {
+        key: key("b", "z1", "h3"),
+        at: 150,
+    });
+    r.apply(&Command::Renew {
+        keys: vec![key("a", "z2", "h2")],
+        at: 160,
+    });
+    assert_eq!(serde_json::to_vec(&frozen).unwrap(), snapshot);
+    assert_ne!(serde_json::to_vec(&r.to_snapshot()).unwrap(), snapshot);
+    assert_eq!(r.len(), 3);
+}
+
+#[test]
 fn replicas_that_applied_the_same_commands_have_the_same_digest() {
     let commands = [
         Command::Register {

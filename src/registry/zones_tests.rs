@@ -314,6 +314,11 @@ fn partitions_survive_a_snapshot() {
         b.partition_digest(Some("sh001"))
     );
     assert_eq!(c.to_snapshot().digest(), b.to_snapshot().digest());
+    // Written from a frozen view, the partitions are the same.
+    assert_eq!(
+        serde_json::to_vec(&b.freeze()).unwrap(),
+        serde_json::to_vec(&b.to_snapshot()).unwrap()
+    );
     // A registry with no partition has the same snapshot form as before.
     let plain = serde_json::to_value(a.to_snapshot()).unwrap();
     assert!(plain.get("partitions").is_none());
