@@ -225,6 +225,22 @@ fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
+/// Removes every entry up to `index`, by key, in one atomic batch: the
+/// keys are known from the first one, so no entry is read.
+fn remove_through(logs: &sled::Tree, index: u64) -> Result<(), sled::Error> {
+    let Some((first, _)) = logs.first()? else {
+        return Ok(());
+    };
+    let Ok(first) = <[u8; 8]>::try_from(first.as_ref()) else {
+        return Ok(());
+    };
+    let mut batch = sled::Batch::default();
+    for i in u64::from_be_bytes(first)..=index {
+        batch.remove(&index_key(i));
+    }
+    logs.apply_batch(batch)
+}
+
 fn decode_entry(raw: &[u8]) -> Result<Entry<TypeConfig>, StorageIOError<NodeId>> {
     serde_json::from_slice(raw).map_err(|e| StorageIOError::read_logs(&e))
 }
@@ -341,16 +357,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
+    /// Records the purge, and removes the entries off Raft's task: openraft
+    /// awaits this in the task that commits writes, and removing the tens
+    /// of thousands of entries a snapshot makes obsolete took long enough to
+    /// stall writes. Nothing reads below the recorded point; an entry a
+    /// crash left there is removed by the next purge, which starts from the
+    /// first entry.
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
         self.write_meta(LAST_PURGED, &Some(log_id))?;
-        let mut batch = sled::Batch::default();
-        for item in self.logs.range(..=index_key(log_id.index)) {
-            let (key, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
-            batch.remove(key);
-        }
-        self.logs
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        let logs = self.logs.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = remove_through(&logs, log_id.index) {
+                tracing::warn!(index = log_id.index, "removing purged log entries: {e}");
+            }
+        });
         Ok(())
     }
 }
@@ -375,5 +395,25 @@ mod tests {
         );
         // Every clone counts into the same figures.
         assert_eq!(store.clone().stats().flushes, 2);
+    }
+
+    #[test]
+    fn removing_through_an_index_leaves_the_rest() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let logs = db.open_tree("raft_log").unwrap();
+        for i in 3..=10u64 {
+            logs.insert(index_key(i), b"entry".as_slice()).unwrap();
+        }
+        remove_through(&logs, 6).unwrap();
+        let left: Vec<u64> = logs
+            .iter()
+            .keys()
+            .map(|k| u64::from_be_bytes(k.unwrap().as_ref().try_into().unwrap()))
+            .collect();
+        assert_eq!(left, vec![7, 8, 9, 10]);
+        // Again, and past the end: nothing breaks.
+        remove_through(&logs, 6).unwrap();
+        remove_through(&logs, 20).unwrap();
+        assert!(logs.is_empty());
     }
 }

@@ -24,7 +24,7 @@ use super::data_dir::{move_into_place, write_synced};
 use super::space::SpaceGuard;
 use super::{Member, NodeId, ProposalResult, StorageError, TypeConfig};
 use crate::local::LocalRegistry;
-use crate::registry::RegistrySnapshot;
+use crate::registry::{Frozen, RegistrySnapshot};
 
 /// The snapshot's file in the data directory.
 pub const SNAPSHOT_FILE: &str = "snapshot.json";
@@ -74,6 +74,14 @@ impl Current {
 struct SnapshotFile {
     meta: SnapshotMeta<NodeId, Member>,
     registry: RegistrySnapshot,
+}
+
+/// A [`SnapshotFile`] as it is written: from the registry frozen when
+/// openraft asked, which shares its apps rather than copying them.
+#[derive(Serialize)]
+struct SnapshotFileOut<'a> {
+    meta: &'a SnapshotMeta<NodeId, Member>,
+    registry: &'a Frozen,
 }
 
 /// The state machine; owned by openraft's state machine task.
@@ -167,23 +175,29 @@ pub struct Builder {
     metrics: SnapshotMetrics,
     current: Current,
     meta: SnapshotMeta<NodeId, Member>,
-    registry: Option<RegistrySnapshot>,
+    /// The registry when openraft asked; taken by the build.
+    registry: Option<Frozen>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let started = Instant::now();
-        let file = SnapshotFile {
-            meta: self.meta.clone(),
-            registry: self.registry.take().unwrap_or_default(),
-        };
+        let registry = self
+            .registry
+            .take()
+            .ok_or_else(|| StorageIOError::write_snapshot(None, &io_error("built twice")))?;
         let (dir, current, meta) = (self.dir.clone(), self.current.clone(), self.meta.clone());
         // Serialised straight into the file: no copy of the bytes in memory.
         let (snapshot, size) = tokio::task::spawn_blocking(move || {
             let building = dir.join(BUILDING_FILE);
+            let file = SnapshotFileOut {
+                meta: &meta,
+                registry: &registry,
+            };
             write_synced(&building, |w| {
                 serde_json::to_writer(w, &file).map_err(io_error)
             })?;
+            drop(registry);
             let size = std::fs::metadata(&building)?.len();
             current.replace(&dir, &building, meta)?;
             let snapshot = current
@@ -256,7 +270,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             metrics: self.metrics.clone(),
             current: self.current.clone(),
             meta,
-            registry: Some(self.local.read().to_snapshot()),
+            registry: Some(self.local.read().freeze()),
         }
     }
 
