@@ -10,6 +10,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::all;
 use super::params::Params;
 use super::reply;
 use crate::clock::now;
@@ -363,15 +364,8 @@ pub async fn fetch_all(State(api): Shared) -> Response {
         return r;
     }
     let ours: Vec<Instance> = api.nodes.instances(&api.env);
-    let data = {
-        let registry = api.local.read();
-        let mut all = registry.all_by_appid();
-        if !ours.is_empty() {
-            all.insert(self_discovery::APPID, ours.iter().collect());
-        }
-        serde_json::to_vec(&all).unwrap_or_default()
-    };
-    reply::ok(&data)
+    let apps = api.local.read().shared_apps();
+    reply::ok_streamed(all::body(apps, self_discovery::APPID, ours))
 }
 
 pub async fn nodes(State(api): Shared) -> Response {

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod access_log;
 pub mod admin;
+pub mod all;
 pub mod console;
 pub mod discovery;
 pub mod head;

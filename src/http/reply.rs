@@ -156,7 +156,12 @@ fn put_string(body: &mut BytesMut, s: &str) {
     body.put_slice(serde_json::to_string(s).unwrap_or_default().as_bytes());
 }
 
-fn respond(status: StatusCode, code: i32, body: Bytes) -> Response {
+/// Success whose envelope and data `body` streams whole (`fetch/all`).
+pub fn ok_streamed(body: axum::body::Body) -> Response {
+    respond(StatusCode::OK, 0, body)
+}
+
+fn respond(status: StatusCode, code: i32, body: impl IntoResponse) -> Response {
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));

@@ -12,7 +12,7 @@ mod scheduler;
 mod validate;
 pub mod zones;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use zones::{origin_of, OwnChanges, Partitions, Staged, ZoneBatch, ZoneChange};
@@ -708,17 +708,6 @@ impl Registry {
         }
     }
 
-    /// Every instance grouped by appid, as `fetch/all` answers.
-    pub fn all_by_appid(&self) -> BTreeMap<&str, Vec<&Instance>> {
-        let mut all: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
-        for instance in self.instances() {
-            all.entry(instance.appid.as_str())
-                .or_default()
-                .push(instance);
-        }
-        all
-    }
-
     /// The whole state in a form that survives serialization.
     pub fn to_snapshot(&self) -> RegistrySnapshot {
         let mut apps: Vec<AppSnapshot> = self
@@ -742,19 +731,24 @@ impl Registry {
         }
     }
 
-    /// The whole state as it is now, for a snapshot written while the
-    /// registry goes on changing: it shares every app rather than copying
-    /// it (a change then copies that one app), and serializes exactly as
-    /// [`Registry::to_snapshot`] does.
-    pub fn freeze(&self) -> Frozen {
-        let mut apps: Vec<(String, String, Arc<App>)> = self
-            .envs
+    /// Every app as `(env, appid, app)`, in no order, shared: read at
+    /// leisure, away from the registry's lock, as it is now.
+    pub fn shared_apps(&self) -> Vec<(String, String, Arc<App>)> {
+        self.envs
             .iter()
             .flat_map(|(env, apps)| {
                 apps.iter()
                     .map(move |(appid, app)| (env.clone(), appid.clone(), app.clone()))
             })
-            .collect();
+            .collect()
+    }
+
+    /// The whole state as it is now, for a snapshot written while the
+    /// registry goes on changing: it shares every app rather than copying
+    /// it (a change then copies that one app), and serializes exactly as
+    /// [`Registry::to_snapshot`] does.
+    pub fn freeze(&self) -> Frozen {
+        let mut apps = self.shared_apps();
         apps.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         Frozen {
             high_water: self.high_water,

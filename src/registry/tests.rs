@@ -1,4 +1,5 @@
 use super::*;
+use std::collections::BTreeMap;
 
 fn reg(appid: &str, zone: &str, host: &str, status: Status) -> Registration {
     Registration {
