@@ -17,11 +17,14 @@ use super::scheduler::SchedulerRule;
 pub struct App {
     /// Boxed: a B-tree node keeps room for eleven entries and is often
     /// half full, which costs 8 bytes a slot boxed, 240 unboxed.
-    zones: BTreeMap<String, BTreeMap<String, Box<Instance>>>,
+    zones: BTreeMap<String, Hosts>,
     latest_timestamp: Timestamp,
     /// Rendered all-zone fetch data, one slot per status mask 1..=3.
     rendered: [OnceLock<Bytes>; 3],
 }
+
+/// One zone's instances, by hostname.
+type Hosts = BTreeMap<String, Box<Instance>>;
 
 /// The `data` of a fetch answer, in the shape clients parse.
 #[derive(Serialize)]
@@ -166,7 +169,7 @@ impl App {
     fn in_scope<'a>(
         &'a self,
         zone: Option<&str>,
-    ) -> Box<dyn Iterator<Item = (&'a String, &'a BTreeMap<String, Box<Instance>>)> + 'a> {
+    ) -> Box<dyn Iterator<Item = (&'a String, &'a Hosts)> + 'a> {
         match zone {
             Some(z) => Box::new(self.zones.get_key_value(z).into_iter()),
             None => Box::new(self.zones.iter()),
