@@ -61,6 +61,22 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
         full.saturating_sub(empty) / args.instances.max(1)
     );
 
+    // fetch/all streams: the answer is never whole in the server's memory.
+    let mut request = Vec::new();
+    discovery::get(&mut request, addr, "/discovery/fetch/all");
+    let asked = Instant::now();
+    let (code, body) = discovery::once(addr, &request).await?;
+    ensure!(code == 200, "fetch/all answered HTTP {code}");
+    let took = asked.elapsed();
+    tokio::time::sleep(settle).await;
+    println!(
+        "fetch/all: {:.1} MB in {} RSS after {}",
+        body.len() as f64 / 1e6,
+        Ms::from(took),
+        Mib(server.rss()?)
+    );
+    drop(body);
+
     // The app registered last is checked: it is the most likely to be
     // missing if the restart lost the tail of the log.
     let probe = fleet.appid(args.apps - 1);
