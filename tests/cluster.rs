@@ -724,3 +724,109 @@ async fn a_fourth_node_joins_by_snapshot_through_discoveryctl_and_leaves_again()
         "{stderr}"
     );
 }
+
+/// A read replica: a learner that is never promoted serves reads and
+/// polls from its applied state, takes writes (handing them to the
+/// leader), and is published in `infra.discovery` so SDKs spread their
+/// polls over it; it does not vote.
+#[tokio::test]
+async fn a_learner_serves_reads_and_polls_and_is_published_as_a_node() {
+    let mut cluster = Cluster::start(3, Timings::default()).await;
+    for n in 0..5 {
+        let a = cluster
+            .client(n % 3)
+            .register("replica.app", "sh001", &format!("h{n}"), "1")
+            .await;
+        assert_eq!(a.code(), 0, "{}", a.text);
+    }
+    let replica = cluster.new_joiner(4);
+    let addr = cluster.addr(replica);
+    let peer_addr = cluster.peer_addr(replica);
+    common::discoveryctl(
+        &cluster.addr(0),
+        Some(ADMIN_TOKEN),
+        &[
+            "add-learner",
+            "--id",
+            "4",
+            "--name",
+            "replica4",
+            "--raft-addr",
+            &peer_addr,
+            "--api-addr",
+            &addr,
+            "--zone",
+            "sh001",
+        ],
+    )
+    .await
+    .expect("add-learner");
+    cluster.wait_serving(replica).await;
+    let leader = cluster.leader().await;
+    let voters = cluster.status(leader).await.unwrap()["voters"].clone();
+    assert_eq!(voters, json!([1, 2, 3]), "the replica does not vote");
+
+    // Reads: what was written before it joined.
+    let c = cluster.client(replica);
+    assert_eq!(hostnames(&c, "replica.app").await.len(), 5);
+
+    // A poll held on the replica wakes on a write sent to a voter.
+    let ts = c.latest("replica.app").await;
+    let poller = c.clone();
+    let poll = tokio::spawn(async move {
+        poller
+            .get(&format!(
+                "/discovery/polls?env=dev&hostname=w&appid=replica.app&latest_timestamp={ts}"
+            ))
+            .await
+    });
+    common::wait_held(&c, 1).await;
+    let a = cluster
+        .client((leader + 1) % 3)
+        .register("replica.app", "sh001", "late", "1")
+        .await;
+    assert_eq!(a.code(), 0, "{}", a.text);
+    let woken = tokio::time::timeout(Duration::from_secs(3), poll)
+        .await
+        .expect("the replica's poll woke")
+        .unwrap();
+    assert_eq!(woken.code(), 0, "{}", woken.text);
+    assert_eq!(
+        woken.json()["data"]["replica.app"]["instances"]["sh001"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+
+    // A write sent to the replica is carried out, and read back there.
+    let a = c.register("replica.app", "sh001", "via-replica", "1").await;
+    assert_eq!(a.code(), 0, "{}", a.text);
+    assert!(hostnames(&c, "replica.app").await.contains("via-replica"));
+
+    // Every node publishes the replica in infra.discovery.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in [0, 1, 2, replica] {
+        loop {
+            let v = cluster
+                .client(i)
+                .get("/discovery/fetch?env=dev&appid=infra.discovery&status=1")
+                .await
+                .json();
+            let published = v["data"]["instances"]["sh001"]
+                .as_array()
+                .is_some_and(|all| {
+                    all.iter()
+                        .any(|n| n["addrs"] == json!([format!("http://{addr}")]))
+                });
+            if published {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} never published the replica: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
