@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::poll::{ChangeFeed, PollHub};
 use crate::registry::zones::OwnChanges;
-use crate::registry::{Command, Outcome, Registry, RegistrySnapshot};
+use crate::registry::{Command, Outcome, Registry, RegistrySnapshot, Thawed};
 use crate::zones::feed::{Since, ZoneFeed};
 use crate::zones::{ZoneAnswer, MAX_BATCH};
 
@@ -146,7 +146,7 @@ impl LocalRegistry {
 
     /// Replaces the whole registry with a snapshot taken at `index` and
     /// wakes every poll to look again.
-    pub fn restore(&self, snapshot: RegistrySnapshot, index: Option<u64>) {
+    pub fn restore(&self, snapshot: impl Into<Thawed>, index: Option<u64>) {
         {
             let mut applied = self.applied.write();
             applied.registry.restore(snapshot);

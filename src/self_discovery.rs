@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::poll::PollHub;
 use crate::registry::{
-    App, AppKey, FetchMiss, Instance, Metadata, PollView, Status, StatusMask, Timestamp,
+    App, AppKey, FetchMiss, Instance, Metadata, Name, PollView, Status, StatusMask, Timestamp,
 };
 
 /// The appid under which the cluster publishes itself.
@@ -131,13 +131,13 @@ impl SelfDiscovery {
             .chain(state.zones.values().flatten())
             .filter(|n| n.up)
             .map(|n| Instance {
-                region: n.region.clone(),
-                zone: n.zone.clone(),
-                env: env.to_string(),
-                appid: APPID.to_string(),
-                hostname: n.name.clone(),
+                region: n.region.as_str().into(),
+                zone: n.zone.as_str().into(),
+                env: env.into(),
+                appid: APPID.into(),
+                hostname: n.name.as_str().into(),
                 addrs: vec![format!("http://{}", n.api_addr)],
-                version: String::new(),
+                version: Name::default(),
                 metadata: Metadata::new(),
                 status: Status::Up,
                 reg_timestamp: n.since,

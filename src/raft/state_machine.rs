@@ -24,7 +24,7 @@ use super::data_dir::{move_into_place, write_synced};
 use super::space::SpaceGuard;
 use super::{Member, NodeId, ProposalResult, StorageError, TypeConfig};
 use crate::local::LocalRegistry;
-use crate::registry::{Frozen, RegistrySnapshot};
+use crate::registry::{Frozen, Thawed};
 
 /// The snapshot's file in the data directory.
 pub const SNAPSHOT_FILE: &str = "snapshot.json";
@@ -69,11 +69,12 @@ impl Current {
     }
 }
 
-/// The bytes of a snapshot, as stored on disk and sent to peers.
-#[derive(Serialize, Deserialize)]
+/// The bytes of a snapshot, as stored on disk and sent to peers: read
+/// back app by app into the registry they hold ([`Thawed`]).
+#[derive(Deserialize)]
 struct SnapshotFile {
     meta: SnapshotMeta<NodeId, Member>,
-    registry: RegistrySnapshot,
+    registry: Thawed,
 }
 
 /// A [`SnapshotFile`] as it is written: from the registry frozen when
@@ -134,14 +135,18 @@ impl StateMachine {
         if path.exists() {
             let bytes = std::fs::read(&path)
                 .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-            let file: SnapshotFile = serde_json::from_slice(&bytes).map_err(|e| {
-                anyhow::anyhow!(
-                    "{} is corrupt or truncated ({e}): refusing to start without the \
+            // Checked as UTF-8 once, whole, rather than string by string.
+            let file: SnapshotFile = std::str::from_utf8(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{} is corrupt or truncated ({e}): refusing to start without the \
                      registry it holds; restore it from a backup, or move the data \
                      directory away and add this node back as a new one",
-                    path.display()
-                )
-            })?;
+                        path.display()
+                    )
+                })?;
             sm.space.snapshot_written(bytes.len() as u64);
             sm.metrics.bytes.set(bytes.len() as i64);
             sm.last_applied = file.meta.last_log_id;

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::instance::{Instance, StatusMask, Timestamp};
+use super::name::Name;
 use super::scheduler::SchedulerRule;
 
 /// The instances of one app, by zone then hostname (sorted, so every replica
@@ -16,15 +17,15 @@ use super::scheduler::SchedulerRule;
 #[derive(Clone, Debug, Default)]
 pub struct App {
     /// Boxed: a B-tree node keeps room for eleven entries and is often
-    /// half full, which costs 8 bytes a slot boxed, 240 unboxed.
-    zones: BTreeMap<String, Hosts>,
+    /// half full, which costs 8 bytes a slot boxed, 192 unboxed.
+    zones: BTreeMap<Name, Hosts>,
     latest_timestamp: Timestamp,
     /// Rendered all-zone fetch data, one slot per status mask 1..=3.
     rendered: [OnceLock<Bytes>; 3],
 }
 
-/// One zone's instances, by hostname.
-type Hosts = BTreeMap<String, Box<Instance>>;
+/// One zone's instances, by hostname (the key shares the instance's).
+type Hosts = BTreeMap<Name, Box<Instance>>;
 
 /// The `data` of a fetch answer, in the shape clients parse.
 #[derive(Serialize)]
@@ -83,12 +84,22 @@ impl App {
         self.latest_timestamp = ts;
     }
 
-    pub fn insert(&mut self, instance: Instance) {
+    /// Adds or replaces an instance. What it has in common with the app's
+    /// other instances (zone, env, appid, region, version, metadata) is
+    /// kept once, shared with them, and its hostname with its key.
+    pub fn insert(&mut self, mut instance: Instance) {
         self.invalidate();
-        self.zones
-            .entry(instance.zone.clone())
-            .or_default()
-            .insert(instance.hostname.clone(), Box::new(instance));
+        if let Some(first) = self.zones.values().next().and_then(|h| h.values().next()) {
+            instance.share_with(first);
+        }
+        if let Some((zone, _)) = self.zones.get_key_value(&*instance.zone) {
+            instance.zone = zone.clone();
+        }
+        let hosts = self.zones.entry(instance.zone.clone()).or_default();
+        if let Some((hostname, _)) = hosts.get_key_value(&*instance.hostname) {
+            instance.hostname = hostname.clone();
+        }
+        hosts.insert(instance.hostname.clone(), Box::new(instance));
     }
 
     pub fn remove(&mut self, zone: &str, hostname: &str) -> Option<Instance> {
@@ -169,7 +180,7 @@ impl App {
     fn in_scope<'a>(
         &'a self,
         zone: Option<&str>,
-    ) -> Box<dyn Iterator<Item = (&'a String, &'a Hosts)> + 'a> {
+    ) -> Box<dyn Iterator<Item = (&'a Name, &'a Hosts)> + 'a> {
         match zone {
             Some(z) => Box::new(self.zones.get_key_value(z).into_iter()),
             None => Box::new(self.zones.iter()),

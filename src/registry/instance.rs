@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::RegistryError;
 use super::metadata::Metadata;
+use super::name::Name;
 
 /// Nanoseconds since the Unix epoch: the unit of every discovery timestamp.
 pub type Timestamp = i64;
@@ -107,16 +108,18 @@ impl Registration {
     }
 }
 
-/// A registered instance, in the field order of the wire format.
+/// A registered instance, in the field order of the wire format. The names
+/// its app's instances have in common are shared between them (see
+/// [`Name`] and [`Instance::share_with`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
-    pub region: String,
-    pub zone: String,
-    pub env: String,
-    pub appid: String,
-    pub hostname: String,
+    pub region: Name,
+    pub zone: Name,
+    pub env: Name,
+    pub appid: Name,
+    pub hostname: Name,
     pub addrs: Vec<String>,
-    pub version: String,
+    pub version: Name,
     pub metadata: Metadata,
     pub status: Status,
     pub reg_timestamp: Timestamp,
@@ -130,13 +133,13 @@ impl Instance {
     /// A first registration: every timestamp is `at`.
     pub fn new(reg: Registration, at: Timestamp) -> Self {
         Instance {
-            region: reg.region,
-            zone: reg.zone,
-            env: reg.env,
-            appid: reg.appid,
-            hostname: reg.hostname,
+            region: reg.region.into(),
+            zone: reg.zone.into(),
+            env: reg.env.into(),
+            appid: reg.appid.into(),
+            hostname: reg.hostname.into(),
             addrs: reg.addrs,
-            version: reg.version,
+            version: reg.version.into(),
             metadata: reg.metadata,
             status: reg.status,
             reg_timestamp: at,
@@ -165,11 +168,22 @@ impl Instance {
 
     pub fn key(&self) -> InstanceKey {
         InstanceKey {
-            env: self.env.clone(),
-            appid: self.appid.clone(),
-            zone: self.zone.clone(),
-            hostname: self.hostname.clone(),
+            env: self.env.to_string(),
+            appid: self.appid.to_string(),
+            zone: self.zone.to_string(),
+            hostname: self.hostname.to_string(),
         }
+    }
+
+    /// Points every name and the metadata this instance has in common with
+    /// `other` (an instance of the same app) at `other`'s copy.
+    pub fn share_with(&mut self, other: &Instance) {
+        self.region.share(&other.region);
+        self.zone.share(&other.zone);
+        self.env.share(&other.env);
+        self.appid.share(&other.appid);
+        self.version.share(&other.version);
+        self.metadata.share(&other.metadata);
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::ops::Index;
+use std::sync::Arc;
 
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
@@ -15,9 +16,17 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::RegistryError;
 
-/// Free-form string metadata, sorted by key, each key once.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Metadata(Box<[(String, String)]>);
+/// Free-form string metadata, sorted by key, each key once. Immutable and
+/// shared: the instances of an app often carry the same metadata, and
+/// keep one copy of it between them ([`Metadata::share`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metadata(Arc<[(String, String)]>);
+
+impl Default for Metadata {
+    fn default() -> Self {
+        Metadata(Arc::new([]))
+    }
+}
 
 impl Metadata {
     pub fn new() -> Self {
@@ -38,6 +47,19 @@ impl Metadata {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
+
+    /// Whether the two share one copy of their entries.
+    #[cfg(test)]
+    pub fn is_shared_with(&self, other: &Metadata) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Makes `self` share `other`'s entries when the two hold the same.
+    pub fn share(&mut self, other: &Metadata) {
+        if !Arc::ptr_eq(&self.0, &other.0) && self.0 == other.0 {
+            *self = other.clone();
+        }
+    }
 }
 
 /// Like collecting into a map: of repeated keys the last value wins.
@@ -53,7 +75,7 @@ impl FromIterator<(String, String)> for Metadata {
                 _ => unique.push(entry),
             }
         }
-        Metadata(unique.into_boxed_slice())
+        Metadata(unique.into())
     }
 }
 

@@ -8,11 +8,12 @@ mod error;
 pub mod eviction;
 mod instance;
 mod metadata;
+mod name;
 mod scheduler;
+mod thaw;
 mod validate;
 pub mod zones;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use zones::{origin_of, OwnChanges, Partitions, Staged, ZoneBatch, ZoneChange};
@@ -25,7 +26,9 @@ pub use command::{Applied, Change, Command, Outcome, Renewal};
 pub use error::RegistryError;
 pub use instance::{Instance, InstanceKey, Registration, Status, StatusMask, Timestamp};
 pub use metadata::{parse_metadata, Metadata};
+pub use name::Name;
 pub use scheduler::{Schedule, SchedulerRule, Schedules};
+pub use thaw::Thawed;
 pub use validate::{key_ok, validate, Limits, Rules, CLUSTER_APPID};
 
 /// `(env, appid)`: the unit that long polls watch.
@@ -69,7 +72,7 @@ pub enum PollView {
 /// first (`Arc::make_mut`), so taking a snapshot copies nothing.
 #[derive(Debug, Default)]
 pub struct Registry {
-    envs: HashMap<String, HashMap<String, Arc<App>>>,
+    envs: thaw::Envs,
     /// Schedules from the configuration file (a node setting).
     schedules: Schedules,
     /// Schedules set at run time (replicated): they win over the file's.
@@ -792,26 +795,13 @@ impl Registry {
     }
 
     /// Replaces the whole state with a snapshot's.
-    pub fn restore(&mut self, snapshot: RegistrySnapshot) {
-        self.envs.clear();
-        self.instances = 0;
-        self.high_water = snapshot.high_water;
-        self.partitions = snapshot.partitions;
-        self.set_schedules = Schedules::new(snapshot.schedules);
-        for a in snapshot.apps {
-            let app = self
-                .envs
-                .entry(a.env)
-                .or_default()
-                .entry(a.appid)
-                .or_default();
-            let app = Arc::make_mut(app);
-            for instance in a.instances {
-                app.insert(instance);
-                self.instances += 1;
-            }
-            app.set_latest_timestamp(a.latest_timestamp);
-        }
+    pub fn restore(&mut self, snapshot: impl Into<Thawed>) {
+        let thawed = snapshot.into();
+        self.envs = thawed.envs;
+        self.instances = thawed.instances;
+        self.high_water = thawed.high_water;
+        self.partitions = thawed.partitions;
+        self.set_schedules = Schedules::new(thawed.schedules);
     }
 }
 

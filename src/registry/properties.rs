@@ -2,6 +2,8 @@
 //! apply the same log agree, a snapshot changes nothing, and an app's
 //! timestamp only moves forward.
 
+use std::collections::HashMap;
+
 use proptest::prelude::*;
 
 use super::*;

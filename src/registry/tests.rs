@@ -434,7 +434,7 @@ fn snapshot_round_trip_restores_state_and_timestamps() {
     register(&mut r, "a", "z1", "h3", 10);
     let snap = serde_json::to_vec(&r.to_snapshot()).unwrap();
     let mut back = Registry::default();
-    back.restore(serde_json::from_slice(&snap).unwrap());
+    back.restore(serde_json::from_slice::<Thawed>(&snap).unwrap());
     assert_eq!(back.len(), 2);
     // The app emptied and came back with an older clock: still forward.
     assert_eq!(back.app("dev", "a").unwrap().latest_timestamp(), 202);
@@ -572,4 +572,34 @@ fn a_backup_with_a_misfiled_or_invalid_instance_is_refused() {
     backup.apps[0].instances[0].addrs = vec!["not a url".into()];
     let e = validate(&Command::Restore { backup, at: 100 }, 100, &rules).unwrap_err();
     assert!(e.to_string().contains("addrs"), "{e}");
+}
+
+/// Two instances of one app keep one copy of what they have in common:
+/// names and metadata, and each hostname with its key.
+fn assert_shared(a: &Instance, b: &Instance) {
+    assert!(a.env.is_shared_with(&b.env) && a.appid.is_shared_with(&b.appid));
+    assert!(a.zone.is_shared_with(&b.zone) && a.region.is_shared_with(&b.region));
+    assert!(a.version.is_shared_with(&b.version));
+    assert!(a.metadata.is_shared_with(&b.metadata));
+    assert!(!a.hostname.is_shared_with(&b.hostname));
+}
+
+#[test]
+fn instances_of_an_app_share_what_they_have_in_common_also_when_restored() {
+    let mut r = Registry::default();
+    register(&mut r, "a", "z1", "h1", 100);
+    register(&mut r, "a", "z1", "h2", 200);
+    register(&mut r, "a", "z1", "h1", 300);
+    let pair = |r: &Registry| {
+        let app = r.app("dev", "a").unwrap();
+        (app.get("z1", "h1").unwrap().clone(), app.get("z1", "h2").unwrap().clone())
+    };
+    let (h1, h2) = pair(&r);
+    assert_shared(&h1, &h2);
+    let snap = serde_json::to_vec(&r.freeze()).unwrap();
+    let mut back = Registry::default();
+    back.restore(serde_json::from_slice::<Thawed>(&snap).unwrap());
+    let (h1, h2) = pair(&back);
+    assert_shared(&h1, &h2);
+    assert_eq!(back.get(&key("a", "z1", "h1")).unwrap().reg_timestamp, 100);
 }

@@ -236,13 +236,13 @@ fn backup_ok(backup: &RegistrySnapshot, bytes: usize, l: &Limits) -> Result<(), 
                 ));
             }
             let as_registered = Registration {
-                region: i.region.clone(),
-                zone: i.zone.clone(),
-                env: i.env.clone(),
-                appid: i.appid.clone(),
-                hostname: i.hostname.clone(),
+                region: i.region.to_string(),
+                zone: i.zone.to_string(),
+                env: i.env.to_string(),
+                appid: i.appid.to_string(),
+                hostname: i.hostname.to_string(),
                 addrs: i.addrs.clone(),
-                version: i.version.clone(),
+                version: i.version.to_string(),
                 metadata: i.metadata.clone(),
                 status: i.status,
             };

@@ -1,0 +1,114 @@
+//! A registry read back from its snapshot form app by app: the counterpart
+//! of [`Frozen`](super::Frozen).
+//!
+//! Reading a [`RegistrySnapshot`] whole and then moving its instances into
+//! apps needs room for both at once (over a gigabyte at a million
+//! instances), and leaves the allocator holding the pages of the copy after
+//! it is dropped. [`Thawed`] deserializes the same bytes one app at a time
+//! straight into the app it becomes, so a restart or a snapshot install
+//! needs little more than the registry it ends with.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use super::app::App;
+use super::instance::Timestamp;
+use super::scheduler::Schedule;
+use super::zones::Partitions;
+use super::{AppSnapshot, RegistrySnapshot};
+
+/// The apps by env then appid, as [`super::Registry`] keeps them.
+pub(super) type Envs = HashMap<String, HashMap<String, Arc<App>>>;
+
+/// The replicated state of a registry, built from its snapshot form.
+#[derive(Debug, Default)]
+pub struct Thawed {
+    pub(super) high_water: Timestamp,
+    pub(super) envs: Envs,
+    pub(super) instances: usize,
+    pub(super) partitions: Partitions,
+    pub(super) schedules: Vec<Schedule>,
+}
+
+impl Thawed {
+    /// Files one app of a snapshot.
+    fn add(&mut self, a: AppSnapshot) {
+        let app = self
+            .envs
+            .entry(a.env)
+            .or_default()
+            .entry(a.appid)
+            .or_default();
+        let app = Arc::make_mut(app);
+        for instance in a.instances {
+            if app.get(&instance.zone, &instance.hostname).is_none() {
+                self.instances += 1;
+            }
+            app.insert(instance);
+        }
+        app.set_latest_timestamp(a.latest_timestamp);
+    }
+}
+
+impl From<RegistrySnapshot> for Thawed {
+    fn from(snapshot: RegistrySnapshot) -> Self {
+        let mut thawed = Thawed {
+            high_water: snapshot.high_water,
+            partitions: snapshot.partitions,
+            schedules: snapshot.schedules,
+            ..Thawed::default()
+        };
+        for a in snapshot.apps {
+            thawed.add(a);
+        }
+        thawed
+    }
+}
+
+impl<'de> Deserialize<'de> for Thawed {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// [`RegistrySnapshot`]'s fields, with its defaults.
+        #[derive(Deserialize)]
+        struct Fields {
+            high_water: Timestamp,
+            apps: Apps,
+            #[serde(default)]
+            partitions: Partitions,
+            #[serde(default)]
+            schedules: Vec<Schedule>,
+        }
+        /// The apps, filed as each is read.
+        struct Apps(Thawed);
+        impl<'de> Deserialize<'de> for Apps {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_seq(AppsVisitor)
+            }
+        }
+        struct AppsVisitor;
+        impl<'de> Visitor<'de> for AppsVisitor {
+            type Value = Apps;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of apps")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Apps, A::Error> {
+                let mut thawed = Thawed::default();
+                while let Some(app) = seq.next_element::<AppSnapshot>()? {
+                    thawed.add(app);
+                }
+                Ok(Apps(thawed))
+            }
+        }
+
+        let fields = Fields::deserialize(deserializer)?;
+        Ok(Thawed {
+            high_water: fields.high_water,
+            partitions: fields.partitions,
+            schedules: fields.schedules,
+            ..fields.apps.0
+        })
+    }
+}
