@@ -204,7 +204,8 @@ mod tests {
         assert_eq!(serde_json::to_string(&n).unwrap(), r#""sh001""#);
         let back: Name = serde_json::from_str(r#""sh\u0030""#).unwrap();
         assert_eq!(back, "sh0");
-        assert!(Name::from("a") < Name::from("b"));
+        let (a, b) = (Name::from("a"), Name::from("b"));
+        assert!(a < b);
         assert_eq!(format!("{n} {n:?}"), r#"sh001 "sh001""#);
     }
 

@@ -592,7 +592,10 @@ fn instances_of_an_app_share_what_they_have_in_common_also_when_restored() {
     register(&mut r, "a", "z1", "h1", 300);
     let pair = |r: &Registry| {
         let app = r.app("dev", "a").unwrap();
-        (app.get("z1", "h1").unwrap().clone(), app.get("z1", "h2").unwrap().clone())
+        (
+            app.get("z1", "h1").unwrap().clone(),
+            app.get("z1", "h2").unwrap().clone(),
+        )
     };
     let (h1, h2) = pair(&r);
     assert_shared(&h1, &h2);
