@@ -58,6 +58,7 @@ pub async fn evict_silent(
         }
         let (since, grace_from) = *leading_since.get_or_insert_with(|| (Instant::now(), now()));
         let at = now();
+        let pending = ledger.pending();
         let (preservation, keys) = {
             let registry = local.read();
             let p =
@@ -66,7 +67,7 @@ pub async fn evict_silent(
                 &registry,
                 at,
                 grace_from,
-                &ledger.pending(),
+                &pending,
                 p.protecting,
                 &mut rng,
             );

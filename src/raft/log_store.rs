@@ -225,8 +225,13 @@ fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
-/// Removes every entry up to `index`, by key, in one atomic batch: the
-/// keys are known from the first one, so no entry is read.
+/// Removes every entry up to `index`, by key: the keys are known from the
+/// first one, so no entry is read. One by one, not as one batch: sled
+/// applies a batch under a lock that shuts out every other write to the
+/// database, and removing 20,000 entries at once held the log's appends
+/// (and so every register) for up to 700 ms. Nothing reads below the
+/// purge point recorded first, and an interrupted removal is finished by
+/// the next one, which starts from the first entry left.
 fn remove_through(logs: &sled::Tree, index: u64) -> Result<(), sled::Error> {
     let Some((first, _)) = logs.first()? else {
         return Ok(());
@@ -234,11 +239,10 @@ fn remove_through(logs: &sled::Tree, index: u64) -> Result<(), sled::Error> {
     let Ok(first) = <[u8; 8]>::try_from(first.as_ref()) else {
         return Ok(());
     };
-    let mut batch = sled::Batch::default();
     for i in u64::from_be_bytes(first)..=index {
-        batch.remove(&index_key(i));
+        logs.remove(index_key(i))?;
     }
-    logs.apply_batch(batch)
+    Ok(())
 }
 
 fn decode_entry(raw: &[u8]) -> Result<Entry<TypeConfig>, StorageIOError<NodeId>> {

@@ -98,15 +98,16 @@ impl Policy {
         };
         let cutoff = now.saturating_sub(limit.as_nanos() as Timestamp);
         let foreign = !registry.partitions().is_empty();
+        // This runs under the registry's read lock, which every write
+        // waits for: an instance renewed in time is passed over on its
+        // timestamps alone, and only the silent few have their key made.
         let mut silent: Vec<InstanceKey> = registry
             .instances()
-            // Another zone's instances renew there, and only it evicts them.
-            .filter(|i| !foreign || !registry.is_foreign(&i.key()))
-            .filter(|i| {
-                let key_renew = pending.get(&i.key()).copied().unwrap_or(i64::MIN);
-                i.renew_timestamp.max(key_renew).max(grace_from) < cutoff
-            })
+            .filter(|i| i.renew_timestamp.max(grace_from) < cutoff)
             .map(|i| i.key())
+            .filter(|k| pending.get(k).is_none_or(|renew| *renew < cutoff))
+            // Another zone's instances renew there, and only it evicts them.
+            .filter(|k| !foreign || !registry.is_foreign(k))
             .collect();
         let most = self.round_limit(registry.own_len());
         if silent.len() > most {
