@@ -201,6 +201,12 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_fits_jemallocs_192_byte_size_class() {
+        // A million of them are boxed: 193 bytes would cost 224.
+        assert!(std::mem::size_of::<Instance>() <= 192);
+    }
+
+    #[test]
     fn status_serializes_as_number() {
         assert_eq!(serde_json::to_string(&Status::Waiting).unwrap(), "2");
         assert!(serde_json::from_str::<Status>("3").is_err());
