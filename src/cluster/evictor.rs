@@ -63,14 +63,7 @@ pub async fn evict_silent(
             let registry = local.read();
             let p =
                 policy.preservation(registry.own_len(), ledger.seen_in_window(), since.elapsed());
-            let keys = policy.choose(
-                &registry,
-                at,
-                grace_from,
-                &pending,
-                p.protecting,
-                &mut rng,
-            );
+            let keys = policy.choose(&registry, at, grace_from, &pending, p.protecting, &mut rng);
             (p, keys)
         };
         if preservation.protecting != was_protecting {
