@@ -589,19 +589,7 @@ async fn a_fourth_node_joins_by_snapshot_through_discoveryctl_and_leaves_again()
     let addr = cluster.addr(new);
     let peer_addr = cluster.peer_addr(new);
     let committed = leader_status["committed_index"].as_u64().unwrap();
-    let add = [
-        "add-learner",
-        "--id",
-        "4",
-        "--name",
-        "node4",
-        "--raft-addr",
-        &peer_addr,
-        "--api-addr",
-        &addr,
-        "--zone",
-        "sh001",
-    ];
+    let add = add_learner_4("node4", &peer_addr, &addr);
     // Without the admin token, or with a wrong one, nothing changes.
     for token in [None, Some("not-the-token")] {
         let out = run_ctl(token, &add);
@@ -745,19 +733,7 @@ async fn a_learner_serves_reads_and_polls_and_is_published_as_a_node() {
     common::discoveryctl(
         &cluster.addr(0),
         Some(ADMIN_TOKEN),
-        &[
-            "add-learner",
-            "--id",
-            "4",
-            "--name",
-            "replica4",
-            "--raft-addr",
-            &peer_addr,
-            "--api-addr",
-            &addr,
-            "--zone",
-            "sh001",
-        ],
+        &add_learner_4("replica4", &peer_addr, &addr),
     )
     .await
     .expect("add-learner");
@@ -829,4 +805,21 @@ async fn a_learner_serves_reads_and_polls_and_is_published_as_a_node() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// The `discoveryctl` arguments that add node 4 of zone sh001 as a learner.
+fn add_learner_4<'a>(name: &'a str, peer_addr: &'a str, api_addr: &'a str) -> [&'a str; 11] {
+    [
+        "add-learner",
+        "--id",
+        "4",
+        "--name",
+        name,
+        "--raft-addr",
+        peer_addr,
+        "--api-addr",
+        api_addr,
+        "--zone",
+        "sh001",
+    ]
 }
