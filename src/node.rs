@@ -15,6 +15,7 @@ use crate::clock::now;
 use crate::cluster::bootstrap::form_cluster;
 use crate::cluster::catch_up::{lift_when_caught_up, ReadBarrier};
 use crate::cluster::evictor::{evict_silent, EvictionState};
+use crate::cluster::appender::Appender;
 use crate::cluster::handover::{Handover, HandoverError, WriteGate};
 use crate::cluster::leader_watch::count_leader_changes;
 use crate::cluster::link::Link;
@@ -179,6 +180,7 @@ impl Node {
             within: lease * 3,
             lease,
         };
+        let appender = Appender::start(raft.clone(), handover.gate.clone());
         let writer = Writer::start(
             raft.clone(),
             link.clone(),
@@ -186,7 +188,7 @@ impl Node {
             config.rules(),
             space.clone(),
             metrics.forward_seconds.clone(),
-            handover.gate.clone(),
+            appender.clone(),
         );
         let policy = config.eviction_policy();
         let ledger = RenewLedger::new(policy.window);
@@ -248,6 +250,7 @@ impl Node {
             data_dir: data_dir.clone(),
             receiving_snapshot: tokio::sync::Mutex::new(()),
             handover: handover.clone(),
+            appender,
             writer: writer.clone(),
             renewer,
             nodes: nodes.clone(),

@@ -2,6 +2,7 @@
 //! and renew paths, eviction, start-up protection, membership changes and
 //! the node's view of its peers, and handing leadership over.
 
+pub mod appender;
 pub mod bootstrap;
 pub mod catch_up;
 pub mod evictor;

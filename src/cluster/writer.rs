@@ -18,9 +18,10 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot, Semaphore};
+
 use tokio::time::Instant;
 
-use super::handover::WriteGate;
+use super::appender::{split_by_size, Appender, MAX_ENTRY_BYTES};
 use super::link::{Link, LinkError};
 use crate::clock::now;
 use crate::raft::space::SpaceGuard;
@@ -29,12 +30,6 @@ use crate::registry::{validate, Command, Outcome, RegistryError, Rules};
 
 /// The most commands one log entry carries.
 const MAX_BATCH: usize = 1024;
-
-/// About the most bytes one log entry carries: past it a batch is proposed
-/// as several entries, so an entry always fits a peer's append body
-/// (`peer::ENTRIES_LIMIT`) with room to spare: one command alone is at
-/// most about 9 MiB (a `set` of 1,024 instances with full metadata).
-const MAX_ENTRY_BYTES: usize = 16 << 20;
 
 /// Proposals under way at once. openraft appends (and flushes) one entry at
 /// a time, so commands that arrive while these are under way are better
@@ -100,7 +95,7 @@ impl Writer {
         rules: Rules,
         space: SpaceGuard,
         forward_seconds: Histogram,
-        gate: WriteGate,
+        appender: Appender,
     ) -> Self {
         let (queue, commands) = mpsc::unbounded_channel();
         let proposer = Arc::new(Proposer {
@@ -109,7 +104,7 @@ impl Writer {
             wait_for_leader,
             space,
             forward_seconds,
-            gate,
+            appender,
         });
         tokio::spawn(gather(commands, proposer));
         Writer { queue, rules }
@@ -140,7 +135,8 @@ async fn gather(mut commands: mpsc::UnboundedReceiver<(Command, Reply)>, propose
         if commands.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
-        let entries = split_by_size(batch.drain(..), MAX_ENTRY_BYTES);
+        let size = |(command, _): &(Command, Reply)| command.approx_bytes();
+        let entries = split_by_size(batch.drain(..), size, MAX_ENTRY_BYTES);
         let proposer = proposer.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -164,30 +160,6 @@ async fn gather(mut commands: mpsc::UnboundedReceiver<(Command, Reply)>, propose
     }
 }
 
-/// Cuts waiting commands into entries of about `max` bytes at most, in
-/// order; a command larger than `max` makes an entry of its own.
-fn split_by_size<T: Sized>(
-    commands: impl Iterator<Item = (Command, T)>,
-    max: usize,
-) -> Vec<Vec<(Command, T)>> {
-    let mut entries: Vec<Vec<(Command, T)>> = Vec::new();
-    let mut size = 0;
-    for (command, reply) in commands {
-        let bytes = command.approx_bytes();
-        match entries.last_mut() {
-            Some(entry) if size + bytes <= max => {
-                size += bytes;
-                entry.push((command, reply));
-            }
-            _ => {
-                size = bytes;
-                entries.push(vec![(command, reply)]);
-            }
-        }
-    }
-    entries
-}
-
 struct Proposer {
     raft: Raft,
     link: Link,
@@ -197,8 +169,8 @@ struct Proposer {
     space: SpaceGuard,
     /// How long the leader takes to answer a forwarded batch.
     forward_seconds: Histogram,
-    /// Closed while this node hands its leadership over.
-    gate: WriteGate,
+    /// Proposes here, merged with whatever else is proposed here.
+    appender: Appender,
 }
 
 impl Proposer {
@@ -228,22 +200,15 @@ impl Proposer {
             // A leader cut off from its quorum accepts the entry but cannot
             // commit it: the wait is bounded there too. The entry may still
             // commit later, whole, if the leader regains its quorum.
-            let written = {
-                let Ok(_pass) = tokio::time::timeout_at(deadline, self.gate.pass()).await else {
-                    return Err(WriteError::NoQuorum(self.wait_for_leader));
-                };
-                tokio::time::timeout_at(deadline, self.raft.client_write(proposal.clone())).await
-            };
+            // A proposal still held at the write gate when the wait runs
+            // out is withdrawn, never proposed.
+            let written =
+                tokio::time::timeout_at(deadline, self.appender.append(proposal.clone())).await;
             let Ok(written) = written else {
                 return Err(WriteError::NoQuorum(self.wait_for_leader));
             };
             match written {
-                Ok(response) => {
-                    return Ok(Committed {
-                        result: response.data,
-                        index: response.log_id.index,
-                    })
-                }
+                Ok(committed) => return Ok(committed),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
                     leader_id: Some(leader),
                     leader_node: Some(member),
@@ -364,13 +329,13 @@ pub enum ForwardError {
 
 /// The leader's side of a forwarded proposal: checks every command with the
 /// same rules a client's write meets, against this node's clock, then
-/// proposes it here only, never forwarding again. During a handover it
-/// waits at the gate, then most likely answers `NotLeader`.
+/// proposes it here only (merged with the other proposals made here),
+/// never forwarding again. During a handover it waits at the write gate,
+/// then most likely answers `NotLeader`.
 pub async fn accept_forwarded(
-    raft: &Raft,
+    appender: &Appender,
     rules: &Rules,
     space: &SpaceGuard,
-    gate: &WriteGate,
     proposal: Proposal,
 ) -> Result<Committed, ForwardError> {
     let at = now();
@@ -380,12 +345,8 @@ pub async fn accept_forwarded(
     space
         .check()
         .map_err(|e| ForwardError::DiskFull(e.to_string()))?;
-    let _pass = gate.pass().await;
-    match raft.client_write(proposal).await {
-        Ok(response) => Ok(Committed {
-            result: response.data,
-            index: response.log_id.index,
-        }),
+    match appender.append(proposal).await {
+        Ok(committed) => Ok(committed),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
             Err(ForwardError::NotLeader)
         }
@@ -408,24 +369,6 @@ mod tests {
             },
             at: 1,
         }
-    }
-
-    #[test]
-    fn a_batch_is_cut_into_entries_of_bounded_size_in_order() {
-        let one = cancel("h").approx_bytes();
-        let commands = (0..10).map(|i| (cancel("h"), i));
-        let entries = split_by_size(commands, one * 4);
-        let sizes: Vec<usize> = entries.iter().map(Vec::len).collect();
-        assert_eq!(sizes, [4, 4, 2]);
-        let order: Vec<i32> = entries.into_iter().flatten().map(|(_, i)| i).collect();
-        assert_eq!(order, (0..10).collect::<Vec<_>>());
-        // A command larger than the bound is an entry of its own.
-        let big = cancel(&"h".repeat(100));
-        let entries = split_by_size(
-            [(cancel("h"), 0), (big, 1), (cancel("h"), 2)].into_iter(),
-            one * 2,
-        );
-        assert_eq!(entries.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use openraft::Snapshot;
 use tokio::io::AsyncWriteExt;
 
 use super::network::parse_header;
+use crate::cluster::appender::Appender;
 use crate::cluster::bootstrap::BootstrapState;
 use crate::cluster::catch_up::{self, ReadIndex};
 use crate::cluster::handover::{self, ElectRequest, Handover, HandoverError};
@@ -54,6 +55,8 @@ pub struct PeerApi {
     pub receiving_snapshot: tokio::sync::Mutex<()>,
     /// Handing leadership over, when this node leads.
     pub handover: Handover,
+    /// Proposes what followers hand this node as leader.
+    pub appender: Appender,
     /// Writes other zones hand to this one.
     pub writer: Writer,
     pub renewer: Renewer,
@@ -170,13 +173,7 @@ pub async fn propose(
     Json(proposal): Json<Proposal>,
 ) -> Json<Result<Committed, ForwardError>> {
     Json(
-        writer::accept_forwarded(
-            &peers.raft,
-            &peers.rules,
-            &peers.space,
-            &peers.handover.gate,
-            proposal,
-        )
+        writer::accept_forwarded(&peers.appender, &peers.rules, &peers.space, proposal)
         .await,
     )
 }

@@ -329,16 +329,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        // Entry by entry, not as one sled batch: a batch seals sled's IO
+        // buffer before and after it, two writes handed to sled's thread
+        // pool (which wakes every idle pool thread for each), on every node
+        // for every entry. A crash between two inserts leaves a prefix of
+        // the entries (sled recovers writes in order), which Raft allows:
+        // none of them was reported flushed yet.
         let mut count = 0;
         for entry in entries {
             let raw = serde_json::to_vec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
-            batch.insert(&index_key(entry.log_id.index), raw);
+            self.logs
+                .insert(index_key(entry.log_id.index), raw)
+                .map_err(|e| StorageIOError::write_logs(&e))?;
             count += 1;
         }
-        self.logs
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
         self.counters
             .appended_entries
             .fetch_add(count, Ordering::Relaxed);

@@ -1,0 +1,207 @@
+//! Where proposals become log entries: the proposals made on this node at
+//! once, its own clients' batches and those its followers hand it as
+//! leader, are merged into as few log entries as fit.
+//!
+//! Each follower batches its clients' writes before handing them on, but a
+//! leader receiving batches from every follower, plus its own, used to
+//! propose each as an entry of its own: six registers to an entry at 64
+//! clients, each entry a disk flush on every node, a replication round
+//! trip to every follower and an apply. Merged, an entry carries whatever
+//! arrived while the previous ones were under way.
+//!
+//! A proposal is never split over entries: it commits whole, at one index,
+//! and its outcomes come back in its order. A proposal whose caller gave up
+//! before it reached Raft (its wait ran out at the [`WriteGate`]) is not
+//! proposed.
+
+use std::sync::Arc;
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::handover::WriteGate;
+use super::writer::Committed;
+use crate::raft::{Member, NodeId, Proposal, ProposalResult, Raft};
+
+/// Merged entries under way at once. openraft appends and flushes one
+/// entry at a time; what arrives while these are under way is better
+/// merged into the next entry than queued as entries of its own.
+const IN_FLIGHT: usize = 1;
+
+/// The most proposals one entry merges.
+const MAX_PROPOSALS: usize = 256;
+
+/// About the most bytes one log entry carries: past it, waiting proposals
+/// go in several entries, so an entry always fits a peer's append body
+/// (`peer::ENTRIES_LIMIT`) with room to spare: one command alone is at
+/// most about 9 MiB (a `set` of 1,024 instances with full metadata).
+pub const MAX_ENTRY_BYTES: usize = 16 << 20;
+
+/// Why Raft did not take a proposal, as openraft says it.
+pub type Refused = RaftError<NodeId, ClientWriteError<NodeId, Member>>;
+
+type Reply = oneshot::Sender<Result<Committed, Refused>>;
+
+/// A handle to this node's appender; cheap to clone.
+#[derive(Clone)]
+pub struct Appender {
+    queue: mpsc::UnboundedSender<(Proposal, Reply)>,
+}
+
+impl Appender {
+    /// Starts the merging task; it ends when every `Appender` is dropped.
+    pub fn start(raft: Raft, gate: WriteGate) -> Self {
+        let (queue, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(merge(waiting, raft, gate));
+        Appender { queue }
+    }
+
+    /// Proposes `proposal` here, merged with whatever else is proposed at
+    /// the same time; answers once it is committed and applied here (this
+    /// node leads), or with why Raft refused it (`ForwardToLeader` when
+    /// another node leads). Dropping the future before it reached Raft
+    /// withdraws it.
+    pub async fn append(&self, proposal: Proposal) -> Result<Committed, Refused> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || RaftError::Fatal(openraft::error::Fatal::Stopped);
+        self.queue
+            .send((proposal, reply))
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// Takes every proposal waiting, proposes them merged in a task of its own,
+/// and goes back for more.
+async fn merge(
+    mut waiting: mpsc::UnboundedReceiver<(Proposal, Reply)>,
+    raft: Raft,
+    gate: WriteGate,
+) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut taken = Vec::new();
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        if waiting.recv_many(&mut taken, MAX_PROPOSALS).await == 0 {
+            return;
+        }
+        let proposals: Vec<_> = taken.drain(..).collect();
+        let raft = raft.clone();
+        let gate = gate.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _pass = gate.pass().await;
+            let proposals = proposals.into_iter().filter(|(_, reply)| !reply.is_closed());
+            let size = |(proposal, _): &(Proposal, Reply)| proposal_bytes(proposal);
+            for entry in split_by_size(proposals, size, MAX_ENTRY_BYTES) {
+                propose(&raft, entry).await;
+            }
+        });
+    }
+}
+
+/// Proposes the proposals as one entry and answers each with its share.
+async fn propose(raft: &Raft, entry: Vec<(Proposal, Reply)>) {
+    let mut merged = Proposal {
+        commands: Vec::with_capacity(entry.iter().map(|(p, _)| p.commands.len()).sum()),
+    };
+    let mut shares = Vec::with_capacity(entry.len());
+    for (proposal, reply) in entry {
+        shares.push((proposal.commands.len(), reply));
+        merged.commands.extend(proposal.commands);
+    }
+    match raft.client_write(merged).await {
+        Ok(response) => {
+            let index = response.log_id.index;
+            let (counts, replies): (Vec<usize>, Vec<Reply>) = shares.into_iter().unzip();
+            for (result, reply) in split_result(response.data, &counts).zip(replies) {
+                let _ = reply.send(Ok(Committed { result, index }));
+            }
+        }
+        Err(refused) => {
+            for (_, reply) in shares {
+                let _ = reply.send(Err(refused.clone()));
+            }
+        }
+    }
+}
+
+/// Hands each merged proposal, `counts[i]` commands long, its outcomes.
+fn split_result(merged: ProposalResult, counts: &[usize]) -> impl Iterator<Item = ProposalResult> + '_ {
+    let mut outcomes = merged.outcomes.into_iter();
+    counts.iter().map(move |&count| ProposalResult {
+        outcomes: outcomes.by_ref().take(count).collect(),
+    })
+}
+
+fn proposal_bytes(proposal: &Proposal) -> usize {
+    proposal.commands.iter().map(|c| c.approx_bytes()).sum()
+}
+
+/// Cuts items into groups of about `max` bytes at most, in order; an item
+/// larger than `max` makes a group of its own.
+pub fn split_by_size<T>(
+    items: impl Iterator<Item = T>,
+    size: impl Fn(&T) -> usize,
+    max: usize,
+) -> Vec<Vec<T>> {
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let n = size(&item);
+        match groups.last_mut() {
+            Some(group) if bytes + n <= max => {
+                bytes += n;
+                group.push(item);
+            }
+            _ => {
+                bytes = n;
+                groups.push(vec![item]);
+            }
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_merged_proposal_gets_its_own_outcomes_in_order() {
+        use crate::registry::{Applied, Outcome, RegistryError};
+        let outcomes: Vec<Outcome> = (0..6)
+            .map(|i| match i % 2 {
+                0 => Ok(Applied::Done),
+                _ => Err(RegistryError::bad(&format!("p{i}"), "r")),
+            })
+            .collect();
+        let merged = ProposalResult { outcomes: outcomes.clone() };
+        let shares: Vec<Vec<Outcome>> = split_result(merged, &[1, 3, 0, 2])
+            .map(|r| r.outcomes)
+            .collect();
+        assert_eq!(
+            shares,
+            [
+                outcomes[0..1].to_vec(),
+                outcomes[1..4].to_vec(),
+                vec![],
+                outcomes[4..6].to_vec()
+            ]
+        );
+    }
+
+    #[test]
+    fn items_are_cut_into_groups_of_bounded_size_in_order() {
+        let groups = split_by_size(0..10, |_| 3, 12);
+        let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [4, 4, 2]);
+        let order: Vec<i32> = groups.into_iter().flatten().collect();
+        assert_eq!(order, (0..10).collect::<Vec<_>>());
+        // An item larger than the bound is a group of its own.
+        let groups = split_by_size([1, 100, 1].into_iter(), |n| *n, 2);
+        assert_eq!(groups, [vec![1], vec![100], vec![1]]);
+    }
+}
