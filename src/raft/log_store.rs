@@ -3,6 +3,9 @@
 //! Appends are written to sled at once (so readers see them) and made
 //! durable by one flusher task that fsyncs once for every append that
 //! arrived while the previous fsync ran: many writes, one disk flush.
+//! The entries appended last are also kept decoded ([`Recent`]), so the
+//! reads Raft makes right after an append (to apply it, to replicate it)
+//! do not decode them again.
 //! It counts its flushes and appended entries, so an operator (or a
 //! benchmark) can see how many disk flushes the write load costs.
 
@@ -19,7 +22,13 @@ use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::recent::Recent;
 use super::{NodeId, StorageError, TypeConfig};
+
+/// The bytes of log entries kept decoded after they are appended: about a
+/// second of the heaviest write load, which is what applying and
+/// replicating them takes unless a follower is far behind.
+const RECENT_BYTES: usize = 8 << 20;
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
@@ -102,6 +111,7 @@ pub struct LogStore {
     meta: sled::Tree,
     flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
     counters: Arc<Counters>,
+    recent: Arc<parking_lot::Mutex<Recent>>,
 }
 
 impl LogStore {
@@ -120,6 +130,7 @@ impl LogStore {
             meta: db.open_tree("raft_meta")?,
             flusher,
             counters,
+            recent: Arc::new(parking_lot::Mutex::new(Recent::new(RECENT_BYTES))),
         })
     }
 
@@ -254,6 +265,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        let first = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let past = match range.end_bound() {
+            Bound::Included(i) => Some(i.saturating_add(1)),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        if let Some(entries) = self.recent.lock().get(first, past) {
+            return Ok(entries);
+        }
         let start = match range.start_bound() {
             Bound::Included(i) => Bound::Included(index_key(*i)),
             Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
@@ -338,9 +362,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut count = 0;
         for entry in entries {
             let raw = serde_json::to_vec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
+            let size = raw.len();
             self.logs
                 .insert(index_key(entry.log_id.index), raw)
                 .map_err(|e| StorageIOError::write_logs(&e))?;
+            self.recent.lock().push(&entry, size);
             count += 1;
         }
         self.counters
@@ -353,6 +379,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        self.recent.lock().truncate(log_id.index);
         let mut batch = sled::Batch::default();
         for item in self.logs.range(index_key(log_id.index)..) {
             let (key, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
@@ -373,6 +400,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// first entry.
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
         self.write_meta(LAST_PURGED, &Some(log_id))?;
+        self.recent.lock().purge(log_id.index);
         let logs = self.logs.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = remove_through(&logs, log_id.index) {

@@ -1,6 +1,7 @@
 //! The Raft layer: how registry commands become a replicated, durable log.
 //!
 //! - [`log_store`]: the openraft log on sled, flushed in groups;
+//! - [`recent`]: the entries appended last, kept decoded;
 //! - [`state_machine`]: the registry as the state machine applied from it,
 //!   with snapshots in the data directory;
 //! - [`data_dir`]: the checks a data directory passes before a node starts
@@ -12,6 +13,7 @@
 
 pub mod data_dir;
 pub mod log_store;
+mod recent;
 pub mod space;
 pub mod state_machine;
 
