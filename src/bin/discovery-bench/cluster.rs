@@ -299,7 +299,7 @@ impl Cluster {
     }
 
     /// Fails if node `id` should run and has exited.
-    fn check_alive(&mut self, id: u64) -> Result<()> {
+    pub fn check_alive(&mut self, id: u64) -> Result<()> {
         match self.node_mut(id)?.server.as_mut() {
             Some(server) => server.check_alive(),
             None => bail!("node {id} does not run"),

@@ -6,7 +6,7 @@
 //! - one server: `fetch`, `polls`, `register`, `memory` (and `all`);
 //! - a cluster (`cluster`): `cluster-register`, `failover`, `join`,
 //!   `renews`, `lifecycle`; two zones of them (`zones`, linked through
-//!   `relay`); and `compare-register`, `compare-failover`,
+//!   `relay`); `replicas` (held polls over voters and learners); and `compare-register`, `compare-failover`,
 //!   which run one of them on several server variants (peer TLS on and
 //!   off, the previous build) in turns within one run (`compare`);
 //! - how nodes are configured and talk to each other: `peers` (client and
@@ -39,6 +39,7 @@ mod polls;
 mod register;
 mod relay;
 mod renews;
+mod replicas;
 mod server;
 mod stats;
 mod zones;
@@ -104,6 +105,9 @@ enum Command {
     CompareRegister(compare::RegisterArgs),
     /// `failover` on several server variants in turns, side by side.
     CompareFailover(compare::FailoverArgs),
+    /// Held-poll capacity of three voters and two learners (read replicas)
+    /// against three voters alone.
+    Replicas(replicas::Args),
     /// Two zones of three nodes: cross-zone propagation of registers, and
     /// catch-up after the link between the zones was cut.
     Zones(zones::Args),
@@ -112,6 +116,10 @@ enum Command {
     /// The reference `polls` starts: holds requests, answers them on a wake.
     #[command(hide = true)]
     BareServer(bare::Args),
+    /// The helper `replicas` starts per node: holds its polls, prints when
+    /// each was answered.
+    #[command(hide = true)]
+    Hold(replicas::HoldArgs),
 }
 
 /// `all` takes the timed-load shape and the sizes worth shrinking for a
@@ -138,6 +146,9 @@ fn main() -> Result<()> {
     let nofile = limits::raise_nofile()?;
     if let Command::BareServer(args) = &cli.command {
         return bare::serve(args);
+    }
+    if let Command::Hold(args) = &cli.command {
+        return replicas::hold(args);
     }
     eprintln!("# open-file limit {nofile}");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -173,7 +184,10 @@ async fn run(launch: &Launch, command: Command) -> Result<()> {
         Command::CompareRegister(args) => compare::register(launch, &args).await,
         Command::CompareFailover(args) => compare::failover(launch, &args).await,
         Command::Zones(args) => zones::run(launch, &args).await,
-        Command::BareServer(_) => unreachable!("served before the runtime starts"),
+        Command::Replicas(args) => replicas::run(launch, &args).await,
+        Command::BareServer(_) | Command::Hold(_) => {
+            unreachable!("run before the runtime starts")
+        }
         Command::All(all) => {
             fetch::run(launch, &fetch::Args::new(all.load.clone())).await?;
             let polls = polls::Args {

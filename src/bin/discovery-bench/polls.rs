@@ -23,7 +23,7 @@ use crate::peers::Ports;
 use crate::server::{Launch, Server, Workdir};
 use crate::stats::{Latencies, Mib, Ms};
 
-const APPID: &str = "fan.app";
+pub const APPID: &str = "fan.app";
 
 pub const COUNT: u64 = 10_000;
 pub const BATCH: usize = 200;
@@ -31,7 +31,7 @@ pub const BATCH: usize = 200;
 /// The server's hold time for this run: far above the time it takes to
 /// open every poll, so none times out before the change; below the
 /// server's idle timeout (90 s), which must exceed it.
-const HOLD_MS: u64 = 80_000;
+pub const HOLD_MS: u64 = 80_000;
 
 /// How long opening the polls, and then their answers, may take.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -279,7 +279,7 @@ async fn held(server: &Server, subject: Subject) -> Result<u64> {
     }
 }
 
-fn instance_form(hostname: &str) -> String {
+pub fn instance_form(hostname: &str) -> String {
     discovery::form(&[
         ("zone", ZONE),
         ("env", ENV),
@@ -290,18 +290,31 @@ fn instance_form(hostname: &str) -> String {
     ])
 }
 
-/// Opens `count` polls, at most `batch` connecting at a time; each task
-/// ends with the moment its answer was read.
+/// Opens `args.count` polls of the bench's app.
 async fn open(addr: SocketAddr, args: &Args, latest: i64) -> Result<JoinSet<Result<Instant>>> {
-    let gate = Arc::new(Semaphore::new(args.batch.max(1)));
+    open_polls(addr, args.count, args.batch, APPID, "poller", latest).await
+}
+
+/// Opens `count` polls of `appid` (pollers `{prefix}-{i}`), at most `batch`
+/// connecting at a time; each task ends with the moment its answer was
+/// read.
+pub async fn open_polls(
+    addr: SocketAddr,
+    count: u64,
+    batch: usize,
+    appid: &str,
+    prefix: &str,
+    latest: i64,
+) -> Result<JoinSet<Result<Instant>>> {
+    let gate = Arc::new(Semaphore::new(batch.max(1)));
     let mut polls = JoinSet::new();
-    for i in 0..args.count {
+    for i in 0..count {
         let permit = gate.clone().acquire_owned().await?;
         let mut request = Vec::new();
         discovery::get(
             &mut request,
             addr,
-            &polls_target(APPID, &format!("poller-{i}"), latest),
+            &polls_target(appid, &format!("{prefix}-{i}"), latest),
         );
         polls.spawn(async move {
             let mut conn = Conn::connect(addr).await?;
