@@ -12,10 +12,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::clock::now;
+use crate::cluster::appender::Appender;
 use crate::cluster::bootstrap::form_cluster;
 use crate::cluster::catch_up::{lift_when_caught_up, ReadBarrier};
 use crate::cluster::evictor::{evict_silent, EvictionState};
-use crate::cluster::appender::Appender;
 use crate::cluster::handover::{Handover, HandoverError, WriteGate};
 use crate::cluster::leader_watch::count_leader_changes;
 use crate::cluster::link::Link;

@@ -64,9 +64,7 @@ impl Appender {
     pub async fn append(&self, proposal: Proposal) -> Result<Committed, Refused> {
         let (reply, answer) = oneshot::channel();
         let stopped = || RaftError::Fatal(openraft::error::Fatal::Stopped);
-        self.queue
-            .send((proposal, reply))
-            .map_err(|_| stopped())?;
+        self.queue.send((proposal, reply)).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -87,13 +85,15 @@ async fn merge(
         if waiting.recv_many(&mut taken, MAX_PROPOSALS).await == 0 {
             return;
         }
-        let proposals: Vec<_> = taken.drain(..).collect();
+        let proposals = std::mem::take(&mut taken);
         let raft = raft.clone();
         let gate = gate.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let _pass = gate.pass().await;
-            let proposals = proposals.into_iter().filter(|(_, reply)| !reply.is_closed());
+            let proposals = proposals
+                .into_iter()
+                .filter(|(_, reply)| !reply.is_closed());
             let size = |(proposal, _): &(Proposal, Reply)| proposal_bytes(proposal);
             for entry in split_by_size(proposals, size, MAX_ENTRY_BYTES) {
                 propose(&raft, entry).await;
@@ -129,7 +129,10 @@ async fn propose(raft: &Raft, entry: Vec<(Proposal, Reply)>) {
 }
 
 /// Hands each merged proposal, `counts[i]` commands long, its outcomes.
-fn split_result(merged: ProposalResult, counts: &[usize]) -> impl Iterator<Item = ProposalResult> + '_ {
+fn split_result(
+    merged: ProposalResult,
+    counts: &[usize],
+) -> impl Iterator<Item = ProposalResult> + '_ {
     let mut outcomes = merged.outcomes.into_iter();
     counts.iter().map(move |&count| ProposalResult {
         outcomes: outcomes.by_ref().take(count).collect(),
@@ -178,7 +181,9 @@ mod tests {
                 _ => Err(RegistryError::bad(&format!("p{i}"), "r")),
             })
             .collect();
-        let merged = ProposalResult { outcomes: outcomes.clone() };
+        let merged = ProposalResult {
+            outcomes: outcomes.clone(),
+        };
         let shares: Vec<Vec<Outcome>> = split_result(merged, &[1, 3, 0, 2])
             .map(|r| r.outcomes)
             .collect();

@@ -172,10 +172,7 @@ pub async fn propose(
     State(peers): State<Arc<PeerApi>>,
     Json(proposal): Json<Proposal>,
 ) -> Json<Result<Committed, ForwardError>> {
-    Json(
-        writer::accept_forwarded(&peers.appender, &peers.rules, &peers.space, proposal)
-        .await,
-    )
+    Json(writer::accept_forwarded(&peers.appender, &peers.rules, &peers.space, proposal).await)
 }
 
 pub async fn membership(

@@ -34,7 +34,10 @@ impl Recent {
     /// go to stay within the bound. One that does not follow the newest
     /// kept starts the window afresh.
     pub fn push(&mut self, entry: &Entry<TypeConfig>, size: usize) {
-        if self.last().is_some_and(|last| last + 1 != entry.log_id.index) {
+        if self
+            .last()
+            .is_some_and(|last| last + 1 != entry.log_id.index)
+        {
             self.clear();
         }
         if size > self.max_bytes {
@@ -137,7 +140,11 @@ mod tests {
         assert_eq!(indexes(recent.get(5, Some(10))), Some(vec![5, 6, 7, 8, 9]));
         assert_eq!(indexes(recent.get(7, Some(9))), Some(vec![7, 8]));
         assert_eq!(indexes(recent.get(8, None)), Some(vec![8, 9]));
-        assert_eq!(indexes(recent.get(4, Some(7))), None, "starts before the window");
+        assert_eq!(
+            indexes(recent.get(4, Some(7))),
+            None,
+            "starts before the window"
+        );
         assert_eq!(indexes(recent.get(8, Some(11))), None, "ends after it");
         assert_eq!(indexes(recent.get(7, Some(7))), None, "empty");
         assert_eq!(indexes(Recent::new(1000).get(1, None)), None);

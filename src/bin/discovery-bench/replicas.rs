@@ -154,7 +154,10 @@ async fn layout(launch: &Launch, args: &Args, learners: u64, per_node: u64) -> R
 
     let mut helpers = Vec::new();
     for id in &ids {
-        helpers.push((*id, spawn_helper(cluster.addr(*id)?, per_node, latest, *id, args)?));
+        helpers.push((
+            *id,
+            spawn_helper(cluster.addr(*id)?, per_node, latest, *id, args)?,
+        ));
     }
     let opened = Instant::now();
     wait_held(&mut cluster, &ids, &mut helpers, per_node).await?;
@@ -191,7 +194,9 @@ async fn layout(launch: &Launch, args: &Args, learners: u64, per_node: u64) -> R
     let mut answered = 0;
     let mut worst_node = (0, Duration::ZERO);
     for (id, helper) in helpers {
-        let times = finish(helper).await.with_context(|| format!("node {id}'s polls"))?;
+        let times = finish(helper)
+            .await
+            .with_context(|| format!("node {id}'s polls"))?;
         answered += times.len() as u64;
         let mut mine = Latencies::default();
         for t in times {
@@ -309,7 +314,10 @@ async fn finish(mut helper: Child) -> Result<Vec<SystemTime>> {
     ensure!(status.success(), "the helper failed: {status}");
     out.lines()
         .map(|l| {
-            let nanos: u64 = l.trim().parse().with_context(|| format!("helper line {l:?}"))?;
+            let nanos: u64 = l
+                .trim()
+                .parse()
+                .with_context(|| format!("helper line {l:?}"))?;
             Ok(UNIX_EPOCH + Duration::from_nanos(nanos))
         })
         .collect()
@@ -348,7 +356,11 @@ pub fn hold(args: &HoldArgs) -> Result<()> {
             let nanos = when.duration_since(UNIX_EPOCH)?.as_nanos();
             out.push_str(&format!("{nanos}\n"));
         }
-        ensure!(polls.is_empty(), "{} polls were not answered in time", polls.len());
+        ensure!(
+            polls.is_empty(),
+            "{} polls were not answered in time",
+            polls.len()
+        );
         print!("{out}");
         Ok(())
     })
