@@ -14,11 +14,10 @@
 //! before it reached Raft (its wait ran out at the [`WriteGate`]) is not
 //! proposed.
 
-use std::sync::Arc;
-
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
+use super::batches::{in_batches, split_by_size};
 use super::handover::WriteGate;
 use super::writer::Committed;
 use crate::raft::{Member, NodeId, Proposal, ProposalResult, Raft};
@@ -71,25 +70,11 @@ impl Appender {
 
 /// Takes every proposal waiting, proposes them merged in a task of its own,
 /// and goes back for more.
-async fn merge(
-    mut waiting: mpsc::UnboundedReceiver<(Proposal, Reply)>,
-    raft: Raft,
-    gate: WriteGate,
-) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut taken = Vec::new();
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        if waiting.recv_many(&mut taken, MAX_PROPOSALS).await == 0 {
-            return;
-        }
-        let proposals = std::mem::take(&mut taken);
+async fn merge(waiting: mpsc::UnboundedReceiver<(Proposal, Reply)>, raft: Raft, gate: WriteGate) {
+    in_batches(waiting, MAX_PROPOSALS, IN_FLIGHT, move |proposals| {
         let raft = raft.clone();
         let gate = gate.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
+        async move {
             let _pass = gate.pass().await;
             let proposals = proposals
                 .into_iter()
@@ -98,8 +83,9 @@ async fn merge(
             for entry in split_by_size(proposals, size, MAX_ENTRY_BYTES) {
                 propose(&raft, entry).await;
             }
-        });
-    }
+        }
+    })
+    .await
 }
 
 /// Proposes the proposals as one entry and answers each with its share.
@@ -143,31 +129,6 @@ fn proposal_bytes(proposal: &Proposal) -> usize {
     proposal.commands.iter().map(|c| c.approx_bytes()).sum()
 }
 
-/// Cuts items into groups of about `max` bytes at most, in order; an item
-/// larger than `max` makes a group of its own.
-pub fn split_by_size<T>(
-    items: impl Iterator<Item = T>,
-    size: impl Fn(&T) -> usize,
-    max: usize,
-) -> Vec<Vec<T>> {
-    let mut groups: Vec<Vec<T>> = Vec::new();
-    let mut bytes = 0;
-    for item in items {
-        let n = size(&item);
-        match groups.last_mut() {
-            Some(group) if bytes + n <= max => {
-                bytes += n;
-                group.push(item);
-            }
-            _ => {
-                bytes = n;
-                groups.push(vec![item]);
-            }
-        }
-    }
-    groups
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,17 +157,5 @@ mod tests {
                 outcomes[4..6].to_vec()
             ]
         );
-    }
-
-    #[test]
-    fn items_are_cut_into_groups_of_bounded_size_in_order() {
-        let groups = split_by_size(0..10, |_| 3, 12);
-        let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
-        assert_eq!(sizes, [4, 4, 2]);
-        let order: Vec<i32> = groups.into_iter().flatten().collect();
-        assert_eq!(order, (0..10).collect::<Vec<_>>());
-        // An item larger than the bound is a group of its own.
-        let groups = split_by_size([1, 100, 1].into_iter(), |n| *n, 2);
-        assert_eq!(groups, [vec![1], vec![100], vec![1]]);
     }
 }

@@ -3,6 +3,7 @@
 //! the node's view of its peers, and handing leadership over.
 
 pub mod appender;
+pub mod batches;
 pub mod bootstrap;
 pub mod catch_up;
 pub mod evictor;

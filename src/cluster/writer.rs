@@ -17,11 +17,12 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use tokio::time::Instant;
 
-use super::appender::{split_by_size, Appender, MAX_ENTRY_BYTES};
+use super::appender::{Appender, MAX_ENTRY_BYTES};
+use super::batches::{in_batches, split_by_size};
 use super::link::{Link, LinkError};
 use crate::clock::now;
 use crate::raft::space::SpaceGuard;
@@ -125,25 +126,15 @@ impl Writer {
 
 /// Takes whatever commands are waiting, proposes them as one entry in a task
 /// of its own, and goes back for more.
-async fn gather(mut commands: mpsc::UnboundedReceiver<(Command, Reply)>, proposer: Arc<Proposer>) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut batch = Vec::new();
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        if commands.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            return;
-        }
-        let size = |(command, _): &(Command, Reply)| command.approx_bytes();
-        let entries = split_by_size(batch.drain(..), size, MAX_ENTRY_BYTES);
+async fn gather(commands: mpsc::UnboundedReceiver<(Command, Reply)>, proposer: Arc<Proposer>) {
+    in_batches(commands, MAX_BATCH, IN_FLIGHT, move |batch| {
         let proposer = proposer.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
+        let size = |(command, _): &(Command, Reply)| command.approx_bytes();
+        let entries = split_by_size(batch.into_iter(), size, MAX_ENTRY_BYTES);
+        async move {
             for entry in entries {
                 let (cmds, replies): (Vec<Command>, Vec<Reply>) = entry.into_iter().unzip();
-                let results = proposer.propose(Proposal { commands: cmds }).await;
-                match results {
+                match proposer.propose(Proposal { commands: cmds }).await {
                     Ok(result) => {
                         for (reply, outcome) in replies.into_iter().zip(result.outcomes) {
                             let _ = reply.send(Ok(outcome));
@@ -156,8 +147,9 @@ async fn gather(mut commands: mpsc::UnboundedReceiver<(Command, Reply)>, propose
                     }
                 }
             }
-        });
-    }
+        }
+    })
+    .await
 }
 
 struct Proposer {

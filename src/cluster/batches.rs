@@ -1,0 +1,105 @@
+//! Gathering work into batches: what the write path's two batching tasks
+//! (a node's writer, the leader's appender) share.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Semaphore};
+
+/// Hands every run of items waiting on `queue` (at most `max`) to `handle`,
+/// whose work runs in a task of its own, with at most `in_flight` runs
+/// under way: what arrives meanwhile waits, and goes in the next run.
+/// Returns once every sender is gone.
+pub async fn in_batches<T, F, W>(
+    mut queue: mpsc::UnboundedReceiver<T>,
+    max: usize,
+    in_flight: usize,
+    handle: F,
+) where
+    F: Fn(Vec<T>) -> W,
+    W: Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(in_flight));
+    let mut taken = Vec::new();
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        if queue.recv_many(&mut taken, max).await == 0 {
+            return;
+        }
+        let work = handle(std::mem::take(&mut taken));
+        tokio::spawn(async move {
+            let _slot = slot;
+            work.await;
+        });
+    }
+}
+
+/// Cuts items into groups of about `max` bytes at most, in order; an item
+/// larger than `max` makes a group of its own.
+pub fn split_by_size<T>(
+    items: impl Iterator<Item = T>,
+    size: impl Fn(&T) -> usize,
+    max: usize,
+) -> Vec<Vec<T>> {
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let n = size(&item);
+        match groups.last_mut() {
+            Some(group) if bytes + n <= max => {
+                bytes += n;
+                group.push(item);
+            }
+            _ => {
+                bytes = n;
+                groups.push(vec![item]);
+            }
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_are_cut_into_groups_of_bounded_size_in_order() {
+        let groups = split_by_size(0..10, |_| 3, 12);
+        let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [4, 4, 2]);
+        let order: Vec<i32> = groups.into_iter().flatten().collect();
+        assert_eq!(order, (0..10).collect::<Vec<_>>());
+        // An item larger than the bound is a group of its own.
+        let groups = split_by_size([1, 100, 1].into_iter(), |n| *n, 2);
+        assert_eq!(groups, [vec![1], vec![100], vec![1]]);
+    }
+
+    #[tokio::test]
+    async fn waiting_items_go_in_one_run_while_one_is_under_way() {
+        let (queue, waiting) = mpsc::unbounded_channel();
+        let (runs, mut seen) = mpsc::unbounded_channel();
+        let (release, hold) = tokio::sync::watch::channel(false);
+        queue.send(0).unwrap();
+        let task = tokio::spawn(in_batches(waiting, 100, 1, move |run: Vec<i32>| {
+            let runs = runs.clone();
+            let mut hold = hold.clone();
+            async move {
+                runs.send(run).unwrap();
+                let _ = hold.wait_for(|r| *r).await;
+            }
+        }));
+        assert_eq!(seen.recv().await.unwrap(), [0]);
+        // The first run is under way: these wait, and go together.
+        for i in 1..=5 {
+            queue.send(i).unwrap();
+        }
+        tokio::task::yield_now().await;
+        release.send(true).unwrap();
+        assert_eq!(seen.recv().await.unwrap(), [1, 2, 3, 4, 5]);
+        drop(queue);
+        task.await.unwrap();
+    }
+}
