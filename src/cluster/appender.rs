@@ -4,7 +4,7 @@
 //!
 //! Each follower batches its clients' writes before handing them on, but a
 //! leader receiving batches from every follower, plus its own, used to
-//! propose each as an entry of its own: six registers to an entry at 64
+//! propose each as an entry of its own: about five registers to an entry at 64
 //! clients, each entry a disk flush on every node, a replication round
 //! trip to every follower and an apply. Merged, an entry carries whatever
 //! arrived while the previous ones were under way.

@@ -96,7 +96,6 @@ mod tests {
         for i in 1..=5 {
             queue.send(i).unwrap();
         }
-        tokio::task::yield_now().await;
         release.send(true).unwrap();
         assert_eq!(seen.recv().await.unwrap(), [1, 2, 3, 4, 5]);
         drop(queue);

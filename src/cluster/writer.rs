@@ -18,7 +18,6 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
-
 use tokio::time::Instant;
 
 use super::appender::{Appender, MAX_ENTRY_BYTES};

@@ -278,16 +278,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if let Some(entries) = self.recent.lock().get(first, past) {
             return Ok(entries);
         }
-        let start = match range.start_bound() {
-            Bound::Included(i) => Bound::Included(index_key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(index_key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
-        };
+        let start = Bound::Included(index_key(first));
+        let end = past.map_or(Bound::Unbounded, |p| Bound::Excluded(index_key(p)));
         let mut entries = Vec::new();
         for item in self.logs.range::<[u8; 8], _>((start, end)) {
             let (_, raw) = item.map_err(|e| StorageIOError::read_logs(&e))?;
@@ -366,7 +358,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.logs
                 .insert(index_key(entry.log_id.index), raw)
                 .map_err(|e| StorageIOError::write_logs(&e))?;
-            self.recent.lock().push(&entry, size);
+            self.recent.lock().push(entry, size);
             count += 1;
         }
         self.counters

@@ -33,7 +33,7 @@ impl Recent {
     /// Keeps `entry`, `size` bytes in the log, as the newest; the oldest
     /// go to stay within the bound. One that does not follow the newest
     /// kept starts the window afresh.
-    pub fn push(&mut self, entry: &Entry<TypeConfig>, size: usize) {
+    pub fn push(&mut self, entry: Entry<TypeConfig>, size: usize) {
         if self
             .last()
             .is_some_and(|last| last + 1 != entry.log_id.index)
@@ -45,7 +45,7 @@ impl Recent {
             return;
         }
         self.bytes += size;
-        self.entries.push_back((entry.clone(), size));
+        self.entries.push_back((entry, size));
         while self.bytes > self.max_bytes {
             self.pop_front();
         }
@@ -129,7 +129,7 @@ mod tests {
     fn window(range: std::ops::RangeInclusive<u64>, max_bytes: usize) -> Recent {
         let mut recent = Recent::new(max_bytes);
         for i in range {
-            recent.push(&entry(i), 10);
+            recent.push(entry(i), 10);
         }
         recent
     }
@@ -157,9 +157,9 @@ mod tests {
         assert_eq!(indexes(recent.get(7, None)), None);
         // An entry larger than the bound is not kept, and breaks the run.
         let mut recent = window(1..=3, 35);
-        recent.push(&entry(4), 100);
+        recent.push(entry(4), 100);
         assert_eq!(indexes(recent.get(1, None)), None);
-        recent.push(&entry(5), 10);
+        recent.push(entry(5), 10);
         assert_eq!(indexes(recent.get(5, None)), Some(vec![5]));
     }
 
@@ -168,19 +168,19 @@ mod tests {
         let mut recent = window(1..=10, 1000);
         recent.truncate(8);
         assert_eq!(indexes(recent.get(6, None)), Some(vec![6, 7]));
-        recent.push(&entry(8), 10);
+        recent.push(entry(8), 10);
         assert_eq!(indexes(recent.get(7, None)), Some(vec![7, 8]));
         recent.purge(6);
         assert_eq!(indexes(recent.get(6, None)), None);
         assert_eq!(indexes(recent.get(7, None)), Some(vec![7, 8]));
         // A snapshot installed: appends resume further on.
-        recent.push(&entry(50), 10);
+        recent.push(entry(50), 10);
         assert_eq!(indexes(recent.get(7, None)), None);
         assert_eq!(indexes(recent.get(50, None)), Some(vec![50]));
         // Truncating everything, then appending anew.
         recent.truncate(1);
         assert_eq!(indexes(recent.get(50, None)), None);
-        recent.push(&entry(3), 10);
+        recent.push(entry(3), 10);
         assert_eq!(indexes(recent.get(3, None)), Some(vec![3]));
     }
 }
