@@ -4,6 +4,7 @@
 
 mod common;
 
+use futures::StreamExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -305,11 +306,17 @@ async fn peer_bodies_are_bounded_and_a_snapshot_streams_to_disk() {
     let peer = tls_client(&cluster.pki.ca_path(), Some(&member));
     let base = format!("https://{}", cluster.peer_addr(follower));
 
-    // A vote is a few hundred bytes: 2 MiB is refused unread.
+    // A vote is a few hundred bytes: past 1 MiB it is refused unread. The
+    // body sends 2 MiB and then stays open, so the answer is the server's
+    // early refusal; a body that simply ended could race the server closing
+    // the connection and fail the write instead.
+    let chunk = bytes::Bytes::from(vec![b' '; 1 << 20]);
+    let endless = futures::stream::iter([chunk.clone(), chunk].map(Ok::<_, std::io::Error>))
+        .chain(futures::stream::pending());
     let vote = peer
         .post(format!("{base}{}", paths::VOTE))
         .header("content-type", "application/json")
-        .body(vec![b' '; 2 << 20])
+        .body(reqwest::Body::wrap_stream(endless))
         .send()
         .await
         .unwrap();
