@@ -110,6 +110,10 @@ fn write_while_alive(log: &Weak<AccessLog>, mut out: impl Write) {
     }
 }
 
+// Lines are written with plain appends rather than `write!`: formatting
+// through `core::fmt` was a sixth of a woken poll's own instructions
+// (counted with callgrind; the remote address alone a quarter of that).
+
 /// `2026-11-27T14:17:35.888839Z` into `out`.
 fn timestamp(out: &mut Vec<u8>, at: SystemTime) {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -125,32 +129,74 @@ fn timestamp(out: &mut Vec<u8>, at: SystemTime) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_micros()
-    );
+    digits(out, year as u64, 4);
+    out.push(b'-');
+    digits(out, month as u64, 2);
+    out.push(b'-');
+    digits(out, day as u64, 2);
+    out.push(b'T');
+    digits(out, (rem / 3600) as u64, 2);
+    out.push(b':');
+    digits(out, (rem % 3600 / 60) as u64, 2);
+    out.push(b':');
+    digits(out, (rem % 60) as u64, 2);
+    out.push(b'.');
+    digits(out, u64::from(since.subsec_micros()), 6);
+    out.push(b'Z');
+}
+
+/// `n` in decimal, zero-padded to at least `width` digits.
+fn digits(out: &mut Vec<u8>, n: u64, width: usize) {
+    let mut buf = itoa::Buffer::new();
+    let text = buf.format(n);
+    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(text.len())));
+    out.extend_from_slice(text.as_bytes());
 }
 
 fn latency_ms(out: &mut Vec<u8>, latency: Duration) {
-    let micros = latency.as_micros();
-    let _ = write!(out, "{}.{:03}", micros / 1000, micros % 1000);
+    let micros = latency.as_micros() as u64;
+    digits(out, micros / 1000, 1);
+    out.push(b'.');
+    digits(out, micros % 1000, 3);
+}
+
+/// `127.0.0.1:50660`, `[::1]:50660`: as `SocketAddr` displays itself.
+fn remote(out: &mut Vec<u8>, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                digits(out, u64::from(*octet), 1);
+            }
+            out.push(b':');
+            digits(out, u64::from(v4.port()), 1);
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(out, "{addr}");
+        }
+    }
 }
 
 fn text_line(out: &mut Vec<u8>, at: SystemTime, e: &Entry) {
     timestamp(out, at);
-    let _ = write!(
-        out,
-        "  INFO access: request method={} path={} params={} code={} status={} latency_ms=",
-        e.method, e.path, e.params, e.code, e.status
-    );
+    for (name, value) in [
+        (&b"  INFO access: request method="[..], e.method),
+        (b" path=", e.path),
+        (b" params=", e.params),
+        (b" code=", e.code),
+    ] {
+        out.extend_from_slice(name);
+        out.extend_from_slice(value.as_bytes());
+    }
+    out.extend_from_slice(b" status=");
+    digits(out, u64::from(e.status), 1);
+    out.extend_from_slice(b" latency_ms=");
     latency_ms(out, e.latency);
     out.extend_from_slice(b" remote=");
     if let Some(r) = e.remote {
-        let _ = write!(out, "{r}");
+        remote(out, r);
     }
     out.push(b'\n');
 }
@@ -170,11 +216,16 @@ fn json_line(out: &mut Vec<u8>, at: SystemTime, e: &Entry) {
     json_string(out, e.params);
     out.extend_from_slice(b",\"code\":");
     json_string(out, e.code);
-    let _ = write!(out, ",\"status\":{},\"latency_ms\":", e.status);
+    out.extend_from_slice(b",\"status\":");
+    digits(out, u64::from(e.status), 1);
+    out.extend_from_slice(b",\"latency_ms\":");
     latency_ms(out, e.latency);
-    out.extend_from_slice(b",\"remote\":");
-    json_string(out, &e.remote.map(|r| r.to_string()).unwrap_or_default());
-    out.extend_from_slice(b"},\"target\":\"access\"}\n");
+    // An address has nothing to escape.
+    out.extend_from_slice(b",\"remote\":\"");
+    if let Some(r) = e.remote {
+        remote(out, r);
+    }
+    out.extend_from_slice(b"\"},\"target\":\"access\"}\n");
 }
 
 #[cfg(test)]
@@ -217,6 +268,38 @@ mod tests {
         assert_eq!(v["fields"]["params"], "appid=a&note=\"quoted\"");
         assert_eq!(v["fields"]["latency_ms"], 1.643);
         assert_eq!(v["fields"]["remote"], "127.0.0.1:50660");
+    }
+
+    #[test]
+    fn numbers_and_addresses_read_as_their_display() {
+        for (latency, shown) in [
+            (0, "0.000"),
+            (7, "0.007"),
+            (1_043, "1.043"),
+            (61_000_250, "61000.250"),
+        ] {
+            let mut out = Vec::new();
+            latency_ms(&mut out, Duration::from_micros(latency));
+            assert_eq!(String::from_utf8(out).unwrap(), shown);
+        }
+        for addr in [
+            "127.0.0.1:50660",
+            "10.200.3.0:1",
+            "255.255.255.255:65535",
+            "[::1]:8080",
+            "[fe80::1%2]:7171",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let mut out = Vec::new();
+            remote(&mut out, addr);
+            assert_eq!(String::from_utf8(out).unwrap(), addr.to_string());
+        }
+        let mut out = Vec::new();
+        timestamp(&mut out, UNIX_EPOCH + Duration::from_micros(5));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "1970-01-01T00:00:00.000005Z"
+        );
     }
 
     #[test]

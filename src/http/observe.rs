@@ -60,7 +60,7 @@ pub async fn observe(State(o): State<Observe>, req: Request, next: Next) -> Resp
     let status = response.status();
     let code = response
         .headers()
-        .get("kratos-status-code")
+        .get(super::reply::KRATOS_CODE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_else(|| status.as_str());
     let endpoint = endpoint.as_ref().map_or("other", MatchedPath::as_str);

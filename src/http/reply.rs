@@ -1,7 +1,7 @@
 //! The discovery answer envelope: `{"code":…,"message":…,"ttl":1,"data":…}`
 //! with the `kratos-status-code` header, rendered around pre-serialized data.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -9,11 +9,16 @@ use crate::registry::RegistryError;
 
 const JSON: &str = "application/json; charset=utf-8";
 
+/// The header that repeats the envelope's code. Named once: a name given
+/// as a string is parsed again on every insert.
+pub const KRATOS_CODE: HeaderName = HeaderName::from_static("kratos-status-code");
+const KRATOS_TRACE: HeaderName = HeaderName::from_static("kratos-trace-id");
+
 /// Renders an answer whose `data` is already JSON.
 pub fn answer(code: i32, message: &str, data: Option<&[u8]>) -> Response {
-    let mut body = BytesMut::with_capacity(48 + data.map_or(0, <[u8]>::len));
+    let mut body = BytesMut::with_capacity(48 + message.len() + data.map_or(0, <[u8]>::len));
     body.put_slice(b"{\"code\":");
-    body.put_slice(code.to_string().as_bytes());
+    body.put_slice(itoa::Buffer::new().format(code).as_bytes());
     body.put_slice(b",\"message\":");
     put_string(&mut body, message);
     body.put_slice(b",\"ttl\":1");
@@ -94,9 +99,9 @@ pub fn unauthorized(reason: &str) -> Response {
 /// The envelope under an HTTP status of its own, for refusals that clients
 /// and proxies should see as such.
 fn refused(status: StatusCode, code: i32, message: &str) -> Response {
-    let mut body = BytesMut::new();
+    let mut body = BytesMut::with_capacity(48 + message.len());
     body.put_slice(b"{\"code\":");
-    body.put_slice(code.to_string().as_bytes());
+    body.put_slice(itoa::Buffer::new().format(code).as_bytes());
     body.put_slice(b",\"message\":");
     put_string(&mut body, message);
     body.put_slice(b",\"ttl\":1}");
@@ -106,7 +111,14 @@ fn refused(status: StatusCode, code: i32, message: &str) -> Response {
 /// The answer of `polls`: the original builds it as a map, so its keys come
 /// sorted and there is no `ttl`.
 pub fn polls(changed: &[(&str, Bytes)], missing: &[&str]) -> Response {
-    let mut body = BytesMut::new();
+    // Sized up front: a woken poll's answer is built without growing.
+    let size = 64
+        + changed
+            .iter()
+            .map(|(appid, data)| appid.len() + data.len() + 4)
+            .sum::<usize>()
+        + missing.iter().map(|appid| appid.len() + 3).sum::<usize>();
+    let mut body = BytesMut::with_capacity(size);
     body.put_slice(b"{\"code\":0,\"data\":{");
     for (i, (appid, data)) in changed.iter().enumerate() {
         if i > 0 {
@@ -120,11 +132,14 @@ pub fn polls(changed: &[(&str, Bytes)], missing: &[&str]) -> Response {
     if missing.is_empty() {
         body.put_slice(b"null");
     } else {
-        body.put_slice(
-            serde_json::to_string(missing)
-                .unwrap_or_default()
-                .as_bytes(),
-        );
+        body.put_u8(b'[');
+        for (i, appid) in missing.iter().enumerate() {
+            if i > 0 {
+                body.put_u8(b',');
+            }
+            put_string(&mut body, appid);
+        }
+        body.put_u8(b']');
     }
     body.put_slice(b"},\"message\":\"0\"}");
     respond(StatusCode::OK, 0, body.freeze())
@@ -132,7 +147,7 @@ pub fn polls(changed: &[(&str, Bytes)], missing: &[&str]) -> Response {
 
 /// `poll` of an unknown app: the original's exact words, without `ttl`.
 pub fn poll_unknown(appid: &str) -> Response {
-    let mut body = BytesMut::new();
+    let mut body = BytesMut::with_capacity(48 + appid.len());
     body.put_slice(b"{\"code\":-404,\"message\":");
     put_string(&mut body, &format!("{appid} not found"));
     body.put_u8(b'}');
@@ -152,8 +167,10 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain")], text).into_response()
 }
 
+/// `s` as a JSON string, escaped straight into `body`.
 fn put_string(body: &mut BytesMut, s: &str) {
-    body.put_slice(serde_json::to_string(s).unwrap_or_default().as_bytes());
+    // Writing to memory cannot fail.
+    let _ = serde_json::to_writer(body.writer(), s);
 }
 
 /// Success whose envelope and data `body` streams whole (`fetch/all`).
@@ -165,9 +182,20 @@ fn respond(status: StatusCode, code: i32, body: impl IntoResponse) -> Response {
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
-    headers.insert("kratos-status-code", HeaderValue::from(code));
-    headers.insert("kratos-trace-id", HeaderValue::from_static(""));
+    headers.insert(KRATOS_CODE, code_value(code));
+    headers.insert(KRATOS_TRACE, HeaderValue::from_static(""));
     response
+}
+
+/// The code header's value; the codes every poll and fetch answers with
+/// are static, others are formatted.
+fn code_value(code: i32) -> HeaderValue {
+    match code {
+        0 => HeaderValue::from_static("0"),
+        -304 => HeaderValue::from_static("-304"),
+        -404 => HeaderValue::from_static("-404"),
+        _ => HeaderValue::from(code),
+    }
 }
 
 #[cfg(test)]
