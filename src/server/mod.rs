@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch as signal, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::shutdown::stopped;
@@ -80,7 +81,10 @@ pub async fn serve(listener: Listener, mut shutdown: signal::Receiver<bool>) {
         idle: Duration::from_secs(1),
         ..bounds.clone()
     };
-    let mut connections = tokio::task::JoinSet::new();
+    // Connections run as tasks of their own, only counted: one that ends
+    // wakes nobody (reaping them from a set woke this loop once per
+    // connection, a tenth of a woken poll's own instructions).
+    let connections = TaskTracker::new();
     loop {
         tokio::select! {
             accepted = tcp.accept() => {
@@ -133,11 +137,11 @@ pub async fn serve(listener: Listener, mut shutdown: signal::Receiver<bool>) {
                 };
             }
             _ = stopped(&mut shutdown) => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
     drop(tcp);
-    while connections.join_next().await.is_some() {}
+    connections.close();
+    connections.wait().await;
 }
 
 /// Completes the TLS handshake, or logs why not: a refusal (rustls turned
