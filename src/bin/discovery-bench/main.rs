@@ -194,6 +194,7 @@ async fn run(launch: &Launch, command: Command) -> Result<()> {
                 count: all.count,
                 batch: polls::BATCH,
                 rounds: 1,
+                pause: 0.0,
             };
             polls::run(launch, &polls).await?;
             let register = register::Args {

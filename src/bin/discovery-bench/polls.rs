@@ -48,6 +48,11 @@ pub struct Args {
     /// Rounds; each runs the server and the reference once.
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
+    /// Seconds to wait between the polls being held and the change, with
+    /// a line on stderr when it starts: time to attach a profiler to the
+    /// wake alone (`perf record -p`, `callgrind_control -z`).
+    #[arg(long, default_value_t = 0.0)]
+    pub pause: f64,
 }
 
 /// What one run measured.
@@ -237,6 +242,10 @@ async fn measure(
         opened.elapsed().as_secs_f64()
     );
     let held = server.rss()?;
+    if args.pause > 0.0 {
+        eprintln!("# pausing {} s before the change", args.pause);
+        tokio::time::sleep(Duration::from_secs_f64(args.pause)).await;
+    }
 
     let mut trigger = Conn::connect(addr).await?;
     let cpu_before = server.cpu_time()?;
