@@ -111,7 +111,7 @@ fn write_while_alive(log: &Weak<AccessLog>, mut out: impl Write) {
 }
 
 // Lines are written with plain appends rather than `write!`: formatting
-// through `core::fmt` was a sixth of a woken poll's own instructions
+// through `core::fmt` was an eighth of a woken poll's own instructions
 // (counted with callgrind; the remote address alone a quarter of that).
 
 /// `2026-11-27T14:17:35.888839Z` into `out`.
