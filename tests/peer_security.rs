@@ -4,11 +4,11 @@
 
 mod common;
 
-use futures::StreamExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, Pki, Timings};
+use futures::StreamExt;
 use raft_discovery::cluster::renewer::ForwardedRenews;
 use raft_discovery::cluster::writer::{Committed, ForwardError};
 use raft_discovery::peer::certs::{self, Issued};

@@ -243,8 +243,9 @@ async fn measure(
     );
     let held = server.rss()?;
     if args.pause > 0.0 {
+        let pause = Duration::try_from_secs_f64(args.pause).context("--pause")?;
         eprintln!("# pausing {} s before the change", args.pause);
-        tokio::time::sleep(Duration::from_secs_f64(args.pause)).await;
+        tokio::time::sleep(pause).await;
     }
 
     let mut trigger = Conn::connect(addr).await?;
