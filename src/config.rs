@@ -61,7 +61,8 @@ pub struct Config {
     #[serde(rename = "scheduler")]
     pub schedules: Vec<Schedule>,
     /// The other zones, each with some of its nodes' peer addresses
-    /// (`host:port`, mutual TLS against the same CA): `[zones] "sh002" =
+    /// (`host:port`, mutual TLS: their certificates from that zone's CA in
+    /// `tls.zone_cas`, ours the zone link's): `[zones] "sh002" =
     /// ["10.2.0.10:7271"]`. This cluster is `node.zone`.
     pub zones: std::collections::BTreeMap<String, Vec<String>>,
     pub zone_stream: ZoneStreamConfig,
@@ -182,12 +183,23 @@ pub struct EvictionConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
-    /// The cluster CA (PEM): peers must present a certificate it signed.
+    /// This zone's CA (PEM): this zone's nodes must present a certificate
+    /// it signed.
     pub ca: PathBuf,
-    /// This node's certificate (PEM), signed by `ca`, shown to peers.
+    /// This node's certificate (PEM), signed by `ca`, shown to peers; it
+    /// must carry this node's identity (`discovery://<zone>/node/<id>`).
     pub cert: PathBuf,
     /// Its private key (PEM).
     pub key: PathBuf,
+    /// With `link_key`: this zone's link certificate (PEM, from `ca`,
+    /// `discovery://<zone>/link`), shown to the other zones' nodes.
+    /// Needed when `[zones]` lists any.
+    pub link_cert: PathBuf,
+    pub link_key: PathBuf,
+    /// Each other zone's CA (PEM), trusted for that zone's link only:
+    /// `{ "sh002" = "certs/sh002/ca.pem" }`. Needed for each zone in
+    /// `[zones]`.
+    pub zone_cas: std::collections::BTreeMap<String, PathBuf>,
     /// Peers talk plain HTTP, unauthenticated: only for a cluster on one
     /// trusted machine. The node warns at start.
     pub insecure_peers: bool,
@@ -562,6 +574,27 @@ impl Config {
             set(&t.client_cert) == set(&t.client_key),
             "tls.client_cert and tls.client_key go together"
         );
+        anyhow::ensure!(
+            set(&t.link_cert) == set(&t.link_key),
+            "tls.link_cert and tls.link_key go together"
+        );
+        if let Some(zone) = t.zone_cas.keys().find(|z| !self.zones.contains_key(*z)) {
+            anyhow::bail!("tls.zone_cas names zone {zone:?}, which [zones] does not list");
+        }
+        if !t.insecure_peers && !self.zones.is_empty() {
+            anyhow::ensure!(
+                set(&t.link_cert),
+                "[zones] lists other zones: set tls.link_cert and tls.link_key, this zone's \
+                 link certificate (`discoveryctl certs link --zone {}`)",
+                self.node.zone
+            );
+            if let Some(zone) = self.zones.keys().find(|z| !t.zone_cas.contains_key(*z)) {
+                anyhow::bail!(
+                    "[zones] lists {zone:?}: set tls.zone_cas.{zone} to that zone's CA \
+                     certificate, trusted for its link only"
+                );
+            }
+        }
         self.write_networks()?;
         let l = &self.limits;
         anyhow::ensure!(

@@ -20,6 +20,7 @@
 //!   membership changes behind the admin token and write allow-list.
 //! - [`server`]: the accept loop both listeners run (TCP or TLS).
 //! - [`shutdown`]: the signal every long-lived task stops on.
+//! - [`auth`]: the admin token operators' changes are checked against.
 //! - [`clock`]: the wall clock proposers stamp commands with.
 //! - [`config`]: the TOML file, flags and environment of a node.
 //! - [`node`]: everything wired into one running node, with its shutdown.
@@ -28,6 +29,7 @@
 // traits; boxing them at every call would only obscure the code.
 #![allow(clippy::result_large_err)]
 
+pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;

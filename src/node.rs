@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::auth::AdminToken;
 use crate::clock::now;
 use crate::cluster::appender::Appender;
 use crate::cluster::bootstrap::form_cluster;
@@ -32,9 +33,12 @@ use crate::http::head::HeadLimits;
 use crate::http::observe::Observe;
 use crate::local::LocalRegistry;
 use crate::peer::client::PeerClient;
+use crate::peer::guard::Guard;
+use crate::peer::identity::Identity;
 use crate::peer::network::Network;
+use crate::peer::rotation;
 use crate::peer::routes::PeerApi;
-use crate::peer::tls::{self, PeerIdentity, PeerTls};
+use crate::peer::tls::{self, CertFiles, PeerTls};
 use crate::raft::data_dir;
 use crate::raft::log_store::{LogStore, Records};
 use crate::raft::space::SpaceGuard;
@@ -42,7 +46,7 @@ use crate::raft::state_machine::{SnapshotMetrics, StateMachine};
 use crate::raft::Raft;
 use crate::registry::{Registry, Schedules};
 use crate::self_discovery::SelfDiscovery;
-use crate::server::{open_files, serve, Bounds, Listener};
+use crate::server::{open_files, serve, Bounds, Listener, Tls};
 use crate::telemetry::Metrics;
 use crate::zones::puller::{Contacts, Follow};
 use crate::zones::router::Zones;
@@ -52,6 +56,19 @@ const PEER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Connections the peer listener keeps open: peers hold a few each.
 const PEER_CONNECTIONS: usize = 1024;
+
+/// The certificate files the configuration names.
+fn cert_files(config: &Config) -> CertFiles {
+    let t = &config.tls;
+    CertFiles {
+        ca: t.ca.clone(),
+        cert: t.cert.clone(),
+        key: t.key.clone(),
+        link: (!t.link_cert.as_os_str().is_empty())
+            .then(|| (t.link_cert.clone(), t.link_key.clone())),
+        zone_cas: t.zone_cas.clone(),
+    }
+}
 
 /// A started node. Dropping it without `shutdown` leaves its tasks running.
 pub struct Node {
@@ -73,6 +90,10 @@ impl Node {
     /// Opens the data directory, recovers the registry from it, starts Raft
     /// and serves clients and peers on the configured addresses.
     pub async fn start(config: Config) -> anyhow::Result<Node> {
+        let me = Identity::Node {
+            zone: config.node.zone.clone(),
+            id: config.node.id,
+        };
         let peer_tls = if config.tls.insecure_peers {
             tracing::warn!(
                 "tls.insecure_peers = true: peers talk plain HTTP, and anyone who reaches {} \
@@ -81,11 +102,9 @@ impl Node {
             );
             None
         } else {
-            Some(PeerTls::load(&PeerIdentity {
-                ca: config.tls.ca.clone(),
-                cert: config.tls.cert.clone(),
-                key: config.tls.key.clone(),
-            })?)
+            let tls = PeerTls::load(&cert_files(&config), &me)?;
+            tracing::info!(identity = %tls.me.uri(), expires = %tls.expires, "peer certificate");
+            Some(tls)
         };
         let client_tls = if config.tls.client_cert.as_os_str().is_empty() {
             None
@@ -96,6 +115,13 @@ impl Node {
             )?)
         };
         let peer_client = PeerClient::new(peer_tls.as_ref())?;
+        let (peer_server_tls, rotate) = match &peer_tls {
+            Some(tls) => {
+                let (source, rotate) = rotation::start(tls, peer_client.clone());
+                (Some(source), Some(rotate))
+            }
+            None => (None, None),
+        };
         let link: Link = Arc::new(peer_client.clone());
         let data_dir = config.node.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
@@ -240,8 +266,17 @@ impl Node {
                 within: wait_for_leader,
             },
         });
+        let guard = Guard::new(
+            raft.clone(),
+            config.cluster.members.iter().map(|m| m.id).collect(),
+            config.zones.keys().cloned().collect(),
+            AdminToken::new(config.admin_token()),
+            config.tls.insecure_peers,
+        );
         let peers = Arc::new(PeerApi {
             raft: raft.clone(),
+            guard,
+            zone: config.node.zone.clone(),
             local: local.clone(),
             ledger: ledger.clone(),
             renew: renew_settings,
@@ -269,7 +304,7 @@ impl Node {
         };
         let access = Arc::new(Access {
             allow_write_from: config.write_networks()?,
-            admin_token: config.admin_token(),
+            admin_token: AdminToken::new(config.admin_token()),
         });
         let c = &config.connections;
         let files = open_files::raise();
@@ -322,7 +357,7 @@ impl Node {
                         }),
                     },
                 ),
-                tls: client_tls,
+                tls: client_tls.map(Tls::fixed),
                 name: "client",
                 bounds: Bounds {
                     read_within: Duration::from_millis(c.read_timeout_ms),
@@ -337,7 +372,7 @@ impl Node {
             Listener {
                 tcp: peer_listener,
                 router: crate::peer::router(peers),
-                tls: peer_tls.map(|t| t.server),
+                tls: peer_server_tls,
                 name: "peer",
                 bounds: Bounds {
                     // Snapshots come whole in one request.
@@ -393,6 +428,10 @@ impl Node {
             stop.clone(),
         ));
 
+        if let Some(rotate) = rotate {
+            let (files, me) = (cert_files(&config), me.clone());
+            tasks.spawn(rotate.on_hangup(files, me, stop.clone()));
+        }
         tasks.spawn(count_leader_changes(
             raft.clone(),
             metrics.leader_changes.clone(),

@@ -78,7 +78,11 @@ async fn writes_from_outside_allow_write_from_get_403_and_reads_still_work() {
 async fn the_client_port_serves_https_when_given_a_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let ca = certs::new_ca("client CA", 30).unwrap();
-    let issued = certs::node_cert(&ca, "api", &["127.0.0.1".into()], 30).unwrap();
+    let api = raft_discovery::peer::identity::Identity::Node {
+        zone: "sh001".into(),
+        id: 1,
+    };
+    let issued = certs::node_cert(&ca, &api, "api", &["127.0.0.1".into()], 30).unwrap();
     let (cert, key) = certs::write(dir.path(), "api", &issued).unwrap();
     let node = TestNode::start_https(1000, &ca.cert, |c| {
         c.tls.client_cert = cert.clone();

@@ -12,11 +12,22 @@ use futures::StreamExt;
 use raft_discovery::cluster::renewer::ForwardedRenews;
 use raft_discovery::cluster::writer::{Committed, ForwardError};
 use raft_discovery::peer::certs::{self, Issued};
+use raft_discovery::peer::identity::Identity;
 use raft_discovery::peer::paths;
 use raft_discovery::raft::Proposal;
 use raft_discovery::registry::{Command, InstanceKey, Metadata, Registration, Status};
 use serde_json::Value;
 use time::OffsetDateTime;
+
+/// A certificate of the cluster's CA for member `id`, as a thief of that
+/// node's key would hold.
+fn as_member(cluster: &Cluster, id: u64) -> Issued {
+    let me = Identity::Node {
+        zone: cluster.zone.clone(),
+        id,
+    };
+    cluster.pki.issued(&format!("node{id}"), &me)
+}
 
 /// An HTTPS client trusting `ca`, presenting `identity` if given.
 fn tls_client(ca: &Path, identity: Option<&Issued>) -> reqwest::Client {
@@ -82,10 +93,15 @@ async fn peer_routes_are_not_served_on_the_client_port_and_need_the_cluster_cert
     let term = cluster.status(leader).await.unwrap()["term"].clone();
     let other_dir = tempfile::tempdir().unwrap();
     let other = Pki::named(other_dir.path(), "another CA");
-    let foreign = certs::node_cert(&other.ca, "node9", &["127.0.0.1".into()], 30).unwrap();
+    let node9 = Identity::Node {
+        zone: "sh001".into(),
+        id: 9,
+    };
+    let foreign = certs::node_cert(&other.ca, &node9, "node9", &["127.0.0.1".into()], 30).unwrap();
     let now = OffsetDateTime::now_utc();
     let expired = certs::node_cert_between(
         &cluster.pki.ca,
+        &node9,
         "node9",
         &["127.0.0.1".into()],
         now - time::Duration::days(30),
@@ -125,13 +141,9 @@ async fn peer_routes_are_not_served_on_the_client_port_and_need_the_cluster_cert
         "{plain:?}"
     );
 
-    // The same requests with a certificate of the cluster's are heard: the
+    // The same requests with a member's certificate are heard: the
     // refusals above were the handshake's.
-    let member = cluster.pki.issue("intruder");
-    let member = Issued {
-        cert: std::fs::read_to_string(member.0).unwrap(),
-        key: std::fs::read_to_string(member.1).unwrap(),
-    };
+    let member = as_member(&cluster, 1);
     let heard = tls_client(&ca, Some(&member))
         .get(format!("{base}{}", paths::HEALTH))
         .send()
@@ -211,11 +223,7 @@ async fn a_node_with_a_certificate_from_another_ca_cannot_join() {
 async fn the_leader_refuses_forged_commands_from_an_authenticated_peer() {
     let cluster = Cluster::start(3, Timings::default()).await;
     let leader = cluster.leader().await;
-    let (cert, key) = cluster.pki.issue("intruder");
-    let member = Issued {
-        cert: std::fs::read_to_string(cert).unwrap(),
-        key: std::fs::read_to_string(key).unwrap(),
-    };
+    let member = as_member(&cluster, cluster.slots[(leader + 1) % 3].id);
     let peer = tls_client(&cluster.pki.ca_path(), Some(&member));
     let base = format!("https://{}", cluster.peer_addr(leader));
     let before = digest(&cluster, leader).await;
@@ -298,11 +306,9 @@ async fn peer_bodies_are_bounded_and_a_snapshot_streams_to_disk() {
     let cluster = Cluster::start(3, Timings::default()).await;
     let leader = cluster.leader().await;
     let follower = (leader + 1) % 3;
-    let member = cluster.pki.issue("peer9");
-    let member = Issued {
-        cert: std::fs::read_to_string(member.0).unwrap(),
-        key: std::fs::read_to_string(member.1).unwrap(),
-    };
+    // The leader's identity: only the leader may send snapshots.
+    let leader_id = cluster.slots[leader].id;
+    let member = as_member(&cluster, leader_id);
     let peer = tls_client(&cluster.pki.ca_path(), Some(&member));
     let base = format!("https://{}", cluster.peer_addr(follower));
 
@@ -328,7 +334,10 @@ async fn peer_bodies_are_bounded_and_a_snapshot_streams_to_disk() {
     // once it has arrived.
     let pid = cluster.pid(follower);
     let before = peak_rss(pid);
-    let header = br#"{"vote":{"leader_id":{"term":0,"node_id":0},"committed":false},"meta":{"last_log_id":null,"last_membership":{"log_id":null,"membership":{"configs":[],"nodes":{}}},"snapshot_id":"junk"}}"#;
+    let header = format!(
+        r#"{{"vote":{{"leader_id":{{"term":0,"node_id":{leader_id}}},"committed":false}},"meta":{{"last_log_id":null,"last_membership":{{"log_id":null,"membership":{{"configs":[],"nodes":{{}}}}}},"snapshot_id":"junk"}}}}"#
+    );
+    let header = header.as_bytes();
     let mut head = (header.len() as u64).to_be_bytes().to_vec();
     head.extend_from_slice(header);
     let chunk = bytes::Bytes::from(vec![b'x'; 1 << 20]);

@@ -30,6 +30,7 @@ use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::time::Instant;
 
 use super::link::Link;
+use crate::auth::Operator;
 use crate::raft::{NodeId, Raft};
 
 /// Holds new proposals while leadership is handed over. A proposal holds
@@ -99,7 +100,11 @@ pub struct Handover {
 impl Handover {
     /// Hands leadership to `to` (or the most caught-up voter) from the
     /// leader: here if this node leads, else at the leader it knows.
-    pub async fn at_leader(&self, to: Option<NodeId>) -> Result<NodeId, HandoverError> {
+    pub async fn at_leader(
+        &self,
+        to: Option<NodeId>,
+        operator: &Operator,
+    ) -> Result<NodeId, HandoverError> {
         let metrics = self.raft.metrics().borrow().clone();
         let leader = metrics.current_leader;
         match leader {
@@ -112,7 +117,7 @@ impl Handover {
                     .cloned()
                     .ok_or(HandoverError::NotLeader(self.me, leader))?;
                 self.link
-                    .transfer_leader(&member, to, self.within * 2)
+                    .transfer_leader(&member, to, operator, self.within * 2)
                     .await
                     .map_err(|e| HandoverError::Unreachable(l, e.to_string()))?
             }

@@ -11,6 +11,7 @@ use super::handover::{ElectRequest, HandoverError};
 use super::membership::{Change, Changed};
 use super::renewer::ForwardedRenews;
 use super::writer::{Committed, ForwardError, WriteError};
+use crate::auth::Operator;
 use crate::raft::{Member, NodeId, Proposal};
 use crate::registry::InstanceKey;
 use crate::self_discovery::NodeView;
@@ -68,11 +69,13 @@ pub trait PeerLink: Send + Sync {
     /// Whether `to` answers at all.
     async fn health(&self, to: &Member, within: Duration) -> Result<(), LinkError>;
 
-    /// Hands a membership change to the leader `to`.
+    /// Hands a membership change to the leader `to`, with the operator's
+    /// credential, which the leader checks again.
     async fn membership(
         &self,
         to: &Member,
         change: &Change,
+        operator: &Operator,
         within: Duration,
     ) -> Result<Result<Changed, String>, LinkError>;
 
@@ -106,11 +109,13 @@ pub trait PeerLink: Send + Sync {
         within: Duration,
     ) -> Result<Result<ZoneWritten, WriteError>, LinkError>;
 
-    /// Asks the leader `to` to hand its leadership over.
+    /// Asks the leader `to` to hand its leadership over, with the
+    /// operator's credential.
     async fn transfer_leader(
         &self,
         to: &Member,
         successor: Option<NodeId>,
+        operator: &Operator,
         within: Duration,
     ) -> Result<Result<NodeId, HandoverError>, LinkError>;
 }

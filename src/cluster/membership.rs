@@ -11,6 +11,7 @@ use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 
 use super::link::Link;
+use crate::auth::Operator;
 use crate::raft::{Member, NodeId, Raft};
 
 /// How long adding a learner waits for it to catch up: under the time a
@@ -47,14 +48,20 @@ pub struct Changed {
 
 type WriteError = RaftError<NodeId, ClientWriteError<NodeId, Member>>;
 
-/// Carries out a change here if this node leads, else at the leader.
-pub async fn apply(raft: &Raft, link: &Link, change: Change) -> Result<Changed, String> {
+/// Carries out a change here if this node leads, else at the leader,
+/// which checks the operator's credential again.
+pub async fn apply(
+    raft: &Raft,
+    link: &Link,
+    change: Change,
+    operator: &Operator,
+) -> Result<Changed, String> {
     match apply_here(raft, &change).await {
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
             leader_node: Some(leader),
             ..
         }))) => link
-            .membership(&leader, &change, FORWARD_TIMEOUT)
+            .membership(&leader, &change, operator, FORWARD_TIMEOUT)
             .await
             .map_err(|e| format!("leader {leader} did not answer: {e}"))?,
         applied => finish(raft, applied).await,

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::header::{self, AUTHORIZATION};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use serde::Serialize;
 use super::discovery::Api;
 use super::params::Params;
 use super::reply;
+use crate::auth::Operator;
 use crate::clock::now;
 use crate::cluster::evictor::EvictionState;
 use crate::cluster::handover::Handover;
@@ -366,11 +368,12 @@ pub struct Transfer {
 /// hands the request to the leader. Answers the new leader.
 pub async fn transfer_leader(
     State(Admin { handover, .. }): State<Admin>,
+    headers: HeaderMap,
     Json(transfer): Json<Transfer>,
 ) -> Json<Result<NodeId, String>> {
     Json(
         handover
-            .at_leader(transfer.to)
+            .at_leader(transfer.to, &operator(&headers))
             .await
             .map_err(|e| e.to_string()),
     )
@@ -379,7 +382,14 @@ pub async fn transfer_leader(
 /// Adds, promotes or removes a node; any node hands it to the leader.
 pub async fn membership(
     State(Admin { raft, link, .. }): State<Admin>,
+    headers: HeaderMap,
     Json(change): Json<Change>,
 ) -> Json<Result<Changed, String>> {
-    Json(membership::apply(&raft, &link, change).await)
+    Json(membership::apply(&raft, &link, change, &operator(&headers)).await)
+}
+
+/// The credential the admin layer let through, to hand on with a change.
+fn operator(headers: &HeaderMap) -> Operator {
+    let given = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    Operator(given.unwrap_or_default().to_string())
 }

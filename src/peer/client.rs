@@ -1,15 +1,22 @@
 //! The calling side of the peer surface: one HTTP client per node, over
 //! mutual TLS unless the configuration explicitly says plain, carrying the
-//! cluster's calls ([`PeerLink`]) and openraft's RPCs ([`super::network`]).
+//! cluster's calls ([`PeerLink`]) and openraft's RPCs ([`super::network`]);
+//! calls to other zones show the zone link's certificate, never the
+//! node's.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::RwLock;
+use reqwest::header::AUTHORIZATION;
 use reqwest::StatusCode;
+use rustls::ClientConfig;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::paths;
 use super::tls::PeerTls;
+use crate::auth::Operator;
 use crate::cluster::bootstrap::BootstrapState;
 use crate::cluster::catch_up::ReadIndex;
 use crate::cluster::handover::{ElectRequest, HandoverError};
@@ -31,28 +38,58 @@ use crate::zones::ZoneAnswer;
 /// moving on to the new leader.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// A node's client of its peers; cheap to clone (one connection pool).
+/// A node's client of its peers; cheap to clone (one connection pool per
+/// kind of peer). Certificates rotated, [`PeerClient::reload`] swaps the
+/// pools: calls already under way finish on the old ones.
 #[derive(Clone)]
 pub struct PeerClient {
-    http: reqwest::Client,
+    pools: Arc<RwLock<Pools>>,
     scheme: &'static str,
+}
+
+struct Pools {
+    /// This zone's nodes, shown the node's certificate.
+    nodes: reqwest::Client,
+    /// Other zones' nodes, shown the zone link's certificate.
+    zones: reqwest::Client,
+}
+
+fn pool(tls: Option<ClientConfig>) -> reqwest::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true);
+    match tls {
+        Some(tls) => builder.use_preconfigured_tls(tls),
+        None => builder,
+    }
+    .build()
+}
+
+fn pools(tls: Option<&PeerTls>) -> reqwest::Result<Pools> {
+    let nodes = pool(tls.map(|t| t.client.clone()))?;
+    // Without a link certificate other zones are called as this zone's
+    // nodes are (and refuse, unless peers are insecure).
+    let zones = match tls.and_then(|t| t.link.clone()) {
+        Some(link) => pool(Some(link))?,
+        None => nodes.clone(),
+    };
+    Ok(Pools { nodes, zones })
 }
 
 impl PeerClient {
     /// Calls peers over mutual TLS with `tls`, or in plain HTTP without.
     pub fn new(tls: Option<&PeerTls>) -> reqwest::Result<Self> {
-        let builder = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true);
-        let (builder, scheme) = match tls {
-            Some(tls) => (builder.use_preconfigured_tls(tls.client.clone()), "https"),
-            None => (builder, "http"),
-        };
         Ok(PeerClient {
-            http: builder.build()?,
-            scheme,
+            pools: Arc::new(RwLock::new(pools(tls)?)),
+            scheme: if tls.is_some() { "https" } else { "http" },
         })
+    }
+
+    /// Calls with `tls` from now on.
+    pub fn reload(&self, tls: &PeerTls) -> reqwest::Result<()> {
+        *self.pools.write() = pools(Some(tls))?;
+        Ok(())
     }
 
     /// The URL of `path` on `member`'s peer listener.
@@ -60,8 +97,14 @@ impl PeerClient {
         format!("{}://{}{}", self.scheme, member.raft_addr, path)
     }
 
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
+    /// The pool for this zone's nodes.
+    pub fn http(&self) -> reqwest::Client {
+        self.pools.read().nodes.clone()
+    }
+
+    /// The pool for other zones' nodes.
+    fn zones(&self) -> reqwest::Client {
+        self.pools.read().zones.clone()
     }
 
     /// POSTs `body` as JSON and reads the JSON answer.
@@ -72,7 +115,7 @@ impl PeerClient {
         body: &Req,
         within: Duration,
     ) -> Result<Resp, LinkError> {
-        let request = self.http.post(self.url(to, path)).json(body);
+        let request = self.http().post(self.url(to, path)).json(body);
         exchange(request, within).await
     }
 
@@ -82,7 +125,7 @@ impl PeerClient {
         path: &str,
         within: Duration,
     ) -> Result<Resp, LinkError> {
-        exchange(self.http.get(self.url(to, path)), within).await
+        exchange(self.http().get(self.url(to, path)), within).await
     }
 }
 
@@ -167,7 +210,7 @@ impl PeerLink for PeerClient {
 
     async fn health(&self, to: &Member, within: Duration) -> Result<(), LinkError> {
         let response = self
-            .http
+            .http()
             .get(self.url(to, paths::HEALTH))
             .timeout(within)
             .send()
@@ -184,9 +227,15 @@ impl PeerLink for PeerClient {
         &self,
         to: &Member,
         change: &Change,
+        operator: &Operator,
         within: Duration,
     ) -> Result<Result<Changed, String>, LinkError> {
-        self.post(to, paths::MEMBERSHIP, change, within).await
+        let request = self
+            .http()
+            .post(self.url(to, paths::MEMBERSHIP))
+            .header(AUTHORIZATION, &operator.0)
+            .json(change);
+        exchange(request, within).await
     }
 
     async fn elect(
@@ -210,11 +259,12 @@ impl PeerLink for PeerClient {
             paths::ZONE_CHANGES,
             hold.as_millis()
         );
-        self.get(to, &path, within).await
+        exchange(self.zones().get(self.url(to, &path)), within).await
     }
 
     async fn zone_nodes(&self, to: &Member, within: Duration) -> Result<Vec<NodeView>, LinkError> {
-        self.get(to, paths::ZONE_NODES, within).await
+        let url = self.url(to, paths::ZONE_NODES);
+        exchange(self.zones().get(url), within).await
     }
 
     async fn zone_write(
@@ -223,16 +273,22 @@ impl PeerLink for PeerClient {
         write: &ZoneWrite,
         within: Duration,
     ) -> Result<Result<ZoneWritten, WriteError>, LinkError> {
-        self.post(to, paths::ZONE_WRITE, write, within).await
+        let url = self.url(to, paths::ZONE_WRITE);
+        exchange(self.zones().post(url).json(write), within).await
     }
 
     async fn transfer_leader(
         &self,
         to: &Member,
         successor: Option<NodeId>,
+        operator: &Operator,
         within: Duration,
     ) -> Result<Result<NodeId, HandoverError>, LinkError> {
-        self.post(to, paths::TRANSFER_LEADER, &successor, within)
-            .await
+        let request = self
+            .http()
+            .post(self.url(to, paths::TRANSFER_LEADER))
+            .header(AUTHORIZATION, &operator.0)
+            .json(&successor);
+        exchange(request, within).await
     }
 }

@@ -3,8 +3,12 @@
 //! proposals, renews and membership changes handed to the leader, and the
 //! bootstrap, read-index and liveness questions.
 //!
-//! - [`tls`]: mutual TLS against the cluster CA (and HTTPS for the client
-//!   port);
+//! - [`identity`]: who a certificate says its holder is;
+//! - [`tls`]: mutual TLS against the zone's CA and the trusted zone CAs,
+//!   and who a handshake proved the caller to be (and HTTPS for the
+//!   client port);
+//! - [`guard`]: the one check of every peer request against its caller;
+//! - [`rotation`]: certificates replaced without a restart;
 //! - [`certs`]: making the CA and node certificates;
 //! - [`client`]: the calling side, the cluster's [`PeerLink`];
 //! - [`network`]: openraft's RPCs over that client;
@@ -14,7 +18,10 @@
 
 pub mod certs;
 pub mod client;
+pub mod guard;
+pub mod identity;
 pub mod network;
+pub mod rotation;
 pub mod routes;
 pub mod tls;
 
@@ -98,8 +105,10 @@ fn small() -> DefaultBodyLimit {
     DefaultBodyLimit::max(SMALL_LIMIT)
 }
 
-/// Every route of the peer listener; anything else is 404.
+/// Every route of the peer listener, each behind the [`guard`]; anything
+/// else is 404 to members and refused to others.
 pub fn router(peers: Arc<PeerApi>) -> Router {
+    let guard = peers.guard.clone();
     Router::new()
         .route(paths::APPEND, post(routes::append).layer(entries()))
         .route(paths::VOTE, post(routes::vote).layer(small()))
@@ -120,4 +129,5 @@ pub fn router(peers: Arc<PeerApi>) -> Router {
         .route(paths::READ_INDEX, get(routes::read_index))
         .route(paths::HEALTH, get(|| async { "ok" }))
         .with_state(peers)
+        .layer(axum::middleware::from_fn_with_state(guard, guard::check))
 }

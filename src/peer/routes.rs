@@ -1,14 +1,18 @@
 //! The serving side of the peer surface: Raft RPCs, proposals, renews and
 //! membership changes handed to the leader, and what bootstrap, catch-up
-//! and the liveness probe ask. Only peers holding a certificate of the
-//! cluster CA reach these handlers.
+//! and the liveness probe ask. Every request has passed the [`guard`]
+//! first, which resolved its [`Caller`]; what a body claims about its
+//! sender (a vote's candidate, an append's leader) is checked here against
+//! that caller.
+//!
+//! [`guard`]: super::guard
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use futures::StreamExt;
@@ -21,6 +25,8 @@ use openraft::Snapshot;
 
 use tokio::io::AsyncWriteExt;
 
+use super::guard::Guard;
+use super::identity::Caller;
 use super::network::parse_header;
 use crate::cluster::appender::Appender;
 use crate::cluster::bootstrap::BootstrapState;
@@ -42,6 +48,10 @@ use crate::zones::{puller, ZoneAnswer};
 /// What the peer routes see.
 pub struct PeerApi {
     pub raft: Raft,
+    /// Who may call what; the routes check bodies' claims with it.
+    pub guard: Arc<Guard>,
+    /// This node's zone: the only one other zones may write into.
+    pub zone: String,
     pub local: Arc<LocalRegistry>,
     pub ledger: Arc<RenewLedger>,
     pub renew: RenewSettings,
@@ -78,8 +88,11 @@ pub struct PeerApi {
 /// shorter log, would still depose the leader.
 pub async fn append(
     State(peers): State<Arc<PeerApi>>,
+    Extension(caller): Extension<Caller>,
     Json(req): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Result<Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>>, (StatusCode, String)> {
+    let leader = req.vote.leader_id().voted_for();
+    peers.guard.claims(&caller, "an append", leader)?;
     if !req.entries.is_empty() {
         if let Err(full) = peers.space.check() {
             let heartbeat = AppendEntriesRequest {
@@ -95,16 +108,25 @@ pub async fn append(
 
 pub async fn vote(
     State(peers): State<Arc<PeerApi>>,
+    Extension(caller): Extension<Caller>,
     Json(req): Json<VoteRequest<NodeId>>,
-) -> Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
-    Json(peers.raft.vote(req).await)
+) -> Result<Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>>, (StatusCode, String)> {
+    let candidate = req.vote.leader_id().voted_for();
+    peers.guard.claims(&caller, "a vote request", candidate)?;
+    Ok(Json(peers.raft.vote(req).await))
 }
 
 pub async fn snapshot(
     State(peers): State<Arc<PeerApi>>,
+    Extension(caller): Extension<Caller>,
     Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
-) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
-    Json(peers.raft.install_snapshot(req).await)
+) -> Result<
+    Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>>,
+    (StatusCode, String),
+> {
+    let leader = req.vote.leader_id().voted_for();
+    peers.guard.claims(&caller, "a snapshot", leader)?;
+    Ok(Json(peers.raft.install_snapshot(req).await))
 }
 
 /// A whole snapshot from the leader: a framed header, then the snapshot's
@@ -113,6 +135,7 @@ pub async fn snapshot(
 /// time: they share that file.
 pub async fn full_snapshot(
     State(peers): State<Arc<PeerApi>>,
+    Extension(caller): Extension<Caller>,
     body: Body,
 ) -> Result<Json<Result<SnapshotResponse<NodeId>, Fatal<NodeId>>>, (StatusCode, String)> {
     let _one = peers.receiving_snapshot.lock().await;
@@ -130,6 +153,8 @@ pub async fn full_snapshot(
             None => return Err((StatusCode::BAD_REQUEST, "snapshot cut short".into())),
         }
     };
+    let leader = header.vote.leader_id().voted_for();
+    peers.guard.claims(&caller, "a snapshot", leader)?;
     let mut file = create_incoming(&peers.data_dir).await.map_err(stored)?;
     let mut bytes = (start.len() - used) as u64;
     file.write_all(&start[used..]).await.map_err(stored)?;
@@ -185,9 +210,15 @@ pub async fn membership(
 /// The leader hands its leadership to this node: campaign now.
 pub async fn elect(
     State(peers): State<Arc<PeerApi>>,
+    Extension(caller): Extension<Caller>,
     Json(request): Json<ElectRequest>,
-) -> Json<Result<(), String>> {
-    Json(handover::accept_elect(&peers.raft, peers.handover.me, request).await)
+) -> Result<Json<Result<(), String>>, (StatusCode, String)> {
+    peers
+        .guard
+        .claims(&caller, "a request to campaign", Some(request.from))?;
+    Ok(Json(
+        handover::accept_elect(&peers.raft, peers.handover.me, request).await,
+    ))
 }
 
 /// A peer hands on an operator's request to hand leadership over: carried
@@ -238,11 +269,14 @@ pub struct ZoneChangesQuery {
 pub async fn zone_write(
     State(peers): State<Arc<PeerApi>>,
     Json(write): Json<ZoneWrite>,
-) -> Json<Result<ZoneWritten, WriteError>> {
-    Json(match write {
+) -> Result<Json<Result<ZoneWritten, WriteError>>, (StatusCode, String)> {
+    write
+        .allowed_into(&peers.zone)
+        .map_err(|why| (StatusCode::FORBIDDEN, format!("refused: {why}")))?;
+    Ok(Json(match write {
         ZoneWrite::Command(command) => peers.writer.write(command).await.map(ZoneWritten::Outcome),
         ZoneWrite::Renew(key) => peers.renewer.renew(key).await.map(ZoneWritten::Renewal),
-    })
+    }))
 }
 
 /// Another zone asks for this zone's nodes (its own only: what this node

@@ -20,6 +20,7 @@ use axum::extract::Request;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch as signal, Semaphore};
@@ -38,11 +39,41 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// these, a connection is closed unanswered.
 const OVERLOAD_ANSWERS: usize = 256;
 
+/// What a TLS listener's handshakes use; a new one (certificates
+/// rotated) takes effect from the next connection on.
+pub struct Tls {
+    pub config: Arc<rustls::ServerConfig>,
+    /// Reads who the other side is from its certificate chain, once per
+    /// connection; what it returns marks each of that connection's
+    /// requests.
+    pub identify: Option<Identify>,
+}
+
+/// See [`Tls::identify`].
+pub type Identify = Arc<dyn Fn(&[CertificateDer<'static>]) -> Tag + Send + Sync>;
+
+/// Marks a request with what the handshake proved.
+pub type Tag = Arc<dyn Fn(&mut axum::http::Extensions) + Send + Sync>;
+
+/// A listener's current TLS.
+pub type TlsSource = signal::Receiver<Arc<Tls>>;
+
+impl Tls {
+    /// TLS that never changes, proving nothing about the other side.
+    pub fn fixed(config: Arc<rustls::ServerConfig>) -> TlsSource {
+        signal::channel(Arc::new(Tls {
+            config,
+            identify: None,
+        }))
+        .1
+    }
+}
+
 /// One listener: its socket, its routes, and TLS if it speaks it.
 pub struct Listener {
     pub tcp: TcpListener,
     pub router: Router,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<TlsSource>,
     /// Names the listener in logs ("client", "peer").
     pub name: &'static str,
     pub bounds: Bounds,
@@ -72,7 +103,6 @@ pub async fn serve(listener: Listener, mut shutdown: signal::Receiver<bool>) {
         name,
         bounds,
     } = listener;
-    let tls = tls.map(TlsAcceptor::from);
     let slots = Slots::new(bounds.max_connections);
     let overload_answers = Arc::new(Semaphore::new(OVERLOAD_ANSWERS));
     // Past the cap a connection gets one answer, quickly, and is closed.
@@ -107,6 +137,7 @@ pub async fn serve(listener: Listener, mut shutdown: signal::Receiver<bool>) {
                             remote,
                             state: ConnState::new(std::time::Instant::now()),
                             keep_alive: false,
+                            tag: None,
                         };
                         let bounds = overload_bounds.clone();
                         let stop = shutdown.clone();
@@ -117,9 +148,9 @@ pub async fn serve(listener: Listener, mut shutdown: signal::Receiver<bool>) {
                     }
                     continue;
                 };
-                let conn = Conn { remote, state: slot.state.clone(), keep_alive: true };
-                let (router, tls, bounds, stop) =
-                    (router.clone(), tls.clone(), bounds.clone(), shutdown.clone());
+                let mut conn = Conn { remote, state: slot.state.clone(), keep_alive: true, tag: None };
+                let tls = tls.as_ref().map(|source| source.borrow().clone());
+                let (router, bounds, stop) = (router.clone(), bounds.clone(), shutdown.clone());
                 // Two tasks of their own: a task is as large as its
                 // largest state, and a TLS connection's (rustls' buffers
                 // inline) would make every plain one as large.
@@ -130,7 +161,12 @@ pub async fn serve(listener: Listener, mut shutdown: signal::Receiver<bool>) {
                     }),
                     Some(tls) => connections.spawn(async move {
                         let _slot = slot;
-                        if let Some(stream) = handshake(&tls, stream, remote, name).await {
+                        let acceptor = TlsAcceptor::from(tls.config.clone());
+                        if let Some(stream) = handshake(&acceptor, stream, remote, name).await {
+                            if let Some(identify) = &tls.identify {
+                                let chain = stream.get_ref().1.peer_certificates().unwrap_or(&[]);
+                                conn.tag = Some(identify(chain));
+                            }
                             conn.serve(stream, router, &bounds, stop).await;
                         }
                     }),
@@ -176,6 +212,8 @@ struct Conn {
     remote: SocketAddr,
     state: Arc<ConnState>,
     keep_alive: bool,
+    /// What the handshake proved, for each request.
+    tag: Option<Tag>,
 }
 
 impl Conn {
@@ -192,8 +230,12 @@ impl Conn {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let remote = self.remote;
+        let tag = self.tag.clone();
         let service = router.map_request(move |mut req: Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo(remote));
+            if let Some(tag) = &tag {
+                tag(req.extensions_mut());
+            }
             req
         });
         let stream = Watched::new(stream, self.state.clone(), bounds.read_within);

@@ -22,6 +22,32 @@ pub enum ZoneWrite {
     Renew(InstanceKey),
 }
 
+impl ZoneWrite {
+    /// Whether another zone may hand this write to zone `own`: only what
+    /// the cross-zone protocol sends, a register, cancel, set or renew of
+    /// one of `own`'s instances; never a restore, an eviction, a schedule
+    /// or another zone's stream.
+    pub fn allowed_into(&self, own: &str) -> Result<(), String> {
+        let zone = match self {
+            ZoneWrite::Renew(key) | ZoneWrite::Command(Command::Cancel { key, .. }) => &key.zone,
+            ZoneWrite::Command(Command::Register { registration, .. }) => &registration.zone,
+            ZoneWrite::Command(Command::Set { zone, .. }) => zone,
+            ZoneWrite::Command(_) => {
+                return Err(
+                    "another zone may hand over registers, renews, cancels and sets only".into(),
+                )
+            }
+        };
+        if zone == own {
+            Ok(())
+        } else {
+            Err(format!(
+                "an instance of zone {zone:?} is not zone {own}'s to write"
+            ))
+        }
+    }
+}
+
 /// The owning zone's answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ZoneWritten {

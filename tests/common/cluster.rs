@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use raft_discovery::peer::certs::{self, Issued};
+use raft_discovery::peer::identity::Identity;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -42,11 +43,17 @@ impl Pki {
         self.dir.join(certs::CA_CERT)
     }
 
-    /// Issues `name`'s certificate for the loopback names; its paths.
-    pub fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
-        let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
-        let issued = certs::node_cert(&self.ca, name, &hosts, 30).expect("a certificate");
+    /// Issues `identity`'s certificate, named `name`, for the loopback
+    /// names; its paths.
+    pub fn issue(&self, name: &str, identity: &Identity) -> (PathBuf, PathBuf) {
+        let issued = self.issued(name, identity);
         certs::write(&self.dir, name, &issued).expect("certificate written")
+    }
+
+    /// `identity`'s certificate, named `name`, for the loopback names.
+    pub fn issued(&self, name: &str, identity: &Identity) -> Issued {
+        let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+        certs::node_cert(&self.ca, identity, name, &hosts, 30).expect("a certificate")
     }
 }
 
@@ -117,8 +124,20 @@ pub struct Cluster {
     timings: Timings,
     hosts: Hosts,
     /// The cluster's zone, and its `[zones]` section (the other zones).
-    zone: String,
+    pub zone: String,
     zones_section: String,
+    /// The `[tls]` keys of a zone that follows others: its link's
+    /// certificate and the other zones' CAs.
+    zone_tls: String,
+}
+
+/// What a zone that follows others adds to its nodes' files.
+#[derive(Default)]
+struct ZoneSections {
+    /// `[zones]`.
+    zones: String,
+    /// `[tls]` keys: the link's certificate, the other zones' CAs.
+    tls: String,
 }
 
 /// Where one zone's cluster listens, before it starts.
@@ -154,14 +173,14 @@ impl Cluster {
             zone: "sh001".into(),
             ports: (0..n).map(|_| (free_port(), free_port())).collect(),
         };
-        let cluster = Self::configure(dir, pki, &plan, String::new(), timings, hosts);
+        let cluster = Self::configure(dir, pki, &plan, ZoneSections::default(), timings, hosts);
         prepare(&cluster);
         cluster.run().await
     }
 
     /// Starts one cluster of `n` nodes per zone in `zones`, each knowing
-    /// the others (`[zones]`) through the relays of one [`ZoneLink`], all
-    /// with certificates of one CA.
+    /// the others (`[zones]`) through the relays of one [`ZoneLink`], each
+    /// zone with a CA of its own, trusting the others' for their links.
     pub async fn start_zones(
         n: u64,
         zones: &[&str],
@@ -175,10 +194,19 @@ impl Cluster {
                 ports: (0..n).map(|_| (free_port(), free_port())).collect(),
             })
             .collect();
-        let ca_dir = tempfile::tempdir().expect("temp dir").keep();
-        let ca = Pki::new(&ca_dir);
+        let dirs: Vec<TempDir> = plans
+            .iter()
+            .map(|_| tempfile::tempdir().expect("temp dir"))
+            .collect();
+        let cas: Vec<Pki> = dirs
+            .iter()
+            .zip(&plans)
+            .map(|(dir, plan)| {
+                Pki::named(&dir.path().join("certs"), &format!("CA of {}", plan.zone))
+            })
+            .collect();
         let mut clusters = Vec::new();
-        for plan in &plans {
+        for ((plan, dir), pki) in plans.iter().zip(dirs).zip(cas.iter()) {
             let others: Vec<String> = plans
                 .iter()
                 .filter(|p| p.zone != plan.zone)
@@ -195,19 +223,34 @@ impl Cluster {
                 })
                 .collect();
             let section = format!("[zones]\n{}\n", others.join("\n"));
+            let link = Identity::Link {
+                zone: plan.zone.clone(),
+            };
+            let (link_cert, link_key) = pki.issue("link", &link);
+            let mut zone_tls = format!(
+                "link_cert = \"{}\"\nlink_key = \"{}\"\n[tls.zone_cas]\n",
+                link_cert.display(),
+                link_key.display()
+            );
+            for (other, ca) in plans.iter().zip(&cas).filter(|(p, _)| p.zone != plan.zone) {
+                zone_tls += &format!("\"{}\" = \"{}\"\n", other.zone, ca.ca_path().display());
+            }
             let pki = Pki {
-                dir: ca_dir.clone(),
+                dir: pki.dir.clone(),
                 ca: certs::Issued {
-                    cert: ca.ca.cert.clone(),
-                    key: ca.ca.key.clone(),
+                    cert: pki.ca.cert.clone(),
+                    key: pki.ca.key.clone(),
                 },
             };
-            let dir = tempfile::tempdir().expect("temp dir");
+            let zone = ZoneSections {
+                zones: section,
+                tls: zone_tls,
+            };
             clusters.push(Self::configure(
                 dir,
                 pki,
                 plan,
-                section,
+                zone,
                 timings(),
                 Hosts::default(),
             ));
@@ -226,7 +269,7 @@ impl Cluster {
         dir: TempDir,
         pki: Pki,
         plan: &ZonePlan,
-        zones_section: String,
+        zone_sections: ZoneSections,
         timings: Timings,
         hosts: Hosts,
     ) -> Cluster {
@@ -252,7 +295,8 @@ impl Cluster {
             timings,
             hosts,
             zone: zone.clone(),
-            zones_section,
+            zones_section: zone_sections.zones,
+            zone_tls: zone_sections.tls,
         };
         for (i, (port, peer_port)) in ports.iter().enumerate() {
             let id = i as u64 + 1;
@@ -284,11 +328,11 @@ impl Cluster {
 
     fn slot(&self, id: u64, port: u16, peer_port: u16, cluster_section: &str) -> Slot {
         let t = &self.timings;
-        let (cert, key) = if self.zone == "sh001" {
-            self.pki.issue(&format!("node{id}"))
-        } else {
-            self.pki.issue(&format!("{}-node{id}", self.zone))
+        let me = Identity::Node {
+            zone: self.zone.clone(),
+            id,
         };
+        let (cert, key) = self.pki.issue(&format!("node{id}"), &me);
         let text = format!(
             r#"
 [node]
@@ -305,7 +349,7 @@ zone = "{zone}"
 ca = "{ca}"
 cert = "{cert}"
 key = "{key}"
-
+{zone_tls}
 [security]
 admin_token = "{ADMIN_TOKEN}"
 
@@ -343,6 +387,7 @@ hold_ms = {hold}
             lifecycle = t.lifecycle,
             zone = self.zone,
             zones_section = self.zones_section,
+            zone_tls = self.zone_tls,
         );
         let config = self.dir.path().join(format!("node{id}.toml"));
         std::fs::write(&config, text).expect("config written");
@@ -416,7 +461,11 @@ hold_ms = {hold}
         self.kill(i);
         let slot = &self.slots[i];
         let name = format!("node{}", slot.id);
-        let (cert, key) = pki.issue(&name);
+        let me = Identity::Node {
+            zone: self.zone.clone(),
+            id: slot.id,
+        };
+        let (cert, key) = pki.issue(&name, &me);
         let text = std::fs::read_to_string(&slot.config).expect("config");
         let mut lines = Vec::new();
         for line in text.lines() {

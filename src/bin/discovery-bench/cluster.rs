@@ -99,6 +99,8 @@ pub struct Zone {
     pub extra: String,
     /// Where the CA every zone trusts lives (made there by the first).
     pub pki_dir: Option<PathBuf>,
+    /// The other zones this one follows (its `[zones]`).
+    pub follows: Vec<String>,
 }
 
 impl Default for Zone {
@@ -107,6 +109,7 @@ impl Default for Zone {
             name: crate::discovery::ZONE.into(),
             extra: String::new(),
             pki_dir: None,
+            follows: Vec::new(),
         }
     }
 }
@@ -198,7 +201,12 @@ impl Cluster {
         std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
         let data = root.join("data");
         let tls = match &self.pki {
-            Some(pki) => Some(pki.issue(&format!("{}-node{id}", self.zone.name))?),
+            Some(pki) => Some(pki.issue(
+                &format!("{}-node{id}", self.zone.name),
+                &self.zone.name,
+                id,
+                &self.zone.follows,
+            )?),
             None => None,
         };
         let text = peers::NodeConfig {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use raft_discovery::peer::certs::{self, Issued};
+use raft_discovery::peer::identity::Identity;
 
 /// The admin token of every node the bench starts (membership changes
 /// need it).
@@ -93,6 +94,11 @@ pub struct TlsFiles {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The zone link's certificate and key, for a node that follows other
+    /// zones.
+    pub link: Option<(PathBuf, PathBuf)>,
+    /// The CA each followed zone's link comes from (here the same one).
+    pub zone_cas: Vec<(String, PathBuf)>,
 }
 
 /// A CA made for one run, and the certificates it issues, in one
@@ -124,22 +130,47 @@ impl Pki {
         })
     }
 
-    /// Issues `name`'s certificate for the loopback names, or reuses the
-    /// one issued before (a restarted node keeps its files).
-    pub fn issue(&self, name: &str) -> Result<TlsFiles> {
+    /// Issues the certificate of node `id` of `zone`, named `name`, for
+    /// the loopback names, or reuses the one issued before (a restarted
+    /// node keeps its files); with `follows` (other zones), the zone's link
+    /// certificate too, and this CA as theirs.
+    pub fn issue(&self, name: &str, zone: &str, id: u64, follows: &[String]) -> Result<TlsFiles> {
+        let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+        let node = Identity::Node {
+            zone: zone.into(),
+            id,
+        };
+        let (cert, key) = self.made(name, &node, &hosts)?;
+        let link = if follows.is_empty() {
+            None
+        } else {
+            let link = Identity::Link { zone: zone.into() };
+            Some(self.made(&format!("{zone}-link"), &link, &[])?)
+        };
+        let ca = self.dir.join(certs::CA_CERT);
+        Ok(TlsFiles {
+            zone_cas: follows.iter().map(|z| (z.clone(), ca.clone())).collect(),
+            ca,
+            cert,
+            key,
+            link,
+        })
+    }
+
+    fn made(
+        &self,
+        name: &str,
+        identity: &Identity,
+        hosts: &[String],
+    ) -> Result<(PathBuf, PathBuf)> {
         let cert = self.dir.join(format!("{name}.pem"));
         let key = self.dir.join(format!("{name}-key.pem"));
         if !cert.exists() {
-            let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
-            let issued = certs::node_cert(&self.ca, name, &hosts, CERT_DAYS)
+            let issued = certs::node_cert(&self.ca, identity, name, hosts, CERT_DAYS)
                 .with_context(|| format!("issuing {name}'s certificate"))?;
             certs::write(&self.dir, name, &issued)?;
         }
-        Ok(TlsFiles {
-            ca: self.dir.join(certs::CA_CERT),
-            cert,
-            key,
-        })
+        Ok((cert, key))
     }
 }
 
@@ -214,6 +245,16 @@ impl NodeConfig<'_> {
                     quoted(&tls.cert),
                     quoted(&tls.key)
                 );
+                if let Some((cert, key)) = &tls.link {
+                    text += &format!("link_cert = {}\nlink_key = {}\n", quoted(cert), quoted(key));
+                }
+                if !tls.zone_cas.is_empty() {
+                    text += "[tls.zone_cas]\n";
+                    for (zone, ca) in &tls.zone_cas {
+                        text +=
+                            &format!("{} = {}\n", toml::Value::String(zone.clone()), quoted(ca));
+                    }
+                }
             }
             PeerMode::Plain => text += "\n[tls]\ninsecure_peers = true\n",
             PeerMode::Legacy => {}
@@ -269,6 +310,8 @@ mod tests {
             ca: "/tmp/c/ca.pem".into(),
             cert: "/tmp/c/node1.pem".into(),
             key: "/tmp/c/node1-key.pem".into(),
+            link: None,
+            zone_cas: Vec::new(),
         }
     }
 
@@ -452,13 +495,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bench-pki-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let pki = Pki::new(&dir).unwrap();
-        let first = pki.issue("node1").unwrap();
+        let first = pki.issue("node1", ZONE, 1, &[]).unwrap();
         assert!(first.ca.exists() && first.cert.exists() && first.key.exists());
-        let again = pki.issue("node1").unwrap();
+        let again = pki.issue("node1", ZONE, 1, &[]).unwrap();
         assert_eq!(first, again);
         let reopened = Pki::open_or_new(&dir).unwrap();
         assert_eq!(reopened.ca.cert, pki.ca.cert);
-        let second = reopened.issue("node2").unwrap();
+        let second = reopened.issue("node2", ZONE, 2, &[]).unwrap();
         assert!(second.cert.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -137,7 +137,12 @@ impl Server {
     pub fn spawn(launch: &Launch, dir: &Workdir, ports: Ports) -> Result<Server> {
         let addr = ports.client;
         let tls = match launch.peers {
-            PeerMode::Tls => Some(Pki::open_or_new(&dir.root.join("certs"))?.issue("node1")?),
+            PeerMode::Tls => Some(Pki::open_or_new(&dir.root.join("certs"))?.issue(
+                "node1",
+                crate::discovery::ZONE,
+                1,
+                &[],
+            )?),
             _ => None,
         };
         let mut args: Vec<OsString> = vec![

@@ -99,6 +99,7 @@ impl Zones {
             name: name.into(),
             extra,
             pki_dir: Some(certs.path().to_path_buf()),
+            follows: vec![if name == A { B } else { A }.to_string()],
         };
         let mut a = Cluster::configure(launch, raft, a_ports, zone(A, sections.remove(0)))?;
         let mut b = Cluster::configure(launch, raft, b_ports, zone(B, sections.remove(0)))?;

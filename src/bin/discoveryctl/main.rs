@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use raft_discovery::cluster::membership::{Change, Changed};
 use raft_discovery::http::{MEMBERSHIP_PATH, TRANSFER_LEADER_PATH};
 use raft_discovery::peer::certs;
+use raft_discovery::peer::identity::Identity;
 use raft_discovery::raft::{Member, NodeId};
 use serde_json::Value;
 
@@ -160,11 +161,19 @@ enum Certs {
         #[arg(long, default_value_t = 3650)]
         days: i64,
     },
-    /// Make a node's certificate, signed by the CA in DIR: DIR/NAME.pem and
-    /// DIR/NAME-key.pem.
+    /// Make a node's certificate, signed by the zone's CA in DIR:
+    /// DIR/NAME.pem and DIR/NAME-key.pem. It carries the node's identity
+    /// (discovery://ZONE/node/ID), which must match its node.id and
+    /// node.zone.
     Node {
         /// The node's name, e.g. node1.
         name: String,
+        /// The node's id (node.id).
+        #[arg(long)]
+        id: u64,
+        /// The node's zone (node.zone); each zone has its own CA.
+        #[arg(long, default_value = "sh001")]
+        zone: String,
         /// A name or IP address peers dial this node by (its raft_addr
         /// host); repeat for several.
         #[arg(long = "host", required = true)]
@@ -174,22 +183,55 @@ enum Certs {
         /// Validity in days.
         #[arg(long, default_value_t = 825)]
         days: i64,
+        /// Re-issue: replace NAME's certificate and key if they exist
+        /// (a running node takes them on SIGHUP).
+        #[arg(long)]
+        replace: bool,
     },
-    /// Make whatever a cluster lacks and keep what it has: the CA in
-    /// CA_DIR (its certificate copied to DIR), and each node's certificate
-    /// in DIR. Safe to run on every start.
+    /// Make the zone's link certificate (discovery://ZONE/link), which its
+    /// nodes show other zones: DIR/NAME.pem and DIR/NAME-key.pem. Other
+    /// zones trust it through this zone's CA (their tls.zone_cas), for the
+    /// zone routes only.
+    Link {
+        #[arg(long, default_value = "sh001")]
+        zone: String,
+        #[arg(long, default_value = "link")]
+        name: String,
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Make whatever a zone lacks and keep what it has: the zone's CA in
+    /// CA_DIR (its certificate copied to DIR), each node's certificate in
+    /// DIR (made anew if it carries another identity), and with --link the
+    /// zone's link certificate. Safe to run on every start.
     Cluster {
-        /// NAME=HOST[,HOST...]: a node and the names peers dial it by.
+        /// NAME:ID=HOST[,HOST...]: a node, its id, and the names peers
+        /// dial it by.
         #[arg(long = "node", required = true)]
         nodes: Vec<String>,
+        #[arg(long, default_value = "sh001")]
+        zone: String,
+        /// Also the zone's link certificate, DIR/link.pem.
+        #[arg(long)]
+        link: bool,
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
         /// Where the CA and its key live; defaults to DIR.
         #[arg(long)]
         ca_dir: Option<PathBuf>,
+        /// Also write the zone's CA certificate here, for the other zones
+        /// to trust for this zone's link (their tls.zone_cas).
+        #[arg(long)]
+        publish_ca: Option<PathBuf>,
         #[arg(long, default_value_t = 825)]
         days: i64,
     },
+    /// Print the identity a certificate carries and when it expires.
+    Show { cert: PathBuf },
 }
 
 fn base(node: &str) -> String {
@@ -198,6 +240,51 @@ fn base(node: &str) -> String {
     } else {
         format!("http://{node}")
     }
+}
+
+/// Issues `identity`'s certificate as NAME in DIR, signed by DIR's CA.
+fn issue(
+    dir: &std::path::Path,
+    name: &str,
+    identity: &Identity,
+    hosts: &[String],
+    days: i64,
+    replace: bool,
+) -> anyhow::Result<()> {
+    let ca = certs::read_ca(dir)?;
+    let issued = certs::node_cert(&ca, identity, name, hosts, days)?;
+    let (cert, key) = if replace {
+        certs::replace(dir, name, &issued)?
+    } else {
+        certs::write(dir, name, &issued)?
+    };
+    println!(
+        "{name}: {} (key {}), {}{}",
+        cert.display(),
+        key.display(),
+        identity.uri(),
+        if hosts.is_empty() {
+            String::new()
+        } else {
+            format!(", for {}", hosts.join(", "))
+        }
+    );
+    Ok(())
+}
+
+/// NAME:ID=HOST[,HOST...]
+fn node_spec(text: &str) -> anyhow::Result<certs::NodeSpec> {
+    let parsed = text.split_once('=').and_then(|(node, hosts)| {
+        let (name, id) = node.split_once(':')?;
+        Some(certs::NodeSpec {
+            name: name.to_string(),
+            id: id.parse().ok()?,
+            hosts: hosts.split(',').map(str::to_string).collect(),
+        })
+    });
+    parsed.with_context(|| {
+        format!("{text:?}: expected NAME:ID=HOST[,HOST...], e.g. node1:1=raft-node1")
+    })
 }
 
 fn make_certs(command: Certs) -> anyhow::Result<()> {
@@ -209,40 +296,52 @@ fn make_certs(command: Certs) -> anyhow::Result<()> {
         }
         Certs::Node {
             name,
+            id,
+            zone,
             hosts,
             dir,
             days,
+            replace,
         } => {
-            let ca = certs::read_ca(&dir)?;
-            let node = certs::node_cert(&ca, &name, &hosts, days)?;
-            let (cert, key) = certs::write(&dir, &name, &node)?;
-            println!(
-                "{name}: {} (key {}) for {}",
-                cert.display(),
-                key.display(),
-                hosts.join(", ")
-            );
+            let identity = Identity::Node { zone, id };
+            issue(&dir, &name, &identity, &hosts, days, replace)?;
         }
+        Certs::Link {
+            zone,
+            name,
+            dir,
+            days,
+            replace,
+        } => issue(&dir, &name, &Identity::Link { zone }, &[], days, replace)?,
         Certs::Cluster {
             nodes,
+            zone,
+            link,
             dir,
             ca_dir,
+            publish_ca,
             days,
         } => {
             let nodes = nodes
                 .iter()
-                .map(|n| {
-                    let (name, hosts) = n
-                        .split_once('=')
-                        .with_context(|| format!("{n:?}: expected NAME=HOST[,HOST...]"))?;
-                    let hosts = hosts.split(',').map(str::to_string).collect();
-                    Ok((name.to_string(), hosts))
-                })
+                .map(|n| node_spec(n))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let ca_dir = ca_dir.unwrap_or_else(|| dir.clone());
-            for made in certs::ensure_cluster(&ca_dir, &dir, &nodes, days)? {
+            for made in certs::ensure_cluster(&ca_dir, &dir, &zone, &nodes, link, days)? {
                 println!("made {}", made.display());
             }
+            if let Some(path) = publish_ca {
+                let ca = certs::read_ca(&ca_dir)?;
+                if std::fs::read_to_string(&path).ok().as_deref() != Some(ca.cert.as_str()) {
+                    std::fs::write(&path, &ca.cert)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    println!("published the CA of zone {zone} as {}", path.display());
+                }
+            }
+        }
+        Certs::Show { cert } => {
+            let identity = certs::identity_of(&cert)?;
+            println!("{} ({identity})", identity.uri());
         }
     }
     Ok(())

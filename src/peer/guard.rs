@@ -1,0 +1,306 @@
+//! The one check in front of every peer route: the caller the handshake
+//! proved ([`Caller`]) against what the route allows, given this node's
+//! membership. A route missing from [`rule`] is refused to everyone, so a
+//! route added later cannot forget its check. What only a body can say
+//! (the candidate of a vote, the leader of an append) is checked by the
+//! route against the same caller, with [`Guard::claims`].
+//!
+//! A refusal answers 403 with the reason, changes nothing, and is logged
+//! once per caller and reason, not once per request.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+
+use super::identity::Caller;
+use super::paths;
+use crate::auth::AdminToken;
+use crate::raft::{NodeId, Raft};
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// Replication (appends, snapshots): a member, and the body's leader
+    /// must be the caller; any node of the zone while this node belongs
+    /// to no cluster yet (it is being added).
+    Replication,
+    /// Votes: a voter, and the body's candidate must be the caller.
+    Vote,
+    /// The leader asking this node to campaign: the leader this node
+    /// follows.
+    Leader,
+    /// Proposals and renews handed to the leader: a member.
+    Member,
+    /// Admin changes handed to the leader: a member carrying the
+    /// operator's admin token.
+    Admin,
+    /// Questions a node asks while it starts or is being added (bootstrap,
+    /// read index, health): a member or a configured member.
+    Joining,
+    /// Another zone: its link.
+    Link,
+}
+
+/// The rule of each peer route; none for anything else.
+pub fn rule(path: &str) -> Option<Rule> {
+    Some(match path {
+        paths::APPEND | paths::SNAPSHOT | paths::FULL_SNAPSHOT => Rule::Replication,
+        paths::VOTE => Rule::Vote,
+        paths::ELECT => Rule::Leader,
+        paths::PROPOSE | paths::RENEW => Rule::Member,
+        paths::MEMBERSHIP | paths::TRANSFER_LEADER => Rule::Admin,
+        paths::BOOTSTRAP | paths::READ_INDEX | paths::HEALTH => Rule::Joining,
+        paths::ZONE_CHANGES | paths::ZONE_WRITE | paths::ZONE_NODES => Rule::Link,
+        _ => return None,
+    })
+}
+
+/// What this node knows of its cluster when a request arrives.
+#[derive(Debug, Default)]
+pub struct View {
+    pub voters: BTreeSet<NodeId>,
+    /// Voters and learners.
+    pub members: BTreeSet<NodeId>,
+    /// The configured initial members (`[cluster] members`).
+    pub configured: BTreeSet<NodeId>,
+    /// The leader this node follows.
+    pub leader: Option<NodeId>,
+    /// Other zones this node follows (`[zones]`): their links may call.
+    pub zones: BTreeSet<String>,
+}
+
+/// Whether `caller` may call a route of `rule`; why not if not.
+pub fn decide(rule: Rule, caller: &Caller, view: &View) -> Result<(), String> {
+    let id = match caller {
+        Caller::Unproven => return Ok(()),
+        Caller::Nobody(why) => return Err(why.to_string()),
+        Caller::Link(zone) => {
+            return match rule {
+                Rule::Link if view.zones.contains(zone) => Ok(()),
+                Rule::Link => Err(format!("zone {zone} is not one this node follows")),
+                _ => Err(format!("a zone's link may not call a {rule:?} route")),
+            }
+        }
+        Caller::Node(id) => *id,
+    };
+    let allowed = match rule {
+        Rule::Replication => view.members.is_empty() || view.members.contains(&id),
+        Rule::Vote => {
+            view.voters.contains(&id) || (view.members.is_empty() && view.configured.contains(&id))
+        }
+        Rule::Leader => view.leader == Some(id),
+        Rule::Member | Rule::Admin => view.members.contains(&id),
+        Rule::Joining => view.members.contains(&id) || view.configured.contains(&id),
+        Rule::Link => return Err(format!("node {id} is no zone link")),
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(match rule {
+        Rule::Vote => format!("node {id} is not a voter here"),
+        Rule::Leader => format!("node {id} is not the leader this node follows"),
+        _ => format!("node {id} is not a member here"),
+    })
+}
+
+/// The most distinct refusals logged; past them, one line says so.
+const LOGGED: usize = 1024;
+
+/// The peer surface's gatekeeper.
+pub struct Guard {
+    raft: Raft,
+    configured: BTreeSet<NodeId>,
+    zones: BTreeSet<String>,
+    admin: AdminToken,
+    /// Peers talk plain HTTP: nothing is proven, everyone is trusted.
+    insecure: bool,
+    logged: Mutex<HashSet<String>>,
+}
+
+impl Guard {
+    pub fn new(
+        raft: Raft,
+        configured: BTreeSet<NodeId>,
+        zones: BTreeSet<String>,
+        admin: AdminToken,
+        insecure: bool,
+    ) -> Arc<Self> {
+        Arc::new(Guard {
+            raft,
+            configured,
+            zones,
+            admin,
+            insecure,
+            logged: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn view(&self) -> View {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        View {
+            voters: membership.voter_ids().collect(),
+            members: membership.nodes().map(|(id, _)| *id).collect(),
+            configured: self.configured.clone(),
+            leader: m.current_leader,
+            zones: self.zones.clone(),
+        }
+    }
+
+    /// The caller a request carries; without one (no TLS) only an insecure
+    /// cluster trusts it.
+    fn caller(&self, request: &Request) -> Caller {
+        match request.extensions().get::<Caller>() {
+            Some(caller) => caller.clone(),
+            None if self.insecure => Caller::Unproven,
+            None => Caller::nobody("no certificate was checked".into()),
+        }
+    }
+
+    /// Checks that a body's claim (a vote's candidate, an append's
+    /// leader) is the caller itself.
+    pub fn claims(
+        &self,
+        caller: &Caller,
+        what: &str,
+        claimed: Option<NodeId>,
+    ) -> Result<(), (StatusCode, String)> {
+        match caller {
+            Caller::Node(id) if claimed == Some(*id) => Ok(()),
+            Caller::Unproven => Ok(()),
+            _ => {
+                let claimed = claimed.map_or("nobody".to_string(), |c| format!("node {c}"));
+                Err(self.refuse(caller, &format!("{what} claims to come from {claimed}")))
+            }
+        }
+    }
+
+    /// Logs a refusal the first time this caller gets it, and answers 403.
+    fn refuse(&self, caller: &Caller, why: &str) -> (StatusCode, String) {
+        let line = format!("{caller}: {why}");
+        let mut logged = self.logged.lock();
+        if logged.len() < LOGGED {
+            if logged.insert(line.clone()) {
+                tracing::warn!("peer refused: {line} (logged once)");
+            }
+        } else if logged.len() == LOGGED {
+            logged.insert(String::new());
+            tracing::warn!(
+                "peer refused: {line}; {LOGGED} kinds of refusal logged, no more will be"
+            );
+        }
+        (StatusCode::FORBIDDEN, format!("refused: {why}"))
+    }
+}
+
+/// The middleware: every peer request passes here first.
+pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
+    let caller = guard.caller(&request);
+    let Some(rule) = rule(request.uri().path()) else {
+        if matches!(caller, Caller::Node(_) | Caller::Unproven) {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        return guard.refuse(&caller, "no such route").into_response();
+    };
+    let decided = decide(rule, &caller, &guard.view()).and_then(|()| {
+        // Admin changes need the operator's token whoever hands them on.
+        if rule != Rule::Admin {
+            return Ok(());
+        }
+        let header = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        guard
+            .admin
+            .check(header)
+            .map_err(|e| format!("an admin change handed on without the operator's token: {e}"))
+    });
+    match decided {
+        Ok(()) => {
+            // The routes see the caller as resolved here.
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(why) => guard.refuse(&caller, &why).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> View {
+        View {
+            voters: [1, 2, 3].into(),
+            members: [1, 2, 3, 4].into(),
+            configured: [1, 2, 3].into(),
+            leader: Some(1),
+            zones: ["sh002".to_string()].into(),
+        }
+    }
+
+    #[test]
+    fn every_peer_route_has_a_rule() {
+        for path in paths::ALL {
+            assert!(rule(path).is_some(), "{path}");
+        }
+        assert_eq!(rule("/internal/anything-new"), None);
+    }
+
+    #[test]
+    fn a_node_that_is_no_member_may_call_nothing() {
+        let stranger = Caller::Node(9);
+        for path in paths::ALL {
+            let rule = rule(path).unwrap();
+            assert!(decide(rule, &stranger, &view()).is_err(), "{path}");
+        }
+    }
+
+    #[test]
+    fn learners_replicate_and_forward_but_do_not_vote_or_lead() {
+        let learner = Caller::Node(4);
+        let v = view();
+        assert!(decide(Rule::Member, &learner, &v).is_ok());
+        assert!(decide(Rule::Joining, &learner, &v).is_ok());
+        assert!(decide(Rule::Vote, &learner, &v).is_err());
+        assert!(decide(Rule::Leader, &learner, &v).is_err());
+        assert!(decide(Rule::Leader, &Caller::Node(1), &v).is_ok());
+        assert!(decide(Rule::Leader, &Caller::Node(2), &v).is_err());
+    }
+
+    #[test]
+    fn links_reach_the_zone_routes_only_and_nodes_never_do() {
+        let link = Caller::Link("sh002".into());
+        for path in paths::ALL {
+            let rule = rule(path).unwrap();
+            let allowed = decide(rule, &link, &view()).is_ok();
+            assert_eq!(allowed, rule == Rule::Link, "{path}");
+            assert!(
+                rule != Rule::Link || decide(rule, &Caller::Node(1), &view()).is_err(),
+                "{path}"
+            );
+        }
+        let unknown = Caller::Link("sh009".into());
+        assert!(decide(Rule::Link, &unknown, &view()).is_err());
+    }
+
+    #[test]
+    fn a_node_being_added_takes_replication_from_any_node_of_its_zone() {
+        let empty = View {
+            configured: [1, 2, 3].into(),
+            ..View::default()
+        };
+        assert!(decide(Rule::Replication, &Caller::Node(7), &empty).is_ok());
+        assert!(decide(Rule::Vote, &Caller::Node(2), &empty).is_ok());
+        assert!(decide(Rule::Vote, &Caller::Node(7), &empty).is_err());
+        assert!(decide(Rule::Member, &Caller::Node(7), &empty).is_err());
+    }
+}

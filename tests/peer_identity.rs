@@ -1,0 +1,478 @@
+//! A certificate is an identity, and every peer request is checked against
+//! it: a certificate of the cluster's CA for a node that is no member, a
+//! member's certificate speaking for another node, a zone link's
+//! certificate on a Raft route are all refused, and change nothing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{Cluster, Timings, ADMIN_TOKEN};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+use raft_discovery::peer::certs::Issued;
+use raft_discovery::peer::identity::Identity;
+use raft_discovery::peer::paths;
+use raft_discovery::raft::{NodeId, Proposal, TypeConfig};
+use raft_discovery::registry::{Command, Metadata, Registration, Status};
+use serde_json::{json, Value};
+
+/// An HTTPS client trusting the cluster's CA, presenting `identity`.
+fn peer_client(cluster: &Cluster, identity: Option<&Issued>) -> reqwest::Client {
+    let ca = std::fs::read(cluster.pki.ca_path()).unwrap();
+    let mut builder = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .timeout(Duration::from_secs(5));
+    if let Some(id) = identity {
+        let pem = format!("{}{}", id.key, id.cert);
+        builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+/// A certificate of the cluster's own CA for `identity`.
+fn cert_of(cluster: &Cluster, identity: Identity) -> Issued {
+    cluster.pki.issued("someone", &identity)
+}
+
+fn node(id: NodeId) -> Identity {
+    Identity::Node {
+        zone: "sh001".into(),
+        id,
+    }
+}
+
+fn register(appid: &str, hostname: &str) -> Command {
+    Command::Register {
+        registration: Registration {
+            region: "sh".into(),
+            zone: "sh001".into(),
+            env: "dev".into(),
+            appid: appid.into(),
+            hostname: hostname.into(),
+            addrs: vec!["http://10.6.6.6:80".into()],
+            version: String::new(),
+            metadata: Metadata::new(),
+            status: Status::Up,
+        },
+        at: raft_discovery::clock::now(),
+    }
+}
+
+/// An append from `leader` in `term`, after `index`, carrying a forged
+/// registration.
+fn forged_append(term: u64, leader: NodeId, index: u64) -> Vec<u8> {
+    let at = |i| LogId::new(CommittedLeaderId::new(term, leader), i);
+    let entry = Entry::<TypeConfig> {
+        log_id: at(index + 1),
+        payload: EntryPayload::Normal(Proposal {
+            commands: vec![register("forged.app", "evil")],
+        }),
+    };
+    let req = openraft::raft::AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(term, leader),
+        prev_log_id: Some(at(index)),
+        entries: vec![entry],
+        leader_commit: Some(at(index + 1)),
+    };
+    serde_json::to_vec(&req).unwrap()
+}
+
+fn forged_vote(term: u64, candidate: NodeId, index: u64) -> Vec<u8> {
+    let req = openraft::raft::VoteRequest::<NodeId> {
+        vote: Vote::new(term, candidate),
+        last_log_id: Some(LogId::new(
+            CommittedLeaderId::new(term, candidate),
+            index + 1_000,
+        )),
+    };
+    serde_json::to_vec(&req).unwrap()
+}
+
+/// A whole snapshot's framed header from `leader`, then junk.
+fn forged_full_snapshot(term: u64, leader: NodeId) -> Vec<u8> {
+    let header = json!({
+        "vote": {"leader_id": {"term": term, "node_id": leader}, "committed": true},
+        "meta": {"last_log_id": null,
+                 "last_membership": {"log_id": null, "membership": {"configs": [], "nodes": {}}},
+                 "snapshot_id": "forged"}
+    })
+    .to_string();
+    let mut body = (header.len() as u64).to_be_bytes().to_vec();
+    body.extend_from_slice(header.as_bytes());
+    body.extend_from_slice(&[0; 64]);
+    body
+}
+
+fn forged_snapshot(term: u64, leader: NodeId) -> Vec<u8> {
+    json!({
+        "vote": {"leader_id": {"term": term, "node_id": leader}, "committed": true},
+        "meta": {"last_log_id": null,
+                 "last_membership": {"log_id": null, "membership": {"configs": [], "nodes": {}}},
+                 "snapshot_id": "forged"},
+        "offset": 0, "data": [], "done": true
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Every peer route with a body that speaks for `claimed` in `term` (the
+/// routes whose body names no sender get what a sender would send).
+fn every_route(term: u64, claimed: NodeId, index: u64) -> Vec<(&'static str, Option<Vec<u8>>)> {
+    let proposal = Proposal {
+        commands: vec![register("forged.app", "evil")],
+    };
+    let get = None;
+    let post = |body: Vec<u8>| Some(body);
+    let routes = vec![
+        (paths::APPEND, post(forged_append(term, claimed, index))),
+        (paths::VOTE, post(forged_vote(term + 1, claimed, index))),
+        (paths::SNAPSHOT, post(forged_snapshot(term, claimed))),
+        (paths::FULL_SNAPSHOT, post(forged_full_snapshot(term, claimed))),
+        (paths::PROPOSE, post(serde_json::to_vec(&proposal).unwrap())),
+        (
+            paths::RENEW,
+            post(br#"[{"env":"dev","appid":"a","zone":"sh001","hostname":"h"}]"#.to_vec()),
+        ),
+        (
+            paths::MEMBERSHIP,
+            post(br#"{"change":"add_learner","id":9,"name":"evil","raft_addr":"127.0.0.1:1","api_addr":"127.0.0.1:2","zone":"sh001"}"#.to_vec()),
+        ),
+        (paths::BOOTSTRAP, get.clone()),
+        (paths::READ_INDEX, get.clone()),
+        (paths::HEALTH, get.clone()),
+        (
+            paths::ELECT,
+            post(format!(r#"{{"from":{claimed},"last_log_index":{index}}}"#).into_bytes()),
+        ),
+        (paths::TRANSFER_LEADER, post(b"null".to_vec())),
+        (paths::ZONE_CHANGES, None),
+        (
+            paths::ZONE_WRITE,
+            post(serde_json::to_vec(&json!({"Command": register("forged.app", "evil")})).unwrap()),
+        ),
+        (paths::ZONE_NODES, get),
+    ];
+    assert_eq!(routes.len(), paths::ALL.len(), "a route is missing here");
+    routes
+}
+
+async fn call(
+    client: &reqwest::Client,
+    node: &str,
+    path: &str,
+    body: &Option<Vec<u8>>,
+) -> Result<u16, String> {
+    let url = match path {
+        paths::ZONE_CHANGES => format!("https://{node}{path}?after=0&hold_ms=0"),
+        _ => format!("https://{node}{path}"),
+    };
+    let request = match body {
+        Some(body) => client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.clone()),
+        None => client.get(url),
+    };
+    request
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
+/// What must not change: who is in, who leads, in which term, and the
+/// registry on every node.
+async fn state(cluster: &Cluster) -> Value {
+    let mut nodes = Vec::new();
+    for i in 0..cluster.slots.len() {
+        let s = cluster.status(i).await.expect("status");
+        let digest: Value = cluster.client(i).get("/admin/digest").await.json();
+        nodes.push(json!({
+            "members": s["members"].as_object().unwrap().keys().collect::<Vec<_>>(),
+            "voters": s["voters"], "leader": s["leader"], "term": s["term"],
+            "digest": digest["digest"],
+        }));
+    }
+    Value::Array(nodes)
+}
+
+#[tokio::test]
+async fn every_peer_route_refuses_callers_its_certificate_does_not_allow() {
+    let cluster = Cluster::start(3, Timings::default()).await;
+    let leader = cluster.leader().await;
+    let leader_id = cluster.slots[leader].id;
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    assert_eq!(
+        cluster
+            .client(leader)
+            .register("real.app", "sh001", "h1", "1")
+            .await
+            .code(),
+        0
+    );
+    let status = cluster.status(leader).await.unwrap();
+    let term = status["term"].as_u64().unwrap();
+    let index = status["last_log_index"].as_u64().unwrap();
+    for i in 0..3 {
+        cluster.wait_applied(i, index).await;
+    }
+    let before = state(&cluster).await;
+
+    // (a) the CA signed it, for a node that is no member;
+    // (b) a member's certificate (the other follower's) whose bodies speak
+    //     for the leader;
+    // (c) zone links: another zone's, which this cluster does not follow,
+    //     and this zone's own, which may call no node of its zone.
+    let stranger = cert_of(&cluster, node(9));
+    let member = cert_of(&cluster, node(cluster.slots[other].id));
+    let link_b = cert_of(
+        &cluster,
+        Identity::Link {
+            zone: "sh002".into(),
+        },
+    );
+    let link_a = cert_of(
+        &cluster,
+        Identity::Link {
+            zone: "sh001".into(),
+        },
+    );
+    let callers = [
+        (
+            "a non-member",
+            peer_client(&cluster, Some(&stranger)),
+            node(9),
+        ),
+        (
+            "a member speaking for the leader",
+            peer_client(&cluster, Some(&member)),
+            node(leader_id),
+        ),
+        (
+            "another zone's link",
+            peer_client(&cluster, Some(&link_b)),
+            node(leader_id),
+        ),
+        (
+            "this zone's link",
+            peer_client(&cluster, Some(&link_a)),
+            node(leader_id),
+        ),
+    ];
+    // A member may hand on proposals and renews and ask the startup
+    // questions: its body names no sender to forge.
+    let open_to_members = [
+        paths::PROPOSE,
+        paths::RENEW,
+        paths::BOOTSTRAP,
+        paths::READ_INDEX,
+        paths::HEALTH,
+    ];
+    for target in [leader, follower] {
+        let addr = cluster.peer_addr(target);
+        for (who, client, claimed) in &callers {
+            let Identity::Node { id: claimed, .. } = claimed else {
+                unreachable!()
+            };
+            for (path, body) in every_route(term, *claimed, index) {
+                if *who == "a member speaking for the leader" && open_to_members.contains(&path) {
+                    continue;
+                }
+                // Twice: the second refusal is not logged again.
+                for _ in 0..2 {
+                    let answer = call(client, &addr, path, &body).await;
+                    assert_eq!(answer, Ok(403), "{who} -> node {target}: {path}");
+                }
+            }
+        }
+        // (d) no certificate: no handshake at all.
+        let anonymous = peer_client(&cluster, None);
+        for (path, body) in every_route(term, leader_id, index) {
+            assert!(
+                call(&anonymous, &addr, path, &body).await.is_err(),
+                "{path}"
+            );
+        }
+    }
+
+    assert_eq!(
+        state(&cluster).await,
+        before,
+        "a refused call changed something"
+    );
+    for i in 0..3 {
+        assert_eq!(cluster.client(i).fetch("forged.app", 3).await.code(), -404);
+    }
+    let log = cluster.log(follower);
+    let refusals = log
+        .matches("peer refused: node 9: node 9 is not a member here")
+        .count();
+    assert_eq!(refusals, 1, "refusals of one peer are logged once:\n{log}");
+    assert!(
+        log.contains("an append claims to come from node")
+            && log.contains("a vote request claims to come from node")
+            && log.contains("the link of zone sh001")
+            && log.contains("a zone's link may not call"),
+        "{log}"
+    );
+    // A member's own calls pass, so the refusals above were the rules'.
+    let member_client = peer_client(&cluster, Some(&member));
+    let addr = cluster.peer_addr(leader);
+    assert_eq!(
+        call(&member_client, &addr, paths::HEALTH, &None).await,
+        Ok(200)
+    );
+    let mine = every_route(term, cluster.slots[other].id, index);
+    let (_, proposal) = mine.iter().find(|(p, _)| *p == paths::PROPOSE).unwrap();
+    assert_eq!(
+        call(&member_client, &addr, paths::PROPOSE, proposal).await,
+        Ok(200)
+    );
+}
+
+#[tokio::test]
+async fn a_forged_append_and_vote_are_refused_and_later_writes_leave_every_replica_equal() {
+    let cluster = Cluster::start(3, Timings::default()).await;
+    let leader = cluster.leader().await;
+    let leader_id = cluster.slots[leader].id;
+    let (follower, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    for h in 0..5 {
+        let c = cluster
+            .client(leader)
+            .register("real.app", "sh001", &format!("h{h}"), "1")
+            .await;
+        assert_eq!(c.code(), 0);
+    }
+    let status = cluster.status(leader).await.unwrap();
+    let term = status["term"].as_u64().unwrap();
+    let index = status["last_log_index"].as_u64().unwrap();
+
+    // node `other`'s key, used to pose as the leader towards `follower`:
+    // the entry would follow the follower's log exactly.
+    let thief = peer_client(
+        &cluster,
+        Some(&cert_of(&cluster, node(cluster.slots[other].id))),
+    );
+    let addr = cluster.peer_addr(follower);
+    let append = Some(forged_append(term, leader_id, index));
+    assert_eq!(call(&thief, &addr, paths::APPEND, &append).await, Ok(403));
+    // And as a candidate that is not itself, with a longer log.
+    let vote = Some(forged_vote(term + 1, leader_id, index));
+    assert_eq!(call(&thief, &addr, paths::VOTE, &vote).await, Ok(403));
+
+    // Writes go on through every node; every replica ends equal.
+    for i in 0..30 {
+        let c = cluster
+            .client(i % 3)
+            .register("after.app", "sh001", &format!("h{i}"), "1")
+            .await;
+        assert_eq!(c.code(), 0, "write {i}");
+    }
+    let index = cluster.status(leader).await.unwrap()["last_log_index"]
+        .as_u64()
+        .unwrap();
+    let mut digests = Vec::new();
+    for i in 0..3 {
+        cluster.wait_applied(i, index).await;
+        let d: Value = cluster.client(i).get("/admin/digest").await.json();
+        assert_eq!(d["applied_index"].as_u64(), Some(index), "{d}");
+        digests.push(d["digest"].clone());
+        assert_eq!(cluster.client(i).fetch("forged.app", 3).await.code(), -404);
+    }
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+    let after = cluster.status(leader).await.unwrap();
+    assert_eq!(
+        after["term"].as_u64(),
+        Some(term),
+        "the forged vote moved the term"
+    );
+    assert_eq!(after["leader"].as_u64(), Some(leader_id));
+}
+
+#[tokio::test]
+async fn admin_changes_handed_on_need_the_operators_token() {
+    let cluster = Cluster::start(3, Timings::default()).await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let member = cert_of(&cluster, node(cluster.slots[follower].id));
+    let client = peer_client(&cluster, Some(&member));
+    let url = format!("https://{}{}", cluster.peer_addr(leader), paths::MEMBERSHIP);
+    let remove_nobody = br#"{"change":"remove","id":99}"#.to_vec();
+    for auth in [None, Some("Bearer wrong"), Some(ADMIN_TOKEN)] {
+        let mut request = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(remove_nobody.clone());
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let status = request.send().await.unwrap().status().as_u16();
+        assert_eq!(status, 403, "{auth:?}");
+    }
+    let answer = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(remove_nobody)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.unwrap();
+    assert!(text.contains("99"), "{text}");
+
+    // Through a follower's client port, with the token, a change reaches
+    // the leader with the operator's credential and is carried out.
+    let target = cluster.slots[(leader + 2) % 3].id;
+    let moved = cluster
+        .client(follower)
+        .http
+        .post(format!(
+            "{}/admin/transfer-leader",
+            cluster.client(follower).base
+        ))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .json(&json!({ "to": target }))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(moved, json!({ "Ok": target }));
+}
+
+#[tokio::test]
+async fn a_node_refuses_to_start_with_the_certificate_of_another_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::cluster::Pki::new(&dir.path().join("certs"));
+    let (cert, key) = pki.issue("node2", &node(2));
+    let config = dir.path().join("node1.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nid = 1\nzone = \"sh001\"\nlisten = \"127.0.0.1:0\"\npeer_listen = \"127.0.0.1:0\"\n\
+             data_dir = \"{}\"\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            dir.path().join("data").display(),
+            pki.ca_path().display(),
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_discovery"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is the certificate of node 2 of zone sh001 (discovery://sh001/node/2), but this node is configured as node 1 of zone sh001"),
+        "{err}"
+    );
+}
