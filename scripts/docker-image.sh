@@ -27,7 +27,7 @@ target=${CARGO_TARGET_DIR:-target}/release
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 root=$stage/rootfs
-mkdir -p "$root/bin" "$root/etc" "$stage/data" "$stage/certs" "$stage/ca"
+mkdir -p "$root/bin" "$root/etc" "$stage/data" "$stage/certs" "$stage/ca" "$stage/zone-cas"
 
 # Copies a file (following links) to the same path inside the image.
 place() {
@@ -65,10 +65,13 @@ COPY rootfs/ /
 # starts with this ownership. /data: the Raft log and snapshots. /certs:
 # the CA certificate and each node's certificate and key (nodes mount it
 # read-only). /ca: the CA and its key, mounted only by the one-shot
-# `certs` service of docker-compose.yml, never by a node.
+# `certs` service of docker-compose.yml, never by a node. /zone-cas: each
+# zone's CA certificate, which the other zones trust for its link
+# (docker-compose.zones.yml).
 COPY --chown=65534:65534 data/ /data/
 COPY --chown=65534:65534 certs/ /certs/
 COPY --chown=65534:65534 ca/ /ca/
+COPY --chown=65534:65534 zone-cas/ /zone-cas/
 USER nobody
 VOLUME /data
 # 7171: clients (discovery API, /admin). 7271: peers (Raft, forwarded
@@ -94,7 +97,7 @@ docker run --rm --entrypoint /bin/discoveryctl "$image" --version >/dev/null
 docker run --rm "$image" --version >/dev/null
 # And make certificates (ring, the clock, writing as nobody).
 docker run --rm --network none --entrypoint /bin/discoveryctl "$image" \
-  certs cluster --dir /certs --ca-dir /ca --node check=check >/dev/null
+  certs cluster --dir /certs --ca-dir /ca --node check:1=check >/dev/null
 
 size=$(docker image inspect --format '{{.Size}}' "$image")
 echo "built $image: $((size / 1024 / 1024)) MiB ($size bytes)"
