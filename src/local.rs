@@ -12,7 +12,7 @@ use crate::poll::{ChangeFeed, PollHub};
 use crate::registry::zones::OwnChanges;
 use crate::registry::{Command, Outcome, Registry, RegistrySnapshot, Thawed};
 use crate::zones::feed::{Since, ZoneFeed};
-use crate::zones::{ZoneAnswer, MAX_BATCH};
+use crate::zones::{ZoneAnswer, ZoneCursor, MAX_BATCH};
 
 /// This node's applied registry and the polls waiting on it.
 pub struct LocalRegistry {
@@ -90,10 +90,10 @@ impl LocalRegistry {
         &self.feed
     }
 
-    /// Applies the commands of log entry `index` in order, then wakes the
-    /// polls of the apps they changed (after the write lock is released, so
-    /// woken polls read the new state at once).
-    pub fn apply(&self, index: u64, commands: &[Command]) -> Vec<Outcome> {
+    /// Applies the commands of log entry `index` (of `term`) in order,
+    /// then wakes the polls of the apps they changed (after the write lock
+    /// is released, so woken polls read the new state at once).
+    pub fn apply(&self, index: u64, term: u64, commands: &[Command]) -> Vec<Outcome> {
         let mut changed = Vec::new();
         let mut own = Vec::new();
         let mut reset = false;
@@ -115,9 +115,9 @@ impl LocalRegistry {
                 .collect();
             let moved = reset || !own.is_empty();
             if reset {
-                applied.zone_feed.reset(index);
+                applied.zone_feed.reset(index, term);
             } else {
-                applied.zone_feed.record(index, own);
+                applied.zone_feed.record(index, term, own);
             }
             (outcomes, moved)
         };
@@ -138,48 +138,65 @@ impl LocalRegistry {
 
     /// Notes a log entry that does not touch the registry (a membership
     /// change, a leader's blank entry).
-    pub fn skip(&self, index: u64) {
+    pub fn skip(&self, index: u64, term: u64) {
         let mut applied = self.applied.write();
         applied.index = Some(index);
-        applied.zone_feed.advance(index);
+        applied.zone_feed.advance(index, term);
     }
 
-    /// Replaces the whole registry with a snapshot taken at `index` and
-    /// wakes every poll to look again.
-    pub fn restore(&self, snapshot: impl Into<Thawed>, index: Option<u64>) {
+    /// Replaces the whole registry with a snapshot taken at entry
+    /// `(index, term)` and wakes every poll to look again.
+    pub fn restore(&self, snapshot: impl Into<Thawed>, at: Option<(u64, u64)>) {
+        let index = at.map(|(index, _)| index);
         {
             let mut applied = self.applied.write();
             applied.registry.restore(snapshot);
             applied.index = index;
-            applied.zone_feed.reset(index.unwrap_or(0));
+            let (index, term) = at.unwrap_or_default();
+            applied.zone_feed.reset(index, term);
         }
         self.zone_feed_moved.send_modify(|v| *v += 1);
         self.hub.notify_all();
         self.feed.snapshot_installed(index);
     }
 
-    /// What another zone whose cursor on this zone is `after` needs next:
-    /// this zone's own changes after it, or, when they are no longer held
-    /// here, a full copy of this zone's own instances.
-    pub fn zone_changes(&self, after: u64) -> ZoneAnswer {
+    /// What another zone whose cursor on this zone is `cursor` needs
+    /// next: this zone's own changes after it, or, when they are no longer
+    /// held here or the cursor points into another log (another name, or
+    /// an entry of another term), a full copy of this zone's own
+    /// instances.
+    pub fn zone_changes(&self, cursor: &ZoneCursor) -> ZoneAnswer {
         let applied = self.applied.read();
-        match applied.zone_feed.since(after, MAX_BATCH) {
+        let feed = &applied.zone_feed;
+        let log = applied.registry.log();
+        let nothing = ZoneAnswer::Nothing { at: feed.last() };
+        let since = match (cursor.log.as_deref(), log) {
+            // A receiver that says which log it follows waits until this
+            // one is named (a zone just rebuilt names it first thing).
+            (Some(_), None) => return nothing,
+            (Some(theirs), Some(ours)) if theirs != ours => Since::TooOld,
+            _ => feed.since(cursor.after, cursor.term, MAX_BATCH),
+        };
+        let log = log.map(str::to_string);
+        match since {
             Since::Changes { to, changes } => ZoneAnswer::Changes {
-                from: after,
+                from: cursor.after,
                 to,
                 changes,
+                term: feed.term_at(to).unwrap_or_default(),
+                log,
             },
-            Since::Nothing => ZoneAnswer::Nothing {
-                at: applied.zone_feed.last(),
-            },
+            Since::Nothing => nothing,
             Since::TooOld => ZoneAnswer::Full {
-                to: applied.zone_feed.last(),
+                to: feed.last(),
                 instances: applied
                     .registry
                     .partition_instances(None)
                     .into_iter()
                     .cloned()
                     .collect(),
+                term: feed.term_at(feed.last()).unwrap_or_default(),
+                log,
             },
         }
     }
@@ -237,16 +254,16 @@ mod tests {
         let one = LocalRegistry::new(Registry::default());
         let two = LocalRegistry::new(Registry::default());
         assert_eq!(one.digest().applied_index, None);
-        one.apply(3, &[register("h1", 10)]);
-        two.apply(3, &[register("h1", 10)]);
-        one.skip(4);
+        one.apply(3, 1, &[register("h1", 10)]);
+        two.apply(3, 1, &[register("h1", 10)]);
+        one.skip(4, 1);
         assert_eq!(one.digest().applied_index, Some(4));
         assert_eq!(one.digest().digest, two.digest().digest);
         assert_eq!(one.digest().instances, 1);
 
-        two.apply(5, &[register("h2", 20)]);
+        two.apply(5, 1, &[register("h2", 20)]);
         assert_ne!(one.digest().digest, two.digest().digest);
-        one.restore(two.read().to_snapshot(), Some(5));
+        one.restore(two.read().to_snapshot(), Some((5, 1)));
         assert_eq!(one.digest(), two.digest());
     }
 }

@@ -393,6 +393,16 @@ impl Node {
             contacts,
             retry: Duration::from_millis(config.raft.heartbeat_ms * 10),
         });
+        if !config.zones.is_empty() {
+            tasks.spawn(crate::zones::log_name::name_log(
+                raft.clone(),
+                config.node.id,
+                local.clone(),
+                follow.writer.clone(),
+                Duration::from_millis(config.raft.heartbeat_ms * 10),
+                stop.clone(),
+            ));
+        }
         for zone in config.zones.keys() {
             tasks.spawn(follow.clone().run(zone.clone(), stop.clone()));
             tasks.spawn(crate::zones::nodes::follow(

@@ -597,3 +597,46 @@ async fn a_zone_behind_what_the_origin_keeps_gets_a_full_copy() {
         stopping.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_rebuilt_from_empty_data_is_copied_whole_by_the_other_zone() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (mut a, b, _link) = zones_of(1, Timings::default).await;
+    register_all(&a.client(0), "rebuilt.app", "sh001", &named("old", 5)).await;
+    let old: BTreeSet<String> = named("old", 5).into_iter().collect();
+    until_hosts(&b, 0, "rebuilt.app", &old, Duration::from_secs(10)).await;
+    let cursor = b.status(0).await.unwrap()["zones"]["sh001"]["cursor"]
+        .as_u64()
+        .unwrap();
+    let (_, full_before) = stream_counts(&b, "sh001").await;
+
+    // Zone A's data is lost and the zone starts again, empty: a new log
+    // whose indexes run over the same numbers as the old one's.
+    a.kill(0);
+    let data = a.data_dir_of(a.slots[0].id);
+    std::fs::remove_dir_all(&data).unwrap();
+    a.spawn(0);
+    a.wait_serving(0).await;
+    // Past B's cursor in the old log, one write per entry: a cursor read
+    // as a bare index would take the new entries after it for the
+    // continuation of the old log.
+    let new = named("new", cursor as usize + 5);
+    for host in &new {
+        let r = a
+            .client(0)
+            .register("rebuilt.app", "sh001", host, "1")
+            .await;
+        assert_eq!(r.code(), 0, "{}", r.text);
+    }
+    let want: BTreeSet<String> = new.into_iter().collect();
+    until_hosts(&b, 0, "rebuilt.app", &want, Duration::from_secs(20)).await;
+    let converged = until_converged(&a, &b, Duration::from_secs(10)).await;
+    assert_eq!(converged["sh001"]["instances"], want.len(), "{converged}");
+    let (_, full) = stream_counts(&b, "sh001").await;
+    assert!(full > full_before, "no full copy of the rebuilt zone");
+    assert!(
+        b.log(0).contains("zone's log changed"),
+        "B did not say why:\n{}",
+        b.log(0)
+    );
+}

@@ -1,11 +1,24 @@
-//! Counts the leader changes this node sees, for the metrics: each one is
-//! an election won (by anyone), and a cluster that keeps electing is one
-//! whose writes keep pausing.
+//! Watching who leads: counting the leader changes this node sees, for the
+//! metrics (each one is an election won, by anyone, and a cluster that
+//! keeps electing is one whose writes keep pausing), and waiting until
+//! this node leads, for the tasks only a leader runs.
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
 
-use crate::raft::Raft;
+use crate::raft::{NodeId, Raft};
+
+/// Resolves once `me` leads (at once if it does); never if Raft stops.
+pub async fn leading(raft: &Raft, me: NodeId) {
+    let mut metrics = raft.metrics();
+    if metrics
+        .wait_for(|m| m.current_leader == Some(me))
+        .await
+        .is_err()
+    {
+        std::future::pending::<()>().await;
+    }
+}
 
 /// Runs until shutdown, adding one to `changes` whenever the known leader
 /// changes to another node (not when it is merely lost).

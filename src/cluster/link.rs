@@ -16,7 +16,7 @@ use crate::raft::{Member, NodeId, Proposal};
 use crate::registry::InstanceKey;
 use crate::self_discovery::NodeView;
 use crate::zones::router::{ZoneWrite, ZoneWritten};
-use crate::zones::ZoneAnswer;
+use crate::zones::{ZoneAnswer, ZoneCursor};
 
 /// Why a call to a peer got no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,7 +92,7 @@ pub trait PeerLink: Send + Sync {
     async fn zone_changes(
         &self,
         to: &Member,
-        after: u64,
+        cursor: &ZoneCursor,
         hold: Duration,
         within: Duration,
     ) -> Result<ZoneAnswer, LinkError>;

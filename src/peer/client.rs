@@ -28,7 +28,7 @@ use crate::raft::{Member, NodeId, Proposal};
 use crate::registry::InstanceKey;
 use crate::self_discovery::NodeView;
 use crate::zones::router::{ZoneWrite, ZoneWritten};
-use crate::zones::ZoneAnswer;
+use crate::zones::{ZoneAnswer, ZoneCursor};
 
 /// How long a peer may take to accept a connection (and finish the TLS
 /// handshake) before it counts as unreachable. A live peer on the same
@@ -250,15 +250,21 @@ impl PeerLink for PeerClient {
     async fn zone_changes(
         &self,
         to: &Member,
-        after: u64,
+        cursor: &ZoneCursor,
         hold: Duration,
         within: Duration,
     ) -> Result<ZoneAnswer, LinkError> {
-        let path = format!(
-            "{}?after={after}&hold_ms={}",
+        let mut path = format!(
+            "{}?after={}&term={}&hold_ms={}",
             paths::ZONE_CHANGES,
+            cursor.after,
+            cursor.term,
             hold.as_millis()
         );
+        if let Some(log) = &cursor.log {
+            path.push_str("&log=");
+            path.extend(form_urlencoded::byte_serialize(log.as_bytes()));
+        }
         exchange(self.zones().get(self.url(to, &path)), within).await
     }
 

@@ -43,7 +43,7 @@ use crate::registry::{InstanceKey, Rules};
 use crate::self_discovery::{NodeView, SelfDiscovery};
 use crate::shutdown::stopped;
 use crate::zones::router::{ZoneWrite, ZoneWritten};
-use crate::zones::{puller, ZoneAnswer};
+use crate::zones::{puller, ZoneAnswer, ZoneCursor};
 
 /// What the peer routes see.
 pub struct PeerApi {
@@ -238,12 +238,17 @@ pub async fn zone_changes(
     Query(q): Query<ZoneChangesQuery>,
 ) -> Json<ZoneAnswer> {
     let hold = Duration::from_millis(q.hold_ms).min(puller::HOLD);
+    let cursor = ZoneCursor {
+        after: q.after,
+        term: q.term,
+        log: q.log,
+    };
     let mut moved = peers.local.zone_feed_moved();
     let mut stop = peers.stop.clone();
     let deadline = tokio::time::Instant::now() + hold;
     loop {
         moved.borrow_and_update();
-        let answer = peers.local.zone_changes(q.after);
+        let answer = peers.local.zone_changes(&cursor);
         if !matches!(answer, ZoneAnswer::Nothing { .. }) {
             return Json(answer);
         }
@@ -257,9 +262,15 @@ pub async fn zone_changes(
     }
 }
 
+/// The cursor's fields one by one: a query string cannot hold a nested
+/// (flattened) struct's numbers.
 #[derive(serde::Deserialize)]
 pub struct ZoneChangesQuery {
     after: u64,
+    #[serde(default)]
+    term: u64,
+    #[serde(default)]
+    log: Option<String>,
     #[serde(default)]
     hold_ms: u64,
 }

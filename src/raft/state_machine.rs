@@ -152,7 +152,7 @@ impl StateMachine {
             sm.last_applied = file.meta.last_log_id;
             sm.membership = file.meta.last_membership.clone();
             sm.local
-                .restore(file.registry, file.meta.last_log_id.map(|l| l.index));
+                .restore(file.registry, file.meta.last_log_id.map(position));
             *sm.current.0.lock() = Some(file.meta);
         }
         Ok(sm)
@@ -223,6 +223,11 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
     }
 }
 
+/// An entry's index and term.
+fn position(log_id: LogId<NodeId>) -> (u64, u64) {
+    (log_id.index, log_id.leader_id.term)
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Builder;
 
@@ -240,16 +245,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut results = Vec::new();
         for entry in entries {
             self.last_applied = Some(entry.log_id);
-            let index = entry.log_id.index;
+            let (index, term) = (entry.log_id.index, entry.log_id.leader_id.term);
             let outcomes = match entry.payload {
-                EntryPayload::Normal(proposal) => self.local.apply(index, &proposal.commands),
+                EntryPayload::Normal(proposal) => self.local.apply(index, term, &proposal.commands),
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
-                    self.local.skip(index);
+                    self.local.skip(index, term);
                     Vec::new()
                 }
                 EntryPayload::Blank => {
-                    self.local.skip(index);
+                    self.local.skip(index, term);
                     Vec::new()
                 }
             };
@@ -321,7 +326,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .observe(started.elapsed().as_secs_f64());
         self.metrics.bytes.set(size as i64);
         self.local
-            .restore(parsed.registry, meta.last_log_id.map(|l| l.index));
+            .restore(parsed.registry, meta.last_log_id.map(position));
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         tracing::info!(last_log_id = ?meta.last_log_id, size, "snapshot installed");

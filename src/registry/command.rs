@@ -65,7 +65,16 @@ pub enum Command {
         to: u64,
         batch: ZoneBatch,
         at: Timestamp,
+        /// The term of the origin's entry `to`, and the origin's log (none
+        /// from earlier builds).
+        #[serde(default)]
+        term: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log: Option<String>,
     },
+    /// Names this zone's log, once: other zones' cursors carry the name,
+    /// so a cursor into another log (this zone rebuilt) is told apart.
+    NameLog { log: String },
 }
 
 impl Command {
@@ -126,6 +135,7 @@ impl Command {
                             .sum::<usize>(),
                     }
             }
+            Command::NameLog { log } => log.len() + FIELD,
             Command::Schedule {
                 appid, env, rules, ..
             } => {

@@ -87,6 +87,17 @@ pub struct Registry {
     /// Whether applying a command reports this zone's own changes, to
     /// stream them to other zones (not replicated: a node setting).
     stream_own: bool,
+    /// The identity of this zone's log, named once by its first leader
+    /// that streams to other zones (replicated): their cursors say which
+    /// log they point into.
+    log: Option<String>,
+}
+
+/// The origin's entry a zone batch brings its partition up to.
+struct OriginEntry {
+    index: u64,
+    term: u64,
+    log: Option<String>,
 }
 
 /// The result of applying one command: the answer for the client, and the
@@ -174,6 +185,11 @@ impl Registry {
             .flat_map(|app| app.instances())
     }
 
+    /// The identity of this zone's log, once named.
+    pub fn log(&self) -> Option<&str> {
+        self.log.as_deref()
+    }
+
     /// Turns on reporting this zone's own changes in every [`Effect`], for
     /// a node that streams them to other zones.
     pub fn stream_own(&mut self, on: bool) {
@@ -233,7 +249,29 @@ impl Registry {
                 to,
                 batch,
                 at,
-            } => self.zone_apply(origin, *to, batch, *at),
+                term,
+                log,
+            } => {
+                let entry = OriginEntry {
+                    index: *to,
+                    term: *term,
+                    log: log.clone(),
+                };
+                self.zone_apply(origin, entry, batch, *at)
+            }
+            Command::NameLog { log } => match &self.log {
+                None => {
+                    self.log = Some(log.clone());
+                    Effect::new(Ok(Applied::Done), Vec::new())
+                }
+                Some(named) => Effect::new(
+                    Err(RegistryError::bad(
+                        "log",
+                        &format!("this log is already {named}"),
+                    )),
+                    Vec::new(),
+                ),
+            },
             Command::Schedule {
                 appid,
                 env,
@@ -483,8 +521,17 @@ impl Registry {
     /// sent twice by two leaders: nothing changes). Instances are stored
     /// exactly as the origin holds them; only their apps' change
     /// timestamps move here, so this zone's polls wake.
-    fn zone_apply(&mut self, origin: &str, to: u64, batch: &ZoneBatch, at: Timestamp) -> Effect {
-        let cursor = self.partitions.get(origin).map_or(0, |p| p.cursor);
+    fn zone_apply(
+        &mut self,
+        origin: &str,
+        entry: OriginEntry,
+        batch: &ZoneBatch,
+        at: Timestamp,
+    ) -> Effect {
+        let to = entry.index;
+        let partition = self.partitions.get(origin);
+        let cursor = partition.map_or(0, |p| p.cursor);
+        let log = partition.and_then(|p| p.log.as_deref());
         let mut changed = Vec::new();
         match batch {
             ZoneBatch::Changes { from, .. } if *from != cursor => {
@@ -492,6 +539,17 @@ impl Registry {
                     Err(RegistryError::bad(
                         "cursor",
                         &format!("zone {origin} is applied up to {cursor}, not {from}"),
+                    )),
+                    Vec::new(),
+                );
+            }
+            ZoneBatch::Changes { .. }
+                if log.is_some() && entry.log.is_some() && log != entry.log.as_deref() =>
+            {
+                return Effect::new(
+                    Err(RegistryError::bad(
+                        "cursor",
+                        &format!("changes of another log of zone {origin}: a full copy is due"),
                     )),
                     Vec::new(),
                 );
@@ -557,6 +615,10 @@ impl Registry {
         }
         let partition = self.partitions.entry(origin.to_string()).or_default();
         partition.cursor = to;
+        partition.term = entry.term;
+        if entry.log.is_some() {
+            partition.log = entry.log;
+        }
         partition.applied_at = at;
         changed.sort();
         changed.dedup();
@@ -731,6 +793,7 @@ impl Registry {
             apps,
             partitions: self.partitions.clone(),
             schedules: self.set_schedules.all().to_vec(),
+            log: self.log.clone(),
         }
     }
 
@@ -758,6 +821,7 @@ impl Registry {
             apps,
             partitions: self.partitions.clone(),
             schedules: self.set_schedules.all().to_vec(),
+            log: self.log.clone(),
         }
     }
 
@@ -788,6 +852,8 @@ impl Registry {
         for partition in restored.partitions.values_mut() {
             partition.cursor = 0;
         }
+        // The backup's log is not this one: this log keeps its name.
+        restored.log = self.log.clone();
         self.restore(restored);
         changed.sort();
         changed.dedup();
@@ -802,6 +868,7 @@ impl Registry {
         self.high_water = thawed.high_water;
         self.partitions = thawed.partitions;
         self.set_schedules = Schedules::new(thawed.schedules);
+        self.log = thawed.log;
     }
 }
 
@@ -816,6 +883,9 @@ pub struct RegistrySnapshot {
     /// Schedules set at run time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<Schedule>,
+    /// The identity of this zone's log, once named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 impl RegistrySnapshot {
@@ -840,6 +910,7 @@ pub struct Frozen {
     apps: Vec<(String, String, Arc<App>)>,
     partitions: Partitions,
     schedules: Vec<Schedule>,
+    log: Option<String>,
 }
 
 impl Serialize for Frozen {
@@ -853,6 +924,8 @@ impl Serialize for Frozen {
             partitions: &'a Partitions,
             #[serde(skip_serializing_if = "<[Schedule]>::is_empty")]
             schedules: &'a [Schedule],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            log: Option<&'a str>,
         }
         struct Apps<'a>(&'a [(String, String, Arc<App>)]);
         impl Serialize for Apps<'_> {
@@ -884,6 +957,7 @@ impl Serialize for Frozen {
             apps: Apps(&self.apps),
             partitions: &self.partitions,
             schedules: &self.schedules,
+            log: self.log.as_deref(),
         }
         .serialize(serializer)
     }

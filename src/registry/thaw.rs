@@ -32,6 +32,7 @@ pub struct Thawed {
     pub(super) instances: usize,
     pub(super) partitions: Partitions,
     pub(super) schedules: Vec<Schedule>,
+    pub(super) log: Option<String>,
 }
 
 impl Thawed {
@@ -60,6 +61,7 @@ impl From<RegistrySnapshot> for Thawed {
             high_water: snapshot.high_water,
             partitions: snapshot.partitions,
             schedules: snapshot.schedules,
+            log: snapshot.log,
             ..Thawed::default()
         };
         for a in snapshot.apps {
@@ -80,6 +82,8 @@ impl<'de> Deserialize<'de> for Thawed {
             partitions: Partitions,
             #[serde(default)]
             schedules: Vec<Schedule>,
+            #[serde(default)]
+            log: Option<String>,
         }
         /// The apps, filed as each is read.
         struct Apps(Thawed);
@@ -108,6 +112,7 @@ impl<'de> Deserialize<'de> for Thawed {
             high_water: fields.high_water,
             partitions: fields.partitions,
             schedules: fields.schedules,
+            log: fields.log,
             ..fields.apps.0
         })
     }

@@ -126,9 +126,25 @@ pub fn validate(command: &Command, now: Timestamp, rules: &Rules) -> Result<(), 
                 .as_deref()
                 .map_or(Ok(()), |s| scheduler_ok(s, &rules.limits))
         }
+        Command::NameLog { log } => {
+            if log.is_empty()
+                || log.len() > 64
+                || !log.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                return Err(RegistryError::bad("log", "1 to 64 letters, digits or '-'"));
+            }
+            Ok(())
+        }
         Command::ZoneApply {
-            origin, batch, at, ..
+            origin,
+            batch,
+            at,
+            log,
+            ..
         } => {
+            if log.as_ref().is_some_and(|l| l.len() > 64) {
+                return Err(RegistryError::bad("log", "at most 64 bytes"));
+            }
             stamped(*at, now, rules)?;
             identity("zone", origin, &rules.limits)?;
             if let ZoneBatch::FullPart { part, of, .. } = batch {

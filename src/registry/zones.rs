@@ -51,6 +51,12 @@ pub enum ZoneBatch {
 pub struct Partition {
     /// The origin's log index this partition reflects.
     pub cursor: u64,
+    /// The term of that entry, and the origin's log (the name it gave
+    /// it): with the index, where in which log this partition stands.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub term: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
     /// When (this zone's clock, as stamped by its leader) the last batch
     /// from the origin was applied.
     pub applied_at: Timestamp,
@@ -68,6 +74,10 @@ pub struct Staged {
     /// The next part expected.
     pub next: u32,
     pub instances: Vec<Instance>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Every origin's partition, by zone name.

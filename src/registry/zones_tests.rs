@@ -43,6 +43,8 @@ fn zone_apply(r: &mut Registry, from: u64, to: u64, changes: Vec<ZoneChange>, at
         to,
         batch: ZoneBatch::Changes { from, changes },
         at,
+        term: 1,
+        log: None,
     })
 }
 
@@ -179,6 +181,8 @@ fn a_full_copy_replaces_the_partition_and_leaves_the_rest() {
         to: 90,
         batch: ZoneBatch::Full(full),
         at: 30,
+        term: 1,
+        log: None,
     });
     assert_eq!(e.outcome, Ok(Applied::Done));
     assert_eq!(
@@ -224,6 +228,8 @@ fn a_full_copy_in_parts_is_staged_out_of_sight_and_put_in_force_at_once() {
             instances: instances.to_vec(),
         },
         at: 30,
+        term: 1,
+        log: Some("b-log".into()),
     };
     let before = b.to_snapshot().digest();
     // Out of order, or for another copy: refused, nothing changes.
@@ -322,4 +328,51 @@ fn partitions_survive_a_snapshot() {
     // A registry with no partition has the same snapshot form as before.
     let plain = serde_json::to_value(a.to_snapshot()).unwrap();
     assert!(plain.get("partitions").is_none());
+}
+
+#[test]
+fn changes_of_another_log_of_the_origin_are_refused_until_a_full_copy() {
+    let mut b = Registry::default();
+    let batch = |from: u64, to: u64, log: &str| Command::ZoneApply {
+        origin: "sh001".into(),
+        to,
+        batch: ZoneBatch::Changes {
+            from,
+            changes: Vec::new(),
+        },
+        at: 30,
+        term: 2,
+        log: Some(log.into()),
+    };
+    assert_eq!(b.apply(&batch(0, 5, "old")).outcome, Ok(Applied::Done));
+    let p = &b.partitions()["sh001"];
+    assert_eq!((p.cursor, p.term, p.log.as_deref()), (5, 2, Some("old")));
+    // The origin was rebuilt: the same indexes in another log.
+    assert!(b.apply(&batch(5, 7, "new")).outcome.is_err());
+    let copy = Command::ZoneApply {
+        origin: "sh001".into(),
+        to: 3,
+        batch: ZoneBatch::Full(Vec::new()),
+        at: 31,
+        term: 1,
+        log: Some("new".into()),
+    };
+    assert_eq!(b.apply(&copy).outcome, Ok(Applied::Done));
+    assert_eq!(b.apply(&batch(3, 4, "new")).outcome, Ok(Applied::Done));
+}
+
+#[test]
+fn a_log_is_named_once_and_a_restore_keeps_the_name() {
+    let mut r = Registry::default();
+    let name = |log: &str| Command::NameLog { log: log.into() };
+    assert_eq!(r.apply(&name("first")).outcome, Ok(Applied::Done));
+    assert!(r.apply(&name("second")).outcome.is_err());
+    assert_eq!(r.log(), Some("first"));
+    let mut backup = r.to_snapshot();
+    backup.log = Some("another".into());
+    r.apply(&Command::Restore { backup, at: 40 });
+    assert_eq!(r.log(), Some("first"));
+    let mut copy = Registry::default();
+    copy.restore(r.to_snapshot());
+    assert_eq!(copy.log(), Some("first"));
 }

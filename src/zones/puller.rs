@@ -16,8 +16,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::router::Zones;
-use super::{ZoneAnswer, FULL_PART};
+use super::{ZoneAnswer, ZoneCursor, FULL_PART};
 use crate::clock::now;
+use crate::cluster::leader_watch::leading;
 use crate::cluster::writer::Writer;
 use crate::local::LocalRegistry;
 use crate::raft::{NodeId, Raft};
@@ -169,13 +170,13 @@ impl Follow {
         loop {
             tokio::select! {
                 _ = stopped(&mut stop) => return,
-                _ = self.leading() => {}
+                _ = leading(&self.raft, self.me) => {}
             }
             let cursor = self.cursor(&zone);
             let node = &nodes[next % nodes.len()];
             let answer = tokio::select! {
                 _ = stopped(&mut stop) => return,
-                a = self.zones.link.zone_changes(node, cursor, HOLD, HOLD + Duration::from_secs(5)) => a,
+                a = self.zones.link.zone_changes(node, &cursor, HOLD, HOLD + Duration::from_secs(5)) => a,
             };
             let answer = match answer {
                 Ok(a) => a,
@@ -187,21 +188,40 @@ impl Follow {
                     continue;
                 }
             };
-            let (to, batches) = match answer {
+            let (to, term, log, batches) = match answer {
                 ZoneAnswer::Nothing { at } => {
                     self.contacts.answered(&zone, at);
                     continue;
                 }
-                ZoneAnswer::Changes { from, to, changes } => {
+                ZoneAnswer::Changes {
+                    from,
+                    to,
+                    changes,
+                    term,
+                    log,
+                } => {
                     self.contacts.answered(&zone, to);
-                    if from != cursor {
+                    if from != cursor.after {
                         continue;
                     }
-                    (to, vec![ZoneBatch::Changes { from, changes }])
+                    (to, term, log, vec![ZoneBatch::Changes { from, changes }])
                 }
-                ZoneAnswer::Full { to, instances } => {
+                ZoneAnswer::Full {
+                    to,
+                    instances,
+                    term,
+                    log,
+                } => {
                     self.contacts.answered(&zone, to);
-                    (to, full_parts(instances))
+                    if cursor.log.is_some() && log != cursor.log {
+                        tracing::warn!(
+                            zone,
+                            was = cursor.log.as_deref().unwrap_or_default(),
+                            now = log.as_deref().unwrap_or_default(),
+                            "zone's log changed (rebuilt or restored): copying it whole"
+                        );
+                    }
+                    (to, term, log, full_parts(instances))
                 }
             };
             let full = matches!(batches[0], ZoneBatch::FullPart { .. });
@@ -212,6 +232,8 @@ impl Follow {
                     to,
                     batch,
                     at: now(),
+                    term,
+                    log: log.clone(),
                 };
                 match self.writer.write(command).await {
                     Ok(Ok(_)) => {}
@@ -235,24 +257,16 @@ impl Follow {
         }
     }
 
-    fn cursor(&self, zone: &str) -> u64 {
+    fn cursor(&self, zone: &str) -> ZoneCursor {
         self.local
             .read()
             .partitions()
             .get(zone)
-            .map_or(0, |p| p.cursor)
-    }
-
-    /// Resolves once this node leads (at once if it does).
-    async fn leading(&self) {
-        let mut metrics = self.raft.metrics();
-        let me = self.me;
-        if metrics
-            .wait_for(|m| m.current_leader == Some(me))
-            .await
-            .is_err()
-        {
-            std::future::pending::<()>().await;
-        }
+            .map(|p| ZoneCursor {
+                after: p.cursor,
+                term: p.term,
+                log: p.log.clone(),
+            })
+            .unwrap_or_default()
     }
 }
