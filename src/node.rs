@@ -266,6 +266,10 @@ impl Node {
                 within: wait_for_leader,
             },
         });
+        let access = Arc::new(Access {
+            allow_write_from: config.write_networks()?,
+            admin_token: AdminToken::new(config.admin_token()),
+        });
         let guard = Guard::new(
             raft.clone(),
             config.cluster.members.iter().map(|m| m.id).collect(),
@@ -281,6 +285,7 @@ impl Node {
             ledger: ledger.clone(),
             renew: renew_settings,
             rules: config.rules(),
+            access: access.clone(),
             space: space.clone(),
             data_dir: data_dir.clone(),
             receiving_snapshot: tokio::sync::Mutex::new(()),
@@ -302,10 +307,7 @@ impl Node {
             handover: handover.clone(),
             contacts: contacts.clone(),
         };
-        let access = Arc::new(Access {
-            allow_write_from: config.write_networks()?,
-            admin_token: AdminToken::new(config.admin_token()),
-        });
+
         let c = &config.connections;
         let files = open_files::raise();
         let max_connections = match files {

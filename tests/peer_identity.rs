@@ -476,3 +476,112 @@ async fn a_node_refuses_to_start_with_the_certificate_of_another_node() {
         "{err}"
     );
 }
+
+/// A client of node `i` whose connections come from `source`.
+fn client_from(cluster: &Cluster, i: usize, source: [u8; 4]) -> common::Client {
+    common::Client {
+        base: cluster.client(i).base,
+        http: reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(source))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn the_leader_checks_the_allow_list_again_for_a_write_a_follower_hands_it() {
+    // Node 1 takes writes from 127.0.0.1 only; nodes 2 and 3 (wrongly)
+    // from everyone.
+    let cluster = Cluster::start_prepared(
+        3,
+        Timings::default(),
+        common::cluster::Hosts::default(),
+        |c| {
+            for i in 0..3 {
+                let nets = if i == 0 {
+                    "\"127.0.0.1/32\""
+                } else {
+                    "\"0.0.0.0/0\""
+                };
+                let path = c.config_of(i);
+                let text = std::fs::read_to_string(path).unwrap().replace(
+                    &format!("admin_token = \"{ADMIN_TOKEN}\""),
+                    &format!("admin_token = \"{ADMIN_TOKEN}\"\nallow_write_from = [{nets}]"),
+                );
+                std::fs::write(path, text).unwrap();
+            }
+        },
+    )
+    .await;
+    let leader = cluster.leader().await;
+    if cluster.slots[leader].id != 1 {
+        let moved: Value = cluster
+            .client(leader)
+            .http
+            .post(format!(
+                "{}/admin/transfer-leader",
+                cluster.client(leader).base
+            ))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .json(&json!({ "to": 1 }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(moved, json!({ "Ok": 1 }));
+    }
+    assert_eq!(cluster.slots[cluster.leader().await].id, 1);
+
+    // From 127.0.0.2 through node 2: node 2 lets it through, the leader
+    // does not; nothing is applied anywhere.
+    let outside = client_from(&cluster, 1, [127, 0, 0, 2]);
+    let refused = outside.register("acl.app", "sh001", "h-out", "1").await;
+    assert_eq!(refused.code(), -403, "{}", refused.text);
+    let message = refused.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("127.0.0.2") && !message.contains("127.0.0.1/32"),
+        "{message}"
+    );
+    // From 127.0.0.1 through the same node: applied.
+    let inside = client_from(&cluster, 1, [127, 0, 0, 1]);
+    assert_eq!(
+        inside
+            .register("acl.app", "sh001", "h-in", "1")
+            .await
+            .code(),
+        0
+    );
+    for i in 0..3 {
+        let hosts = common::hostnames(&cluster.client(i), "acl.app").await;
+        assert_eq!(hosts, ["h-in".to_string()].into(), "node {i}");
+    }
+    // A write refused in a batch does not fail the others merged with it.
+    let mut writes = Vec::new();
+    for n in 0..20 {
+        let (client, host) = if n % 2 == 0 {
+            (client_from(&cluster, 2, [127, 0, 0, 2]), format!("out{n}"))
+        } else {
+            (client_from(&cluster, 2, [127, 0, 0, 1]), format!("in{n}"))
+        };
+        writes.push(tokio::spawn(async move {
+            (
+                host.clone(),
+                client
+                    .register("batch.app", "sh001", &host, "1")
+                    .await
+                    .code(),
+            )
+        }));
+    }
+    for w in writes {
+        let (host, code) = w.await.unwrap();
+        let want = if host.starts_with("out") { -403 } else { 0 };
+        assert_eq!(code, want, "{host}");
+    }
+    let hosts = common::hostnames(&cluster.client(0), "batch.app").await;
+    assert_eq!(hosts.len(), 10, "{hosts:?}");
+    assert!(hosts.iter().all(|h| h.starts_with("in")), "{hosts:?}");
+}

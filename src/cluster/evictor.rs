@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::renewer::RenewLedger;
 use super::writer::Writer;
+use crate::auth::Origin;
 use crate::clock::now;
 use crate::local::LocalRegistry;
 use crate::raft::{NodeId, Raft};
@@ -91,7 +92,7 @@ pub async fn evict_silent(
             silent_since: policy.silent_since(at, preservation.protecting),
             at,
         };
-        match writer.write(command).await {
+        match writer.write(command, Origin::Cluster).await {
             Ok(Ok(Applied::Evicted(gone))) if !gone.is_empty() => {
                 state.evictions.inc_by(gone.len() as u64);
                 tracing::info!(

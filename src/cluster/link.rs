@@ -10,9 +10,9 @@ use super::catch_up::ReadIndex;
 use super::handover::{ElectRequest, HandoverError};
 use super::membership::{Change, Changed};
 use super::renewer::ForwardedRenews;
-use super::writer::{Committed, ForwardError, WriteError};
+use super::writer::{Committed, Forward, ForwardError, WriteError};
 use crate::auth::Operator;
-use crate::raft::{Member, NodeId, Proposal};
+use crate::raft::{Member, NodeId};
 use crate::registry::InstanceKey;
 use crate::self_discovery::NodeView;
 use crate::zones::router::{ZoneWrite, ZoneWritten};
@@ -44,7 +44,7 @@ pub trait PeerLink: Send + Sync {
     async fn propose(
         &self,
         to: &Member,
-        proposal: &Proposal,
+        forward: &Forward,
         within: Duration,
     ) -> Result<Result<Committed, ForwardError>, LinkError>;
 

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::link::Link;
 use super::writer::{another_leader, WriteError, Writer};
+use crate::auth::Origin;
 use crate::local::LocalRegistry;
 use openraft::RaftMetrics;
 
@@ -350,7 +351,10 @@ async fn propose_pending(
         }
         let at = crate::clock::now();
         let count = keys.len();
-        if let Err(e) = writer.write(Command::Renew { keys, at }).await {
+        if let Err(e) = writer
+            .write(Command::Renew { keys, at }, Origin::Cluster)
+            .await
+        {
             tracing::warn!(count, "renews not replicated: {e}");
         }
     }

@@ -9,8 +9,11 @@
 //!
 //! Every command is checked before it is proposed, here and again by the
 //! leader for proposals a peer hands it, with the registry's one
-//! [`validate`]. A write is answered only once this node has applied it, so
-//! a read sent to the same node next sees it (read-your-writes).
+//! [`validate`]; and who sent it ([`Origin`]) travels with it, so the
+//! leader checks the sender against its own `allow_write_from` and admin
+//! token too, whichever node the sender reached. A write is answered only
+//! once this node has applied it, so a read sent to the same node next sees
+//! it (read-your-writes).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +26,7 @@ use tokio::time::Instant;
 use super::appender::{Appender, MAX_ENTRY_BYTES};
 use super::batches::{in_batches, split_by_size};
 use super::link::{Link, LinkError};
+use crate::auth::{Access, Origin};
 use crate::clock::now;
 use crate::raft::space::SpaceGuard;
 use crate::raft::{Member, NodeId, Proposal, ProposalResult, Raft};
@@ -79,10 +83,28 @@ pub struct Committed {
 
 type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
 
+/// A command on its way, with its sender and who waits for its outcome.
+struct Queued {
+    command: Command,
+    origin: Origin,
+    reply: Reply,
+}
+
+/// What a follower hands the leader: one log entry's commands and, for
+/// each, who sent it. Only the commands go into the log.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Forward {
+    #[serde(flatten)]
+    pub proposal: Proposal,
+    /// Each command's sender, in order; none from an earlier build.
+    #[serde(default)]
+    pub origins: Vec<Origin>,
+}
+
 /// A handle to the write path; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    queue: mpsc::UnboundedSender<(Command, Reply)>,
+    queue: mpsc::UnboundedSender<Queued>,
     rules: Rules,
 }
 
@@ -110,13 +132,17 @@ impl Writer {
         Writer { queue, rules }
     }
 
-    /// Checks one command, proposes it and waits until it is committed and
-    /// applied on this node.
-    pub async fn write(&self, command: Command) -> Result<Outcome, WriteError> {
+    /// Checks one command from `origin`, proposes it and waits until it is
+    /// committed and applied on this node.
+    pub async fn write(&self, command: Command, origin: Origin) -> Result<Outcome, WriteError> {
         validate(&command, now(), &self.rules).map_err(WriteError::Invalid)?;
         let (tx, rx) = oneshot::channel();
         self.queue
-            .send((command, tx))
+            .send(Queued {
+                command,
+                origin,
+                reply: tx,
+            })
             .map_err(|_| WriteError::Unavailable("write path stopped".into()))?;
         rx.await
             .map_err(|_| WriteError::Unavailable("write dropped".into()))?
@@ -125,15 +151,26 @@ impl Writer {
 
 /// Takes whatever commands are waiting, proposes them as one entry in a task
 /// of its own, and goes back for more.
-async fn gather(commands: mpsc::UnboundedReceiver<(Command, Reply)>, proposer: Arc<Proposer>) {
+async fn gather(commands: mpsc::UnboundedReceiver<Queued>, proposer: Arc<Proposer>) {
     in_batches(commands, MAX_BATCH, IN_FLIGHT, move |batch| {
         let proposer = proposer.clone();
-        let size = |(command, _): &(Command, Reply)| command.approx_bytes();
+        let size = |queued: &Queued| queued.command.approx_bytes();
         let entries = split_by_size(batch.into_iter(), size, MAX_ENTRY_BYTES);
         async move {
             for entry in entries {
-                let (cmds, replies): (Vec<Command>, Vec<Reply>) = entry.into_iter().unzip();
-                match proposer.propose(Proposal { commands: cmds }).await {
+                let mut forward = Forward {
+                    proposal: Proposal {
+                        commands: Vec::with_capacity(entry.len()),
+                    },
+                    origins: Vec::with_capacity(entry.len()),
+                };
+                let mut replies = Vec::with_capacity(entry.len());
+                for queued in entry {
+                    forward.proposal.commands.push(queued.command);
+                    forward.origins.push(queued.origin);
+                    replies.push(queued.reply);
+                }
+                match proposer.propose(forward).await {
                     Ok(result) => {
                         for (reply, outcome) in replies.into_iter().zip(result.outcomes) {
                             let _ = reply.send(Ok(outcome));
@@ -166,12 +203,12 @@ struct Proposer {
 
 impl Proposer {
     /// Proposes the batch, then waits until this node has applied it.
-    async fn propose(&self, proposal: Proposal) -> Result<ProposalResult, WriteError> {
+    async fn propose(&self, forward: Forward) -> Result<ProposalResult, WriteError> {
         self.space
             .check()
             .map_err(|e| WriteError::DiskFull(e.to_string()))?;
         let deadline = Instant::now() + self.wait_for_leader;
-        let committed = self.commit(proposal, deadline).await?;
+        let committed = self.commit(forward, deadline).await?;
         // The leader answers once it applied the entry; a follower may not
         // have yet. The wait is bounded like the rest of the write.
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -186,15 +223,15 @@ impl Proposer {
     /// Proposes locally when this node leads, else hands the proposal to
     /// the leader; retries only where the proposal certainly was not
     /// applied, until the bounded wait is over.
-    async fn commit(&self, proposal: Proposal, deadline: Instant) -> Result<Committed, WriteError> {
+    async fn commit(&self, forward: Forward, deadline: Instant) -> Result<Committed, WriteError> {
         loop {
             // A leader cut off from its quorum accepts the entry but cannot
             // commit it: the wait is bounded there too. The entry may still
             // commit later, whole, if the leader regains its quorum.
             // A proposal still held at the write gate when the wait runs
             // out is withdrawn, never proposed.
-            let written =
-                tokio::time::timeout_at(deadline, self.appender.append(proposal.clone())).await;
+            let proposal = forward.proposal.clone();
+            let written = tokio::time::timeout_at(deadline, self.appender.append(proposal)).await;
             let Ok(written) = written else {
                 return Err(WriteError::NoQuorum(self.wait_for_leader));
             };
@@ -203,7 +240,7 @@ impl Proposer {
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
                     leader_id: Some(leader),
                     leader_node: Some(member),
-                }))) => match self.forward(leader, &member, &proposal, deadline).await {
+                }))) => match self.forward(leader, &member, &forward, deadline).await {
                     Forwarded::Done(result) => return result,
                     Forwarded::NotSent => {}
                 },
@@ -224,7 +261,7 @@ impl Proposer {
         &self,
         leader: NodeId,
         member: &Member,
-        proposal: &Proposal,
+        forward: &Forward,
         deadline: Instant,
     ) -> Forwarded {
         // A leader that stops answering (paused, partitioned: its
@@ -235,7 +272,7 @@ impl Proposer {
         // once that it no longer leads (the write is then sent to the new
         // one); one deposed while paused or cut off does not, and the write
         // is given up as "may still apply", never resent.
-        let exchange = self.exchange(leader, member, proposal, deadline);
+        let exchange = self.exchange(leader, member, forward, deadline);
         tokio::pin!(exchange);
         tokio::select! {
             forwarded = &mut exchange => forwarded,
@@ -252,14 +289,14 @@ impl Proposer {
         &self,
         leader: NodeId,
         member: &Member,
-        proposal: &Proposal,
+        forward: &Forward,
         deadline: Instant,
     ) -> Forwarded {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let started = Instant::now();
         let answer = self
             .link
-            .propose(member, proposal, remaining.max(Duration::from_millis(100)))
+            .propose(member, forward, remaining.max(Duration::from_millis(100)))
             .await;
         self.forward_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -319,30 +356,75 @@ pub enum ForwardError {
 }
 
 /// The leader's side of a forwarded proposal: checks every command with the
-/// same rules a client's write meets, against this node's clock, then
-/// proposes it here only (merged with the other proposals made here),
-/// never forwarding again. During a handover it waits at the write gate,
-/// then most likely answers `NotLeader`.
+/// same rules a client's write meets, against this node's clock, and every
+/// sender against this node's `allow_write_from` and admin token; then
+/// proposes the commands whose sender passes here only (merged with the
+/// other proposals made here), never forwarding again, and answers the
+/// others `-403` in their place. During a handover it waits at the write
+/// gate, then most likely answers `NotLeader`.
 pub async fn accept_forwarded(
     appender: &Appender,
     rules: &Rules,
+    access: &Access,
     space: &SpaceGuard,
-    proposal: Proposal,
+    forward: Forward,
 ) -> Result<Committed, ForwardError> {
     let at = now();
-    for command in &proposal.commands {
+    for command in &forward.proposal.commands {
         validate(command, at, rules).map_err(ForwardError::Invalid)?;
     }
     space
         .check()
         .map_err(|e| ForwardError::DiskFull(e.to_string()))?;
-    match appender.append(proposal).await {
-        Ok(committed) => Ok(committed),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-            Err(ForwardError::NotLeader)
+    // An earlier build sends no senders: as before, the follower's check
+    // stands alone.
+    let checks: Vec<Result<(), RegistryError>> = if forward.origins.is_empty() {
+        vec![Ok(()); forward.proposal.commands.len()]
+    } else if forward.origins.len() == forward.proposal.commands.len() {
+        forward.origins.iter().map(|o| access.check(o)).collect()
+    } else {
+        return Err(ForwardError::Invalid(RegistryError::bad(
+            "origins",
+            "one sender per command",
+        )));
+    };
+    let commands: Vec<Command> = forward
+        .proposal
+        .commands
+        .into_iter()
+        .zip(&checks)
+        .filter(|(_, check)| check.is_ok())
+        .map(|(command, _)| command)
+        .collect();
+    let committed = if commands.is_empty() {
+        // Nothing to propose: the follower waits for nothing.
+        Committed {
+            result: ProposalResult {
+                outcomes: Vec::new(),
+            },
+            index: 0,
         }
-        Err(e) => Err(ForwardError::Failed(e.to_string())),
-    }
+    } else {
+        match appender.append(Proposal { commands }).await {
+            Ok(committed) => committed,
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                return Err(ForwardError::NotLeader)
+            }
+            Err(e) => return Err(ForwardError::Failed(e.to_string())),
+        }
+    };
+    let mut outcomes = committed.result.outcomes.into_iter();
+    let outcomes = checks
+        .into_iter()
+        .map(|check| match check {
+            Ok(()) => outcomes.next().unwrap_or(Err(RegistryError::NotFound)),
+            Err(refused) => Err(refused),
+        })
+        .collect();
+    Ok(Committed {
+        result: ProposalResult { outcomes },
+        index: committed.index,
+    })
 }
 
 #[cfg(test)]

@@ -293,7 +293,11 @@ pub async fn backup(State(Admin { api, .. }): State<Admin>) -> Response {
 
 /// Replaces the whole registry with a backup's, through the log: every
 /// node applies it at the same index.
-pub async fn restore(State(Admin { api, .. }): State<Admin>, body: Bytes) -> Response {
+pub async fn restore(
+    State(Admin { api, .. }): State<Admin>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let backup: Backup = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -314,7 +318,7 @@ pub async fn restore(State(Admin { api, .. }): State<Admin>, body: Bytes) -> Res
         backup: backup.registry,
         at: now(),
     };
-    match api.writer.write(command).await {
+    match api.writer.write(command, operator(&headers).into()).await {
         Ok(Ok(_)) => {
             tracing::warn!(instances, from_index = ?backup.applied_index, "registry restored from a backup");
             reply::answer(0, &format!("restored {instances} instances"), None)
@@ -389,7 +393,7 @@ pub async fn membership(
 }
 
 /// The credential the admin layer let through, to hand on with a change.
-fn operator(headers: &HeaderMap) -> Operator {
+pub fn operator(headers: &HeaderMap) -> Operator {
     let given = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     Operator(given.unwrap_or_default().to_string())
 }

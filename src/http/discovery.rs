@@ -2,10 +2,11 @@
 //! registry or the write path, and render the answer.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -13,6 +14,7 @@ use tokio::time::Instant;
 use super::all;
 use super::params::Params;
 use super::reply;
+use crate::auth::Origin;
 use crate::clock::now;
 use crate::cluster::catch_up::ReadBarrier;
 use crate::cluster::protection::Protection;
@@ -47,6 +49,9 @@ pub struct Api {
 }
 
 type Shared = State<Arc<Api>>;
+
+/// The address a write came from, which the leader checks again.
+type Client = ConnectInfo<SocketAddr>;
 
 /// What `renew` answers for an instance the registry does not hold, as the
 /// original renders its zero value.
@@ -107,9 +112,9 @@ async fn consistent(api: &Api, p: &Params) -> Result<(), Response> {
 
 /// Carries out a client's write here, or in the zone that owns the
 /// instance.
-async fn write(api: &Api, command: Command, zone: &str) -> Result<Outcome, Response> {
+async fn write(api: &Api, command: Command, zone: &str, from: IpAddr) -> Result<Outcome, Response> {
     let written = match api.zones.owner(zone) {
-        None => api.writer.write(command).await,
+        None => api.writer.write(command, Origin::Client(from)).await,
         Some(owner) => match api
             .zones
             .hand_over(owner, ZoneWrite::Command(command))
@@ -179,7 +184,7 @@ fn registration(p: &Params) -> Result<Registration, RegistryError> {
     })
 }
 
-pub async fn register(State(api): Shared, p: Params) -> Response {
+pub async fn register(State(api): Shared, ConnectInfo(client): Client, p: Params) -> Response {
     let registration = try_param!(registration(&p));
     let zone = registration.zone.clone();
     match write(
@@ -189,6 +194,7 @@ pub async fn register(State(api): Shared, p: Params) -> Response {
             at: now(),
         },
         &zone,
+        client.ip(),
     )
     .await
     {
@@ -210,10 +216,10 @@ pub async fn renew(State(api): Shared, p: Params) -> Response {
     }
 }
 
-pub async fn cancel(State(api): Shared, p: Params) -> Response {
+pub async fn cancel(State(api): Shared, ConnectInfo(client): Client, p: Params) -> Response {
     let key = try_param!(instance_key(&p));
     let zone = key.zone.clone();
-    match write(&api, Command::Cancel { key, at: now() }, &zone).await {
+    match write(&api, Command::Cancel { key, at: now() }, &zone, client.ip()).await {
         Ok(outcome) => done_or_error(outcome),
         Err(r) => r,
     }
@@ -269,13 +275,13 @@ fn set_command(p: &Params) -> Result<Command, RegistryError> {
     })
 }
 
-pub async fn set(State(api): Shared, p: Params) -> Response {
+pub async fn set(State(api): Shared, ConnectInfo(client): Client, p: Params) -> Response {
     let command = try_param!(set_command(&p));
     let zone = match &command {
         Command::Set { zone, .. } => zone.clone(),
         _ => String::new(),
     };
-    match write(&api, command, &zone).await {
+    match write(&api, command, &zone, client.ip()).await {
         Ok(outcome) => done_or_error(outcome),
         Err(r) => r,
     }

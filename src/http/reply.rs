@@ -48,7 +48,9 @@ pub fn code(code: i32) -> Response {
 /// A registry error: `-400` names the parameter, others carry their code.
 pub fn error(e: &RegistryError) -> Response {
     match e {
-        RegistryError::BadRequest { .. } => answer(e.code(), &e.to_string(), None),
+        RegistryError::BadRequest { .. } | RegistryError::Forbidden(_) => {
+            answer(e.code(), &e.to_string(), None)
+        }
         RegistryError::NotFound => code(e.code()),
     }
 }

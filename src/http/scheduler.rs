@@ -3,11 +3,12 @@
 //! file's. Setting or clearing one needs the admin token.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::admin::Admin;
+use super::admin::{operator, Admin};
 use super::reply;
 use crate::clock::now;
 use crate::cluster::writer::WriteError;
@@ -34,7 +35,11 @@ struct Listed<'a> {
     configured: &'a [Schedule],
 }
 
-pub async fn set(State(Admin { api, .. }): State<Admin>, body: Bytes) -> Response {
+pub async fn set(
+    State(Admin { api, .. }): State<Admin>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let request: SetSchedule = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -51,7 +56,7 @@ pub async fn set(State(Admin { api, .. }): State<Admin>, body: Bytes) -> Respons
         rules: request.scheduler,
         at: now(),
     };
-    match api.writer.write(command).await {
+    match api.writer.write(command, operator(&headers).into()).await {
         Ok(Ok(_)) if cleared => reply::answer(0, "scheduler cleared", None),
         Ok(Ok(_)) => reply::answer(0, "scheduler set", None),
         Ok(Err(e)) | Err(WriteError::Invalid(e)) => reply::error(&e),

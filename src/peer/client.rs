@@ -23,8 +23,8 @@ use crate::cluster::handover::{ElectRequest, HandoverError};
 use crate::cluster::link::{LinkError, PeerLink};
 use crate::cluster::membership::{Change, Changed};
 use crate::cluster::renewer::ForwardedRenews;
-use crate::cluster::writer::{Committed, ForwardError, WriteError};
-use crate::raft::{Member, NodeId, Proposal};
+use crate::cluster::writer::{Committed, Forward, ForwardError, WriteError};
+use crate::raft::{Member, NodeId};
 use crate::registry::InstanceKey;
 use crate::self_discovery::NodeView;
 use crate::zones::router::{ZoneWrite, ZoneWritten};
@@ -181,10 +181,10 @@ impl PeerLink for PeerClient {
     async fn propose(
         &self,
         to: &Member,
-        proposal: &Proposal,
+        forward: &Forward,
         within: Duration,
     ) -> Result<Result<Committed, ForwardError>, LinkError> {
-        self.post(to, paths::PROPOSE, proposal, within).await
+        self.post(to, paths::PROPOSE, forward, within).await
     }
 
     async fn renew(

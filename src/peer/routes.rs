@@ -28,17 +28,18 @@ use tokio::io::AsyncWriteExt;
 use super::guard::Guard;
 use super::identity::Caller;
 use super::network::parse_header;
+use crate::auth::{Access, Origin};
 use crate::cluster::appender::Appender;
 use crate::cluster::bootstrap::BootstrapState;
 use crate::cluster::catch_up::{self, ReadIndex};
 use crate::cluster::handover::{self, ElectRequest, Handover, HandoverError};
 use crate::cluster::membership::{self, Change, Changed};
 use crate::cluster::renewer::{self, ForwardedRenews, RenewLedger, RenewSettings, Renewer};
-use crate::cluster::writer::{self, Committed, ForwardError, WriteError, Writer};
+use crate::cluster::writer::{self, Committed, Forward, ForwardError, WriteError, Writer};
 use crate::local::LocalRegistry;
 use crate::raft::space::SpaceGuard;
 use crate::raft::state_machine::{create_incoming, INCOMING_FILE};
-use crate::raft::{NodeId, Proposal, Raft, TypeConfig};
+use crate::raft::{NodeId, Raft, TypeConfig};
 use crate::registry::{InstanceKey, Rules};
 use crate::self_discovery::{NodeView, SelfDiscovery};
 use crate::shutdown::stopped;
@@ -57,6 +58,8 @@ pub struct PeerApi {
     pub renew: RenewSettings,
     /// What every proposed command is checked against.
     pub rules: Rules,
+    /// What every proposed command's sender is checked against.
+    pub access: Arc<Access>,
     /// The free-space reserve of this node's data directory.
     pub space: SpaceGuard,
     /// Where snapshots from the leader are received.
@@ -195,9 +198,18 @@ fn stored(e: std::io::Error) -> (StatusCode, String) {
 
 pub async fn propose(
     State(peers): State<Arc<PeerApi>>,
-    Json(proposal): Json<Proposal>,
+    Json(forward): Json<Forward>,
 ) -> Json<Result<Committed, ForwardError>> {
-    Json(writer::accept_forwarded(&peers.appender, &peers.rules, &peers.space, proposal).await)
+    Json(
+        writer::accept_forwarded(
+            &peers.appender,
+            &peers.rules,
+            &peers.access,
+            &peers.space,
+            forward,
+        )
+        .await,
+    )
 }
 
 pub async fn membership(
@@ -285,7 +297,11 @@ pub async fn zone_write(
         .allowed_into(&peers.zone)
         .map_err(|why| (StatusCode::FORBIDDEN, format!("refused: {why}")))?;
     Ok(Json(match write {
-        ZoneWrite::Command(command) => peers.writer.write(command).await.map(ZoneWritten::Outcome),
+        ZoneWrite::Command(command) => peers
+            .writer
+            .write(command, Origin::Cluster)
+            .await
+            .map(ZoneWritten::Outcome),
         ZoneWrite::Renew(key) => peers.renewer.renew(key).await.map(ZoneWritten::Renewal),
     }))
 }

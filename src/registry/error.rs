@@ -11,6 +11,9 @@ pub enum RegistryError {
     /// `-404`: no such app or instance.
     #[error("-404")]
     NotFound,
+    /// `-403`: a rule of this cluster refuses the write to its sender.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl RegistryError {
@@ -26,6 +29,7 @@ impl RegistryError {
         match self {
             RegistryError::BadRequest { .. } => -400,
             RegistryError::NotFound => -404,
+            RegistryError::Forbidden(_) => -403,
         }
     }
 }

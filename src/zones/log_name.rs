@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::auth::Origin;
 use crate::cluster::leader_watch::leading;
 use crate::cluster::writer::Writer;
 use crate::local::LocalRegistry;
@@ -37,7 +38,8 @@ pub async fn name_log(
             return;
         }
         let log = format!("{:032x}", rand::random::<u128>());
-        match writer.write(Command::NameLog { log: log.clone() }).await {
+        let named = writer.write(Command::NameLog { log: log.clone() }, Origin::Cluster);
+        match named.await {
             Ok(Ok(_)) => tracing::info!(log, "this zone's log named"),
             // Named meanwhile by another leader: the loop ends.
             Ok(Err(_)) => {}

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use super::router::Zones;
 use super::{ZoneAnswer, ZoneCursor, FULL_PART};
+use crate::auth::Origin;
 use crate::clock::now;
 use crate::cluster::leader_watch::leading;
 use crate::cluster::writer::Writer;
@@ -235,7 +236,7 @@ impl Follow {
                     term,
                     log: log.clone(),
                 };
-                match self.writer.write(command).await {
+                match self.writer.write(command, Origin::Cluster).await {
                     Ok(Ok(_)) => {}
                     // Applied meanwhile by another leader: the cursor moved.
                     Ok(Err(e)) => {

@@ -406,6 +406,11 @@ hold_ms = {hold}
         self.slots[i].process.as_ref().expect("node runs").id()
     }
 
+    /// Node `i`'s configuration file.
+    pub fn config_of(&self, i: usize) -> &Path {
+        &self.slots[i].config
+    }
+
     /// The data directory of the node with this id.
     pub fn data_dir_of(&self, id: u64) -> PathBuf {
         self.dir.path().join(format!("node{id}"))
