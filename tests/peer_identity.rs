@@ -585,3 +585,100 @@ async fn the_leader_checks_the_allow_list_again_for_a_write_a_follower_hands_it(
     assert_eq!(hosts.len(), 10, "{hosts:?}");
     assert!(hosts.iter().all(|h| h.starts_with("in")), "{hosts:?}");
 }
+
+/// The certificate node `i`'s peer listener serves a new connection with.
+async fn served_certificate(cluster: &Cluster, i: usize) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pki_types::CertificateDer::pem_file_iter(cluster.pki.ca_path()).unwrap() {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let me = cert_of(cluster, node(cluster.slots[(i + 1) % 3].id));
+    let chain = rustls_pki_types::CertificateDer::pem_slice_iter(me.cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(me.key.as_bytes()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(cluster.peer_addr(i))
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn pem_der(pem: &str) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn a_node_takes_a_reissued_certificate_on_sighup_and_keeps_its_own_when_the_new_one_is_wrong()
+{
+    let cluster = Cluster::start(3, Timings::default()).await;
+    let i = 1;
+    let id = cluster.slots[i].id;
+    let before = served_certificate(&cluster, i).await;
+
+    // Re-issued in place, as `discoveryctl certs node --replace` does.
+    let fresh = cluster.pki.issued(&format!("node{id}"), &node(id));
+    raft_discovery::peer::certs::replace(&cluster.pki.dir, &format!("node{id}"), &fresh).unwrap();
+    // SAFETY: signalling our own child process by its pid.
+    assert_eq!(
+        unsafe { libc::kill(cluster.pid(i) as i32, libc::SIGHUP) },
+        0
+    );
+    // New connections get the new certificate (the reload logs at info,
+    // which tests do not keep).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = served_certificate(&cluster, i).await;
+    while after == before {
+        assert!(
+            Instant::now() < deadline,
+            "never reloaded: {}",
+            cluster.log(i)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        after = served_certificate(&cluster, i).await;
+    }
+    assert_eq!(after, pem_der(&fresh.cert));
+
+    // A certificate of another node's identity is refused: the node keeps
+    // the one it has and says why.
+    let wrong = cluster.pki.issued(&format!("node{id}"), &node(id + 10));
+    raft_discovery::peer::certs::replace(&cluster.pki.dir, &format!("node{id}"), &wrong).unwrap();
+    assert_eq!(
+        unsafe { libc::kill(cluster.pid(i) as i32, libc::SIGHUP) },
+        0
+    );
+    while !cluster.log(i).contains("peer certificates not reloaded") {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(5),
+            "{}",
+            cluster.log(i)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        cluster.log(i).contains("is the certificate of node"),
+        "{}",
+        cluster.log(i)
+    );
+    assert_eq!(served_certificate(&cluster, i).await, pem_der(&fresh.cert));
+
+    // The cluster wrote on throughout, through the rotated node too.
+    let r = cluster
+        .client(i)
+        .register("rotated.app", "sh001", "h1", "1")
+        .await;
+    assert_eq!(r.code(), 0, "{}", r.text);
+}

@@ -1,8 +1,9 @@
 //! The compose cluster as seen from the host: its containers (found by the
 //! labels docker-compose.yml puts on them), their client addresses, and
 //! their Raft status over the admin API of the client port. The host never
-//! talks to a peer port (not published; mutual TLS) and never changes the
-//! membership, so it needs neither a certificate nor the admin token.
+//! changes the membership, so it needs no admin token; it talks to a peer
+//! port only as the hostile peer ([`crate::hostile`]), with a key it
+//! copies out of a container.
 
 use std::time::Duration;
 
@@ -154,6 +155,14 @@ impl Cluster {
     pub async fn status(&self, node: &Node) -> Option<Status> {
         self.get(node, "/admin/status", Duration::from_millis(250))
             .await
+    }
+
+    /// Whether the node serves `appid` in env dev (a fetch that is not
+    /// `-404`); a node that does not answer counts as not serving it.
+    pub async fn holds_app(&self, node: &Node, appid: &str) -> bool {
+        let path = format!("/discovery/fetch?env=dev&appid={appid}&status=3");
+        let answer: Option<serde_json::Value> = self.get(node, &path, Duration::from_secs(5)).await;
+        answer.is_some_and(|a| a["code"] != -404)
     }
 
     pub async fn digest(&self, node: &Node) -> Option<Digest> {

@@ -11,12 +11,14 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::ValueEnum;
 
 use crate::cluster::Cluster;
 use crate::docker::{docker, in_netns, inspect, pid};
+use crate::hostile::{self, Forged, Hostile};
 
 /// Share of packets dropped on a lossy link. Without netem (not in every
 /// kernel) loss is how a link is made slow: TCP retransmits, at least
@@ -45,6 +47,10 @@ pub enum FaultKind {
     SlowDiskLeader,
     /// SIGKILL every node, then start them all.
     RestartAll,
+    /// A process with a follower's certificate speaks for the leader to
+    /// every other node (forged votes, appends, requests to campaign):
+    /// each must be refused.
+    HostilePeer,
 }
 
 impl FaultKind {
@@ -98,6 +104,8 @@ enum Undo {
     },
     /// A cgroup file and the line that lifts the throttle.
     Cgroup(PathBuf, String),
+    /// The hostile peer to stop.
+    Hostile(Hostile),
 }
 
 /// Picks the target and injects the fault. `leader` is the node leading
@@ -157,6 +165,10 @@ pub async fn inject(kind: FaultKind, cluster: &Cluster, leader: u64) -> anyhow::
                 .with_context(|| format!("writing {}", file.display()))?;
             (vec![target], Undo::Cgroup(file, lift))
         }
+        FaultKind::HostilePeer => {
+            let hostile = hostile::start(cluster, &node, leader).await?;
+            (vec![target], Undo::Hostile(hostile))
+        }
         FaultKind::RestartAll => {
             let all: Vec<String> = cluster.nodes.iter().map(|n| n.container.clone()).collect();
             let mut args = vec!["kill"];
@@ -175,9 +187,10 @@ pub async fn inject(kind: FaultKind, cluster: &Cluster, leader: u64) -> anyhow::
     })
 }
 
-/// Undoes a fault.
-pub async fn heal(cluster: &Cluster, injected: &Injected) -> anyhow::Result<()> {
+/// Undoes a fault; for a hostile peer, what it sent.
+pub async fn heal(cluster: &Cluster, injected: &Injected) -> anyhow::Result<Option<Arc<Forged>>> {
     match &injected.undo {
+        Undo::Hostile(hostile) => return Ok(Some(hostile.stop().await)),
         Undo::Start(containers) => {
             let mut args = vec!["start"];
             args.extend(containers.iter().map(String::as_str));
@@ -210,7 +223,7 @@ pub async fn heal(cluster: &Cluster, injected: &Injected) -> anyhow::Result<()> 
             std::fs::write(file, lift).with_context(|| format!("writing {}", file.display()))?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 fn rule(parts: &[&str]) -> Vec<String> {

@@ -34,6 +34,7 @@ mod cluster;
 mod docker;
 mod faults;
 mod history;
+mod hostile;
 mod measure;
 mod poller;
 mod report;
@@ -270,6 +271,27 @@ async fn main() -> anyhow::Result<()> {
             kind: "unreadable",
             detail: format!("{appid}: no final state from the leader"),
         });
+    }
+    for round in &rounds {
+        let Some(forged) = &round.forged else {
+            continue;
+        };
+        if forged.accepted.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            verdict.violations.push(check::Violation {
+                kind: "forged peer message accepted",
+                detail: format!("round {}: {}", round.n, forged.summary()),
+            });
+        }
+    }
+    if rounds.iter().any(|r| r.forged.is_some()) {
+        for node in &cluster.nodes {
+            if cluster.holds_app(node, hostile::FORGED_APP).await {
+                verdict.violations.push(check::Violation {
+                    kind: "forged write applied",
+                    detail: format!("node {} serves {}", node.id, hostile::FORGED_APP),
+                });
+            }
+        }
     }
     let unhealed = rounds
         .iter()

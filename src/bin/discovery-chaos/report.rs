@@ -18,6 +18,8 @@ pub struct Round {
     /// Of `figures.no_leader`, the part after the fault was undone (a node
     /// coming back with a higher term forces an election).
     pub no_leader_after_undo: Duration,
+    /// What a hostile peer sent, and what became of it.
+    pub forged: Option<std::sync::Arc<crate::hostile::Forged>>,
     /// The fault was injected.
     pub ran: bool,
     /// From undoing the fault to a healthy cluster; `None`: never healed.

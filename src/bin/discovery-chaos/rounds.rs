@@ -46,6 +46,7 @@ pub async fn fault_rounds(
             targets: Vec::new(),
             figures: Default::default(),
             no_leader_after_undo: Duration::ZERO,
+            forged: None,
             ran: false,
             healed: None,
             note: None,
@@ -94,8 +95,14 @@ pub async fn fault_rounds(
         let injected = current.lock().take();
         let heal_started = Instant::now();
         if let Some(injected) = &injected {
-            if let Err(e) = faults::heal(cluster, injected).await {
-                round.note = Some(format!("undo failed: {e:#}"));
+            match faults::heal(cluster, injected).await {
+                Ok(Some(forged)) => {
+                    say!(start, "round {n}: {}", forged.summary());
+                    round.note = Some(forged.summary());
+                    round.forged = Some(forged);
+                }
+                Ok(None) => {}
+                Err(e) => round.note = Some(format!("undo failed: {e:#}")),
             }
         }
         round.healed = cluster
