@@ -558,6 +558,17 @@ async fn the_leader_checks_the_allow_list_again_for_a_write_a_follower_hands_it(
         let hosts = common::hostnames(&cluster.client(i), "acl.app").await;
         assert_eq!(hosts, ["h-in".to_string()].into(), "node {i}");
     }
+    // Renews are handed to the leader in batches of their own: checked the
+    // same way.
+    let key = [
+        ("zone", "sh001"),
+        ("env", "dev"),
+        ("appid", "acl.app"),
+        ("hostname", "h-in"),
+    ];
+    let renewed = outside.post("/discovery/renew", &key).await;
+    assert_eq!(renewed.code(), -403, "{}", renewed.text);
+    assert_eq!(inside.post("/discovery/renew", &key).await.code(), 0);
     // A write refused in a batch does not fail the others merged with it.
     let mut writes = Vec::new();
     for n in 0..20 {

@@ -9,11 +9,10 @@ use super::bootstrap::BootstrapState;
 use super::catch_up::ReadIndex;
 use super::handover::{ElectRequest, HandoverError};
 use super::membership::{Change, Changed};
-use super::renewer::ForwardedRenews;
+use super::renewer::{ForwardRenews, ForwardedRenews};
 use super::writer::{Committed, Forward, ForwardError, WriteError};
 use crate::auth::Operator;
 use crate::raft::{Member, NodeId};
-use crate::registry::InstanceKey;
 use crate::self_discovery::NodeView;
 use crate::zones::router::{ZoneWrite, ZoneWritten};
 use crate::zones::{ZoneAnswer, ZoneCursor};
@@ -52,7 +51,7 @@ pub trait PeerLink: Send + Sync {
     async fn renew(
         &self,
         to: &Member,
-        keys: &[InstanceKey],
+        renews: &ForwardRenews,
         within: Duration,
     ) -> Result<ForwardedRenews, LinkError>;
 

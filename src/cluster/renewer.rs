@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::link::Link;
 use super::writer::{another_leader, WriteError, Writer};
-use crate::auth::Origin;
+use crate::auth::{Access, Origin};
 use crate::local::LocalRegistry;
 use openraft::RaftMetrics;
 
@@ -30,6 +30,19 @@ use crate::registry::{key_ok, Command, InstanceKey, Limits, RegistryError, Renew
 
 /// The most renews one batch carries.
 const MAX_BATCH: usize = 4096;
+
+/// Renews a follower hands the leader, with each one's sender, which the
+/// leader checks against its own `allow_write_from`. An earlier build
+/// sends the keys alone.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ForwardRenews {
+    From {
+        keys: Vec<InstanceKey>,
+        from: Vec<Origin>,
+    },
+    Keys(Vec<InstanceKey>),
+}
 
 /// The leader's answer to forwarded renews.
 #[derive(Debug, Serialize, Deserialize)]
@@ -169,10 +182,13 @@ fn leads_with_all_applied(
 
 type Reply = oneshot::Sender<Result<Renewal, WriteError>>;
 
+/// A renew on its way: the key, its sender, who waits for the answer.
+type Queued = (InstanceKey, Origin, Reply);
+
 /// A handle to the renew path; cheap to clone.
 #[derive(Clone)]
 pub struct Renewer {
-    queue: mpsc::UnboundedSender<(InstanceKey, Reply)>,
+    queue: mpsc::UnboundedSender<Queued>,
     limits: Limits,
 }
 
@@ -217,12 +233,13 @@ impl Renewer {
         Renewer { queue, limits }
     }
 
-    /// Checks the key, then renews it here or at the leader.
-    pub async fn renew(&self, key: InstanceKey) -> Result<Renewal, WriteError> {
+    /// Checks the key, then renews it here or at the leader, which checks
+    /// `origin` again.
+    pub async fn renew(&self, key: InstanceKey, origin: Origin) -> Result<Renewal, WriteError> {
         key_ok(&key, &self.limits).map_err(WriteError::Invalid)?;
         let (tx, rx) = oneshot::channel();
         self.queue
-            .send((key, tx))
+            .send((key, origin, tx))
             .map_err(|_| WriteError::Unavailable("renew path stopped".into()))?;
         rx.await
             .map_err(|_| WriteError::Unavailable("renew dropped".into()))?
@@ -237,13 +254,20 @@ struct Path {
     settings: RenewSettings,
 }
 
-async fn gather(mut renews: mpsc::UnboundedReceiver<(InstanceKey, Reply)>, path: Arc<Path>) {
+async fn gather(mut renews: mpsc::UnboundedReceiver<Queued>, path: Arc<Path>) {
     let mut batch = Vec::new();
     while renews.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (keys, replies): (Vec<InstanceKey>, Vec<Reply>) = batch.drain(..).unzip();
+        let mut keys = Vec::with_capacity(batch.len());
+        let mut from = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for (key, origin, reply) in batch.drain(..) {
+            keys.push(key);
+            from.push(origin);
+            replies.push(reply);
+        }
         let path = path.clone();
         tokio::spawn(async move {
-            match path.renew(keys).await {
+            match path.renew(keys, from).await {
                 Ok(answers) => {
                     for (reply, answer) in replies.into_iter().zip(answers) {
                         let _ = reply.send(Ok(answer));
@@ -262,13 +286,21 @@ async fn gather(mut renews: mpsc::UnboundedReceiver<(InstanceKey, Reply)>, path:
 impl Path {
     /// Answers here when leading, else at the leader; waits a bounded time
     /// for one.
-    async fn renew(&self, keys: Vec<InstanceKey>) -> Result<Vec<Renewal>, WriteError> {
+    async fn renew(
+        &self,
+        keys: Vec<InstanceKey>,
+        from: Vec<Origin>,
+    ) -> Result<Vec<Renewal>, WriteError> {
         let deadline = Instant::now() + self.settings.wait_for_leader;
+        let forward = ForwardRenews::From { keys, from };
         loop {
             if leads(&self.raft, self.settings.me, self.settings.quorum_within) {
-                return Ok(self.ledger.accept(&self.local, &keys, crate::clock::now()));
+                let ForwardRenews::From { keys, .. } = &forward else {
+                    unreachable!("built above")
+                };
+                return Ok(self.ledger.accept(&self.local, keys, crate::clock::now()));
             }
-            if let Some(answers) = self.forward(&keys, deadline).await {
+            if let Some(answers) = self.forward(&forward, deadline).await {
                 return Ok(answers);
             }
             if Instant::now() >= deadline {
@@ -279,7 +311,7 @@ impl Path {
     }
 
     /// Hands the renews to the leader; `None` when there is none to reach.
-    async fn forward(&self, keys: &[InstanceKey], deadline: Instant) -> Option<Vec<Renewal>> {
+    async fn forward(&self, renews: &ForwardRenews, deadline: Instant) -> Option<Vec<Renewal>> {
         let metrics = self.raft.metrics().borrow().clone();
         let leader = metrics.current_leader.filter(|l| *l != self.settings.me)?;
         let member = metrics
@@ -290,7 +322,7 @@ impl Path {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let exchange = async {
             self.link
-                .renew(&member, keys, remaining.max(Duration::from_millis(100)))
+                .renew(&member, renews, remaining.max(Duration::from_millis(100)))
                 .await
                 .ok()
         };
@@ -307,22 +339,52 @@ impl Path {
     }
 }
 
-/// The leader's side of forwarded renews, each key checked as a client's.
+/// The leader's side of forwarded renews, each key checked as a client's
+/// and each sender against this node's `allow_write_from`: a refused one
+/// is answered `Refused` in its place, the others are renewed.
 pub fn accept_forwarded(
     raft: &Raft,
     local: &LocalRegistry,
     ledger: &RenewLedger,
     settings: &RenewSettings,
-    keys: &[InstanceKey],
+    access: &Access,
+    renews: ForwardRenews,
 ) -> ForwardedRenews {
+    let (keys, from) = match renews {
+        ForwardRenews::From { keys, from } => (keys, from),
+        ForwardRenews::Keys(keys) => (keys, Vec::new()),
+    };
     if let Err(e) = keys.iter().try_for_each(|k| key_ok(k, &settings.limits)) {
         return ForwardedRenews::Invalid(e);
     }
-    if leads(raft, settings.me, settings.quorum_within) {
-        ForwardedRenews::Answered(ledger.accept(local, keys, crate::clock::now()))
-    } else {
-        ForwardedRenews::NotLeader
+    if !from.is_empty() && from.len() != keys.len() {
+        return ForwardedRenews::Invalid(RegistryError::bad("from", "one sender per key"));
     }
+    if !leads(raft, settings.me, settings.quorum_within) {
+        return ForwardedRenews::NotLeader;
+    }
+    let checks: Vec<Result<(), RegistryError>> = if from.is_empty() {
+        vec![Ok(()); keys.len()]
+    } else {
+        from.iter().map(|o| access.check(o)).collect()
+    };
+    let allowed: Vec<InstanceKey> = keys
+        .into_iter()
+        .zip(&checks)
+        .filter(|(_, check)| check.is_ok())
+        .map(|(key, _)| key)
+        .collect();
+    let mut renewed = ledger
+        .accept(local, &allowed, crate::clock::now())
+        .into_iter();
+    let answers = checks
+        .into_iter()
+        .map(|check| match check {
+            Ok(()) => renewed.next().unwrap_or(Renewal::UnknownInstance),
+            Err(refused) => Renewal::Refused(refused.to_string()),
+        })
+        .collect();
+    ForwardedRenews::Answered(answers)
 }
 
 /// Every `batch` interval, proposes the renews the leader collected as one

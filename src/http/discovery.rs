@@ -131,9 +131,9 @@ async fn write(api: &Api, command: Command, zone: &str, from: IpAddr) -> Result<
 }
 
 /// Renews here, or in the zone that owns the instance.
-async fn renew_in_owner(api: &Api, key: InstanceKey) -> Result<Renewal, WriteError> {
+async fn renew_in_owner(api: &Api, key: InstanceKey, from: IpAddr) -> Result<Renewal, WriteError> {
     match api.zones.owner(&key.zone) {
-        None => api.renewer.renew(key).await,
+        None => api.renewer.renew(key, Origin::Client(from)).await,
         Some(owner) => {
             let owner = owner.to_string();
             match api.zones.hand_over(&owner, ZoneWrite::Renew(key)).await? {
@@ -203,15 +203,16 @@ pub async fn register(State(api): Shared, ConnectInfo(client): Client, p: Params
     }
 }
 
-pub async fn renew(State(api): Shared, p: Params) -> Response {
+pub async fn renew(State(api): Shared, ConnectInfo(client): Client, p: Params) -> Response {
     let key = try_param!(instance_key(&p));
-    match renew_in_owner(&api, key).await {
+    match renew_in_owner(&api, key, client.ip()).await {
         Ok(Renewal::Renewed(instance)) => {
             api.metrics.renews.inc();
             reply::ok(&serde_json::to_vec(&instance).unwrap_or_default())
         }
         Ok(Renewal::UnknownInstance) => reply::answer(-404, "-404", Some(ZERO_INSTANCE)),
         Ok(Renewal::UnknownApp) => reply::answer(-404, "-404", Some(b"null")),
+        Ok(Renewal::Refused(why)) => reply::answer(-403, &why, None),
         Err(e) => write_refused(&e),
     }
 }

@@ -22,10 +22,9 @@ use crate::cluster::catch_up::ReadIndex;
 use crate::cluster::handover::{ElectRequest, HandoverError};
 use crate::cluster::link::{LinkError, PeerLink};
 use crate::cluster::membership::{Change, Changed};
-use crate::cluster::renewer::ForwardedRenews;
+use crate::cluster::renewer::{ForwardRenews, ForwardedRenews};
 use crate::cluster::writer::{Committed, Forward, ForwardError, WriteError};
 use crate::raft::{Member, NodeId};
-use crate::registry::InstanceKey;
 use crate::self_discovery::NodeView;
 use crate::zones::router::{ZoneWrite, ZoneWritten};
 use crate::zones::{ZoneAnswer, ZoneCursor};
@@ -190,10 +189,10 @@ impl PeerLink for PeerClient {
     async fn renew(
         &self,
         to: &Member,
-        keys: &[InstanceKey],
+        renews: &ForwardRenews,
         within: Duration,
     ) -> Result<ForwardedRenews, LinkError> {
-        self.post(to, paths::RENEW, keys, within).await
+        self.post(to, paths::RENEW, renews, within).await
     }
 
     async fn bootstrap_state(

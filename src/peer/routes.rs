@@ -34,13 +34,15 @@ use crate::cluster::bootstrap::BootstrapState;
 use crate::cluster::catch_up::{self, ReadIndex};
 use crate::cluster::handover::{self, ElectRequest, Handover, HandoverError};
 use crate::cluster::membership::{self, Change, Changed};
-use crate::cluster::renewer::{self, ForwardedRenews, RenewLedger, RenewSettings, Renewer};
+use crate::cluster::renewer::{
+    self, ForwardRenews, ForwardedRenews, RenewLedger, RenewSettings, Renewer,
+};
 use crate::cluster::writer::{self, Committed, Forward, ForwardError, WriteError, Writer};
 use crate::local::LocalRegistry;
 use crate::raft::space::SpaceGuard;
 use crate::raft::state_machine::{create_incoming, INCOMING_FILE};
 use crate::raft::{NodeId, Raft, TypeConfig};
-use crate::registry::{InstanceKey, Rules};
+use crate::registry::Rules;
 use crate::self_discovery::{NodeView, SelfDiscovery};
 use crate::shutdown::stopped;
 use crate::zones::router::{ZoneWrite, ZoneWritten};
@@ -302,7 +304,11 @@ pub async fn zone_write(
             .write(command, Origin::Cluster)
             .await
             .map(ZoneWritten::Outcome),
-        ZoneWrite::Renew(key) => peers.renewer.renew(key).await.map(ZoneWritten::Renewal),
+        ZoneWrite::Renew(key) => peers
+            .renewer
+            .renew(key, Origin::Cluster)
+            .await
+            .map(ZoneWritten::Renewal),
     }))
 }
 
@@ -324,13 +330,14 @@ pub async fn read_index(State(peers): State<Arc<PeerApi>>) -> Json<ReadIndex> {
 
 pub async fn renew(
     State(peers): State<Arc<PeerApi>>,
-    Json(keys): Json<Vec<InstanceKey>>,
+    Json(renews): Json<ForwardRenews>,
 ) -> Json<ForwardedRenews> {
     Json(renewer::accept_forwarded(
         &peers.raft,
         &peers.local,
         &peers.ledger,
         &peers.renew,
-        &keys,
+        &peers.access,
+        renews,
     ))
 }

@@ -197,6 +197,8 @@ pub enum Renewal {
     UnknownInstance,
     /// No instance of this `(env, appid)` exists at all.
     UnknownApp,
+    /// A rule of the leader refused the renew to its sender (`-403`).
+    Refused(String),
 }
 
 /// The result of applying one command.
