@@ -2,22 +2,12 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
-
 use common::{Client, TestNode};
 use raft_discovery::peer::certs;
 
 /// A client of `node` whose connections come from `source`.
 fn client_from(node: &TestNode, source: [u8; 4]) -> Client {
-    Client {
-        base: node.base.clone(),
-        http: reqwest::Client::builder()
-            .local_address(IpAddr::V4(Ipv4Addr::from(source)))
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap(),
-    }
+    Client::from_source(&node.base, source)
 }
 
 #[tokio::test]

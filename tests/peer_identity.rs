@@ -18,16 +18,7 @@ use serde_json::{json, Value};
 
 /// An HTTPS client trusting the cluster's CA, presenting `identity`.
 fn peer_client(cluster: &Cluster, identity: Option<&Issued>) -> reqwest::Client {
-    let ca = std::fs::read(cluster.pki.ca_path()).unwrap();
-    let mut builder = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .timeout(Duration::from_secs(5));
-    if let Some(id) = identity {
-        let pem = format!("{}{}", id.key, id.cert);
-        builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
-    }
-    builder.build().unwrap()
+    common::tls_client(&cluster.pki.ca_path(), identity)
 }
 
 /// A certificate of the cluster's own CA for `identity`.
@@ -426,21 +417,7 @@ async fn admin_changes_handed_on_need_the_operators_token() {
     // Through a follower's client port, with the token, a change reaches
     // the leader with the operator's credential and is carried out.
     let target = cluster.slots[(leader + 2) % 3].id;
-    let moved = cluster
-        .client(follower)
-        .http
-        .post(format!(
-            "{}/admin/transfer-leader",
-            cluster.client(follower).base
-        ))
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-        .json(&json!({ "to": target }))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let moved = cluster.transfer_leader(follower, target).await;
     assert_eq!(moved, json!({ "Ok": target }));
 }
 
@@ -479,14 +456,7 @@ async fn a_node_refuses_to_start_with_the_certificate_of_another_node() {
 
 /// A client of node `i` whose connections come from `source`.
 fn client_from(cluster: &Cluster, i: usize, source: [u8; 4]) -> common::Client {
-    common::Client {
-        base: cluster.client(i).base,
-        http: reqwest::Client::builder()
-            .local_address(std::net::IpAddr::from(source))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap(),
-    }
+    common::Client::from_source(&cluster.client(i).base, source)
 }
 
 #[tokio::test]
@@ -516,21 +486,7 @@ async fn the_leader_checks_the_allow_list_again_for_a_write_a_follower_hands_it(
     .await;
     let leader = cluster.leader().await;
     if cluster.slots[leader].id != 1 {
-        let moved: Value = cluster
-            .client(leader)
-            .http
-            .post(format!(
-                "{}/admin/transfer-leader",
-                cluster.client(leader).base
-            ))
-            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-            .json(&json!({ "to": 1 }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let moved = cluster.transfer_leader(leader, 1).await;
         assert_eq!(moved, json!({ "Ok": 1 }));
     }
     assert_eq!(cluster.slots[cluster.leader().await].id, 1);

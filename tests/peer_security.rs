@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, Pki, Timings};
+use common::tls_client;
 use futures::StreamExt;
 use raft_discovery::cluster::renewer::ForwardedRenews;
 use raft_discovery::cluster::writer::{Committed, ForwardError};
@@ -27,20 +27,6 @@ fn as_member(cluster: &Cluster, id: u64) -> Issued {
         id,
     };
     cluster.pki.issued(&format!("node{id}"), &me)
-}
-
-/// An HTTPS client trusting `ca`, presenting `identity` if given.
-fn tls_client(ca: &Path, identity: Option<&Issued>) -> reqwest::Client {
-    let ca = std::fs::read(ca).expect("CA file");
-    let mut builder = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("a CA"))
-        .timeout(Duration::from_secs(5));
-    if let Some(id) = identity {
-        let pem = format!("{}{}", id.key, id.cert);
-        builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity"));
-    }
-    builder.build().expect("client")
 }
 
 async fn digest(cluster: &Cluster, i: usize) -> Value {

@@ -406,6 +406,22 @@ hold_ms = {hold}
         self.slots[i].process.as_ref().expect("node runs").id()
     }
 
+    /// Asks node `i`, with the admin token, to hand the leadership to node
+    /// `to`; its answer (`{"Ok": to}` once done).
+    pub async fn transfer_leader(&self, i: usize, to: u64) -> Value {
+        let c = self.client(i);
+        c.http
+            .post(format!("{}/admin/transfer-leader", c.base))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .json(&serde_json::json!({ "to": to }))
+            .send()
+            .await
+            .expect("transfer-leader answered")
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
     /// Node `i`'s configuration file.
     pub fn config_of(&self, i: usize) -> &Path {
         &self.slots[i].config

@@ -13,6 +13,24 @@ use raft_discovery::node::Node;
 use serde_json::Value;
 use tempfile::TempDir;
 
+/// An HTTPS client trusting the CA in `ca`, presenting `identity` if
+/// given: a peer, as far as its certificate goes.
+pub fn tls_client(
+    ca: &std::path::Path,
+    identity: Option<&raft_discovery::peer::certs::Issued>,
+) -> reqwest::Client {
+    let ca = std::fs::read(ca).expect("CA file");
+    let mut builder = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("a CA"))
+        .timeout(Duration::from_secs(5));
+    if let Some(id) = identity {
+        let pem = format!("{}{}", id.key, id.cert);
+        builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity"));
+    }
+    builder.build().expect("client")
+}
+
 /// Where test ports are taken from: below the kernel's ephemeral range
 /// (32768 and up), so no outgoing connection's source port, and no port
 /// the kernel hands out for `:0`, can be one a starting node is about to
@@ -209,6 +227,18 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client of `base` whose connections come from `source`.
+    pub fn from_source(base: &str, source: [u8; 4]) -> Client {
+        Client {
+            base: base.to_string(),
+            http: reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from(source))
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client"),
+        }
+    }
+
     async fn answer(r: reqwest::Response) -> Answer {
         Answer {
             status: r.status().as_u16(),
