@@ -640,3 +640,76 @@ async fn a_zone_rebuilt_from_empty_data_is_copied_whole_by_the_other_zone() {
         b.log(0)
     );
 }
+
+/// Each zone is a trust domain of its own: zone B's link certificate reads
+/// zone A's stream and nothing else of A; B's node certificates, and a link
+/// of A minted by B's CA, prove nobody to A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_zones_certificates_reach_the_zone_routes_only_as_that_zones_link() {
+    use raft_discovery::peer::certs::Issued;
+    use raft_discovery::peer::identity::Identity;
+    use raft_discovery::peer::paths;
+
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (a, b, _link) = zones_of(1, Timings::default).await;
+    let read = |stem: &str| Issued {
+        cert: std::fs::read_to_string(b.pki.dir.join(format!("{stem}.pem"))).unwrap(),
+        key: std::fs::read_to_string(b.pki.dir.join(format!("{stem}-key.pem"))).unwrap(),
+    };
+    let b_link = common::tls_client(&a.pki.ca_path(), Some(&read("link")));
+    let b_node = common::tls_client(&a.pki.ca_path(), Some(&read("node1")));
+    let forged_a_link = b.pki.issued(
+        "a-link",
+        &Identity::Link {
+            zone: "sh001".into(),
+        },
+    );
+    let forged = common::tls_client(&a.pki.ca_path(), Some(&forged_a_link));
+    let base = format!("https://{}", a.peer_addr(0));
+    let get = |client: &reqwest::Client, path: &str| client.get(format!("{base}{path}")).send();
+    let status = |r: reqwest::Result<reqwest::Response>| r.map(|r| r.status().as_u16()).unwrap();
+
+    // The link reads A's stream and nodes.
+    let changes = format!("{}?after=0&hold_ms=0", paths::ZONE_CHANGES);
+    assert_eq!(status(get(&b_link, &changes).await), 200);
+    assert_eq!(status(get(&b_link, paths::ZONE_NODES).await), 200);
+    // ...and nothing of A's cluster.
+    for path in [
+        paths::APPEND,
+        paths::VOTE,
+        paths::PROPOSE,
+        paths::MEMBERSHIP,
+    ] {
+        let r = b_link
+            .post(format!("{base}{path}"))
+            .json(&Value::Null)
+            .send()
+            .await;
+        assert_eq!(status(r), 403, "{path}");
+    }
+    assert_eq!(status(get(&b_link, paths::HEALTH).await), 403);
+    // It may hand A a write of A's own instances only.
+    let write = |zone: &str| {
+        serde_json::json!({"Command": {"Register": {
+            "registration": {"region": "sh", "zone": zone, "env": "dev", "appid": "linked.app",
+                             "hostname": "h1", "addrs": ["http://10.0.0.1:80"], "version": "",
+                             "metadata": {}, "status": 1},
+            "at": raft_discovery::clock::now()
+        }}})
+    };
+    let zone_write = format!("{base}{}", paths::ZONE_WRITE);
+    let r = b_link.post(&zone_write).json(&write("sh002")).send().await;
+    assert_eq!(status(r), 403);
+    let r = b_link.post(&zone_write).json(&write("sh001")).send().await;
+    assert_eq!(status(r), 200);
+    // B's node certificate, and A's link as B's CA would mint it: nobody.
+    for (who, client) in [("B's node", &b_node), ("A's link from B's CA", &forged)] {
+        assert_eq!(status(get(client, &changes).await), 403, "{who}");
+        assert_eq!(status(get(client, paths::HEALTH).await), 403, "{who}");
+    }
+    let log = a.log(0);
+    assert!(
+        log.contains("the CA of zone sh002 is trusted for zone sh002's link only"),
+        "{log}"
+    );
+}
