@@ -62,17 +62,17 @@ pub fn rule(path: &str) -> Option<Rule> {
 }
 
 /// What this node knows of its cluster when a request arrives.
-#[derive(Debug, Default)]
-pub struct View {
+#[derive(Debug)]
+pub struct View<'a> {
     pub voters: BTreeSet<NodeId>,
     /// Voters and learners.
     pub members: BTreeSet<NodeId>,
     /// The configured initial members (`[cluster] members`).
-    pub configured: BTreeSet<NodeId>,
+    pub configured: &'a BTreeSet<NodeId>,
     /// The leader this node follows.
     pub leader: Option<NodeId>,
     /// Other zones this node follows (`[zones]`): their links may call.
-    pub zones: BTreeSet<String>,
+    pub zones: &'a BTreeSet<String>,
 }
 
 /// Whether `caller` may call a route of `rule`; why not if not.
@@ -141,16 +141,16 @@ impl Guard {
         })
     }
 
-    fn view(&self) -> View {
+    fn view(&self) -> View<'_> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         let membership = m.membership_config.membership();
         View {
             voters: membership.voter_ids().collect(),
             members: membership.nodes().map(|(id, _)| *id).collect(),
-            configured: self.configured.clone(),
+            configured: &self.configured,
             leader: m.current_leader,
-            zones: self.zones.clone(),
+            zones: &self.zones,
         }
     }
 
@@ -237,13 +237,21 @@ pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: 
 mod tests {
     use super::*;
 
-    fn view() -> View {
+    fn configured() -> BTreeSet<NodeId> {
+        [1, 2, 3].into()
+    }
+
+    fn zones() -> BTreeSet<String> {
+        ["sh002".to_string()].into()
+    }
+
+    fn view<'a>(configured: &'a BTreeSet<NodeId>, zones: &'a BTreeSet<String>) -> View<'a> {
         View {
             voters: [1, 2, 3].into(),
             members: [1, 2, 3, 4].into(),
-            configured: [1, 2, 3].into(),
+            configured,
             leader: Some(1),
-            zones: ["sh002".to_string()].into(),
+            zones,
         }
     }
 
@@ -260,14 +268,18 @@ mod tests {
         let stranger = Caller::Node(9);
         for path in paths::ALL {
             let rule = rule(path).unwrap();
-            assert!(decide(rule, &stranger, &view()).is_err(), "{path}");
+            assert!(
+                decide(rule, &stranger, &view(&configured(), &zones())).is_err(),
+                "{path}"
+            );
         }
     }
 
     #[test]
     fn learners_replicate_and_forward_but_do_not_vote_or_lead() {
         let learner = Caller::Node(4);
-        let v = view();
+        let (c, z) = (configured(), zones());
+        let v = view(&c, &z);
         assert!(decide(Rule::Member, &learner, &v).is_ok());
         assert!(decide(Rule::Joining, &learner, &v).is_ok());
         assert!(decide(Rule::Vote, &learner, &v).is_err());
@@ -281,22 +293,27 @@ mod tests {
         let link = Caller::Link("sh002".into());
         for path in paths::ALL {
             let rule = rule(path).unwrap();
-            let allowed = decide(rule, &link, &view()).is_ok();
+            let allowed = decide(rule, &link, &view(&configured(), &zones())).is_ok();
             assert_eq!(allowed, rule == Rule::Link, "{path}");
             assert!(
-                rule != Rule::Link || decide(rule, &Caller::Node(1), &view()).is_err(),
+                rule != Rule::Link
+                    || decide(rule, &Caller::Node(1), &view(&configured(), &zones())).is_err(),
                 "{path}"
             );
         }
         let unknown = Caller::Link("sh009".into());
-        assert!(decide(Rule::Link, &unknown, &view()).is_err());
+        assert!(decide(Rule::Link, &unknown, &view(&configured(), &zones())).is_err());
     }
 
     #[test]
     fn a_node_being_added_takes_replication_from_any_node_of_its_zone() {
+        let (configured, zones) = (configured(), BTreeSet::new());
         let empty = View {
-            configured: [1, 2, 3].into(),
-            ..View::default()
+            voters: BTreeSet::new(),
+            members: BTreeSet::new(),
+            configured: &configured,
+            leader: None,
+            zones: &zones,
         };
         assert!(decide(Rule::Replication, &Caller::Node(7), &empty).is_ok());
         assert!(decide(Rule::Vote, &Caller::Node(2), &empty).is_ok());
