@@ -60,6 +60,21 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
         ),
         (
             "/discovery/register",
+            register("appid=a%G0b"),
+            "appid: has a % not followed by two hex digits",
+        ),
+        (
+            "/discovery/register",
+            register("appid=ab%"),
+            "appid: has a % not followed by two hex digits",
+        ),
+        (
+            "/discovery/cancel",
+            "zone=sh001&env=dev&appid=good.app&hostname=h1%2".to_string(),
+            "hostname: has a % not followed by two hex digits",
+        ),
+        (
+            "/discovery/register",
             register("appid=%C0%AF"),
             "appid: not valid UTF-8",
         ),
@@ -199,6 +214,11 @@ async fn a_json_body_is_json_whatever_the_case_of_its_media_type() {
         let a = post_raw(&c, "/discovery/register", ct, body).await;
         assert_eq!(a.code(), 0, "{ct}: {}", a.text);
     }
+    // A field holding an object where a string belongs: refused, naming it.
+    let object = body.replace("\"json.app\"", "{\"x\":\"json.app\"}");
+    let a = post_raw(&c, "/discovery/register", "application/json", &object).await;
+    assert_eq!(a.code(), -400, "{}", a.text);
+    assert!(a.json()["message"].as_str().unwrap().starts_with("appid: "));
     // JSON with a control character is refused like a form.
     let bad = body.replace("\"h1\"", "\"h1\\u0000\"");
     let a = post_raw(&c, "/discovery/register", "application/json", &bad).await;

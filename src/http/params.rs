@@ -1,7 +1,10 @@
 //! Request parameters as discovery clients send them: a query string, a
 //! form body or a JSON body (merged on a POST), lists repeated or
-//! comma-joined. Decoding is strict: bytes that are not UTF-8 once
-//! percent-decoded are refused, never replaced with U+FFFD, and a
+//! comma-joined. Decoding is strict: a `%` not followed by two hex digits
+//! is refused (as Go's `url.ParseQuery`, which the original's clients are
+//! built with, refuses it), bytes that are not UTF-8 once percent-decoded
+//! are refused, never replaced with U+FFFD, a JSON field holding an object
+//! or a list of lists where a string belongs is refused, and a
 //! single-valued parameter given twice is refused rather than guessed at.
 
 use std::ops::Range;
@@ -56,15 +59,10 @@ impl Params {
                 Some(i) => (&pair[..i], &pair[i + 1..]),
                 None => (pair, &b""[..]),
             };
-            let key = decode(k, &mut scratch, &mut self.text).ok_or_else(|| {
-                RegistryError::bad("parameters", "a parameter name is not valid UTF-8")
-            })?;
-            let value = decode(v, &mut scratch, &mut self.text).ok_or_else(|| {
-                RegistryError::bad(
-                    &self.text[key.clone()],
-                    "not valid UTF-8 once percent-decoded",
-                )
-            })?;
+            let key = decode(k, &mut scratch, &mut self.text)
+                .map_err(|e| RegistryError::bad("parameters", &format!("a parameter name {e}")))?;
+            let value = decode(v, &mut scratch, &mut self.text)
+                .map_err(|e| RegistryError::bad(&self.text[key.clone()], &e.to_string()))?;
             self.pairs.push((key, value));
         }
         Ok(())
@@ -85,7 +83,18 @@ impl Params {
                 let value = match item {
                     serde_json::Value::Null => continue,
                     serde_json::Value::String(s) => s,
-                    other => other.to_string(),
+                    serde_json::Value::Number(n) => n.to_string(),
+                    serde_json::Value::Bool(b) => b.to_string(),
+                    // Metadata is a JSON object sent as a string; sent as
+                    // the object itself it means the same.
+                    object @ serde_json::Value::Object(_) if k == METADATA => object.to_string(),
+                    serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
+                        return Err(RegistryError::bad(
+                            &k,
+                            "a string, number or boolean (or a list of them), not an object \
+                             or a nested list",
+                        ))
+                    }
                 };
                 let key = self.push(&k);
                 let value = self.push(&value);
@@ -169,17 +178,50 @@ fn is_json(content_type: Option<&str>) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// The parameter whose JSON value may be an object.
+const METADATA: &str = "metadata";
+
+/// Why a form component could not be decoded.
+#[derive(Debug, PartialEq, Eq)]
+enum Undecodable {
+    /// A `%` not followed by two hex digits.
+    Escape,
+    /// Not UTF-8 once percent-decoded.
+    Utf8,
+}
+
+impl std::fmt::Display for Undecodable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Undecodable::Escape => "has a % not followed by two hex digits",
+            Undecodable::Utf8 => "not valid UTF-8 once percent-decoded",
+        })
+    }
+}
+
 /// Percent-decodes a form component (`+` is a space) onto the end of
-/// `text` (by way of `scratch`), and says where it went; `None` when the
-/// bytes are not UTF-8.
-fn decode(raw: &[u8], scratch: &mut Vec<u8>, text: &mut String) -> Option<Range<usize>> {
+/// `text` (by way of `scratch`), and says where it went.
+fn decode(
+    raw: &[u8],
+    scratch: &mut Vec<u8>,
+    text: &mut String,
+) -> Result<Range<usize>, Undecodable> {
+    let escapes_ok = raw.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || raw
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !escapes_ok {
+        return Err(Undecodable::Escape);
+    }
     scratch.clear();
     scratch.extend(raw.iter().map(|b| if *b == b'+' { b' ' } else { *b }));
     let decoded: std::borrow::Cow<[u8]> = percent_encoding::percent_decode(scratch).into();
-    let decoded = std::str::from_utf8(&decoded).ok()?;
+    let decoded = std::str::from_utf8(&decoded).map_err(|_| Undecodable::Utf8)?;
     let start = text.len();
     text.push_str(decoded);
-    Some(start..text.len())
+    Ok(start..text.len())
 }
 
 #[axum::async_trait]
@@ -260,6 +302,50 @@ mod tests {
         let p = Params::parse(Some("hostname=a+b%20c&x=%E4%B8%AD"), None, b"").unwrap();
         assert_eq!(p.required("hostname").unwrap(), "a b c");
         assert_eq!(p.required("x").unwrap(), "中");
+    }
+
+    #[test]
+    fn a_bad_percent_escape_is_refused_naming_the_parameter() {
+        for raw in [
+            "hostname=h%G0",
+            "hostname=h%",
+            "hostname=h%4",
+            "hostname=%%41",
+        ] {
+            let err = Params::parse(Some(raw), None, b"").unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "hostname: has a % not followed by two hex digits",
+                "{raw}"
+            );
+        }
+        let err = Params::parse(None, None, b"zone=sh001&a%Z=1").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("parameters: a parameter name has a %"),
+            "{err}"
+        );
+        let p = Params::parse(Some("hostname=a%2Fb%41"), None, b"").unwrap();
+        assert_eq!(p.required("hostname").unwrap(), "a/bA");
+    }
+
+    #[test]
+    fn a_json_object_where_a_string_belongs_is_refused_naming_the_field() {
+        let json = Some("application/json");
+        for (body, field) in [
+            (&br#"{"hostname":{"a":"b"}}"#[..], "hostname"),
+            (br#"{"appid":[["a"]]}"#, "appid"),
+            (br#"{"addrs":["http://a:1",{"x":1}]}"#, "addrs"),
+        ] {
+            let err = Params::parse(None, json, body).unwrap_err();
+            assert!(err.to_string().starts_with(&format!("{field}: ")), "{err}");
+        }
+        // Numbers and booleans are their text; metadata may be the object.
+        let p =
+            Params::parse(None, json, br#"{"status":1,"metadata":{"w":"5"},"x":true}"#).unwrap();
+        assert_eq!(p.one("status").unwrap(), Some("1"));
+        assert_eq!(p.one("x").unwrap(), Some("true"));
+        assert_eq!(p.raw_list("metadata"), vec![r#"{"w":"5"}"#]);
     }
 
     #[test]
