@@ -78,6 +78,8 @@ pub struct Node {
     db: sled::Db,
     local: Arc<LocalRegistry>,
     handover: Handover,
+    /// Flushed once clients are let go.
+    access_log: Option<Arc<AccessLog>>,
     /// Stops the client listener, first.
     clients_stop: watch::Sender<bool>,
     clients: tokio::task::JoinHandle<()>,
@@ -330,6 +332,15 @@ impl Node {
             }
         };
         let idle = Duration::from_millis(c.idle_timeout_ms);
+        let access_log = config.log.access.then(|| {
+            AccessLog::start(
+                match config.log.format {
+                    LogFormat::Text => access_log::Format::Text,
+                    LogFormat::Json => access_log::Format::Json,
+                },
+                metrics.access_log_dropped.clone(),
+            )
+        });
         let mut tasks = JoinSet::new();
         // Clients are let go first when the node stops, while Raft and the
         // peers still run, so writes under way can still be applied here.
@@ -348,15 +359,7 @@ impl Node {
                             uri_bytes: c.max_uri_bytes,
                             header_bytes: c.max_header_bytes,
                         },
-                        access_log: config.log.access.then(|| {
-                            AccessLog::start(
-                                match config.log.format {
-                                    LogFormat::Text => access_log::Format::Text,
-                                    LogFormat::Json => access_log::Format::Json,
-                                },
-                                metrics.access_log_dropped.clone(),
-                            )
-                        }),
+                        access_log: access_log.clone(),
                     },
                 ),
                 tls: client_tls.map(Tls::fixed),
@@ -477,6 +480,7 @@ impl Node {
             db,
             local,
             handover,
+            access_log,
             clients_stop,
             clients,
             shutdown,
@@ -517,6 +521,10 @@ impl Node {
         self.local.hub().close();
         let _ = self.clients_stop.send(true);
         let _ = (&mut self.clients).await;
+        // The last requests' lines, before the process exits.
+        if let Some(log) = &self.access_log {
+            log.flush();
+        }
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
         self.raft

@@ -296,3 +296,41 @@ async fn the_dashboard_and_alerts_name_only_metrics_a_node_exports() {
         assert!(unknown.is_empty(), "{file} names {unknown:?}, not exported");
     }
 }
+
+#[tokio::test]
+async fn the_access_log_escapes_what_clients_send_redacts_tokens_and_is_flushed_on_stop() {
+    let (mut node, c) = Logged::start("");
+    serving(&c).await;
+    // A raw CR/LF in a form body, and a token in the query.
+    let body = "zone=sh001&env=dev&appid=forge.app\r\n2026-01-01T00:00:00Z  INFO access: \
+                request method=GET path=/forged&hostname=h1&status=1&addrs=http%3A%2F%2F10.0.0.1%3A80";
+    let answer = c
+        .http
+        .post(format!("{}/discovery/register?token=s3cret", c.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    // Stopped at once: the line must still be written.
+    // SAFETY: signalling our own child process by its pid.
+    assert_eq!(
+        unsafe { libc::kill(node.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let line = node.find(&["access", "/discovery/register"]);
+    assert!(
+        line.contains("appid=forge.app\\x0D\\x0A2026-01-01"),
+        "{line}"
+    );
+    assert!(line.contains("token=<redacted>"), "{line}");
+    let status = node.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let rest: Vec<String> = node.lines.try_iter().collect();
+    assert!(
+        rest.iter()
+            .all(|l| !l.contains("path=/forged") && !l.contains("s3cret")),
+        "{rest:#?}"
+    );
+}

@@ -7,8 +7,12 @@
 //!
 //! Lines come as the node's other log lines do (`text`: the same layout;
 //! `json`: the same object shape), so whatever collects one reads both.
-//! Past 8 MiB waiting (stderr blocked), lines are dropped and counted,
-//! never requests.
+//! What a client sent is never written raw: in a text line, control bytes
+//! and backslashes become `\xHH` (nginx's `escape=default`), so a CR/LF in
+//! a field cannot forge a line; the values of `token`-like parameters are
+//! written as `<redacted>`. Past 8 MiB waiting (stderr blocked), lines are
+//! dropped and counted, never requests; what waits is written when the
+//! node stops ([`AccessLog::flush`]).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -77,6 +81,56 @@ impl AccessLog {
         }
         if waiting.len() >= FLUSH_AT {
             self.wake.notify_one();
+        }
+    }
+
+    /// Writes what waits now, for a node that stops: the lines of the
+    /// last requests are not left to a thread the process may not wait
+    /// for.
+    pub fn flush(&self) {
+        let waiting = std::mem::take(&mut *self.waiting.lock());
+        let mut out = std::io::stderr().lock();
+        let _ = out.write_all(&waiting);
+        let _ = out.flush();
+    }
+}
+
+/// Parameters whose values are never logged.
+const SECRET_PARAMS: [&str; 4] = ["token", "access_token", "admin_token", "password"];
+
+/// `params` (a query and a form body, `&`-joined) with the values of
+/// secret parameters replaced by `<redacted>`.
+pub fn redact(params: &str) -> std::borrow::Cow<'_, str> {
+    let secret = |pair: &str| {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        SECRET_PARAMS.iter().any(|s| name.eq_ignore_ascii_case(s))
+    };
+    if !params.split('&').any(secret) {
+        return params.into();
+    }
+    let pairs: Vec<String> = params
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if secret(pair) => format!("{name}=<redacted>"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    pairs.join("&").into()
+}
+
+/// `value` with control bytes, DEL and backslashes as `\xHH`.
+fn escaped(out: &mut Vec<u8>, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in value.as_bytes() {
+        if b < 0x20 || b == 0x7f || b == b'\\' {
+            out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]);
+        } else {
+            out.push(b);
         }
     }
 }
@@ -188,7 +242,7 @@ fn text_line(out: &mut Vec<u8>, at: SystemTime, e: &Entry) {
         (b" code=", e.code),
     ] {
         out.extend_from_slice(name);
-        out.extend_from_slice(value.as_bytes());
+        escaped(out, value);
     }
     out.extend_from_slice(b" status=");
     digits(out, u64::from(e.status), 1);
@@ -253,6 +307,33 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "2026-11-27T14:23:29.947663Z  INFO access: request method=POST path=/discovery/register \
              params=appid=a&note=\"quoted\" code=0 status=200 latency_ms=1.643 remote=127.0.0.1:50660\n"
+        );
+    }
+
+    #[test]
+    fn a_text_line_cannot_be_forged_by_what_a_client_sent() {
+        let forged = Entry {
+            params: "appid=a\r\n2026-11-27T14:23:29Z  INFO access: request method=GET\\x0A\x7f",
+            path: "/discovery/fetch\n",
+            ..entry()
+        };
+        let mut out = Vec::new();
+        text_line(&mut out, UNIX_EPOCH, &forged);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches('\n').count(), 1, "{text}");
+        assert!(
+            text.contains("path=/discovery/fetch\\x0A params=appid=a\\x0D\\x0A2026"),
+            "{text}"
+        );
+        assert!(text.contains("method=GET\\x5Cx0A\\x7F code="), "{text}");
+    }
+
+    #[test]
+    fn secret_parameters_are_redacted() {
+        assert_eq!(redact("appid=a&env=dev"), "appid=a&env=dev");
+        assert_eq!(
+            redact("appid=a&token=s3cret&Password=x&tokens=keep"),
+            "appid=a&token=<redacted>&Password=<redacted>&tokens=keep"
         );
     }
 

@@ -13,7 +13,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::access_log::{AccessLog, Entry};
+use super::access_log::{redact, AccessLog, Entry};
 use super::head::{self, HeadLimits};
 use crate::telemetry::Metrics;
 
@@ -114,11 +114,12 @@ async fn params(req: Request) -> (Request, String) {
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|len| *len > 0 && *len <= LOGGED_BODY);
     let Some(_) = small else {
-        return (req, shorten(query));
+        return (req, shorten(redact(&query).into_owned()));
     };
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, LOGGED_BODY).await else {
         // Shorter than announced or cut: the handler sees the same.
+        let query = redact(&query).into_owned();
         return (Request::from_parts(parts, Body::empty()), shorten(query));
     };
     let mut params = query;
@@ -128,7 +129,7 @@ async fn params(req: Request) -> (Request, String) {
     params.push_str(&String::from_utf8_lossy(&bytes));
     (
         Request::from_parts(parts, Body::from(bytes)),
-        shorten(params),
+        shorten(redact(&params).into_owned()),
     )
 }
 
