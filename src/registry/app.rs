@@ -74,7 +74,7 @@ impl App {
     /// `at` is not above it, and returns the new value.
     pub fn advance(&mut self, at: Timestamp) -> Timestamp {
         self.invalidate();
-        self.latest_timestamp = at.max(self.latest_timestamp + 1);
+        self.latest_timestamp = at.max(self.latest_timestamp.saturating_add(1));
         self.latest_timestamp
     }
 

@@ -317,7 +317,7 @@ impl Registry {
                 .and_then(|a| a.get_mut(appid))
                 .map(Arc::make_mut)
             {
-                self.high_water = app.advance(at.max(self.high_water + 1));
+                self.high_water = app.advance(at.max(self.high_water.saturating_add(1)));
             }
         }
         Effect::new(Ok(Applied::Done), changed)
@@ -365,7 +365,7 @@ impl Registry {
             .entry(reg.appid.clone())
             .or_default();
         let app = Arc::make_mut(app);
-        let ts = app.advance(at.max(self.high_water + 1));
+        let ts = app.advance(at.max(self.high_water.saturating_add(1)));
         self.high_water = ts;
         let instance = match app.get(&reg.zone, &reg.hostname) {
             Some(old) => old.reregistered(reg.clone(), ts),
@@ -413,7 +413,7 @@ impl Registry {
         let apps = self.envs.get_mut(&key.env)?;
         let app = Arc::make_mut(apps.get_mut(&key.appid)?);
         let removed = app.remove(&key.zone, &key.hostname)?;
-        self.high_water = app.advance(at.max(self.high_water + 1));
+        self.high_water = app.advance(at.max(self.high_water.saturating_add(1)));
         if app.is_empty() {
             apps.remove(&key.appid);
             if apps.is_empty() {
@@ -462,7 +462,7 @@ impl Registry {
                 &format!("{} not found in zone {zone}", c.hostname),
             ));
         }
-        let ts = app.advance(at.max(self.high_water + 1));
+        let ts = app.advance(at.max(self.high_water.saturating_add(1)));
         self.high_water = ts;
         for change in changes {
             let Some(instance) = app.get_mut(zone, &change.hostname) else {
@@ -664,7 +664,7 @@ impl Registry {
             .entry(key.appid.clone())
             .or_default();
         let app = Arc::make_mut(app);
-        self.high_water = app.advance(at.max(self.high_water + 1));
+        self.high_water = app.advance(at.max(self.high_water.saturating_add(1)));
         if app.get(&key.zone, &key.hostname).is_none() {
             self.instances += 1;
         }
@@ -836,7 +836,7 @@ impl Registry {
             .iter()
             .flat_map(|(env, apps)| apps.keys().map(move |appid| AppKey::new(env, appid)))
             .collect();
-        let stamp = at.max(self.high_water.max(backup.high_water) + 1);
+        let stamp = at.max(self.high_water.max(backup.high_water).saturating_add(1));
         let mut restored = backup.clone();
         for app in &mut restored.apps {
             app.latest_timestamp = stamp;

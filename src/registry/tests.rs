@@ -574,6 +574,40 @@ fn a_backup_with_a_misfiled_or_invalid_instance_is_refused() {
     assert!(e.to_string().contains("addrs"), "{e}");
 }
 
+#[test]
+fn a_backup_from_the_far_future_is_refused_and_counters_never_wrap() {
+    let mut source = Registry::default();
+    register(&mut source, "a", "z1", "h1", 100);
+    let rules = Rules {
+        max_clock_skew: 1_000,
+        limits: Limits::DEFAULT,
+    };
+    let far = 9_000_000_000_000_000_000;
+    for stamp in [
+        |b: &mut RegistrySnapshot, t| b.apps[0].instances[0].renew_timestamp = t,
+        |b: &mut RegistrySnapshot, t| b.apps[0].latest_timestamp = t,
+        |b: &mut RegistrySnapshot, t| b.high_water = t,
+    ] {
+        let mut backup = source.to_snapshot();
+        stamp(&mut backup, far);
+        let e = validate(&Command::Restore { backup, at: 100 }, 100, &rules).unwrap_err();
+        assert!(e.to_string().contains("ahead of this node's clock"), "{e}");
+    }
+    // Within the allowed skew: taken.
+    let mut backup = source.to_snapshot();
+    backup.apps[0].instances[0].renew_timestamp = 1_000;
+    assert!(validate(&Command::Restore { backup, at: 100 }, 100, &rules).is_ok());
+
+    // A registry already at the end of the counter stays there.
+    let mut backup = source.to_snapshot();
+    backup.high_water = i64::MAX;
+    let mut r = Registry::default();
+    r.apply(&Command::Restore { backup, at: 100 });
+    let e = register(&mut r, "a", "z1", "h2", 200);
+    assert!(e.outcome.is_ok());
+    assert_eq!(r.app("dev", "a").unwrap().latest_timestamp(), i64::MAX);
+}
+
 /// Two instances of one app keep one copy of what they have in common:
 /// names and metadata, and each hostname with its key.
 fn assert_shared(a: &Instance, b: &Instance) {

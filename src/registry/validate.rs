@@ -109,7 +109,8 @@ pub fn validate(command: &Command, now: Timestamp, rules: &Rules) -> Result<(), 
         }
         Command::Restore { backup, at } => {
             stamped(*at, now, rules)?;
-            backup_ok(backup, command.approx_bytes(), &rules.limits)
+            backup_ok(backup, command.approx_bytes(), &rules.limits)?;
+            backup_stamps_ok(backup, now, rules)
         }
         Command::Schedule {
             appid,
@@ -263,6 +264,48 @@ fn backup_ok(backup: &RegistrySnapshot, bytes: usize, l: &Limits) -> Result<(), 
                 status: i.status,
             };
             registration_ok(&as_registered, l)?;
+        }
+    }
+    Ok(())
+}
+
+/// A backup's timestamps are no later than this node's clock allows a
+/// command's: one from the far future would hold every app's timestamp
+/// there (watchers could never catch up) and push the counters to their
+/// end.
+fn backup_stamps_ok(
+    backup: &RegistrySnapshot,
+    now: Timestamp,
+    rules: &Rules,
+) -> Result<(), RegistryError> {
+    let latest = now.saturating_add(rules.max_clock_skew);
+    let ahead = |what: &str, at: Timestamp| {
+        if at > latest {
+            Err(RegistryError::bad(
+                "backup",
+                &format!(
+                    "{what} is stamped {} s ahead of this node's clock (at most {} ms allowed)",
+                    at.saturating_sub(now) / 1_000_000_000,
+                    rules.max_clock_skew / 1_000_000
+                ),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    ahead("high_water", backup.high_water)?;
+    for app in &backup.apps {
+        ahead(&format!("{}/{}", app.env, app.appid), app.latest_timestamp)?;
+        for i in &app.instances {
+            let stamps = [
+                i.reg_timestamp,
+                i.up_timestamp,
+                i.renew_timestamp,
+                i.dirty_timestamp,
+                i.latest_timestamp,
+            ];
+            let what = format!("instance {}/{}/{}", i.env, i.appid, i.hostname);
+            stamps.into_iter().try_for_each(|at| ahead(&what, at))?;
         }
     }
     Ok(())
