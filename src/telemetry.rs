@@ -484,13 +484,53 @@ impl Metrics {
         }
     }
 
-    /// Everything in the Prometheus text format.
+    /// Everything in the Prometheus text format (0.0.4), as `/metrics`
+    /// announces it.
     pub fn encode(&self) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+        let mut open = String::new();
+        prometheus_client::encoding::text::encode(&mut open, &self.registry)
             .expect("writing to a String cannot fail");
-        text
+        text_format(&open)
     }
+}
+
+/// prometheus-client writes OpenMetrics: a counter's family is named
+/// without `_total` while its samples carry it, and the text ends with
+/// `# EOF`. The Prometheus text format names a counter's family as its
+/// samples, and has no end marker: read as that format (as `promtool check
+/// metrics` and scrapers that do not ask for OpenMetrics read it), every
+/// counter lacked its help text.
+fn text_format(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(open.len() + 16 * counters.len());
+    for line in open.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE ", "# UNIT "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                text.push_str(prefix);
+                text.push_str(name);
+                if counters.contains(name) {
+                    text.push_str("_total");
+                }
+                if !tail.is_empty() {
+                    text.push(' ');
+                    text.push_str(tail);
+                }
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 #[cfg(test)]
@@ -543,6 +583,19 @@ mod tests {
             "discovery_raft_applied_index -1",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        // The text format: a counter's family named as its samples, no
+        // OpenMetrics end marker.
+        assert!(text.contains("# HELP discovery_renews_total Renews this node answered"));
+        assert!(text.contains("# TYPE discovery_renews_total counter"));
+        assert!(!text.contains("# EOF"), "{text}");
+        for help in text.lines().filter_map(|l| l.strip_prefix("# HELP ")) {
+            let name = help.split(' ').next().unwrap();
+            assert!(
+                text.lines()
+                    .any(|l| !l.starts_with('#') && l.starts_with(name)),
+                "{name} has help but no sample"
+            );
         }
     }
 }

@@ -253,6 +253,37 @@ async fn the_access_log_can_be_json_lines_or_off() {
 
 /// Metric names (`discovery_…`) in `text`, with the suffixes Prometheus
 /// adds to counters and histograms taken off.
+/// Runs Prometheus' `promtool` with `input` on its standard input; `None`
+/// where it is not installed, unless DISCOVERY_REQUIRE_PROMTOOL is set
+/// (CI installs it, Debian's `prometheus`), where that fails the test.
+fn promtool(args: &[&str], input: &str) -> Option<std::process::Output> {
+    use std::io::Write;
+    let spawned = Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            assert!(
+                std::env::var_os("DISCOVERY_REQUIRE_PROMTOOL").is_none(),
+                "promtool is required here: {e}"
+            );
+            eprintln!("promtool not found: its checks are skipped");
+            return None;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    Some(child.wait_with_output().unwrap())
+}
+
 fn names_in(text: &str) -> std::collections::BTreeSet<String> {
     let mut names = std::collections::BTreeSet::new();
     let mut rest = text;
@@ -282,9 +313,26 @@ async fn the_dashboard_and_alerts_name_only_metrics_a_node_exports() {
     assert_eq!(c.register("dash.app", "sh001", "h1", "1").await.code(), 0);
     let poll = "/discovery/poll?env=dev&appid=dash.app&hostname=p&latest_timestamp=0";
     assert_eq!(c.get(poll).await.code(), 0);
-    let exported = c.get("/metrics").await.text;
-    let exported = names_in(&exported);
+    let text = c.get("/metrics").await.text;
+    // Prometheus' own checker finds nothing to say of what a node
+    // exports (every family has its help text) nor of the alert rules.
     let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    if let Some(out) = promtool(&["check", "metrics"], &text) {
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rules = docs.join("alerts.yml").display().to_string();
+        let out = promtool(&["check", "rules", &rules], "").unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let exported = names_in(&text);
     let dashboard = std::fs::read_to_string(docs.join("grafana-dashboard.json")).unwrap();
     let parsed: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
     assert!(parsed["panels"].as_array().unwrap().len() >= 10);
