@@ -192,6 +192,7 @@ async fn the_console_shows_a_registration_live_without_a_reload() {
     assert_eq!(page.status(), 200);
     let csp = page.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
 
     let browser = Browser::start(&driver, &chromium).await;
     browser.open(&node.url("/")).await;
@@ -222,6 +223,17 @@ async fn the_console_shows_a_registration_live_without_a_reload() {
         c.register("console.app", "sh001", "h2", "1").await.code(),
         0
     );
+    // Zone names from clients that are names of JavaScript's own: the
+    // page shows them like any other, and goes on working.
+    for zone in ["constructor", "__proto__"] {
+        let r = c
+            .register("proto.app", zone, &format!("h-{zone}"), "1")
+            .await;
+        assert_eq!(r.code(), 0, "{}", r.text);
+    }
+    browser
+        .wait_for(&["proto.app", "__proto__, constructor"])
+        .await;
     let text = browser.wait_for(&["live.app", "2 instances"]).await;
     assert_eq!(
         browser.run("return window.__sameDocument;").await,

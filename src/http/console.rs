@@ -20,6 +20,7 @@ pub async fn page() -> impl IntoResponse {
                 "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; frame-ancestors 'none'",
             ),
             (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         PAGE,
     )
