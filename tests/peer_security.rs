@@ -299,12 +299,16 @@ async fn peer_bodies_are_bounded_and_a_snapshot_streams_to_disk() {
     let base = format!("https://{}", cluster.peer_addr(follower));
 
     // A vote is a few hundred bytes: past 1 MiB it is refused unread. The
-    // body sends 2 MiB and then stays open, so the answer is the server's
-    // early refusal; a body that simply ended could race the server closing
-    // the connection and fail the write instead.
-    let chunk = bytes::Bytes::from(vec![b' '; 1 << 20]);
-    let endless = futures::stream::iter([chunk.clone(), chunk].map(Ok::<_, std::io::Error>))
-        .chain(futures::stream::pending());
+    // body sends one byte past 1 MiB and then stays open: the server has
+    // read every byte sent when it refuses, so it closes with nothing
+    // unread (no reset) while the client is not writing, and the client
+    // reads the early 413. (Sending on past the limit, the client could
+    // still be writing when the server closes, and fail with a broken
+    // pipe instead: CI saw it.)
+    let chunks = [vec![b' '; 1 << 20], vec![b' ']].map(|c| Ok::<_, std::io::Error>(c.into()));
+    let endless = futures::stream::iter(chunks).chain(futures::stream::pending::<
+        Result<bytes::Bytes, std::io::Error>,
+    >());
     let vote = peer
         .post(format!("{base}{}", paths::VOTE))
         .header("content-type", "application/json")
