@@ -16,12 +16,13 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use openraft::Membership;
 use parking_lot::Mutex;
 
 use super::identity::Caller;
 use super::paths;
 use crate::auth::AdminToken;
-use crate::raft::{NodeId, Raft};
+use crate::raft::{Member, NodeId, Raft};
 
 /// Who may call a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,12 +62,13 @@ pub fn rule(path: &str) -> Option<Rule> {
     })
 }
 
-/// What this node knows of its cluster when a request arrives.
+/// What this node knows of its cluster when a request arrives, borrowed
+/// from where it is kept (nothing is copied per request).
 #[derive(Debug)]
 pub struct View<'a> {
-    pub voters: BTreeSet<NodeId>,
-    /// Voters and learners.
-    pub members: BTreeSet<NodeId>,
+    /// The membership this node has applied: voters (of every joint
+    /// config) and learners.
+    pub membership: &'a Membership<NodeId, Member>,
     /// The configured initial members (`[cluster] members`).
     pub configured: &'a BTreeSet<NodeId>,
     /// The leader this node follows.
@@ -89,14 +91,20 @@ pub fn decide(rule: Rule, caller: &Caller, view: &View) -> Result<(), String> {
         }
         Caller::Node(id) => *id,
     };
+    let membership = view.membership;
+    let voter = membership
+        .get_joint_config()
+        .iter()
+        .any(|c| c.contains(&id));
+    let member = membership.get_node(&id).is_some();
+    // A node that belongs to no cluster yet.
+    let unjoined = membership.nodes().next().is_none();
     let allowed = match rule {
-        Rule::Replication => view.members.is_empty() || view.members.contains(&id),
-        Rule::Vote => {
-            view.voters.contains(&id) || (view.members.is_empty() && view.configured.contains(&id))
-        }
+        Rule::Replication => unjoined || member,
+        Rule::Vote => voter || (unjoined && view.configured.contains(&id)),
         Rule::Leader => view.leader == Some(id),
-        Rule::Member | Rule::Admin => view.members.contains(&id),
-        Rule::Joining => view.members.contains(&id) || view.configured.contains(&id),
+        Rule::Member | Rule::Admin => member,
+        Rule::Joining => member || view.configured.contains(&id),
         Rule::Link => return Err(format!("node {id} is no zone link")),
     };
     if allowed {
@@ -141,17 +149,17 @@ impl Guard {
         })
     }
 
-    fn view(&self) -> View<'_> {
+    /// Decides under this node's current view, read in place.
+    fn decide(&self, rule: Rule, caller: &Caller) -> Result<(), String> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        let membership = m.membership_config.membership();
-        View {
-            voters: membership.voter_ids().collect(),
-            members: membership.nodes().map(|(id, _)| *id).collect(),
+        let view = View {
+            membership: m.membership_config.membership(),
             configured: &self.configured,
             leader: m.current_leader,
             zones: &self.zones,
-        }
+        };
+        decide(rule, caller, &view)
     }
 
     /// The caller a request carries; without one (no TLS) only an insecure
@@ -209,7 +217,7 @@ pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: 
         }
         return guard.refuse(&caller, "no such route").into_response();
     };
-    let decided = decide(rule, &caller, &guard.view()).and_then(|()| {
+    let decided = guard.decide(rule, &caller).and_then(|()| {
         // Admin changes need the operator's token whoever hands them on.
         if rule != Rule::Admin {
             return Ok(());
@@ -245,10 +253,19 @@ mod tests {
         ["sh002".to_string()].into()
     }
 
-    fn view<'a>(configured: &'a BTreeSet<NodeId>, zones: &'a BTreeSet<String>) -> View<'a> {
+    /// Voters 1 to 3, learner 4.
+    fn membership() -> Membership<NodeId, Member> {
+        let nodes: BTreeSet<NodeId> = [1, 2, 3, 4].into();
+        Membership::new(vec![[1, 2, 3].into()], nodes)
+    }
+
+    fn view<'a>(
+        membership: &'a Membership<NodeId, Member>,
+        configured: &'a BTreeSet<NodeId>,
+        zones: &'a BTreeSet<String>,
+    ) -> View<'a> {
         View {
-            voters: [1, 2, 3].into(),
-            members: [1, 2, 3, 4].into(),
+            membership,
             configured,
             leader: Some(1),
             zones,
@@ -269,7 +286,12 @@ mod tests {
         for path in paths::ALL {
             let rule = rule(path).unwrap();
             assert!(
-                decide(rule, &stranger, &view(&configured(), &zones())).is_err(),
+                decide(
+                    rule,
+                    &stranger,
+                    &view(&membership(), &configured(), &zones())
+                )
+                .is_err(),
                 "{path}"
             );
         }
@@ -278,8 +300,8 @@ mod tests {
     #[test]
     fn learners_replicate_and_forward_but_do_not_vote_or_lead() {
         let learner = Caller::Node(4);
-        let (c, z) = (configured(), zones());
-        let v = view(&c, &z);
+        let (m, c, z) = (membership(), configured(), zones());
+        let v = view(&m, &c, &z);
         assert!(decide(Rule::Member, &learner, &v).is_ok());
         assert!(decide(Rule::Joining, &learner, &v).is_ok());
         assert!(decide(Rule::Vote, &learner, &v).is_err());
@@ -293,24 +315,35 @@ mod tests {
         let link = Caller::Link("sh002".into());
         for path in paths::ALL {
             let rule = rule(path).unwrap();
-            let allowed = decide(rule, &link, &view(&configured(), &zones())).is_ok();
+            let allowed =
+                decide(rule, &link, &view(&membership(), &configured(), &zones())).is_ok();
             assert_eq!(allowed, rule == Rule::Link, "{path}");
             assert!(
                 rule != Rule::Link
-                    || decide(rule, &Caller::Node(1), &view(&configured(), &zones())).is_err(),
+                    || decide(
+                        rule,
+                        &Caller::Node(1),
+                        &view(&membership(), &configured(), &zones())
+                    )
+                    .is_err(),
                 "{path}"
             );
         }
         let unknown = Caller::Link("sh009".into());
-        assert!(decide(Rule::Link, &unknown, &view(&configured(), &zones())).is_err());
+        assert!(decide(
+            Rule::Link,
+            &unknown,
+            &view(&membership(), &configured(), &zones())
+        )
+        .is_err());
     }
 
     #[test]
     fn a_node_being_added_takes_replication_from_any_node_of_its_zone() {
         let (configured, zones) = (configured(), BTreeSet::new());
+        let none = Membership::new(vec![], BTreeSet::<NodeId>::new());
         let empty = View {
-            voters: BTreeSet::new(),
-            members: BTreeSet::new(),
+            membership: &none,
             configured: &configured,
             leader: None,
             zones: &zones,
