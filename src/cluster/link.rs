@@ -9,7 +9,7 @@ use super::bootstrap::BootstrapState;
 use super::catch_up::ReadIndex;
 use super::handover::{ElectRequest, HandoverError};
 use super::membership::{Change, Changed};
-use super::renewer::{ForwardRenews, ForwardedRenews};
+use super::renewer::{ForwardedRenews, Renews};
 use super::writer::{Committed, Forward, ForwardError, WriteError};
 use crate::auth::Operator;
 use crate::raft::{Member, NodeId};
@@ -51,7 +51,7 @@ pub trait PeerLink: Send + Sync {
     async fn renew(
         &self,
         to: &Member,
-        renews: &ForwardRenews,
+        renews: &Renews,
         within: Duration,
     ) -> Result<ForwardedRenews, LinkError>;
 

@@ -32,16 +32,34 @@ use crate::registry::{key_ok, Command, InstanceKey, Limits, RegistryError, Renew
 const MAX_BATCH: usize = 4096;
 
 /// Renews a follower hands the leader, with each one's sender, which the
-/// leader checks against its own `allow_write_from`. An earlier build
-/// sends the keys alone.
-#[derive(Debug, Serialize, Deserialize)]
+/// leader checks against its own `allow_write_from`; no senders from an
+/// earlier build.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Renews {
+    pub keys: Vec<InstanceKey>,
+    #[serde(default)]
+    pub from: Vec<Origin>,
+}
+
+/// What a leader reads: [`Renews`], or the bare list of keys an earlier
+/// build sends.
+#[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum ForwardRenews {
-    From {
-        keys: Vec<InstanceKey>,
-        from: Vec<Origin>,
-    },
+    Renews(Renews),
     Keys(Vec<InstanceKey>),
+}
+
+impl From<ForwardRenews> for Renews {
+    fn from(forwarded: ForwardRenews) -> Self {
+        match forwarded {
+            ForwardRenews::Renews(renews) => renews,
+            ForwardRenews::Keys(keys) => Renews {
+                keys,
+                from: Vec::new(),
+            },
+        }
+    }
 }
 
 /// The leader's answer to forwarded renews.
@@ -292,15 +310,13 @@ impl Path {
         from: Vec<Origin>,
     ) -> Result<Vec<Renewal>, WriteError> {
         let deadline = Instant::now() + self.settings.wait_for_leader;
-        let forward = ForwardRenews::From { keys, from };
+        let renews = Renews { keys, from };
         loop {
             if leads(&self.raft, self.settings.me, self.settings.quorum_within) {
-                let ForwardRenews::From { keys, .. } = &forward else {
-                    unreachable!("built above")
-                };
-                return Ok(self.ledger.accept(&self.local, keys, crate::clock::now()));
+                let now = crate::clock::now();
+                return Ok(self.ledger.accept(&self.local, &renews.keys, now));
             }
-            if let Some(answers) = self.forward(&forward, deadline).await {
+            if let Some(answers) = self.forward(&renews, deadline).await {
                 return Ok(answers);
             }
             if Instant::now() >= deadline {
@@ -311,7 +327,7 @@ impl Path {
     }
 
     /// Hands the renews to the leader; `None` when there is none to reach.
-    async fn forward(&self, renews: &ForwardRenews, deadline: Instant) -> Option<Vec<Renewal>> {
+    async fn forward(&self, renews: &Renews, deadline: Instant) -> Option<Vec<Renewal>> {
         let metrics = self.raft.metrics().borrow().clone();
         let leader = metrics.current_leader.filter(|l| *l != self.settings.me)?;
         let member = metrics
@@ -348,12 +364,9 @@ pub fn accept_forwarded(
     ledger: &RenewLedger,
     settings: &RenewSettings,
     access: &Access,
-    renews: ForwardRenews,
+    renews: Renews,
 ) -> ForwardedRenews {
-    let (keys, from) = match renews {
-        ForwardRenews::From { keys, from } => (keys, from),
-        ForwardRenews::Keys(keys) => (keys, Vec::new()),
-    };
+    let Renews { keys, from } = renews;
     if let Err(e) = keys.iter().try_for_each(|k| key_ok(k, &settings.limits)) {
         return ForwardedRenews::Invalid(e);
     }
@@ -454,5 +467,27 @@ mod tests {
         let mut nothing_applied = leader(3, 3);
         nothing_applied.last_applied = None;
         assert!(!leads_with_all_applied(&nothing_applied, 1, QUORUM));
+    }
+
+    #[test]
+    fn renews_decode_from_this_build_and_from_an_earlier_one() {
+        let key = InstanceKey {
+            env: "dev".into(),
+            appid: "a".into(),
+            zone: "z".into(),
+            hostname: "h".into(),
+        };
+        let now = Renews {
+            keys: vec![key.clone()],
+            from: vec![Origin::Client("10.0.0.1".parse().unwrap())],
+        };
+        let wire = serde_json::to_string(&now).unwrap();
+        let read: Renews = serde_json::from_str::<ForwardRenews>(&wire).unwrap().into();
+        assert_eq!((read.keys, read.from), (now.keys, now.from));
+        let earlier = serde_json::to_string(&vec![key.clone()]).unwrap();
+        let read: Renews = serde_json::from_str::<ForwardRenews>(&earlier)
+            .unwrap()
+            .into();
+        assert_eq!((read.keys, read.from.len()), (vec![key], 0));
     }
 }

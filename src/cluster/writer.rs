@@ -454,4 +454,21 @@ mod tests {
             "estimate {estimate}, real {real}"
         );
     }
+
+    #[test]
+    fn a_forward_decodes_from_this_build_and_from_an_earlier_one() {
+        let forward = Forward {
+            proposal: Proposal {
+                commands: vec![cancel("h")],
+            },
+            origins: vec![Origin::Cluster],
+        };
+        let wire = serde_json::to_string(&forward).unwrap();
+        assert_eq!(serde_json::from_str::<Forward>(&wire).unwrap(), forward);
+        // An earlier build sent the proposal alone.
+        let earlier = serde_json::to_string(&forward.proposal).unwrap();
+        let read: Forward = serde_json::from_str(&earlier).unwrap();
+        assert_eq!(read.proposal, forward.proposal);
+        assert!(read.origins.is_empty());
+    }
 }

@@ -22,7 +22,7 @@ use crate::cluster::catch_up::ReadIndex;
 use crate::cluster::handover::{ElectRequest, HandoverError};
 use crate::cluster::link::{LinkError, PeerLink};
 use crate::cluster::membership::{Change, Changed};
-use crate::cluster::renewer::{ForwardRenews, ForwardedRenews};
+use crate::cluster::renewer::{ForwardedRenews, Renews};
 use crate::cluster::writer::{Committed, Forward, ForwardError, WriteError};
 use crate::raft::{Member, NodeId};
 use crate::self_discovery::NodeView;
@@ -189,7 +189,7 @@ impl PeerLink for PeerClient {
     async fn renew(
         &self,
         to: &Member,
-        renews: &ForwardRenews,
+        renews: &Renews,
         within: Duration,
     ) -> Result<ForwardedRenews, LinkError> {
         self.post(to, paths::RENEW, renews, within).await

@@ -338,6 +338,6 @@ pub async fn renew(
         &peers.ledger,
         &peers.renew,
         &peers.access,
-        renews,
+        renews.into(),
     ))
 }
