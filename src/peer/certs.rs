@@ -186,9 +186,26 @@ pub fn read_ca(dir: &Path) -> anyhow::Result<Issued> {
 
 /// The identity the first certificate of a PEM file carries.
 pub fn identity_of(path: &Path) -> anyhow::Result<Identity> {
+    Ok(describe(path)?.0)
+}
+
+/// The identity the first certificate of a PEM file carries, and when it
+/// expires.
+pub fn describe(path: &Path) -> anyhow::Result<(Identity, String)> {
     let cert = CertificateDer::from_pem_file(path)
         .with_context(|| format!("reading a certificate from {}", path.display()))?;
-    Identity::of_certificate(&cert).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let at = |e: String| anyhow::anyhow!("{}: {e}", path.display());
+    Ok((
+        Identity::of_certificate(&cert).map_err(at)?,
+        not_after(&cert).map_err(at)?,
+    ))
+}
+
+/// When a certificate (DER) expires.
+pub fn not_after(der: &[u8]) -> Result<String, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("unreadable certificate: {e}"))?;
+    Ok(cert.validity().not_after.to_string())
 }
 
 /// One node a zone's certificates are made for.

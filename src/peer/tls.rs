@@ -106,9 +106,7 @@ fn check_identity(
         found.uri(),
         expected.uri(),
     );
-    let (_, parsed) = x509_parser::parse_x509_certificate(&certs[0])
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(parsed.validity().not_after.to_string())
+    super::certs::not_after(&certs[0]).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 impl PeerTls {

@@ -178,15 +178,8 @@ enum Certs {
         /// host); repeat for several.
         #[arg(long = "host", required = true)]
         hosts: Vec<String>,
-        #[arg(long, default_value = "certs")]
-        dir: PathBuf,
-        /// Validity in days.
-        #[arg(long, default_value_t = 825)]
-        days: i64,
-        /// Re-issue: replace NAME's certificate and key if they exist
-        /// (a running node takes them on SIGHUP).
-        #[arg(long)]
-        replace: bool,
+        #[command(flatten)]
+        issuing: Issuing,
     },
     /// Make the zone's link certificate (discovery://ZONE/link), which its
     /// nodes show other zones: DIR/NAME.pem and DIR/NAME-key.pem. Other
@@ -197,12 +190,8 @@ enum Certs {
         zone: String,
         #[arg(long, default_value = "link")]
         name: String,
-        #[arg(long, default_value = "certs")]
-        dir: PathBuf,
-        #[arg(long, default_value_t = 825)]
-        days: i64,
-        #[arg(long)]
-        replace: bool,
+        #[command(flatten)]
+        issuing: Issuing,
     },
     /// Make whatever a zone lacks and keep what it has: the zone's CA in
     /// CA_DIR (its certificate copied to DIR), each node's certificate in
@@ -234,6 +223,21 @@ enum Certs {
     Show { cert: PathBuf },
 }
 
+/// Where a certificate is issued, for how long, and whether over one.
+#[derive(clap::Args)]
+struct Issuing {
+    /// The directory of the zone's CA, where the files are written.
+    #[arg(long, default_value = "certs")]
+    dir: PathBuf,
+    /// Validity in days.
+    #[arg(long, default_value_t = 825)]
+    days: i64,
+    /// Re-issue: replace NAME's certificate and key if they exist (a
+    /// running node takes them on SIGHUP).
+    #[arg(long)]
+    replace: bool,
+}
+
 fn base(node: &str) -> String {
     if node.starts_with("http://") || node.starts_with("https://") {
         node.trim_end_matches('/').to_string()
@@ -244,16 +248,15 @@ fn base(node: &str) -> String {
 
 /// Issues `identity`'s certificate as NAME in DIR, signed by DIR's CA.
 fn issue(
-    dir: &std::path::Path,
+    issuing: &Issuing,
     name: &str,
     identity: &Identity,
     hosts: &[String],
-    days: i64,
-    replace: bool,
 ) -> anyhow::Result<()> {
+    let Issuing { dir, days, replace } = issuing;
     let ca = certs::read_ca(dir)?;
-    let issued = certs::node_cert(&ca, identity, name, hosts, days)?;
-    let (cert, key) = if replace {
+    let issued = certs::node_cert(&ca, identity, name, hosts, *days)?;
+    let (cert, key) = if *replace {
         certs::replace(dir, name, &issued)?
     } else {
         certs::write(dir, name, &issued)?
@@ -299,20 +302,13 @@ fn make_certs(command: Certs) -> anyhow::Result<()> {
             id,
             zone,
             hosts,
-            dir,
-            days,
-            replace,
-        } => {
-            let identity = Identity::Node { zone, id };
-            issue(&dir, &name, &identity, &hosts, days, replace)?;
-        }
+            issuing,
+        } => issue(&issuing, &name, &Identity::Node { zone, id }, &hosts)?,
         Certs::Link {
             zone,
             name,
-            dir,
-            days,
-            replace,
-        } => issue(&dir, &name, &Identity::Link { zone }, &[], days, replace)?,
+            issuing,
+        } => issue(&issuing, &name, &Identity::Link { zone }, &[])?,
         Certs::Cluster {
             nodes,
             zone,
@@ -340,8 +336,8 @@ fn make_certs(command: Certs) -> anyhow::Result<()> {
             }
         }
         Certs::Show { cert } => {
-            let identity = certs::identity_of(&cert)?;
-            println!("{} ({identity})", identity.uri());
+            let (identity, expires) = certs::describe(&cert)?;
+            println!("{} ({identity}), valid until {expires}", identity.uri());
         }
     }
     Ok(())
