@@ -445,7 +445,7 @@ impl Node {
 
         if let Some(rotate) = rotate {
             let (files, me) = (cert_files(&config), me.clone());
-            tasks.spawn(rotate.on_hangup(files, me, stop.clone()));
+            tasks.spawn(rotate.reload_when_asked(files, me, stop.clone()));
         }
         tasks.spawn(count_leader_changes(
             raft.clone(),

@@ -114,13 +114,15 @@ async fn params(req: Request) -> (Request, String) {
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|len| *len > 0 && *len <= LOGGED_BODY);
     let Some(_) = small else {
-        return (req, shorten(redact(&query).into_owned()));
+        return (req, shorten(redact(query)));
     };
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, LOGGED_BODY).await else {
         // Shorter than announced or cut: the handler sees the same.
-        let query = redact(&query).into_owned();
-        return (Request::from_parts(parts, Body::empty()), shorten(query));
+        return (
+            Request::from_parts(parts, Body::empty()),
+            shorten(redact(query)),
+        );
     };
     let mut params = query;
     if !params.is_empty() {
@@ -129,7 +131,7 @@ async fn params(req: Request) -> (Request, String) {
     params.push_str(&String::from_utf8_lossy(&bytes));
     (
         Request::from_parts(parts, Body::from(bytes)),
-        shorten(redact(&params).into_owned()),
+        shorten(redact(params)),
     )
 }
 

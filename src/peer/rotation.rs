@@ -60,7 +60,12 @@ impl Rotation {
 
     /// Reloads on SIGHUP and whenever a file's modification time changes,
     /// until the node stops.
-    pub async fn on_hangup(self, files: CertFiles, me: Identity, mut stop: watch::Receiver<bool>) {
+    pub async fn reload_when_asked(
+        self,
+        files: CertFiles,
+        me: Identity,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut hangup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
