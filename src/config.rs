@@ -219,6 +219,13 @@ pub struct ConnectionsConfig {
     /// A kept-alive connection with no request this long is closed; longer
     /// than `poll.hold_ms`.
     pub idle_timeout_ms: u64,
+    /// An answer the client reads nothing of for this long is cut and its
+    /// connection closed (nginx's `send_timeout`).
+    pub send_timeout_ms: u64,
+    /// Bytes of large answers (`fetch/all`, backups) that may wait unsent
+    /// at once, over all clients; past it such a request answers `-503`
+    /// overloaded at once (one answer is always allowed, however large).
+    pub max_unsent_bytes: usize,
     /// The largest request body on the client port (413 past it).
     pub max_body_bytes: usize,
     /// The longest request target, path and query (414 past it).
@@ -229,10 +236,47 @@ pub struct ConnectionsConfig {
     /// closed to make room; with none idle, `-503` overloaded.
     pub max_connections: usize,
     /// Long polls held at once; past it a poll answers `-503` at once.
+    /// `/admin/changes` waits count as polls.
     pub max_held_polls: usize,
+    /// Long polls one client address (an IPv6 /64) may hold at once;
+    /// 0: a quarter of `max_held_polls`.
+    pub max_held_polls_per_client: usize,
+    /// Client connections one address may hold open; past it that
+    /// address's longest-idle connection makes room, or the newcomer is
+    /// refused. 0: a quarter of `max_connections`.
+    pub max_connections_per_client: usize,
+    /// New instances (a hostname not registered yet) one address may
+    /// register: `new_instances_burst` at once, then this many a second.
+    /// Renews and registering an existing instance again do not count.
+    pub new_instances_per_sec: u32,
+    pub new_instances_burst: u32,
+    /// The same for one app (env and appid), from all addresses together.
+    pub new_instances_per_app_per_sec: u32,
+    pub new_instances_per_app_burst: u32,
     /// File descriptors kept back from client connections for peers, the
     /// log and snapshots.
     pub reserved_fds: usize,
+}
+
+impl ConnectionsConfig {
+    /// Held polls one client may hold.
+    pub fn polls_per_client(&self) -> usize {
+        share(self.max_held_polls_per_client, self.max_held_polls)
+    }
+
+    /// Connections one client may hold open, of `max` in all.
+    pub fn connections_per_client(&self, max: usize) -> usize {
+        share(self.max_connections_per_client, max).min(max)
+    }
+}
+
+/// A per-client bound: as set, or 0 for a quarter of the whole.
+fn share(set: usize, whole: usize) -> usize {
+    if set > 0 {
+        set
+    } else {
+        (whole / 4).max(1)
+    }
 }
 
 impl Default for ConnectionsConfig {
@@ -240,11 +284,19 @@ impl Default for ConnectionsConfig {
         ConnectionsConfig {
             read_timeout_ms: 10_000,
             idle_timeout_ms: 90_000,
+            send_timeout_ms: 10_000,
+            max_unsent_bytes: 256 << 20,
             max_body_bytes: 1 << 20,
             max_uri_bytes: 16 << 10,
             max_header_bytes: 32 << 10,
             max_connections: 16_000,
             max_held_polls: 15_000,
+            max_held_polls_per_client: 0,
+            max_connections_per_client: 0,
+            new_instances_per_sec: 100,
+            new_instances_burst: 1000,
+            new_instances_per_app_per_sec: 100,
+            new_instances_per_app_burst: 1000,
             reserved_fds: 512,
         }
     }
@@ -438,6 +490,18 @@ pub struct Flags {
     /// The bearer token membership changes need.
     #[arg(long, env = "DISCOVERY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Per-address shares (connections.max_held_polls_per_client,
+    /// max_connections_per_client, new_instances_per_sec): behind a proxy
+    /// every client has the proxy's address, and a load generator on one
+    /// machine is one address.
+    #[arg(long, env = "DISCOVERY_MAX_HELD_POLLS_PER_CLIENT")]
+    pub max_held_polls_per_client: Option<usize>,
+    #[arg(long, env = "DISCOVERY_MAX_CONNECTIONS_PER_CLIENT")]
+    pub max_connections_per_client: Option<usize>,
+    #[arg(long, env = "DISCOVERY_NEW_INSTANCES_PER_SEC")]
+    pub new_instances_per_sec: Option<u32>,
+    #[arg(long, env = "DISCOVERY_NEW_INSTANCES_PER_APP_PER_SEC")]
+    pub new_instances_per_app_per_sec: Option<u32>,
 }
 
 impl Config {
@@ -529,6 +593,19 @@ impl Config {
             t.insecure_peers = true;
         }
         set(&mut self.security.admin_token, &flags.admin_token);
+        let c = &mut self.connections;
+        if let Some(n) = flags.max_held_polls_per_client {
+            c.max_held_polls_per_client = n;
+        }
+        if let Some(n) = flags.max_connections_per_client {
+            c.max_connections_per_client = n;
+        }
+        if let Some(n) = flags.new_instances_per_sec {
+            c.new_instances_per_sec = n;
+        }
+        if let Some(n) = flags.new_instances_per_app_per_sec {
+            c.new_instances_per_app_per_sec = n;
+        }
     }
 
     /// Fills derived defaults and checks what cannot work.
@@ -611,6 +688,10 @@ impl Config {
             .all(|n| *n > 0),
             "every limits.* must be above 0"
         );
+        anyhow::ensure!(
+            l.entry_bytes >= 64 << 10,
+            "limits.entry_bytes must be at least 65536: one instance at the other limits takes about 20 KB"
+        );
         let r = &self.raft;
         anyhow::ensure!(
             r.heartbeat_ms > 0 && r.heartbeat_ms < r.election_timeout_min_ms,
@@ -628,10 +709,19 @@ impl Config {
         );
         anyhow::ensure!(
             c.read_timeout_ms > 0
+                && c.send_timeout_ms > 0
+                && c.max_unsent_bytes > 0
                 && c.max_body_bytes > 0
                 && c.max_connections > 0
                 && c.max_held_polls > 0,
             "connections.* must be above 0"
+        );
+        anyhow::ensure!(
+            c.new_instances_per_sec > 0
+                && c.new_instances_burst > 0
+                && c.new_instances_per_app_per_sec > 0
+                && c.new_instances_per_app_burst > 0,
+            "connections.new_instances_* must be above 0"
         );
         anyhow::ensure!(
             (1..HYPER_MAX_URI).contains(&c.max_uri_bytes)

@@ -20,6 +20,8 @@
 //!   membership changes behind the admin token and write allow-list.
 //! - [`server`]: the accept loop both listeners run (TCP or TLS).
 //! - [`shutdown`]: the signal every long-lived task stops on.
+//! - [`fair`]: what one client may take of what all share (held polls,
+//!   connections, new instances) and how often a warning is logged.
 //! - [`auth`]: the admin token operators' changes are checked against.
 //! - [`clock`]: the wall clock proposers stamp commands with.
 //! - [`config`]: the TOML file, flags and environment of a node.
@@ -33,6 +35,7 @@ pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod fair;
 pub mod http;
 pub mod local;
 pub mod node;

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use openraft::SnapshotPolicy;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -23,7 +22,7 @@ use crate::cluster::link::Link;
 use crate::cluster::peers::{watch_peers, ProbeSettings};
 use crate::cluster::protection::Protection;
 use crate::cluster::renewer::{RenewLedger, RenewSettings, Renewer};
-use crate::cluster::writer::Writer;
+use crate::cluster::writer::{Checks, Writer};
 use crate::config::{Config, LogFormat};
 use crate::http::access::Access;
 use crate::http::access_log::{self, AccessLog};
@@ -56,6 +55,16 @@ const PEER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Connections the peer listener keeps open: peers hold a few each.
 const PEER_CONNECTIONS: usize = 1024;
+
+/// TLS handshakes under way at once on the peer port, and how long one may
+/// take: peers finish theirs in milliseconds, so sockets that never start
+/// one (4,000 of them, in a test) are closed at once past this cap, or
+/// after this time, never piling up.
+const PEER_HANDSHAKES: usize = 64;
+const PEER_HANDSHAKE_WITHIN: Duration = Duration::from_secs(5);
+
+/// The same on the client port, when it speaks HTTPS.
+const CLIENT_HANDSHAKES: usize = 1024;
 
 /// The certificate files the configuration names.
 fn cert_files(config: &Config) -> CertFiles {
@@ -184,11 +193,11 @@ impl Node {
         )
         .await?;
 
-        let listener = TcpListener::bind(&config.node.listen)
+        let listener = crate::server::listen::bind(&config.node.listen)
             .await
             .with_context(|| format!("listening on {}", config.node.listen))?;
         let addr = listener.local_addr()?;
-        let peer_listener = TcpListener::bind(&config.node.peer_listen)
+        let peer_listener = crate::server::listen::bind(&config.node.peer_listen)
             .await
             .with_context(|| format!("listening on {}", config.node.peer_listen))?;
         let peer_addr = peer_listener.local_addr()?;
@@ -208,12 +217,19 @@ impl Node {
             within: lease * 3,
             lease,
         };
-        let appender = Appender::start(raft.clone(), handover.gate.clone());
+        let appender = Appender::start(
+            raft.clone(),
+            handover.gate.clone(),
+            config.limits.entry_bytes,
+        );
         let writer = Writer::start(
             raft.clone(),
             link.clone(),
             wait_for_leader,
-            config.rules(),
+            Checks {
+                rules: config.rules(),
+                local: local.clone(),
+            },
             space.clone(),
             metrics.forward_seconds.clone(),
             appender.clone(),
@@ -258,7 +274,21 @@ impl Node {
             nodes: nodes.clone(),
             protection: protection.clone(),
             poll_hold: config.poll_hold(),
-            max_held_polls: config.connections.max_held_polls,
+            polls: crate::fair::Shares::new(
+                config.connections.max_held_polls,
+                config.connections.polls_per_client(),
+            ),
+            unsent: crate::fair::Budget::new(config.connections.max_unsent_bytes),
+            new_instances: crate::fair::NewInstances::new(
+                (
+                    config.connections.new_instances_per_sec,
+                    config.connections.new_instances_burst,
+                ),
+                (
+                    config.connections.new_instances_per_app_per_sec,
+                    config.connections.new_instances_per_app_burst,
+                ),
+            ),
             env: config.node.env.clone(),
             metrics: metrics.clone(),
             reads: ReadBarrier {
@@ -322,6 +352,7 @@ impl Node {
                     was = files.was,
                     hard = files.hard,
                     max_connections = cap,
+                    backlog = crate::server::listen::system_backlog(),
                     "open files limit"
                 );
                 cap
@@ -367,7 +398,11 @@ impl Node {
                 bounds: Bounds {
                     read_within: Duration::from_millis(c.read_timeout_ms),
                     idle,
+                    send_within: Duration::from_millis(c.send_timeout_ms),
                     max_connections,
+                    per_client: c.connections_per_client(max_connections),
+                    handshakes: CLIENT_HANDSHAKES,
+                    handshake_within: Duration::from_millis(c.read_timeout_ms),
                     overloaded: crate::http::overloaded(),
                 },
             },
@@ -383,7 +418,13 @@ impl Node {
                     // Snapshots come whole in one request.
                     read_within: PEER_READ_TIMEOUT,
                     idle,
+                    send_within: PEER_READ_TIMEOUT,
                     max_connections: PEER_CONNECTIONS,
+                    // A peer node keeps a few pooled connections; an
+                    // address holding a quarter of the cap is not one.
+                    per_client: PEER_CONNECTIONS / 4,
+                    handshakes: PEER_HANDSHAKES,
+                    handshake_within: PEER_HANDSHAKE_WITHIN,
                     overloaded: crate::peer::overloaded(),
                 },
             },

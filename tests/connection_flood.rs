@@ -53,7 +53,7 @@ async fn a_fetch_is_answered_within_100_ms_while_a_client_holds_every_connection
         &config,
         format!(
             "[node]\nlisten = \"{addr}\"\npeer_listen = \"127.0.0.1:{}\"\nadvertise = \"{addr}\"\n\
-             data_dir = \"{}\"\n[tls]\ninsecure_peers = true\n[connections]\nmax_connections = 1000\n",
+             data_dir = \"{}\"\n[tls]\ninsecure_peers = true\n[connections]\nmax_connections = 1000\nmax_connections_per_client = 1000\n",
             free_port(),
             dir.path().join("data").display()
         ),

@@ -112,6 +112,10 @@ async fn past_the_cap_an_idle_connection_makes_room_and_with_none_idle_a_newcome
         c.connections.read_timeout_ms = 10_000;
         c.connections.max_connections = 8;
         c.connections.max_held_polls = 3;
+        // The global caps, from one address (the per-address shares have
+        // tests of their own, in fair_shares.rs).
+        c.connections.max_connections_per_client = 8;
+        c.connections.max_held_polls_per_client = 3;
     })
     .await;
     let c = node.client();

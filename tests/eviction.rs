@@ -312,3 +312,57 @@ async fn renews_answer_exact_404s_and_converge_on_every_node() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A flood of registrations that never renew (the "one client" issue:
+/// 50,000 in 50 s turned self-preservation on and froze eviction for an
+/// hour): only instances that renewed are expected to renew, so the
+/// flood is evicted at the threshold, and the renewing ones stay.
+#[tokio::test]
+async fn a_flood_of_registrations_that_never_renew_is_evicted_on_time() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = Cluster::start(3, timings()).await;
+    let alive = hosts("alive", 5);
+    register_all(&cluster.client(0), "real.app", &alive).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let renewing = keep_renewing(
+        (0..3).map(|i| cluster.client(i)).collect(),
+        "real.app",
+        alive.clone(),
+        stop.clone(),
+    );
+    // A window of renews, so the leader expects them.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let leader = cluster.leader().await;
+    let c = cluster.client(leader);
+    let flood = hosts("flood", 60);
+    register_all(&c, "flood.app", &flood).await;
+    let flooded = Instant::now();
+    let mut protected_seen = false;
+    loop {
+        protected_seen |= c.status().await["self_preservation"]["protecting"] == true;
+        let left = hostnames(&c, "flood.app").await.len();
+        if left == 0 {
+            break;
+        }
+        // Threshold 1.5 s, rounds bounded to 15% of 65: about ten rounds
+        // of 200 ms; the ceiling (6 s) would be the flood's doing.
+        assert!(
+            flooded.elapsed() < Duration::from_millis(5500),
+            "{left} of the flood left after {:?}",
+            flooded.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        flooded.elapsed() >= Duration::from_millis(1200),
+        "not before the threshold: {:?}",
+        flooded.elapsed()
+    );
+    assert!(!protected_seen, "the flood turned self-preservation on");
+    assert_eq!(
+        hostnames(&c, "real.app").await,
+        alive.iter().cloned().collect()
+    );
+    stop.store(true, Ordering::Relaxed);
+    renewing.await.unwrap();
+}

@@ -371,3 +371,63 @@ async fn peer_bodies_are_bounded_and_a_snapshot_streams_to_disk() {
         0
     );
 }
+
+/// Whether the server closed `stream` (EOF or reset) within `within`.
+async fn closed(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(within, stream.read(&mut byte)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+/// Sockets to the peer port that never start a handshake hold at most a
+/// quarter of the handshake cap from their address, for at most the
+/// handshake time; the rest are closed at once, the cluster keeps its
+/// leader and its writes, and the node logs one line a minute of it.
+#[tokio::test]
+async fn peer_sockets_that_never_shake_hands_are_bounded_and_cost_one_log_line() {
+    let cluster = Cluster::start(3, Timings::default()).await;
+    let leader = cluster.leader().await;
+    let term = cluster.status(leader).await.unwrap()["term"].clone();
+    let target: std::net::SocketAddr = cluster.peer_addr(leader).parse().unwrap();
+    let mut sockets = Vec::new();
+    for _ in 0..300 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 5], 0)))
+            .unwrap();
+        sockets.push(socket.connect(target).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut open = 0;
+    for s in &mut sockets {
+        if !closed(s, Duration::from_millis(20)).await {
+            open += 1;
+        }
+    }
+    // 64 handshakes at once, 16 from one address.
+    assert!(open <= 16, "{open} of 300 sockets still open");
+    // Meanwhile the cluster writes through a follower, without an election.
+    let follower = (leader + 1) % 3;
+    for i in 0..20 {
+        let answer = cluster
+            .client(follower)
+            .register("during.app", "sh001", &format!("h{i}"), "1")
+            .await;
+        assert_eq!(answer.code(), 0, "{}", answer.text);
+    }
+    assert_eq!(cluster.status(leader).await.unwrap()["term"], term);
+    // Past the handshake time (5 s) every one is closed.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for s in &mut sockets {
+        assert!(
+            closed(s, Duration::from_millis(500)).await,
+            "a socket outlived the handshake time"
+        );
+    }
+    let log = cluster.log(leader);
+    let lines = log.lines().filter(|l| l.contains("TLS handshake")).count();
+    assert!(lines <= 3, "{lines} lines of handshake warnings:\n{log}");
+}

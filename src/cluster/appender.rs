@@ -30,12 +30,6 @@ const IN_FLIGHT: usize = 1;
 /// The most proposals one entry merges.
 const MAX_PROPOSALS: usize = 256;
 
-/// About the most bytes one log entry carries: past it, waiting proposals
-/// go in several entries, so an entry always fits a peer's append body
-/// (`peer::ENTRIES_LIMIT`) with room to spare: one command alone is at
-/// most about 9 MiB (a `set` of 1,024 instances with full metadata).
-pub const MAX_ENTRY_BYTES: usize = 16 << 20;
-
 /// Why Raft did not take a proposal, as openraft says it.
 pub type Refused = RaftError<NodeId, ClientWriteError<NodeId, Member>>;
 
@@ -49,9 +43,13 @@ pub struct Appender {
 
 impl Appender {
     /// Starts the merging task; it ends when every `Appender` is dropped.
-    pub fn start(raft: Raft, gate: WriteGate) -> Self {
+    /// Merged entries carry about `entry_bytes` at most (`limits.entry_bytes`):
+    /// past it, waiting proposals go in several entries, so that a follower
+    /// takes each within one heartbeat. A proposal is never cut, and one
+    /// command is at most that large (checked before it is queued).
+    pub fn start(raft: Raft, gate: WriteGate, entry_bytes: usize) -> Self {
         let (queue, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(merge(waiting, raft, gate));
+        tokio::spawn(merge(waiting, raft, gate, entry_bytes));
         Appender { queue }
     }
 
@@ -70,7 +68,12 @@ impl Appender {
 
 /// Takes every proposal waiting, proposes them merged in a task of its own,
 /// and goes back for more.
-async fn merge(waiting: mpsc::UnboundedReceiver<(Proposal, Reply)>, raft: Raft, gate: WriteGate) {
+async fn merge(
+    waiting: mpsc::UnboundedReceiver<(Proposal, Reply)>,
+    raft: Raft,
+    gate: WriteGate,
+    entry_bytes: usize,
+) {
     in_batches(waiting, MAX_PROPOSALS, IN_FLIGHT, move |proposals| {
         let raft = raft.clone();
         let gate = gate.clone();
@@ -80,7 +83,7 @@ async fn merge(waiting: mpsc::UnboundedReceiver<(Proposal, Reply)>, raft: Raft, 
                 .into_iter()
                 .filter(|(_, reply)| !reply.is_closed());
             let size = |(proposal, _): &(Proposal, Reply)| proposal_bytes(proposal);
-            for entry in split_by_size(proposals, size, MAX_ENTRY_BYTES) {
+            for entry in split_by_size(proposals, size, entry_bytes) {
                 propose(&raft, entry).await;
             }
         }

@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::batches::keys_in_entries;
 use super::renewer::RenewLedger;
 use super::writer::Writer;
 use crate::auth::Origin;
@@ -62,8 +63,14 @@ pub async fn evict_silent(
         let pending = ledger.pending();
         let (preservation, keys) = {
             let registry = local.read();
-            let p =
-                policy.preservation(registry.own_len(), ledger.seen_in_window(), since.elapsed());
+            // Only instances that renewed once are expected to renew: a
+            // flood of registrations that never renew cannot hold back
+            // eviction (of themselves, and of everyone else's dead).
+            let p = policy.preservation(
+                registry.renewing_len(),
+                ledger.seen_in_window(),
+                since.elapsed(),
+            );
             let keys = policy.choose(&registry, at, grace_from, &pending, p.protecting, &mut rng);
             (p, keys)
         };
@@ -87,22 +94,33 @@ pub async fn evict_silent(
         if keys.is_empty() {
             continue;
         }
-        let command = Command::Evict {
-            keys,
-            silent_since: policy.silent_since(at, preservation.protecting),
-            at,
-        };
-        match writer.write(command, Origin::Cluster).await {
-            Ok(Ok(Applied::Evicted(gone))) if !gone.is_empty() => {
-                state.evictions.inc_by(gone.len() as u64);
-                tracing::info!(
-                    count = gone.len(),
-                    protecting = preservation.protecting,
-                    "evicted silent instances"
-                );
+        let silent_since = policy.silent_since(at, preservation.protecting);
+        let entry_bytes = writer.entry_bytes();
+        let mut evicted = 0;
+        // A round of many keys goes as several commands, each fitting one
+        // log entry, one after the other.
+        for keys in keys_in_entries(keys, entry_bytes) {
+            let command = Command::Evict {
+                keys,
+                silent_since,
+                at,
+            };
+            match writer.write(command, Origin::Cluster).await {
+                Ok(Ok(Applied::Evicted(gone))) => evicted += gone.len(),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("eviction not replicated: {e}");
+                    break;
+                }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!("eviction not replicated: {e}"),
+        }
+        if evicted > 0 {
+            state.evictions.inc_by(evicted as u64);
+            tracing::info!(
+                count = evicted,
+                protecting = preservation.protecting,
+                "evicted silent instances"
+            );
         }
     }
 }

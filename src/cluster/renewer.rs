@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::batches::keys_in_entries;
 use super::link::Link;
 use super::writer::{another_leader, WriteError, Writer};
 use crate::auth::{Access, Origin};
@@ -425,13 +426,20 @@ async fn propose_pending(
             continue;
         }
         let at = crate::clock::now();
-        let count = keys.len();
-        if let Err(e) = writer
-            .write(Command::Renew { keys, at }, Origin::Cluster)
-            .await
-        {
-            tracing::warn!(count, "renews not replicated: {e}");
-        }
+        let runs = keys_in_entries(keys, settings.limits.entry_bytes);
+        let writes = runs.into_iter().map(|keys| {
+            let count = keys.len();
+            let writer = &writer;
+            async move {
+                if let Err(e) = writer
+                    .write(Command::Renew { keys, at }, Origin::Cluster)
+                    .await
+                {
+                    tracing::warn!(count, "renews not replicated: {e}");
+                }
+            }
+        });
+        futures::future::join_all(writes).await;
     }
 }
 

@@ -23,11 +23,12 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::appender::{Appender, MAX_ENTRY_BYTES};
+use super::appender::Appender;
 use super::batches::{in_batches, split_by_size};
 use super::link::{Link, LinkError};
 use crate::auth::{Access, Origin};
 use crate::clock::now;
+use crate::local::LocalRegistry;
 use crate::raft::space::SpaceGuard;
 use crate::raft::{Member, NodeId, Proposal, ProposalResult, Raft};
 use crate::registry::{validate, Command, Outcome, RegistryError, Rules};
@@ -101,11 +102,20 @@ pub struct Forward {
     pub origins: Vec<Origin>,
 }
 
+/// What every write is checked against before it is proposed.
+#[derive(Clone)]
+pub struct Checks {
+    pub rules: Rules,
+    /// What this node applied: a write that can only fail against it is
+    /// answered without being proposed.
+    pub local: Arc<LocalRegistry>,
+}
+
 /// A handle to the write path; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
     queue: mpsc::UnboundedSender<Queued>,
-    rules: Rules,
+    checks: Checks,
 }
 
 impl Writer {
@@ -114,12 +124,13 @@ impl Writer {
         raft: Raft,
         link: Link,
         wait_for_leader: Duration,
-        rules: Rules,
+        checks: Checks,
         space: SpaceGuard,
         forward_seconds: Histogram,
         appender: Appender,
     ) -> Self {
         let (queue, commands) = mpsc::unbounded_channel();
+        let entry_bytes = checks.rules.limits.entry_bytes;
         let proposer = Arc::new(Proposer {
             raft,
             link,
@@ -128,14 +139,23 @@ impl Writer {
             forward_seconds,
             appender,
         });
-        tokio::spawn(gather(commands, proposer));
-        Writer { queue, rules }
+        tokio::spawn(gather(commands, proposer, entry_bytes));
+        Writer { queue, checks }
     }
 
-    /// Checks one command from `origin`, proposes it and waits until it is
+    /// The most bytes one command may take in the log (`limits.entry_bytes`).
+    pub fn entry_bytes(&self) -> usize {
+        self.checks.rules.limits.entry_bytes
+    }
+
+    /// Checks one command from `origin` (against the rules, then against
+    /// what this node applied), proposes it and waits until it is
     /// committed and applied on this node.
     pub async fn write(&self, command: Command, origin: Origin) -> Result<Outcome, WriteError> {
-        validate(&command, now(), &self.rules).map_err(WriteError::Invalid)?;
+        validate(&command, now(), &self.checks.rules).map_err(WriteError::Invalid)?;
+        if let Some(refused) = self.checks.local.read().refusal(&command) {
+            return Ok(Err(refused));
+        }
         let (tx, rx) = oneshot::channel();
         self.queue
             .send(Queued {
@@ -151,11 +171,15 @@ impl Writer {
 
 /// Takes whatever commands are waiting, proposes them as one entry in a task
 /// of its own, and goes back for more.
-async fn gather(commands: mpsc::UnboundedReceiver<Queued>, proposer: Arc<Proposer>) {
+async fn gather(
+    commands: mpsc::UnboundedReceiver<Queued>,
+    proposer: Arc<Proposer>,
+    entry_bytes: usize,
+) {
     in_batches(commands, MAX_BATCH, IN_FLIGHT, move |batch| {
         let proposer = proposer.clone();
         let size = |queued: &Queued| queued.command.approx_bytes();
-        let entries = split_by_size(batch.into_iter(), size, MAX_ENTRY_BYTES);
+        let entries = split_by_size(batch.into_iter(), size, entry_bytes);
         async move {
             for entry in entries {
                 let mut forward = Forward {

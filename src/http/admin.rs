@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::header::{self, AUTHORIZATION};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -256,10 +256,19 @@ pub async fn metrics(
 
 /// The changes this node applied after `after` (a sequence number of the
 /// feed; 0 or absent: all it keeps), held like a poll until there is one.
-pub async fn changes(State(Admin { api, .. }): State<Admin>, p: Params) -> Response {
+pub async fn changes(
+    State(Admin { api, .. }): State<Admin>,
+    ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
+    p: Params,
+) -> Response {
     let after = match p.number::<u64>("after") {
         Ok(after) => after.unwrap_or(0),
         Err(e) => return reply::error(&e),
+    };
+    // Held like a poll, and counted with them.
+    let _held = match super::discovery::poll_room(&api, client.ip()) {
+        Ok(share) => share,
+        Err(r) => return r,
     };
     let (changes, latest) = api.local.feed().wait_after(after, api.poll_hold).await;
     Json(serde_json::json!({ "latest": latest, "changes": changes })).into_response()

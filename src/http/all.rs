@@ -25,10 +25,13 @@ enum Group {
 /// The body of `{"code":0,"message":"0","ttl":1,"data":{appid:[…],…}}`,
 /// appids sorted; `apps` is `(env, appid, app)` in any order; `ours`, if
 /// not empty, is listed under `ours_appid` instead of any app of that name.
-pub fn body(
+/// `keep` is held until the body is sent or dropped (what the answer took
+/// from the node's budget).
+pub fn body<K: Send + Sync + 'static>(
     mut apps: Vec<(String, String, Arc<App>)>,
     ours_appid: &'static str,
     ours: Vec<Instance>,
+    keep: K,
 ) -> Body {
     apps.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
     let mut groups: Vec<Group> = Vec::new();
@@ -56,10 +59,15 @@ pub fn body(
         first: true,
         done: false,
     };
-    Body::from_stream(futures::stream::iter(
-        chunks.map(Ok::<Bytes, std::convert::Infallible>),
-    ))
+    Body::from_stream(futures::stream::iter(chunks.map(move |chunk| {
+        let _ = &keep;
+        Ok::<Bytes, std::convert::Infallible>(chunk)
+    })))
 }
+
+/// About what `fetch/all` holds per instance it lists while it is sent:
+/// the apps as they were when asked, once the registry has moved on.
+pub const HELD_PER_INSTANCE: usize = 512;
 
 /// Renders groups until a chunk is full.
 struct Chunks {
@@ -159,7 +167,7 @@ mod tests {
             .cloned()
             .collect();
         let json: serde_json::Value =
-            serde_json::from_str(&text(body(r.shared_apps(), "infra.discovery", ours)).await)
+            serde_json::from_str(&text(body(r.shared_apps(), "infra.discovery", ours, ())).await)
                 .unwrap();
         assert_eq!(json["code"], 0);
         let data = json["data"].as_object().unwrap();
@@ -192,7 +200,8 @@ mod tests {
         }
         let mut chunks = 0;
         let mut all = Vec::new();
-        let mut stream = body(r.shared_apps(), "infra.discovery", Vec::new()).into_data_stream();
+        let mut stream =
+            body(r.shared_apps(), "infra.discovery", Vec::new(), ()).into_data_stream();
         use futures::StreamExt;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.unwrap();
@@ -215,7 +224,7 @@ mod tests {
     async fn an_empty_registry_is_an_empty_map() {
         let r = Registry::default();
         assert_eq!(
-            text(body(r.shared_apps(), "infra.discovery", Vec::new())).await,
+            text(body(r.shared_apps(), "infra.discovery", Vec::new(), ())).await,
             r#"{"code":0,"message":"0","ttl":1,"data":{}}"#
         );
     }

@@ -20,6 +20,7 @@ use crate::cluster::catch_up::ReadBarrier;
 use crate::cluster::protection::Protection;
 use crate::cluster::renewer::Renewer;
 use crate::cluster::writer::{WriteError, Writer};
+use crate::fair::{Budget, NewInstances, Share, Shares};
 use crate::local::LocalRegistry;
 use crate::registry::{
     parse_metadata, AppKey, Change, Command, FetchMiss, Instance, InstanceKey, Outcome, PollView,
@@ -39,8 +40,13 @@ pub struct Api {
     pub nodes: Arc<SelfDiscovery>,
     pub protection: Arc<Protection>,
     pub poll_hold: Duration,
-    /// Polls held at once past which a poll answers overloaded.
-    pub max_held_polls: usize,
+    /// Polls (and `/admin/changes` waits) held at once, in all and per
+    /// client: past either, a poll answers overloaded at once.
+    pub polls: Arc<Shares>,
+    /// The pace of new instances per client and per app.
+    pub new_instances: NewInstances,
+    /// Bytes that `fetch/all` answers being sent may hold.
+    pub unsent: Arc<Budget>,
     /// The node's own env, under which `fetch/all` lists the cluster's nodes.
     pub env: String,
     pub metrics: Arc<Metrics>,
@@ -66,18 +72,13 @@ macro_rules! try_param {
     };
 }
 
-/// Refuses a poll past the cap on held polls, at once, so that the client
+/// A place for one more held poll from `client`, or a refusal at once
+/// (past the cap, or past the client's share of it), so that the client
 /// polls another node instead of waiting here.
-fn poll_room(api: &Api) -> Result<(), Response> {
-    let held = api.local.hub().held();
-    if held >= api.max_held_polls {
-        Err(reply::overloaded(&format!(
-            "{held} polls held, at most {}",
-            api.max_held_polls
-        )))
-    } else {
-        Ok(())
-    }
+pub fn poll_room(api: &Api, client: IpAddr) -> Result<Share, Response> {
+    api.polls
+        .take(client)
+        .map_err(|refused| reply::overloaded(&format!("polls: {refused}")))
 }
 
 /// Refuses reads while the node is catching up.
@@ -187,6 +188,17 @@ fn registration(p: &Params) -> Result<Registration, RegistryError> {
 pub async fn register(State(api): Shared, ConnectInfo(client): Client, p: Params) -> Response {
     let registration = try_param!(registration(&p));
     let zone = registration.zone.clone();
+    let known = api.local.read().get(&registration.key()).is_some();
+    if !known {
+        if let Err(why) = api.new_instances.take(
+            client.ip(),
+            &registration.env,
+            &registration.appid,
+            std::time::Instant::now(),
+        ) {
+            return reply::too_many(&why);
+        }
+    }
     match write(
         &api,
         Command::Register {
@@ -326,7 +338,7 @@ pub async fn fetch(State(api): Shared, p: Params) -> Response {
     let mask = try_param!(status_mask(&p));
     let zone = try_param!(p.one("zone"));
     match fetch_one(&api, env, appid, zone, mask) {
-        Ok(data) => reply::ok(&data),
+        Ok(data) => reply::ok_shared(data),
         Err(FetchMiss::UnknownApp) => reply::answer(-404, "-404", Some(b"null")),
         Err(FetchMiss::UnknownZone { latest_timestamp }) => {
             let data = format!(r#"{{"instances":{{}},"latest_timestamp":{latest_timestamp}}}"#);
@@ -353,26 +365,45 @@ pub async fn fetchs(State(api): Shared, p: Params) -> Response {
         .iter()
         .filter_map(|appid| Some((*appid, fetch_one(&api, env, appid, zone, mask).ok()?)))
         .collect();
-    let mut data = Vec::from(&b"{"[..]);
-    for (i, (appid, bytes)) in found.iter().enumerate() {
+    // The apps' shared encodings, between the keys, never copied.
+    let mut pieces = Vec::with_capacity(found.len() * 2 + 1);
+    let mut keys = Vec::from(&b"{"[..]);
+    for (i, (appid, bytes)) in found.into_iter().enumerate() {
         if i > 0 {
-            data.push(b',');
+            keys.push(b',');
         }
-        data.extend_from_slice(serde_json::to_string(appid).unwrap_or_default().as_bytes());
-        data.push(b':');
-        data.extend_from_slice(bytes);
+        keys.extend_from_slice(serde_json::to_string(appid).unwrap_or_default().as_bytes());
+        keys.push(b':');
+        pieces.push(Bytes::from(std::mem::take(&mut keys)));
+        pieces.push(bytes);
     }
-    data.push(b'}');
-    reply::ok(&data)
+    keys.push(b'}');
+    pieces.push(Bytes::from(keys));
+    reply::ok_pieces(pieces)
 }
 
-pub async fn fetch_all(State(api): Shared) -> Response {
+pub async fn fetch_all(State(api): Shared, ConnectInfo(client): Client) -> Response {
     if let Err(r) = guard(&api) {
         return r;
     }
     let ours: Vec<Instance> = api.nodes.instances(&api.env);
-    let apps = api.local.read().shared_apps();
-    reply::ok_streamed(all::body(apps, self_discovery::APPID, ours))
+    let (apps, instances) = {
+        let registry = api.local.read();
+        (registry.shared_apps(), registry.len())
+    };
+    // What the answer holds until it is read: bounded for all clients
+    // together and for each; past it, a prompt -503 sends the client to
+    // another node (or back later).
+    let spend = match api.unsent.take(
+        client.ip(),
+        instances.saturating_mul(all::HELD_PER_INSTANCE),
+    ) {
+        Ok(spend) => spend,
+        Err(refused) => {
+            return reply::overloaded(&format!("fetch/all: bytes of answers unsent: {refused}"))
+        }
+    };
+    reply::ok_streamed(all::body(apps, self_discovery::APPID, ours, spend))
 }
 
 pub async fn nodes(State(api): Shared) -> Response {
@@ -461,10 +492,14 @@ async fn hold(api: &Api, env: &str, zone: Option<&str>, apps: &[(String, Timesta
     }
 }
 
-pub async fn polls(State(api): Shared, p: Params) -> Response {
-    if let Err(r) = guard(&api).and_then(|()| poll_room(&api)) {
+pub async fn polls(State(api): Shared, ConnectInfo(client): Client, p: Params) -> Response {
+    if let Err(r) = guard(&api) {
         return r;
     }
+    let _held = match poll_room(&api, client.ip()) {
+        Ok(share) => share,
+        Err(r) => return r,
+    };
     let env = try_param!(p.required("env"));
     try_param!(p.required("hostname"));
     let appids = p.list("appid");
@@ -507,10 +542,14 @@ pub async fn polls(State(api): Shared, p: Params) -> Response {
     }
 }
 
-pub async fn poll(State(api): Shared, p: Params) -> Response {
-    if let Err(r) = guard(&api).and_then(|()| poll_room(&api)) {
+pub async fn poll(State(api): Shared, ConnectInfo(client): Client, p: Params) -> Response {
+    if let Err(r) = guard(&api) {
         return r;
     }
+    let _held = match poll_room(&api, client.ip()) {
+        Ok(share) => share,
+        Err(r) => return r,
+    };
     let env = try_param!(p.required("env"));
     try_param!(p.required("hostname"));
     let appid = try_param!(p.required("appid"));
@@ -523,7 +562,7 @@ pub async fn poll(State(api): Shared, p: Params) -> Response {
     }
     match hold(&api, env, zone, &apps).await {
         Held::Changed { mut data, .. } => match data.pop() {
-            Some((_, bytes)) => reply::ok(&bytes),
+            Some((_, bytes)) => reply::ok_shared(bytes),
             None => reply::not_modified(),
         },
         Held::TimedOut => reply::not_modified(),
@@ -533,7 +572,7 @@ pub async fn poll(State(api): Shared, p: Params) -> Response {
 #[cfg(test)]
 mod tests {
     /// The size of the future `handler` returns, without calling it.
-    fn future_size<A, B, F: std::future::Future>(_: impl Fn(A, B) -> F) -> usize {
+    fn future_size<A, B, C, F: std::future::Future>(_: impl Fn(A, B, C) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 

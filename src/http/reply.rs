@@ -35,6 +35,83 @@ pub fn ok(data: &[u8]) -> Response {
     answer(0, "0", Some(data))
 }
 
+/// Data at least this large goes out as the shared bytes it is, not
+/// copied into the answer; smaller, one copy costs less than a piece.
+const SHARED_FROM: usize = 32 << 10;
+
+/// Success with data that is shared (an app's cached encoding): a large
+/// one is sent as is, between the envelope's head and tail, so any number
+/// of readers of one app's state hold one copy of it, not one each.
+pub fn ok_shared(data: Bytes) -> Response {
+    if data.len() < SHARED_FROM {
+        return ok(&data);
+    }
+    let head = Bytes::from_static(br#"{"code":0,"message":"0","ttl":1,"data":"#);
+    respond(
+        StatusCode::OK,
+        0,
+        axum::body::Body::new(Pieces::new(vec![head, data, Bytes::from_static(b"}")])),
+    )
+}
+
+/// Success with data made of pieces (`fetchs`: each app's shared
+/// encoding between the keys); joined when small, sent as they are when
+/// large.
+pub fn ok_pieces(pieces: Vec<Bytes>) -> Response {
+    let len: usize = pieces.iter().map(Bytes::len).sum();
+    if len < SHARED_FROM {
+        return ok(&pieces.concat());
+    }
+    let mut all = Vec::with_capacity(pieces.len() + 2);
+    all.push(Bytes::from_static(
+        br#"{"code":0,"message":"0","ttl":1,"data":"#,
+    ));
+    all.extend(pieces);
+    all.push(Bytes::from_static(b"}"));
+    respond(StatusCode::OK, 0, axum::body::Body::new(Pieces::new(all)))
+}
+
+/// A body of pieces sent one after the other, never joined, with its
+/// length known (so `Content-Length`, as a whole body has).
+pub struct Pieces {
+    left: std::collections::VecDeque<Bytes>,
+    len: u64,
+}
+
+impl Pieces {
+    pub fn new(pieces: Vec<Bytes>) -> Self {
+        let len = pieces.iter().map(|p| p.len() as u64).sum();
+        Pieces {
+            left: pieces.into_iter().filter(|p| !p.is_empty()).collect(),
+            len,
+        }
+    }
+}
+
+impl http_body::Body for Pieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.left.pop_front();
+        if let Some(piece) = &next {
+            self.len -= piece.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|piece| Ok(http_body::Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.len)
+    }
+}
+
 /// Success without data.
 pub fn done() -> Response {
     answer(0, "0", None)
@@ -79,6 +156,12 @@ pub fn overloaded(reason: &str) -> Response {
     )
 }
 
+/// A client over its pace (new instances): HTTP 429 with the envelope,
+/// whose `-503` every SDK takes as "try again later".
+pub fn too_many(reason: &str) -> Response {
+    refused(StatusCode::TOO_MANY_REQUESTS, -503, reason)
+}
+
 /// A request body over the limit.
 pub fn too_large() -> Response {
     refused(
@@ -113,14 +196,17 @@ fn refused(status: StatusCode, code: i32, message: &str) -> Response {
 /// The answer of `polls`: the original builds it as a map, so its keys come
 /// sorted and there is no `ttl`.
 pub fn polls(changed: &[(&str, Bytes)], missing: &[&str]) -> Response {
+    let shared = changed.iter().map(|(_, data)| data.len()).sum::<usize>() >= SHARED_FROM;
     // Sized up front: a woken poll's answer is built without growing.
     let size = 64
         + changed
             .iter()
-            .map(|(appid, data)| appid.len() + data.len() + 4)
+            .map(|(appid, data)| appid.len() + if shared { 0 } else { data.len() } + 4)
             .sum::<usize>()
         + missing.iter().map(|appid| appid.len() + 3).sum::<usize>();
     let mut body = BytesMut::with_capacity(size);
+    // Large apps' encodings go out as the shared bytes they are.
+    let mut pieces = Vec::new();
     body.put_slice(b"{\"code\":0,\"data\":{");
     for (i, (appid, data)) in changed.iter().enumerate() {
         if i > 0 {
@@ -128,7 +214,12 @@ pub fn polls(changed: &[(&str, Bytes)], missing: &[&str]) -> Response {
         }
         put_string(&mut body, appid);
         body.put_u8(b':');
-        body.put_slice(data);
+        if shared {
+            pieces.push(body.split().freeze());
+            pieces.push(data.clone());
+        } else {
+            body.put_slice(data);
+        }
     }
     body.put_slice(b"},\"error\":{\"-404\":");
     if missing.is_empty() {
@@ -144,6 +235,14 @@ pub fn polls(changed: &[(&str, Bytes)], missing: &[&str]) -> Response {
         body.put_u8(b']');
     }
     body.put_slice(b"},\"message\":\"0\"}");
+    if shared {
+        pieces.push(body.freeze());
+        return respond(
+            StatusCode::OK,
+            0,
+            axum::body::Body::new(Pieces::new(pieces)),
+        );
+    }
     respond(StatusCode::OK, 0, body.freeze())
 }
 

@@ -77,21 +77,25 @@ pub enum Command {
     NameLog { log: String },
 }
 
+/// About how many bytes one key takes in a command that lists keys
+/// (renews, evictions), as [`Command::approx_bytes`] counts it.
+pub fn approx_key_bytes(k: &InstanceKey) -> usize {
+    k.env.len() + k.appid.len() + k.zone.len() + k.hostname.len() + 4 * 16
+}
+
 impl Command {
     /// About how many bytes the command takes in a log entry (its strings,
     /// plus a little for the rest): cheap to work out, for keeping entries
     /// to a bounded size without serialising them twice.
     pub fn approx_bytes(&self) -> usize {
         const FIELD: usize = 16;
-        fn key(k: &InstanceKey) -> usize {
-            k.env.len() + k.appid.len() + k.zone.len() + k.hostname.len() + 4 * FIELD
-        }
+        let key = approx_key_bytes;
         fn metadata(m: &Metadata) -> usize {
             m.iter().map(|(k, v)| k.len() + v.len() + 8).sum()
         }
         fn instance(i: &Instance) -> usize {
             i.region.len()
-                + key(&i.key())
+                + approx_key_bytes(&i.key())
                 + i.addrs.iter().map(|a| a.len() + 4).sum::<usize>()
                 + i.version.len()
                 + metadata(&i.metadata)

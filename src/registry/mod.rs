@@ -22,7 +22,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub use app::{App, FetchData};
-pub use command::{Applied, Change, Command, Outcome, Renewal};
+pub use command::{approx_key_bytes, Applied, Change, Command, Outcome, Renewal};
 pub use error::RegistryError;
 pub use instance::{Instance, InstanceKey, Registration, Status, StatusMask, Timestamp};
 pub use metadata::{parse_metadata, Metadata};
@@ -147,6 +147,25 @@ impl Registry {
                 .values()
                 .map(|p| p.keys.len())
                 .sum::<usize>()
+    }
+
+    /// How many of this zone's own instances have renewed (or registered
+    /// again) since they first registered: the ones self-preservation
+    /// expects renews from. An instance that registered and never renewed
+    /// is not counted, so registrations that never renew (a flood, or
+    /// clients that die at once) are evicted on time instead of turning
+    /// self-preservation on for everyone. One pass, under the read lock,
+    /// once an eviction round.
+    pub fn renewing_len(&self) -> usize {
+        let renewed = |i: &Instance| i.renew_timestamp > i.reg_timestamp;
+        let all = self.instances().filter(|i| renewed(i)).count();
+        let foreign: usize = self
+            .partitions
+            .values()
+            .flat_map(|p| p.keys.iter())
+            .filter(|k| self.get(k).is_some_and(renewed))
+            .count();
+        all - foreign
     }
 
     /// Whether another zone's partition holds `key`.
@@ -424,6 +443,50 @@ impl Registry {
         Some(removed)
     }
 
+    /// Why a `set` of these changes would be refused for naming what is
+    /// not registered.
+    fn set_refusal(
+        &self,
+        env: &str,
+        appid: &str,
+        zone: &str,
+        changes: &[Change],
+    ) -> Option<RegistryError> {
+        let Some(app) = self.envs.get(env).and_then(|a| a.get(appid)) else {
+            return Some(RegistryError::bad("appid", &format!("{appid} not found")));
+        };
+        changes
+            .iter()
+            .find(|c| app.get(zone, &c.hostname).is_none())
+            .map(|c| {
+                RegistryError::bad(
+                    "hostname",
+                    &format!("{} not found in zone {zone}", c.hostname),
+                )
+            })
+    }
+
+    /// What applying `command` now would refuse it for: naming an instance
+    /// or an app that is not registered. The node that receives a client's
+    /// write asks before proposing it, so a write that can only fail never
+    /// takes room in the log; applying checks again, as the registry may
+    /// change in between.
+    pub fn refusal(&self, command: &Command) -> Option<RegistryError> {
+        match command {
+            Command::Cancel { key, .. } => {
+                self.get(key).is_none().then_some(RegistryError::NotFound)
+            }
+            Command::Set {
+                env,
+                appid,
+                zone,
+                changes,
+                ..
+            } => self.set_refusal(env, appid, zone, changes),
+            _ => None,
+        }
+    }
+
     fn set(
         &mut self,
         env: &str,
@@ -445,6 +508,11 @@ impl Registry {
                 return refused;
             }
         }
+        // Checked before the app is taken for writing: taking it copies
+        // it while a reader shares it, and a refused set changes nothing.
+        if let Some(refused) = self.set_refusal(env, appid, zone, changes) {
+            return refuse(refused);
+        }
         let Some(app) = self
             .envs
             .get_mut(env)
@@ -453,15 +521,6 @@ impl Registry {
         else {
             return refuse(RegistryError::bad("appid", &format!("{appid} not found")));
         };
-        if let Some(c) = changes
-            .iter()
-            .find(|c| app.get(zone, &c.hostname).is_none())
-        {
-            return refuse(RegistryError::bad(
-                "hostname",
-                &format!("{} not found in zone {zone}", c.hostname),
-            ));
-        }
         let ts = app.advance(at.max(self.high_water.saturating_add(1)));
         self.high_water = ts;
         for change in changes {

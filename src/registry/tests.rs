@@ -640,3 +640,70 @@ fn instances_of_an_app_share_what_they_have_in_common_also_when_restored() {
     assert_shared(&h1, &h2);
     assert_eq!(back.get(&key("a", "z1", "h1")).unwrap().reg_timestamp, 100);
 }
+
+#[test]
+fn only_instances_that_renewed_are_expected_to_renew() {
+    let mut r = Registry::default();
+    for i in 0..10 {
+        register(&mut r, "a", "z1", &format!("real{i}"), 100);
+    }
+    // A flood of registrations that never renew.
+    for i in 0..1000 {
+        register(&mut r, "flood", "z1", &format!("f{i}"), 100 + i);
+    }
+    assert_eq!(r.renewing_len(), 0);
+    let keys = (0..10)
+        .map(|i| key("a", "z1", &format!("real{i}")))
+        .collect();
+    r.apply(&Command::Renew { keys, at: 5000 });
+    assert_eq!(r.renewing_len(), 10);
+    // Registering again is a sign of life too.
+    register(&mut r, "flood", "z1", "f0", 6000);
+    assert_eq!(r.renewing_len(), 11);
+    assert_eq!(r.own_len(), 1010);
+}
+
+#[test]
+fn a_write_naming_what_is_not_registered_is_refused_before_it_is_proposed() {
+    let mut r = Registry::default();
+    register(&mut r, "a", "z1", "h1", 100);
+    let set = |hosts: &[&str]| Command::Set {
+        env: "dev".into(),
+        appid: "a".into(),
+        zone: "z1".into(),
+        changes: hosts
+            .iter()
+            .map(|h| Change {
+                hostname: h.to_string(),
+                status: Some(Status::Waiting),
+                metadata: None,
+            })
+            .collect(),
+        at: 200,
+    };
+    assert_eq!(r.refusal(&set(&["h1"])), None);
+    // The same answer applying it would give.
+    let refused = r.refusal(&set(&["h1", "ghost"])).unwrap();
+    assert_eq!(Err(refused), r.apply(&set(&["h1", "ghost"])).outcome);
+    let other_app = Command::Set {
+        env: "dev".into(),
+        appid: "nope".into(),
+        zone: "z1".into(),
+        changes: Vec::new(),
+        at: 200,
+    };
+    assert!(r.refusal(&other_app).is_some());
+    let cancel = |host: &str| Command::Cancel {
+        key: key("a", "z1", host),
+        at: 200,
+    };
+    assert_eq!(r.refusal(&cancel("ghost")), Some(RegistryError::NotFound));
+    assert_eq!(r.refusal(&cancel("h1")), None);
+    assert_eq!(
+        r.refusal(&Command::Register {
+            registration: reg("b", "z1", "new", Status::Up),
+            at: 300
+        }),
+        None
+    );
+}

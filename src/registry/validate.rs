@@ -48,6 +48,13 @@ pub struct Limits {
     pub metadata_bytes: usize,
     /// Instances one `set` may change.
     pub set_hostnames: usize,
+    /// The most bytes one command may take in the log (as estimated by
+    /// [`Command::approx_bytes`]): a follower must take one entry within
+    /// one heartbeat, and an entry of megabytes stalled replication for
+    /// every writer (etcd bounds requests at 1.5 MiB for the same reason).
+    /// A client's `set` past it is refused; the cluster's own batches
+    /// (renews, evictions) are cut to fit.
+    pub entry_bytes: usize,
 }
 
 impl Limits {
@@ -60,6 +67,7 @@ impl Limits {
         metadata_keys: 64,
         metadata_bytes: 8192,
         set_hostnames: 1024,
+        entry_bytes: 512 << 10,
     };
 }
 
@@ -78,7 +86,8 @@ pub fn validate(command: &Command, now: Timestamp, rules: &Rules) -> Result<(), 
         }
         Command::Renew { keys, at } | Command::Evict { keys, at, .. } => {
             stamped(*at, now, rules)?;
-            keys.iter().try_for_each(|k| key_ok(k, &rules.limits))
+            keys.iter().try_for_each(|k| key_ok(k, &rules.limits))?;
+            fits_an_entry("hostname", command, &rules.limits)
         }
         Command::Cancel { key, at } => {
             stamped(*at, now, rules)?;
@@ -105,7 +114,19 @@ pub fn validate(command: &Command, now: Timestamp, rules: &Rules) -> Result<(), 
                 changes.len(),
                 l.set_hostnames,
             )?;
-            changes.iter().try_for_each(|c| change_ok(c, l))
+            changes.iter().try_for_each(|c| change_ok(c, l))?;
+            let metadata: usize = changes
+                .iter()
+                .filter_map(|c| c.metadata.as_ref())
+                .flat_map(|m| m.iter())
+                .map(|(k, v)| k.len() + v.len())
+                .sum();
+            let param = if metadata * 2 > command.approx_bytes() {
+                "metadata"
+            } else {
+                "hostname"
+            };
+            fits_an_entry(param, command, l)
         }
         Command::Restore { backup, at } => {
             stamped(*at, now, rules)?;
@@ -399,6 +420,21 @@ fn text(param: &str, value: &str, max_bytes: usize) -> Result<(), RegistryError>
         return Err(RegistryError::bad(
             param,
             "must not hold control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// One command must fit one log entry (see [`Limits::entry_bytes`]).
+fn fits_an_entry(param: &str, command: &Command, l: &Limits) -> Result<(), RegistryError> {
+    let bytes = command.approx_bytes();
+    if bytes > l.entry_bytes {
+        return Err(RegistryError::bad(
+            param,
+            &format!(
+                "about {bytes} bytes in one write, at most {} allowed in one log entry: split it",
+                l.entry_bytes
+            ),
         ));
     }
     Ok(())

@@ -5,15 +5,17 @@
 //!
 //! - [`watch`]: a connection's idle state and its request-read deadline;
 //! - [`slots`]: the cap on open connections;
-//! - [`open_files`]: raising the open-files limit.
+//! - [`open_files`]: raising the open-files limit;
+//! - [`listen`]: binding with the system's accept backlog.
 
+pub mod listen;
 pub mod open_files;
 pub mod slots;
 pub mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
 use axum::extract::Request;
@@ -28,12 +30,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::fair::{Shares, Throttle};
 use crate::shutdown::stopped;
 use slots::Slots;
 use watch::{ConnState, Watched};
-
-/// A client that has not finished its TLS handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connections past the cap that are still answered "overloaded"; past
 /// these, a connection is closed unanswered.
@@ -86,9 +86,21 @@ pub struct Bounds {
     pub read_within: Duration,
     /// A kept-alive connection idle this long is closed.
     pub idle: Duration,
+    /// An answer the client reads nothing of for this long is cut, and its
+    /// connection closed.
+    pub send_within: Duration,
     /// The most connections open at once: past it the longest-idle one
     /// makes room, or with none idle, `overloaded` answers.
     pub max_connections: usize,
+    /// The most from one client (an address, an IPv6 /64): past it that
+    /// client's own longest-idle connection makes room.
+    pub per_client: usize,
+    /// TLS only: handshakes under way at once, a quarter of them from one
+    /// address (a connection that sends nothing holds one until
+    /// `handshake_within`); past it a new connection is closed at once. A connection is never closed to make
+    /// room while its handshake is under way.
+    pub handshakes: usize,
+    pub handshake_within: Duration,
     /// Answers every request of a connection past the cap.
     pub overloaded: Router,
 }
@@ -103,7 +115,13 @@ pub async fn serve(listener: Listener, mut shutdown: signal::Receiver<bool>) {
         name,
         bounds,
     } = listener;
-    let slots = Slots::new(bounds.max_connections);
+    let slots = Slots::new(bounds.max_connections, bounds.per_client);
+    // A quarter of the handshakes for one address: one that opens
+    // sockets and sends nothing does not hold up its peers' handshakes.
+    let handshakes = Shares::new(bounds.handshakes.max(1), (bounds.handshakes / 4).max(1));
+    // A flood of one fault (sockets that never finish a handshake) logs
+    // one line a minute, with how many it held back.
+    let warnings = Arc::new(Throttle::new(Duration::from_secs(60)));
     let overload_answers = Arc::new(Semaphore::new(OVERLOAD_ANSWERS));
     // Past the cap a connection gets one answer, quickly, and is closed.
     let overload_bounds = Bounds {
@@ -127,7 +145,7 @@ pub async fn serve(listener: Listener, mut shutdown: signal::Receiver<bool>) {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let Some(slot) = slots.admit() else {
+                let Some(slot) = slots.admit(remote.ip()) else {
                     // Every connection is busy. Over TLS the answer would
                     // cost a handshake: those are simply closed.
                     let permit = overload_answers.clone().try_acquire_owned();
@@ -135,7 +153,7 @@ pub async fn serve(listener: Listener, mut shutdown: signal::Receiver<bool>) {
                         tracing::debug!(listener = name, %remote, "overloaded: every connection busy");
                         let conn = Conn {
                             remote,
-                            state: ConnState::new(std::time::Instant::now()),
+                            state: ConnState::new(Instant::now()),
                             keep_alive: false,
                             tag: None,
                         };
@@ -159,17 +177,40 @@ pub async fn serve(listener: Listener, mut shutdown: signal::Receiver<bool>) {
                         let _slot = slot;
                         conn.serve(stream, router, &bounds, stop).await;
                     }),
-                    Some(tls) => connections.spawn(async move {
+                    Some(tls) => {
+                        let handshaking = match handshakes.take(remote.ip()) {
+                            Ok(share) => share,
+                            Err(refused) => {
+                                if let Some(held_back) = warnings.allow("handshakes", Instant::now()) {
+                                    tracing::warn!(
+                                        listener = name,
+                                        %remote,
+                                        held_back,
+                                        "TLS handshakes under way: {refused}: connection closed"
+                                    );
+                                }
+                                continue;
+                            }
+                        };
+                        let warnings = warnings.clone();
+                        let within = bounds.handshake_within;
+                        // Busy while it shakes hands: never closed to make
+                        // room half-way, and counted against its client.
+                        slot.state.begin_request();
+                        connections.spawn(async move {
                         let _slot = slot;
                         let acceptor = TlsAcceptor::from(tls.config.clone());
-                        if let Some(stream) = handshake(&acceptor, stream, remote, name).await {
+                        let shaken = handshake(&acceptor, stream, remote, name, within, &warnings).await;
+                        drop(handshaking);
+                        conn.state.answered();
+                        if let Some(stream) = shaken {
                             if let Some(identify) = &tls.identify {
                                 let chain = stream.get_ref().1.peer_certificates().unwrap_or(&[]);
                                 conn.tag = Some(identify(chain));
                             }
                             conn.serve(stream, router, &bounds, stop).await;
                         }
-                    }),
+                    })},
                 };
             }
             _ = stopped(&mut shutdown) => break,
@@ -189,19 +230,28 @@ async fn handshake(
     stream: TcpStream,
     remote: SocketAddr,
     name: &'static str,
+    within: Duration,
+    warnings: &Throttle,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+    // One line a minute per kind of fault: the message, which names the
+    // reason (an unknown issuer, an expired certificate), not the address.
+    let warn = |message: String| {
+        if let Some(held_back) = warnings.allow(&message, Instant::now()) {
+            tracing::warn!(listener = name, %remote, held_back, "{message}");
+        }
+    };
+    match tokio::time::timeout(within, tls.accept(stream)).await {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
             if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
-                tracing::warn!(listener = name, %remote, "TLS handshake refused: {e}");
+                warn(format!("TLS handshake refused: {e}"));
             } else {
                 tracing::debug!(listener = name, %remote, "TLS handshake abandoned: {e}");
             }
             None
         }
         Err(_) => {
-            tracing::warn!(listener = name, %remote, "TLS handshake timed out");
+            warn(format!("TLS handshake not finished within {within:?}"));
             None
         }
     }
@@ -238,7 +288,12 @@ impl Conn {
             }
             req
         });
-        let stream = Watched::new(stream, self.state.clone(), bounds.read_within);
+        let stream = Watched::new(
+            stream,
+            self.state.clone(),
+            bounds.read_within,
+            bounds.send_within,
+        );
         // hyper's header timer runs from when it waits for a request head:
         // between requests too, so it is the idle timeout; the slow-head
         // bound is the stream's.

@@ -1,6 +1,9 @@
 //! What the accept loop knows of each connection: whether it is idle (no
-//! request under way: it may be closed to make room), and a bound on how
-//! long a request may take to arrive once its first byte has.
+//! request under way: it may be closed to make room), a bound on how long
+//! a request may take to arrive once its first byte has, and a bound on
+//! how long an answer may wait for the client to read (nginx's
+//! `send_timeout`): a client that stops reading keeps nothing in memory
+//! for longer than that.
 
 use std::io;
 use std::pin::Pin;
@@ -11,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
+use tokio::time::Sleep;
+
+use std::future::Future;
 
 /// The shared state of one connection.
 pub struct ConnState {
@@ -56,32 +62,91 @@ impl ConnState {
     }
 }
 
-/// A stream that keeps its [`ConnState`] current and fails a read that
+/// A stream that keeps its [`ConnState`] current, fails a read that
 /// brings bytes of a request started more than `read_within` ago
-/// (a slowloris client dripping its head one byte at a time).
+/// (a slowloris client dripping its head one byte at a time), and fails a
+/// write that could not go out for `send_within` (a client that asked for
+/// a large answer and does not read it).
 pub struct Watched<S> {
     inner: S,
     state: Arc<ConnState>,
     read_within: Duration,
     request_started: Option<Instant>,
+    send_within: Duration,
+    /// Armed while a write waits for the client to read; made on the
+    /// first stall only.
+    stalled: Option<Pin<Box<Sleep>>>,
+    stalled_armed: bool,
 }
 
 impl<S> Watched<S> {
-    pub fn new(inner: S, state: Arc<ConnState>, read_within: Duration) -> Self {
+    pub fn new(
+        inner: S,
+        state: Arc<ConnState>,
+        read_within: Duration,
+        send_within: Duration,
+    ) -> Self {
         Watched {
             inner,
             state,
             read_within,
             request_started: None,
+            send_within,
+            stalled: None,
+            stalled_armed: false,
         }
     }
 
-    /// Notes a write: an answer is going out, so the request was read.
-    fn wrote(&mut self, polled: &Poll<io::Result<usize>>) {
-        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
-            self.request_started = None;
-            self.state.answered();
+    /// Notes a write: an answer is going out, so the request was read; a
+    /// write that waits arms the send timeout, one that makes progress
+    /// disarms it. Turns a write that waited too long into an error.
+    fn wrote<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>>
+    where
+        T: Progress,
+    {
+        match &polled {
+            Poll::Ready(Ok(n)) if n.made() => {
+                self.request_started = None;
+                self.state.answered();
+                self.stalled_armed = false;
+                polled
+            }
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + self.send_within;
+                if !self.stalled_armed {
+                    self.stalled_armed = true;
+                    match &mut self.stalled {
+                        Some(sleep) => sleep.as_mut().reset(deadline),
+                        None => self.stalled = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                }
+                match self.stalled.as_mut().map(|s| s.as_mut().poll(cx)) {
+                    Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client read nothing of the answer within the send timeout",
+                    ))),
+                    _ => Poll::Pending,
+                }
+            }
+            _ => polled,
         }
+    }
+}
+
+/// Whether a write or flush that completed moved bytes.
+trait Progress {
+    fn made(&self) -> bool;
+}
+
+impl Progress for usize {
+    fn made(&self) -> bool {
+        *self > 0
+    }
+}
+
+impl Progress for () {
+    fn made(&self) -> bool {
+        false
     }
 }
 
@@ -117,12 +182,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.wrote(&polled);
-        polled
+        self.wrote(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        if polled.is_ready() {
+            self.stalled_armed = false;
+            return polled;
+        }
+        self.wrote(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -135,8 +204,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.wrote(&polled);
-        polled
+        self.wrote(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -80,6 +80,15 @@ pub fn free_addr() -> Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
+/// The per-address shares, as large as the global caps (a limit of 0
+/// would mean "a quarter"): what a bench's one-address load runs with.
+pub const PER_ADDRESS_OFF: [(&str, &str); 4] = [
+    ("DISCOVERY_MAX_HELD_POLLS_PER_CLIENT", "1000000"),
+    ("DISCOVERY_MAX_CONNECTIONS_PER_CLIENT", "1000000"),
+    ("DISCOVERY_NEW_INSTANCES_PER_SEC", "100000000"),
+    ("DISCOVERY_NEW_INSTANCES_PER_APP_PER_SEC", "100000000"),
+];
+
 /// How to start the server: which binary, and the peer setup its
 /// configuration gets.
 #[derive(Clone)]
@@ -205,6 +214,13 @@ impl Server {
             if key.to_string_lossy().starts_with("DISCOVERY_") {
                 cmd.env_remove(key);
             }
+        }
+        // Every load comes from this one machine, one address: the
+        // per-address shares (which a build before them ignores) would
+        // measure the limit, not the server. `discovery-bench hostile`
+        // sets them back where it runs the attacks they bound.
+        for (key, value) in PER_ADDRESS_OFF {
+            cmd.env(key, value);
         }
         // SAFETY: the closure only calls prctl, which is async-signal-safe.
         // It makes the server die with the bench even if the bench itself is
