@@ -39,6 +39,11 @@ pub struct Access {
     pub allow_write_from: Vec<IpNet>,
     /// The bearer token admin changes need.
     pub admin_token: AdminToken,
+    /// When set, `/metrics` needs it (or the admin token).
+    pub metrics_token: AdminToken,
+    /// Whether `/admin/status` shows peer addresses and storage figures to
+    /// anyone; when false, only to a holder of either token.
+    pub public_status: bool,
 }
 
 impl Access {
@@ -102,6 +107,22 @@ impl AdminToken {
     }
 }
 
+impl Access {
+    /// Whether `authorization` carries the admin token, or the metrics
+    /// token when one is set: what lets a caller see what strangers do not.
+    pub fn insider(&self, authorization: Option<&str>) -> bool {
+        self.admin_token.check(authorization).is_ok()
+            || (self.metrics_token.is_set() && self.metrics_token.check(authorization).is_ok())
+    }
+}
+
+impl AdminToken {
+    /// Whether a token is configured at all.
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
 /// Compares in time that does not depend on where the bytes differ.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -115,6 +136,7 @@ mod tests {
         Access {
             allow_write_from: nets.iter().map(|n| n.parse().unwrap()).collect(),
             admin_token: AdminToken::new(token.map(str::to_string)),
+            ..Access::default()
         }
     }
 

@@ -314,6 +314,13 @@ pub struct SecurityConfig {
     pub allow_write_from: Vec<String>,
     /// How far ahead of the leader's clock a command may be stamped.
     pub max_clock_skew_ms: u64,
+    /// Whether `/admin/status` shows peer addresses and storage figures
+    /// to anyone (the console reads it); false: only with the admin or
+    /// metrics token, others get the rest.
+    pub public_status: bool,
+    /// When set, `/metrics` needs `Authorization: Bearer` with it (or the
+    /// admin token); `DISCOVERY_METRICS_TOKEN` overrides it.
+    pub metrics_token: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -397,6 +404,8 @@ impl Default for SecurityConfig {
             admin_token: String::new(),
             allow_write_from: vec!["0.0.0.0/0".into(), "::/0".into()],
             max_clock_skew_ms: 60_000,
+            public_status: true,
+            metrics_token: String::new(),
         }
     }
 }
@@ -490,6 +499,9 @@ pub struct Flags {
     /// The bearer token membership changes need.
     #[arg(long, env = "DISCOVERY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// The bearer token `/metrics` needs (none: open).
+    #[arg(long, env = "DISCOVERY_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Per-address shares (connections.max_held_polls_per_client,
     /// max_connections_per_client, new_instances_per_sec): behind a proxy
     /// every client has the proxy's address, and a load generator on one
@@ -593,6 +605,7 @@ impl Config {
             t.insecure_peers = true;
         }
         set(&mut self.security.admin_token, &flags.admin_token);
+        set(&mut self.security.metrics_token, &flags.metrics_token);
         let c = &mut self.connections;
         if let Some(n) = flags.max_held_polls_per_client {
             c.max_held_polls_per_client = n;
@@ -823,6 +836,12 @@ impl Config {
     /// The admin token, if one is set.
     pub fn admin_token(&self) -> Option<String> {
         let token = self.security.admin_token.trim();
+        (!token.is_empty()).then(|| token.to_string())
+    }
+
+    /// The token `/metrics` needs, if any.
+    pub fn metrics_token(&self) -> Option<String> {
+        let token = self.security.metrics_token.trim();
         (!token.is_empty()).then(|| token.to_string())
     }
 

@@ -301,6 +301,8 @@ impl Node {
         let access = Arc::new(Access {
             allow_write_from: config.write_networks()?,
             admin_token: AdminToken::new(config.admin_token()),
+            metrics_token: AdminToken::new(config.metrics_token()),
+            public_status: config.security.public_status,
         });
         let guard = Guard::new(
             raft.clone(),
@@ -338,6 +340,7 @@ impl Node {
             link: link.clone(),
             handover: handover.clone(),
             contacts: contacts.clone(),
+            access: access.clone(),
         };
 
         let c = &config.connections;

@@ -140,3 +140,123 @@ async fn the_client_port_serves_https_when_given_a_certificate() {
     );
     node.stop().await;
 }
+
+/// A node process with `[security]` set as given, logging to a file.
+struct Process {
+    child: std::process::Child,
+    client: Client,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn process_with(security: &str) -> Process {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nlisten = \"{addr}\"\npeer_listen = \"127.0.0.1:{}\"\nadvertise = \"{addr}\"\n\
+             data_dir = \"{}\"\n[tls]\ninsecure_peers = true\n[security]\n{security}\n",
+            common::free_port(),
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("node.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_discovery"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("discovery starts");
+    let client = Client::from_source(&format!("http://{addr}"), [127, 0, 0, 1]);
+    common::serving(&client).await;
+    Process {
+        child,
+        client,
+        log,
+        _dir: dir,
+    }
+}
+
+/// With `public_status = false` and a metrics token, strangers see no peer
+/// address, storage figure or disk reading; either token shows them; and
+/// wrong tokens sent in a loop cost one log line a minute per reason.
+#[tokio::test]
+async fn less_for_strangers_and_wrong_tokens_do_not_flood_the_log() {
+    let node = process_with(
+        "admin_token = \"admin-secret\"\npublic_status = false\nmetrics_token = \"metrics-secret\"",
+    )
+    .await;
+    let c = &node.client;
+    let get = |path: &'static str, token: Option<&'static str>| {
+        let mut request = c.http.get(format!("{}{path}", c.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (code, stranger) = get("/admin/status", None).await;
+    assert_eq!(code, 200);
+    let stranger: serde_json::Value = serde_json::from_str(&stranger).unwrap();
+    assert!(
+        stranger["members"]["1"]["api_addr"].is_string(),
+        "{stranger}"
+    );
+    assert!(
+        stranger["members"]["1"].get("raft_addr").is_none(),
+        "{stranger}"
+    );
+    assert!(stranger.get("storage").is_none(), "{stranger}");
+    for token in ["admin-secret", "metrics-secret"] {
+        let (_, inside) = get("/admin/status", Some(token)).await;
+        let inside: serde_json::Value = serde_json::from_str(&inside).unwrap();
+        assert!(inside["members"]["1"]["raft_addr"].is_string(), "{inside}");
+        assert!(inside["storage"].is_object(), "{inside}");
+    }
+
+    let (code, body) = get("/metrics", None).await;
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("metrics_token"), "{body}");
+    assert_eq!(get("/metrics", Some("wrong")).await.0, 401);
+    for token in ["admin-secret", "metrics-secret"] {
+        let (code, body) = get("/metrics", Some(token)).await;
+        assert_eq!(code, 200);
+        assert!(body.contains("disk_free_bytes"), "{body}");
+    }
+
+    // 300 wrong tokens, on two routes.
+    for _ in 0..150 {
+        assert_eq!(get("/admin/backup", Some("guess")).await.0, 401);
+        assert_eq!(get("/metrics", Some("guess")).await.0, 401);
+    }
+    let log = std::fs::read_to_string(&node.log).unwrap();
+    let lines = log.lines().filter(|l| l.contains("refused")).count();
+    assert!(lines <= 3, "{lines} lines for 300 wrong tokens:\n{log}");
+}
+
+/// By default status and metrics stay open, as the console and a plain
+/// Prometheus scrape expect.
+#[tokio::test]
+async fn by_default_status_and_metrics_are_open() {
+    let node = TestNode::start(1000).await;
+    let c = node.client();
+    let status = c.status().await;
+    assert!(status["members"]["1"]["raft_addr"].is_string(), "{status}");
+    assert_eq!(c.get("/metrics").await.status, 200);
+    node.stop().await;
+}

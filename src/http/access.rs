@@ -4,7 +4,8 @@
 //! changes need the admin bearer token. Reads and polls stay open.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{AUTHORIZATION, HOST, ORIGIN, REFERER};
@@ -12,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::reply;
+use crate::fair::Throttle;
 
 pub use crate::auth::Access;
 
@@ -32,19 +34,60 @@ pub async fn writes(
     reply::error(&Access::refused(remote.ip()))
 }
 
-/// Lets an admin change through only with the admin token.
-pub async fn admin(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
-    let header = request
+/// Refusals of a wrong or missing token are logged once a minute per
+/// reason, with how many were held back: a client sending wrong tokens in
+/// a loop cannot flood the log.
+static REFUSALS: LazyLock<Throttle> = LazyLock::new(|| Throttle::new(Duration::from_secs(60)));
+
+fn refused(what: &str, remote: SocketAddr, reason: &str) {
+    if let Some(held_back) = REFUSALS.allow(reason, Instant::now()) {
+        tracing::warn!(%remote, held_back, "{what} refused: {reason}");
+    }
+}
+
+fn authorization(request: &Request) -> Option<&str> {
+    request
         .headers()
         .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match access.admin_token.check(header) {
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Lets an admin change through only with the admin token.
+pub async fn admin(
+    State(access): State<Arc<Access>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match access.admin_token.check(authorization(&request)) {
         Ok(()) => next.run(request).await,
         Err(reason) => {
-            tracing::warn!("admin change refused: {reason}");
+            refused("admin change", remote, reason);
             reply::unauthorized(reason)
         }
     }
+}
+
+/// Lets `/metrics` through only with the metrics token (or the admin
+/// token), when one is configured.
+pub async fn metrics(
+    State(access): State<Arc<Access>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !access.metrics_token.is_set() || access.insider(authorization(&request)) {
+        return next.run(request).await;
+    }
+    let reason = "/metrics needs an Authorization: Bearer token (security.metrics_token)";
+    refused("metrics", remote, reason);
+    reply::unauthorized(reason)
+}
+
+/// Whether the request may see what `public_status = false` keeps from
+/// strangers.
+pub fn insider(access: &Access, headers: &axum::http::HeaderMap) -> bool {
+    access.public_status || access.insider(headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()))
 }
 
 /// The other site a browser says a request comes from, if any: an

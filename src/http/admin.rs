@@ -116,18 +116,57 @@ pub struct Admin {
     pub handover: Handover,
     /// This node's contact with other zones, as their follower.
     pub contacts: Arc<Contacts>,
+    /// Who may see what (`security.public_status`).
+    pub access: Arc<crate::auth::Access>,
 }
 
-pub async fn status(
-    State(Admin {
+/// `/admin/status`: all of it to anyone by default; with
+/// `security.public_status = false`, without the admin or metrics token,
+/// the same less what maps the cluster's inside (see [`for_strangers`]).
+pub async fn status(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    let insider = super::access::insider(&admin.access, &headers);
+    let status = read_status(admin);
+    if insider {
+        return Json(status).into_response();
+    }
+    let mut value = serde_json::to_value(&status).unwrap_or_default();
+    for_strangers(&mut value);
+    Json(value).into_response()
+}
+
+/// Takes out of a status what a stranger has no use for and an attacker
+/// would: the members' peer addresses, the storage figures, other zones'
+/// last errors (which name their addresses).
+fn for_strangers(status: &mut serde_json::Value) {
+    if let Some(members) = status["members"].as_object_mut() {
+        for member in members.values_mut() {
+            if let Some(member) = member.as_object_mut() {
+                member.remove("raft_addr");
+            }
+        }
+    }
+    if let Some(status) = status.as_object_mut() {
+        status.remove("storage");
+    }
+    if let Some(zones) = status["zones"].as_object_mut() {
+        for zone in zones.values_mut() {
+            if let Some(zone) = zone.as_object_mut() {
+                zone.remove("error");
+            }
+        }
+    }
+}
+
+fn read_status(
+    Admin {
         raft,
         api,
         log,
         eviction,
         contacts,
         ..
-    }): State<Admin>,
-) -> Json<Status> {
+    }: Admin,
+) -> Status {
     let m = raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
@@ -155,7 +194,7 @@ pub async fn status(
     // deadlocks (parking_lot lets the writer go first).
     let instances = api.local.read().len();
     let zones = zones_status(&api, &contacts);
-    Json(Status {
+    Status {
         id: m.id,
         state: format!("{:?}", m.state),
         leader: m.current_leader,
@@ -173,7 +212,7 @@ pub async fn status(
         self_preservation: *eviction.preservation.lock(),
         storage: log.stats(),
         zones,
-    })
+    }
 }
 
 fn zones_status(api: &Api, contacts: &Contacts) -> BTreeMap<String, ZoneStatus> {

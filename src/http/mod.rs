@@ -86,13 +86,16 @@ pub fn router(
             "/admin/restore",
             post(admin::restore).layer(DefaultBodyLimit::max(RESTORE_BODY)),
         )
-        .route_layer(from_fn_with_state(access, access::admin))
+        .route_layer(from_fn_with_state(access.clone(), access::admin))
         .with_state(admin.clone());
     let status = Router::new()
         .route("/admin/status", get(admin::status))
         .route("/admin/digest", get(admin::digest))
         .route(SCHEDULER_PATH, get(scheduler::list))
-        .route("/metrics", get(admin::metrics))
+        .route(
+            "/metrics",
+            get(admin::metrics).route_layer(from_fn_with_state(access, access::metrics)),
+        )
         .route("/admin/changes", get(admin::changes))
         .route("/", get(console::page))
         .with_state(admin);
