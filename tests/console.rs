@@ -192,7 +192,25 @@ async fn the_console_shows_a_registration_live_without_a_reload() {
     assert_eq!(page.status(), 200);
     let csp = page.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("default-src 'self'"), "{csp}");
+    // No inline script or style may run: the page's own are files.
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
     assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    let text = page.text().await.unwrap();
+    assert!(
+        !text.contains("<script>") && !text.contains("<style>"),
+        "{text}"
+    );
+    for (path, kind) in [
+        ("/console.js", "text/javascript"),
+        ("/console.css", "text/css"),
+    ] {
+        let file = node.client().http.get(node.url(path)).send().await.unwrap();
+        assert_eq!(file.status(), 200, "{path}");
+        let content_type = file.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        assert_eq!(file.headers()["x-content-type-options"], "nosniff");
+    }
 
     let browser = Browser::start(&driver, &chromium).await;
     browser.open(&node.url("/")).await;

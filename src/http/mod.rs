@@ -98,6 +98,8 @@ pub fn router(
         )
         .route("/admin/changes", get(admin::changes))
         .route("/", get(console::page))
+        .route("/console.css", get(console::style))
+        .route("/console.js", get(console::script))
         .with_state(admin);
     writes
         .merge(reads)
