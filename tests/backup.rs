@@ -126,3 +126,153 @@ async fn a_backup_restores_into_another_cluster_with_its_instances() {
     from.stop().await;
     to.stop().await;
 }
+
+/// A backup many times larger than one log entry restores in parts on a
+/// three-node cluster: every node ends with the backup's instances and the
+/// same digest, a steady writer meanwhile gets no -503 and no election
+/// happens, and a restore's parts out of order are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_larger_than_an_entry_restores_in_parts_while_writes_go_on() {
+    use common::cluster::{Cluster, Timings, ADMIN_TOKEN};
+    let cluster = Cluster::start(
+        3,
+        Timings {
+            lifecycle: "[limits]\nentry_bytes = 65536\n".into(),
+            ..Timings::default()
+        },
+    )
+    .await;
+    let leader = cluster.leader().await;
+    let c = cluster.client(leader);
+    let metadata = format!("{{\"blob\":\"{}\"}}", "m".repeat(1000));
+    let registers = (0..1500).map(|i| {
+        let (c, metadata) = (c.clone(), metadata.clone());
+        async move {
+            let host = format!("host-{i:04}");
+            c.post(
+                "/discovery/register",
+                &[
+                    ("zone", "sh001"),
+                    ("env", "dev"),
+                    ("appid", if i % 3 == 0 { "small.app" } else { "big.app" }),
+                    ("hostname", &host),
+                    ("status", "1"),
+                    ("addrs", "http://10.0.0.1:80"),
+                    ("metadata", &metadata),
+                ],
+            )
+            .await
+        }
+    });
+    use futures::StreamExt;
+    let answers: Vec<_> = futures::stream::iter(registers)
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(answers.iter().all(|a| a.code() == 0));
+    let admin = |path: &str| {
+        c.http
+            .get(format!("{}{path}", c.base))
+            .bearer_auth(ADMIN_TOKEN)
+    };
+    let backup = admin("/admin/backup")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(backup.len() > 1_500_000, "{} bytes", backup.len());
+    // Change the registry, then restore it as it was.
+    for i in 0..20 {
+        let host = format!("host-{:04}", i * 3 + 1);
+        let r = c
+            .post(
+                "/discovery/cancel",
+                &[
+                    ("zone", "sh001"),
+                    ("env", "dev"),
+                    ("appid", "big.app"),
+                    ("hostname", &host),
+                ],
+            )
+            .await;
+        assert_eq!(r.code(), 0, "{}", r.text);
+    }
+    let term = cluster.status(leader).await.unwrap()["term"].clone();
+    // A steady writer through a follower while the restore runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (w, stop) = (cluster.client((leader + 1) % 3), stop.clone());
+        tokio::spawn(async move {
+            let mut codes = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let answer = w.register("steady.app", "sh001", "w1", "1").await;
+                codes.push(answer.code());
+            }
+            codes
+        })
+    };
+    let restored = c
+        .http
+        .post(format!("{}/admin/restore", c.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(backup.clone())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let codes = writer.await.unwrap();
+    assert!(restored.contains("restored 1500 instances"), "{restored}");
+    assert!(
+        !codes.is_empty() && codes.iter().all(|c| *c == 0),
+        "{codes:?}"
+    );
+    assert_eq!(
+        cluster.status(leader).await.unwrap()["term"],
+        term,
+        "an election"
+    );
+    let log = cluster.log(leader);
+    let parts: usize = log
+        .lines()
+        .find(|l| l.contains("registry restored from a backup"))
+        .and_then(|l| l.split("parts=").nth(1))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no restore line:\n{log}"));
+    assert!(parts > 20, "{parts} parts");
+    // Every node holds the backup's instances (the steady writer's
+    // instance is gone with the restore, or came after it) and, at the
+    // leader's applied index, they agree.
+    let index = cluster.status(leader).await.unwrap()["applied_index"]
+        .as_u64()
+        .unwrap();
+    let mut digests = Vec::new();
+    for i in 0..3 {
+        cluster.wait_applied(i, index).await;
+        let a = cluster.client(i);
+        for _ in 0..100 {
+            if a.fetch("big.app", 3).await.json()["data"]["instances"]["sh001"]
+                .as_array()
+                .is_some_and(|l| l.len() == 1000)
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let big = a.fetch("big.app", 3).await.json();
+        assert_eq!(
+            big["data"]["instances"]["sh001"].as_array().unwrap().len(),
+            1000
+        );
+        digests.push(a.get("/admin/digest").await.json()["digest"].clone());
+    }
+    assert!(
+        digests.iter().all(|d| d.is_string()) && digests.windows(2).all(|w| w[0] == w[1]),
+        "{digests:?}"
+    );
+}

@@ -28,7 +28,10 @@ use crate::raft::log_store::{LogStore, StorageStats};
 use crate::raft::space::SpaceGuard;
 use crate::raft::{Member, NodeId, Raft};
 use crate::registry::eviction::Preservation;
-use crate::registry::{Command, RegistryError, RegistrySnapshot};
+use crate::registry::restore;
+use crate::registry::{
+    approx_instance_bytes, Command, RegistryError, RegistrySnapshot, MAX_RESTORE_BYTES,
+};
 use crate::telemetry::{Metrics, Sample, ZoneSample};
 use crate::zones::puller::{Contact, Contacts};
 
@@ -362,18 +365,63 @@ pub async fn restore(
         ));
     }
     let instances: usize = backup.registry.apps.iter().map(|a| a.instances.len()).sum();
-    let command = Command::Restore {
-        backup: backup.registry,
-        at: now(),
-    };
-    match api.writer.write(command, operator(&headers).into()).await {
-        Ok(Ok(_)) => {
-            tracing::warn!(instances, from_index = ?backup.applied_index, "registry restored from a backup");
-            reply::answer(0, &format!("restored {instances} instances"), None)
-        }
-        Ok(Err(e)) | Err(WriteError::Invalid(e)) => reply::error(&e),
-        Err(e) => reply::answer(-503, &e.to_string(), None),
+    let total: usize = backup
+        .registry
+        .apps
+        .iter()
+        .flat_map(|a| &a.instances)
+        .map(approx_instance_bytes)
+        .sum();
+    if total > MAX_RESTORE_BYTES {
+        return reply::error(&RegistryError::bad(
+            "backup",
+            &format!(
+                "about {} MiB, over the {} MiB a restore may carry: restore a copy of a data \
+                 directory instead (docs/operations.md, Backup and restore)",
+                total >> 20,
+                MAX_RESTORE_BYTES >> 20
+            ),
+        ));
     }
+    // In parts that each fit one log entry, one after the other: other
+    // writes go through between them, and every replica stages the parts
+    // until the last replaces the registry at once.
+    let parts = restore::split(backup.registry, api.writer.entry_bytes());
+    let of = parts.len() as u32;
+    let id = now();
+    let started = std::time::Instant::now();
+    for (part, backup) in parts.into_iter().enumerate() {
+        let command = Command::RestorePart {
+            id,
+            part: part as u32,
+            of,
+            instances,
+            backup,
+            at: now(),
+        };
+        match api.writer.write(command, operator(&headers).into()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) | Err(WriteError::Invalid(e)) => return reply::error(&e),
+            Err(e) => {
+                return reply::answer(
+                    -503,
+                    &format!(
+                        "{e} (part {} of {of}; nothing is restored until the last: start again)",
+                        part + 1
+                    ),
+                    None,
+                )
+            }
+        }
+    }
+    tracing::warn!(
+        instances,
+        parts = of,
+        took_ms = started.elapsed().as_millis() as u64,
+        from_index = ?backup.applied_index,
+        "registry restored from a backup"
+    );
+    reply::answer(0, &format!("restored {instances} instances"), None)
 }
 
 /// The registry's digest at the index this node has applied: replicas that

@@ -137,6 +137,20 @@ fn describe(index: u64, command: &Command, outcome: &Outcome) -> Option<Change> 
             change.count = count;
             Some(change)
         }
+        // A restore in parts changes the registry at its last part.
+        (
+            Command::RestorePart {
+                part,
+                of,
+                instances,
+                ..
+            },
+            _,
+        ) if part + 1 == *of => {
+            let mut change = entry("restore", "", "", "", Vec::new());
+            change.count = *instances;
+            Some(change)
+        }
         _ => None,
     }
 }

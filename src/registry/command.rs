@@ -48,6 +48,20 @@ pub enum Command {
         backup: RegistrySnapshot,
         at: Timestamp,
     },
+    /// One part of a backup too large for one log entry, restored in
+    /// parts (see [`super::restore`]): staged in order; the last replaces
+    /// the registry with the whole backup as `Restore` does. `id` (the
+    /// first part's `at`) names the restore; the first part carries all but
+    /// the apps, every part some apps or pieces of one; `instances` is the
+    /// whole backup's count.
+    RestorePart {
+        id: Timestamp,
+        part: u32,
+        of: u32,
+        instances: usize,
+        backup: RegistrySnapshot,
+        at: Timestamp,
+    },
     /// Sets the scheduler served with an app, in one env or (`env: None`)
     /// every env, or clears it (`rules: None`); one set this way wins over
     /// the configuration file's for the same app.
@@ -77,6 +91,22 @@ pub enum Command {
     NameLog { log: String },
 }
 
+/// About how many bytes one instance takes in a command that carries
+/// instances (restores, zone copies), as [`Command::approx_bytes`] counts
+/// it.
+pub fn approx_instance_bytes(i: &Instance) -> usize {
+    const FIELD: usize = 16;
+    i.region.len()
+        + approx_key_bytes(&i.key())
+        + i.addrs.iter().map(|a| a.len() + 4).sum::<usize>()
+        + i.version.len()
+        + i.metadata
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum::<usize>()
+        + 12 * FIELD
+}
+
 /// About how many bytes one key takes in a command that lists keys
 /// (renews, evictions), as [`Command::approx_bytes`] counts it.
 pub fn approx_key_bytes(k: &InstanceKey) -> usize {
@@ -93,14 +123,7 @@ impl Command {
         fn metadata(m: &Metadata) -> usize {
             m.iter().map(|(k, v)| k.len() + v.len() + 8).sum()
         }
-        fn instance(i: &Instance) -> usize {
-            i.region.len()
-                + approx_key_bytes(&i.key())
-                + i.addrs.iter().map(|a| a.len() + 4).sum::<usize>()
-                + i.version.len()
-                + metadata(&i.metadata)
-                + 12 * FIELD
-        }
+        let instance = approx_instance_bytes;
         match self {
             Command::Register {
                 registration: r, ..
@@ -116,7 +139,7 @@ impl Command {
                 keys.iter().map(key).sum::<usize>() + 2 * FIELD
             }
             Command::Cancel { key: k, .. } => key(k) + FIELD,
-            Command::Restore { backup, .. } => backup
+            Command::Restore { backup, .. } | Command::RestorePart { backup, .. } => backup
                 .apps
                 .iter()
                 .flat_map(|a| &a.instances)

@@ -9,6 +9,7 @@ pub mod eviction;
 mod instance;
 mod metadata;
 mod name;
+pub mod restore;
 mod scheduler;
 mod thaw;
 mod validate;
@@ -22,14 +23,16 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub use app::{App, FetchData};
-pub use command::{approx_key_bytes, Applied, Change, Command, Outcome, Renewal};
+pub use command::{
+    approx_instance_bytes, approx_key_bytes, Applied, Change, Command, Outcome, Renewal,
+};
 pub use error::RegistryError;
 pub use instance::{Instance, InstanceKey, Registration, Status, StatusMask, Timestamp};
 pub use metadata::{parse_metadata, Metadata};
 pub use name::Name;
 pub use scheduler::{Schedule, SchedulerRule, Schedules};
 pub use thaw::Thawed;
-pub use validate::{key_ok, validate, Limits, Rules, CLUSTER_APPID};
+pub use validate::{key_ok, validate, Limits, Rules, CLUSTER_APPID, MAX_RESTORE_BYTES};
 
 /// `(env, appid)`: the unit that long polls watch.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -91,6 +94,8 @@ pub struct Registry {
     /// that streams to other zones (replicated): their cursors say which
     /// log they point into.
     log: Option<String>,
+    /// The parts of a restore received so far (replicated).
+    restoring: Option<Box<restore::Staged>>,
 }
 
 /// The origin's entry a zone batch brings its partition up to.
@@ -232,6 +237,26 @@ impl Registry {
             Command::Restore { backup, at } => {
                 *own = OwnChanges::Reset;
                 self.restore_backup(backup, *at)
+            }
+            Command::RestorePart {
+                id,
+                part,
+                of,
+                backup,
+                at,
+                ..
+            } => {
+                let mut staged = self.restoring.take().map(|s| *s);
+                let taken = restore::Staged::take(&mut staged, *id, *part, *of, backup);
+                self.restoring = staged.map(Box::new);
+                match taken {
+                    Err(e) => Effect::new(Err(e), Vec::new()),
+                    Ok(None) => Effect::new(Ok(Applied::Done), Vec::new()),
+                    Ok(Some(whole)) => {
+                        *own = OwnChanges::Reset;
+                        self.restore_backup(&whole, *at)
+                    }
+                }
             }
             Command::Renew { keys, at } => Effect::new(
                 Ok(Applied::Renewed(
@@ -853,6 +878,7 @@ impl Registry {
             partitions: self.partitions.clone(),
             schedules: self.set_schedules.all().to_vec(),
             log: self.log.clone(),
+            restoring: self.restoring.clone(),
         }
     }
 
@@ -881,6 +907,7 @@ impl Registry {
             partitions: self.partitions.clone(),
             schedules: self.set_schedules.all().to_vec(),
             log: self.log.clone(),
+            restoring: self.restoring.clone(),
         }
     }
 
@@ -911,8 +938,10 @@ impl Registry {
         for partition in restored.partitions.values_mut() {
             partition.cursor = 0;
         }
-        // The backup's log is not this one: this log keeps its name.
+        // The backup's log is not this one: this log keeps its name; and
+        // a restore the backup's cluster had under way is not this one's.
         restored.log = self.log.clone();
+        restored.restoring = None;
         self.restore(restored);
         changed.sort();
         changed.dedup();
@@ -928,6 +957,7 @@ impl Registry {
         self.partitions = thawed.partitions;
         self.set_schedules = Schedules::new(thawed.schedules);
         self.log = thawed.log;
+        self.restoring = thawed.restoring;
     }
 }
 
@@ -945,6 +975,9 @@ pub struct RegistrySnapshot {
     /// The identity of this zone's log, once named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// The parts of a restore under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restoring: Option<Box<restore::Staged>>,
 }
 
 impl RegistrySnapshot {
@@ -970,6 +1003,7 @@ pub struct Frozen {
     partitions: Partitions,
     schedules: Vec<Schedule>,
     log: Option<String>,
+    restoring: Option<Box<restore::Staged>>,
 }
 
 impl Serialize for Frozen {
@@ -985,6 +1019,8 @@ impl Serialize for Frozen {
             schedules: &'a [Schedule],
             #[serde(skip_serializing_if = "Option::is_none")]
             log: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            restoring: Option<&'a restore::Staged>,
         }
         struct Apps<'a>(&'a [(String, String, Arc<App>)]);
         impl Serialize for Apps<'_> {
@@ -1017,6 +1053,7 @@ impl Serialize for Frozen {
             partitions: &self.partitions,
             schedules: &self.schedules,
             log: self.log.as_deref(),
+            restoring: self.restoring.as_deref(),
         }
         .serialize(serializer)
     }

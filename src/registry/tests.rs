@@ -707,3 +707,59 @@ fn a_write_naming_what_is_not_registered_is_refused_before_it_is_proposed() {
         None
     );
 }
+
+#[test]
+fn a_restore_in_parts_survives_a_snapshot_taken_half_way() {
+    let mut source = Registry::default();
+    for i in 0..300 {
+        register(
+            &mut source,
+            &format!("app{}", i % 4),
+            "z1",
+            &format!("h{i}"),
+            100 + i,
+        );
+    }
+    let backup = source.to_snapshot();
+    let parts = restore::split(backup, 8 << 10);
+    assert!(parts.len() > 4, "{} parts", parts.len());
+    let of = parts.len() as u32;
+    let part = |i: usize| Command::RestorePart {
+        id: 5000,
+        part: i as u32,
+        of,
+        instances: 300,
+        backup: parts[i].clone(),
+        at: 5000,
+    };
+    let mut straight = Registry::default();
+    register(&mut straight, "gone", "z1", "x", 10);
+    let mut halfway = Registry::default();
+    register(&mut halfway, "gone", "z1", "x", 10);
+    for i in 0..parts.len() / 2 {
+        assert_eq!(halfway.apply(&part(i)).outcome, Ok(Applied::Done));
+    }
+    // Nothing shows until the last part.
+    assert!(halfway.app("dev", "app0").is_none());
+    assert!(halfway.app("dev", "gone").is_some());
+    // A node installs a snapshot taken here, and goes on from it.
+    let snapshot = serde_json::to_vec(&halfway.freeze()).unwrap();
+    let mut installed = Registry::default();
+    installed.restore(serde_json::from_slice::<RegistrySnapshot>(&snapshot).unwrap());
+    for i in parts.len() / 2..parts.len() {
+        installed.apply(&part(i));
+    }
+    for i in 0..parts.len() {
+        straight.apply(&part(i));
+    }
+    assert_eq!(installed.len(), 300);
+    assert!(installed.app("dev", "gone").is_none());
+    assert_eq!(
+        installed.to_snapshot().digest(),
+        straight.to_snapshot().digest()
+    );
+    // A part out of order is refused and changes nothing.
+    let before = installed.to_snapshot().digest();
+    assert!(installed.apply(&part(1)).outcome.is_err());
+    assert_eq!(installed.to_snapshot().digest(), before);
+}

@@ -33,6 +33,7 @@ pub struct Thawed {
     pub(super) partitions: Partitions,
     pub(super) schedules: Vec<Schedule>,
     pub(super) log: Option<String>,
+    pub(super) restoring: Option<Box<super::restore::Staged>>,
 }
 
 impl Thawed {
@@ -62,6 +63,7 @@ impl From<RegistrySnapshot> for Thawed {
             partitions: snapshot.partitions,
             schedules: snapshot.schedules,
             log: snapshot.log,
+            restoring: snapshot.restoring,
             ..Thawed::default()
         };
         for a in snapshot.apps {
@@ -84,6 +86,8 @@ impl<'de> Deserialize<'de> for Thawed {
             schedules: Vec<Schedule>,
             #[serde(default)]
             log: Option<String>,
+            #[serde(default)]
+            restoring: Option<Box<super::restore::Staged>>,
         }
         /// The apps, filed as each is read.
         struct Apps(Thawed);
@@ -113,6 +117,7 @@ impl<'de> Deserialize<'de> for Thawed {
             partitions: fields.partitions,
             schedules: fields.schedules,
             log: fields.log,
+            restoring: fields.restoring,
             ..fields.apps.0
         })
     }

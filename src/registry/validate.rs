@@ -11,7 +11,7 @@ use super::instance::{Instance, InstanceKey, Registration, Timestamp};
 use super::metadata::Metadata;
 use super::scheduler::SchedulerRule;
 use super::zones::{ZoneBatch, ZoneChange};
-use super::RegistrySnapshot;
+use super::{restore, RegistrySnapshot};
 
 /// The app the cluster publishes its own nodes as; no client registers it.
 pub const CLUSTER_APPID: &str = "infra.discovery";
@@ -127,6 +127,24 @@ pub fn validate(command: &Command, now: Timestamp, rules: &Rules) -> Result<(), 
                 "hostname"
             };
             fits_an_entry(param, command, l)
+        }
+        Command::RestorePart {
+            part,
+            of,
+            backup,
+            at,
+            ..
+        } => {
+            stamped(*at, now, rules)?;
+            if *of == 0 || *of > restore::MAX_PARTS || part >= of {
+                return Err(RegistryError::bad(
+                    "backup",
+                    &format!("part {part} of {of}: at most {} parts", restore::MAX_PARTS),
+                ));
+            }
+            backup_ok(backup, command.approx_bytes(), &rules.limits)?;
+            fits_an_entry("backup", command, &rules.limits)?;
+            backup_stamps_ok(backup, now, rules)
         }
         Command::Restore { backup, at } => {
             stamped(*at, now, rules)?;
