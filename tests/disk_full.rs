@@ -190,7 +190,11 @@ async fn a_follower_short_of_space_lags_without_failing_and_catches_up_when_spac
     // openraft must see answered within a heartbeat: a debug build on a
     // busy machine takes longer than the usual 50 ms.
     let timings = Timings {
-        lifecycle: "[storage]\nmin_free_mb = 1\n".into(),
+        // A thousand new instances from this one address, back to back.
+        lifecycle:
+            "[storage]\nmin_free_mb = 1\n\
+                    [connections]\nnew_instances_burst = 5000\nnew_instances_per_app_burst = 5000\n"
+                .into(),
         heartbeat_ms: 250,
         election_timeout_min_ms: 1_000,
         election_timeout_max_ms: 2_000,
