@@ -65,7 +65,7 @@ COPY rootfs/ /
 # starts with this ownership. /data: the Raft log and snapshots. /certs:
 # the CA certificate and each node's certificate and key (nodes mount it
 # read-only). /ca: the CA and its key, mounted only by the one-shot
-# `certs` service of docker-compose.yml, never by a node. /zone-cas: each
+# certificate services of docker-compose.yml, never by a node. /zone-cas: each
 # zone's CA certificate, which the other zones trust for its link
 # (docker-compose.zones.yml).
 COPY --chown=65534:65534 data/ /data/
