@@ -217,8 +217,7 @@ impl Server {
         }
         // Every load comes from this one machine, one address: the
         // per-address shares (which a build before them ignores) would
-        // measure the limit, not the server. `discovery-bench hostile`
-        // sets them back where it runs the attacks they bound.
+        // measure the limit, not the server.
         for (key, value) in PER_ADDRESS_OFF {
             cmd.env(key, value);
         }
