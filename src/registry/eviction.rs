@@ -101,21 +101,32 @@ impl Policy {
         // This runs under the registry's read lock, which every write
         // waits for: an instance renewed in time is passed over on its
         // timestamps alone, and only the silent few have their key made.
-        let mut silent: Vec<InstanceKey> = registry
+        let (mut silent, never_renewed): (Vec<_>, Vec<_>) = registry
             .instances()
             .filter(|i| i.renew_timestamp.max(grace_from) < cutoff)
-            .map(|i| i.key())
-            .filter(|k| pending.get(k).is_none_or(|renew| *renew < cutoff))
+            .map(|i| (i.key(), i.renew_timestamp > i.reg_timestamp))
+            .filter(|(k, _)| pending.get(k).is_none_or(|renew| *renew < cutoff))
             // Another zone's instances renew there, and only it evicts them.
-            .filter(|k| !foreign || !registry.is_foreign(k))
-            .collect();
+            .filter(|(k, _)| !foreign || !registry.is_foreign(k))
+            .partition(|(_, renewed)| *renewed);
+        // The bound on a round guards instances that were alive (they
+        // renewed) against a fault that silences many at once. One that
+        // registered and never renewed never showed it was: a flood of
+        // them goes whole once silent past the limit, instead of 15 % a
+        // round of a registry it inflates (a shrinking share: fifty
+        // thousand took over sixty rounds).
         let most = self.round_limit(registry.own_len());
         if silent.len() > most {
             silent.shuffle(rng);
             silent.truncate(most);
         }
-        silent.sort();
-        silent
+        let mut chosen: Vec<InstanceKey> = silent
+            .into_iter()
+            .chain(never_renewed)
+            .map(|(k, _)| k)
+            .collect();
+        chosen.sort();
+        chosen
     }
 
     /// The `silent_since` an eviction carries: instances renewed after it
@@ -155,10 +166,70 @@ mod tests {
                     metadata: Metadata::new(),
                     status: Status::Up,
                 },
+                at: renewed_at(i) - 1,
+            });
+        }
+        // Each renewed once since it registered: alive instances, whose
+        // eviction a round bounds.
+        for i in 0..n {
+            let key = InstanceKey {
+                env: "dev".into(),
+                appid: format!("app{}", i % 7),
+                zone: "z".into(),
+                hostname: format!("h{i}"),
+            };
+            r.apply(&Command::Renew {
+                keys: vec![key],
                 at: renewed_at(i),
             });
         }
         r
+    }
+
+    #[test]
+    fn instances_that_never_renewed_go_whole_once_silent_and_the_others_in_bounded_rounds() {
+        let now = 10_000 * S;
+        // 20 that renewed, all silent; then 100 that registered and never
+        // renewed, all silent.
+        let mut r = registry(20, |i| now - 200 * S + i as i64);
+        for i in 0..100 {
+            r.apply(&Command::Register {
+                registration: Registration {
+                    region: String::new(),
+                    zone: "z".into(),
+                    env: "dev".into(),
+                    appid: "flood".into(),
+                    hostname: format!("f{i}"),
+                    addrs: vec!["grpc://x:1".into()],
+                    version: String::new(),
+                    metadata: Metadata::new(),
+                    status: Status::Up,
+                },
+                at: now - 100 * S,
+            });
+        }
+        let chosen = policy().choose(
+            &r,
+            now,
+            0,
+            &HashMap::new(),
+            false,
+            &mut StdRng::seed_from_u64(1),
+        );
+        let flood = chosen.iter().filter(|k| k.appid == "flood").count();
+        assert_eq!(flood, 100);
+        // The renewed ones: at most the round's share of all 120.
+        assert_eq!(chosen.len() - flood, policy().round_limit(120));
+        // Under protection, the ceiling holds for them too.
+        let protected = policy().choose(
+            &r,
+            now,
+            0,
+            &HashMap::new(),
+            true,
+            &mut StdRng::seed_from_u64(1),
+        );
+        assert!(protected.is_empty());
     }
 
     fn policy() -> Policy {

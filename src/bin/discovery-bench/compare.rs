@@ -420,6 +420,7 @@ mod tests {
             binary: "target/release/discovery".into(),
             poll_hold_ms: 30_000,
             peers: PeerMode::Tls,
+            shares: crate::server::Shares::Off,
         }
     }
 

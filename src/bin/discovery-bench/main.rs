@@ -26,6 +26,7 @@ mod discovery;
 mod failover;
 mod fetch;
 mod fill;
+mod hostile;
 mod http;
 mod join;
 mod lag;
@@ -111,6 +112,10 @@ enum Command {
     /// Two zones of three nodes: cross-zone propagation of registers, and
     /// catch-up after the link between the zones was cut.
     Zones(zones::Args),
+    /// The attacks of one client on a three-node cluster with the product's
+    /// limits (slow readers, bogus writes, a large restore, one address's
+    /// polls, registrations that never renew), each figure by its bound.
+    Hostile(hostile::Args),
     /// Everything above, in turn, with the defaults of each.
     All(AllArgs),
     /// The reference `polls` starts: holds requests, answers them on a wake.
@@ -160,6 +165,7 @@ fn main() -> Result<()> {
         binary: cli.server.clone(),
         poll_hold_ms: POLL_HOLD_MS,
         peers: PeerMode::from_flags(cli.peer_tls, cli.legacy_config),
+        shares: crate::server::Shares::Off,
     };
     runtime.block_on(async {
         // On Ctrl-C the command is dropped, which kills its server.
@@ -185,6 +191,7 @@ async fn run(launch: &Launch, command: Command) -> Result<()> {
         Command::CompareFailover(args) => compare::failover(launch, &args).await,
         Command::Zones(args) => zones::run(launch, &args).await,
         Command::Replicas(args) => replicas::run(launch, &args).await,
+        Command::Hostile(args) => hostile::run(launch, &args).await,
         Command::BareServer(_) | Command::Hold(_) => {
             unreachable!("run before the runtime starts")
         }

@@ -96,6 +96,22 @@ pub struct Launch {
     pub binary: PathBuf,
     pub poll_hold_ms: u64,
     pub peers: PeerMode,
+    /// Which per-address shares the servers keep.
+    pub shares: Shares,
+}
+
+/// The per-address shares a bench's servers keep: every load of the bench
+/// comes from this one machine, one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shares {
+    /// All as large as the global caps ([`PER_ADDRESS_OFF`]): what every
+    /// bench but `hostile` runs with.
+    Off,
+    /// The product's, but for the pace of new instances (so that the bench
+    /// can fill a registry from one address).
+    PaceOff,
+    /// The product's.
+    On,
 }
 
 impl Launch {
@@ -218,7 +234,12 @@ impl Server {
         // Every load comes from this one machine, one address: the
         // per-address shares (which a build before them ignores) would
         // measure the limit, not the server.
-        for (key, value) in PER_ADDRESS_OFF {
+        let off = match launch.shares {
+            Shares::Off => &PER_ADDRESS_OFF[..],
+            Shares::PaceOff => &PER_ADDRESS_OFF[2..],
+            Shares::On => &[],
+        };
+        for (key, value) in off {
             cmd.env(key, value);
         }
         // SAFETY: the closure only calls prctl, which is async-signal-safe.
