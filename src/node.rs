@@ -229,6 +229,12 @@ impl Node {
             Checks {
                 rules: config.rules(),
                 local: local.clone(),
+                reads: ReadBarrier {
+                    raft: raft.clone(),
+                    me: config.node.id,
+                    link: link.clone(),
+                    within: wait_for_leader,
+                },
             },
             space.clone(),
             metrics.forward_seconds.clone(),

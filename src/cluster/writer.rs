@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use super::appender::Appender;
 use super::batches::{in_batches, split_by_size};
+use super::catch_up::ReadBarrier;
 use super::link::{Link, LinkError};
 use crate::auth::{Access, Origin};
 use crate::clock::now;
@@ -107,8 +108,12 @@ pub struct Forward {
 pub struct Checks {
     pub rules: Rules,
     /// What this node applied: a write that can only fail against it is
-    /// answered without being proposed.
+    /// answered without being proposed...
     pub local: Arc<LocalRegistry>,
+    /// ...once this node has applied all the leader had committed: a
+    /// follower may not yet hold a write acknowledged elsewhere (a cancel
+    /// of an instance just registered through the leader).
+    pub reads: ReadBarrier,
 }
 
 /// A handle to the write path; cheap to clone.
@@ -153,8 +158,15 @@ impl Writer {
     /// committed and applied on this node.
     pub async fn write(&self, command: Command, origin: Origin) -> Result<Outcome, WriteError> {
         validate(&command, now(), &self.checks.rules).map_err(WriteError::Invalid)?;
-        if let Some(refused) = self.checks.local.read().refusal(&command) {
-            return Ok(Err(refused));
+        let refused_here = self.checks.local.read().refusal(&command).is_some();
+        // A refusal stands only against a state that holds every write
+        // acknowledged before this one arrived: a read barrier (one round
+        // trip, paid only by writes that would fail), then a second look.
+        // Unconfirmed (no leader), the write is proposed and apply decides.
+        if refused_here && self.checks.reads.confirm().await.is_ok() {
+            if let Some(refused) = self.checks.local.read().refusal(&command) {
+                return Ok(Err(refused));
+            }
         }
         let (tx, rx) = oneshot::channel();
         self.queue
