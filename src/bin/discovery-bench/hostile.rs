@@ -103,6 +103,18 @@ async fn term(cluster: &Cluster, id: u64) -> Result<u64> {
     status["term"].as_u64().context("no term")
 }
 
+/// The form of a register of `hostname` of `appid` at `addr`, up.
+fn register_form(appid: &str, hostname: &str, addr: &str) -> String {
+    form(&[
+        ("zone", ZONE),
+        ("env", ENV),
+        ("appid", appid),
+        ("hostname", hostname),
+        ("status", "1"),
+        ("addrs", addr),
+    ])
+}
+
 /// Registers `count` instances of `appid` with `metadata_bytes` of
 /// metadata each, 64 at a time.
 async fn fill_app(
@@ -157,14 +169,7 @@ impl Steady {
         let task = tokio::spawn(async move {
             let http = reqwest::Client::new();
             let url = format!("http://{addr}/discovery/register");
-            let body = form(&[
-                ("zone", ZONE),
-                ("env", ENV),
-                ("appid", "steady.app"),
-                ("hostname", "steady-1"),
-                ("status", "1"),
-                ("addrs", "grpc://10.9.9.9:9000"),
-            ]);
+            let body = register_form("steady.app", "steady-1", "grpc://10.9.9.9:9000");
             let (mut last, mut gap, mut unavailable, mut acked) =
                 (Instant::now(), Duration::ZERO, 0, 0);
             while !flag.load(Ordering::Relaxed) {
@@ -408,14 +413,7 @@ async fn polls(launch: &Launch) -> Result<()> {
     let leader = cluster.leader().await?;
     let addr = cluster.addr(leader)?;
     let http = reqwest::Client::new();
-    let body = form(&[
-        ("zone", ZONE),
-        ("env", ENV),
-        ("appid", "polled.app"),
-        ("hostname", "p1"),
-        ("status", "1"),
-        ("addrs", "grpc://10.7.7.7:9000"),
-    ]);
+    let body = register_form("polled.app", "p1", "grpc://10.7.7.7:9000");
     http.post(format!("http://{addr}/discovery/register"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body)
@@ -486,14 +484,7 @@ async fn never_renewed(launch: &Launch, args: &Args) -> Result<()> {
     let register = |appid: &'static str, host: String| {
         let http = http.clone();
         async move {
-            let body = form(&[
-                ("zone", ZONE),
-                ("env", ENV),
-                ("appid", appid),
-                ("hostname", &host),
-                ("status", "1"),
-                ("addrs", "grpc://10.6.6.6:9000"),
-            ]);
+            let body = register_form(appid, &host, "grpc://10.6.6.6:9000");
             http.post(format!("http://{addr}/discovery/register"))
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(body)
