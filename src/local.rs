@@ -10,9 +10,9 @@ use tokio::sync::watch;
 
 use crate::poll::{ChangeFeed, PollHub};
 use crate::registry::zones::OwnChanges;
-use crate::registry::{Command, Outcome, Registry, RegistrySnapshot, Thawed};
+use crate::registry::{Command, Frozen, Outcome, Registry, RegistrySnapshot, Thawed};
 use crate::zones::feed::{Since, ZoneFeed};
-use crate::zones::{ZoneAnswer, ZoneCursor, MAX_BATCH};
+use crate::zones::{ZoneAnswer, ZoneCursor};
 
 /// This node's applied registry and the polls waiting on it.
 pub struct LocalRegistry {
@@ -161,11 +161,12 @@ impl LocalRegistry {
     }
 
     /// What another zone whose cursor on this zone is `cursor` needs
-    /// next: this zone's own changes after it, or, when they are no longer
+    /// next: this zone's own changes after it (about `max_bytes` at most),
+    /// or, when they are no longer
     /// held here or the cursor points into another log (another name, or
     /// an entry of another term), a full copy of this zone's own
     /// instances.
-    pub fn zone_changes(&self, cursor: &ZoneCursor) -> ZoneAnswer {
+    pub fn zone_changes(&self, cursor: &ZoneCursor, max_bytes: usize) -> ZoneAnswer {
         let applied = self.applied.read();
         let feed = &applied.zone_feed;
         let log = applied.registry.log();
@@ -175,7 +176,7 @@ impl LocalRegistry {
             // one is named (a zone just rebuilt names it first thing).
             (Some(_), None) => return nothing,
             (Some(theirs), Some(ours)) if theirs != ours => Since::TooOld,
-            _ => feed.since(cursor.after, cursor.term, MAX_BATCH),
+            _ => feed.since(cursor.after, cursor.term, max_bytes),
         };
         let log = log.map(str::to_string);
         match since {
@@ -212,6 +213,13 @@ impl LocalRegistry {
     pub fn snapshot(&self) -> (Option<u64>, RegistrySnapshot) {
         let applied = self.applied.read();
         (applied.index, applied.registry.to_snapshot())
+    }
+
+    /// The registry as it is now, sharing its apps, and the index it
+    /// reflects: cheap to take, however large.
+    pub fn frozen(&self) -> (Option<u64>, Frozen) {
+        let applied = self.applied.read();
+        (applied.index, applied.registry.freeze())
     }
 
     /// The registry's digest and the index it was taken at. The lock is

@@ -67,11 +67,18 @@ pub fn split_by_size<T>(
 /// one log entry of `entry_bytes` (`limits.entry_bytes`): a million
 /// instances renew about 17,000 keys a half second, over a megabyte.
 pub fn keys_in_entries(keys: Vec<InstanceKey>, entry_bytes: usize) -> Vec<Vec<InstanceKey>> {
-    // Room for the command around the keys (its stamps, its name).
+    in_entries(keys, approx_key_bytes, entry_bytes)
+}
+
+/// Cuts the items one command lists into runs that each fit one log entry
+/// of `entry_bytes`, leaving room for the command around them; `size` is
+/// an item's share as [`crate::registry::Command::approx_bytes`] counts it.
+pub fn in_entries<T>(items: Vec<T>, size: impl Fn(&T) -> usize, entry_bytes: usize) -> Vec<Vec<T>> {
+    // Room for the command around the items (its stamps, its names).
     const AROUND: usize = 256;
     split_by_size(
-        keys.into_iter(),
-        approx_key_bytes,
+        items.into_iter(),
+        size,
         entry_bytes.saturating_sub(AROUND).max(1),
     )
 }

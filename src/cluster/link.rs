@@ -87,11 +87,13 @@ pub trait PeerLink: Send + Sync {
     ) -> Result<Result<(), String>, LinkError>;
 
     /// Asks `to`, a node of another zone, for that zone's changes after
-    /// its log index `after`, held up to `hold` when there are none.
+    /// its log index `after`, held up to `hold` when there are none, in
+    /// batches of about `bytes` at most (this node's `limits.entry_bytes`).
     async fn zone_changes(
         &self,
         to: &Member,
         cursor: &ZoneCursor,
+        bytes: usize,
         hold: Duration,
         within: Duration,
     ) -> Result<ZoneAnswer, LinkError>;

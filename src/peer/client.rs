@@ -250,11 +250,12 @@ impl PeerLink for PeerClient {
         &self,
         to: &Member,
         cursor: &ZoneCursor,
+        bytes: usize,
         hold: Duration,
         within: Duration,
     ) -> Result<ZoneAnswer, LinkError> {
         let mut path = format!(
-            "{}?after={}&term={}&hold_ms={}",
+            "{}?after={}&term={}&bytes={bytes}&hold_ms={}",
             paths::ZONE_CHANGES,
             cursor.after,
             cursor.term,

@@ -257,12 +257,20 @@ pub async fn zone_changes(
         term: q.term,
         log: q.log,
     };
+    // The receiver proposes a batch as one entry of its own log: as large
+    // as it says it takes (earlier builds do not say), and no larger than
+    // this node's own entries.
+    let own = peers.rules.limits.entry_bytes;
+    let bytes = match q.bytes {
+        0 => own,
+        theirs => theirs.min(own),
+    };
     let mut moved = peers.local.zone_feed_moved();
     let mut stop = peers.stop.clone();
     let deadline = tokio::time::Instant::now() + hold;
     loop {
         moved.borrow_and_update();
-        let answer = peers.local.zone_changes(&cursor);
+        let answer = peers.local.zone_changes(&cursor, bytes);
         if !matches!(answer, ZoneAnswer::Nothing { .. }) {
             return Json(answer);
         }
@@ -285,6 +293,9 @@ pub struct ZoneChangesQuery {
     term: u64,
     #[serde(default)]
     log: Option<String>,
+    /// The most bytes of changes the receiver takes in one answer.
+    #[serde(default)]
+    bytes: usize,
     #[serde(default)]
     hold_ms: u64,
 }

@@ -113,6 +113,19 @@ pub fn approx_key_bytes(k: &InstanceKey) -> usize {
     k.env.len() + k.appid.len() + k.zone.len() + k.hostname.len() + 4 * 16
 }
 
+impl ZoneChange {
+    /// About how many bytes the change takes in a log entry, counted as
+    /// [`Command::approx_bytes`] counts the rest.
+    pub fn approx_bytes(&self) -> usize {
+        const FIELD: usize = 16;
+        match self {
+            ZoneChange::Upsert(i) => approx_instance_bytes(i),
+            ZoneChange::Renew { key, .. } => approx_key_bytes(key) + 2 * FIELD,
+            ZoneChange::Remove(key) => approx_key_bytes(key) + FIELD,
+        }
+    }
+}
+
 impl Command {
     /// About how many bytes the command takes in a log entry (its strings,
     /// plus a little for the rest): cheap to work out, for keeping entries
@@ -152,14 +165,9 @@ impl Command {
                         ZoneBatch::Full(instances) | ZoneBatch::FullPart { instances, .. } => {
                             instances.iter().map(instance).sum::<usize>()
                         }
-                        ZoneBatch::Changes { changes, .. } => changes
-                            .iter()
-                            .map(|c| match c {
-                                ZoneChange::Upsert(i) => instance(i),
-                                ZoneChange::Renew { key: k, .. } => key(k) + 2 * FIELD,
-                                ZoneChange::Remove(k) => key(k) + FIELD,
-                            })
-                            .sum::<usize>(),
+                        ZoneBatch::Changes { changes, .. } => {
+                            changes.iter().map(ZoneChange::approx_bytes).sum::<usize>()
+                        }
                     }
             }
             Command::NameLog { log } => log.len() + FIELD,

@@ -121,9 +121,10 @@ impl ZoneFeed {
     }
 
     /// What a receiver whose cursor is entry `after` of `term` (0: a
-    /// receiver that does not say) needs next: at most about `max` changes
-    /// (whole entries, at least one).
-    pub fn since(&self, after: u64, term: u64, max: usize) -> Since {
+    /// receiver that does not say) needs next: changes of at most about
+    /// `max_bytes` (as a log entry counts them; whole entries, at least
+    /// one), so that the receiver proposes them as one entry of its own.
+    pub fn since(&self, after: u64, term: u64, max_bytes: usize) -> Since {
         // A node that has applied nothing yet has nothing to copy: a copy
         // "at index 0" would leave the receiver at 0, asking again.
         if self.last == 0 {
@@ -145,9 +146,11 @@ impl ZoneFeed {
         }
         let first = self.entries.partition_point(|(i, _)| *i <= after);
         let mut changes = Vec::new();
+        let mut bytes = 0;
         let mut to = after;
         for (index, entry) in self.entries.range(first..) {
-            if !changes.is_empty() && changes.len() + entry.len() > max {
+            bytes += entry.iter().map(ZoneChange::approx_bytes).sum::<usize>();
+            if !changes.is_empty() && bytes > max_bytes {
                 break;
             }
             changes.extend(entry.iter().cloned());
@@ -166,6 +169,9 @@ mod tests {
     use super::*;
     use crate::registry::InstanceKey;
 
+    /// Room for every change of these tests.
+    const ALL: usize = 1 << 20;
+
     fn gone(host: &str) -> ZoneChange {
         ZoneChange::Remove(InstanceKey {
             env: "dev".into(),
@@ -183,33 +189,35 @@ mod tests {
         feed.advance(3, 1);
         feed.record(4, 1, vec![gone("b"), gone("c")]);
         assert_eq!(
-            feed.since(1, 0, 100),
+            feed.since(1, 0, ALL),
             Since::Changes {
                 to: 4,
                 changes: vec![gone("a"), gone("b"), gone("c")]
             }
         );
         assert_eq!(
-            feed.since(2, 0, 100),
+            feed.since(2, 0, ALL),
             Since::Changes {
                 to: 4,
                 changes: vec![gone("b"), gone("c")]
             }
         );
-        assert_eq!(feed.since(4, 0, 100), Since::Nothing);
-        // Bounded batches, whole entries.
+        assert_eq!(feed.since(4, 0, ALL), Since::Nothing);
+        // Bounded batches, whole entries: the bytes of two changes admit
+        // entry 2 (one change) but not entry 4 as well (two more).
+        let two = 2 * gone("a").approx_bytes();
         assert_eq!(
-            feed.since(1, 0, 2),
+            feed.since(1, 0, two),
             Since::Changes {
                 to: 2,
                 changes: vec![gone("a")]
             }
         );
         // A cursor of 0: a full copy; beyond what this node applied: wait.
-        assert_eq!(feed.since(0, 0, 100), Since::TooOld);
-        assert_eq!(feed.since(9, 0, 100), Since::Nothing);
+        assert_eq!(feed.since(0, 0, ALL), Since::TooOld);
+        assert_eq!(feed.since(9, 0, ALL), Since::Nothing);
         // Before this node applied anything, there is nothing to copy.
-        assert_eq!(ZoneFeed::keeping(100).since(0, 0, 100), Since::Nothing);
+        assert_eq!(ZoneFeed::keeping(100).since(0, 0, ALL), Since::Nothing);
     }
 
     #[test]
@@ -219,21 +227,21 @@ mod tests {
         feed.record(11, 1, vec![gone("a")]);
         feed.record(12, 1, vec![gone("b")]);
         assert!(matches!(
-            feed.since(10, 0, 10),
+            feed.since(10, 0, ALL),
             Since::Changes { to: 12, .. }
         ));
         feed.record(13, 1, vec![gone("c")]);
-        assert_eq!(feed.since(10, 0, 10), Since::TooOld);
+        assert_eq!(feed.since(10, 0, ALL), Since::TooOld);
         assert_eq!(
-            feed.since(11, 0, 10),
+            feed.since(11, 0, ALL),
             Since::Changes {
                 to: 13,
                 changes: vec![gone("b"), gone("c")]
             }
         );
         feed.reset(20, 1);
-        assert_eq!(feed.since(13, 0, 10), Since::TooOld);
-        assert_eq!(feed.since(20, 0, 10), Since::Nothing);
+        assert_eq!(feed.since(13, 0, ALL), Since::TooOld);
+        assert_eq!(feed.since(20, 0, ALL), Since::Nothing);
     }
 
     #[test]
@@ -247,14 +255,14 @@ mod tests {
         assert_eq!(feed.term_at(12), Some(3));
         assert_eq!(feed.term_at(14), None);
         assert!(matches!(
-            feed.since(11, 2, 10),
+            feed.since(11, 2, ALL),
             Since::Changes { to: 13, .. }
         ));
         // Entry 11 of term 1 is not this log's entry 11.
-        assert_eq!(feed.since(11, 1, 10), Since::TooOld);
-        assert_eq!(feed.since(12, 2, 10), Since::TooOld);
-        assert_eq!(feed.since(13, 3, 10), Since::Nothing);
+        assert_eq!(feed.since(11, 1, ALL), Since::TooOld);
+        assert_eq!(feed.since(12, 2, ALL), Since::TooOld);
+        assert_eq!(feed.since(13, 3, ALL), Since::Nothing);
         // Beyond what this node applied it cannot tell yet: wait.
-        assert_eq!(feed.since(20, 9, 10), Since::Nothing);
+        assert_eq!(feed.since(20, 9, ALL), Since::Nothing);
     }
 }

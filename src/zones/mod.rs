@@ -60,11 +60,3 @@ pub struct ZoneCursor {
     #[serde(default)]
     pub log: Option<String>,
 }
-
-/// The most changes one answer carries, and one log entry of the receiver
-/// (about 300 KB of upserts): a follower must write and flush an entry
-/// within openraft's limit for one append, one heartbeat.
-pub const MAX_BATCH: usize = 1_000;
-
-/// The most instances one part of a full copy carries, likewise.
-pub const FULL_PART: usize = 1_000;

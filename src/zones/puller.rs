@@ -16,15 +16,16 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::router::Zones;
-use super::{ZoneAnswer, ZoneCursor, FULL_PART};
+use super::{ZoneAnswer, ZoneCursor};
 use crate::auth::Origin;
 use crate::clock::now;
+use crate::cluster::batches::in_entries;
 use crate::cluster::leader_watch::leading;
 use crate::cluster::writer::Writer;
 use crate::local::LocalRegistry;
 use crate::raft::{NodeId, Raft};
 use crate::registry::zones::ZoneBatch;
-use crate::registry::{Command, Instance};
+use crate::registry::{approx_instance_bytes, Command, Instance};
 use crate::shutdown::stopped;
 use crate::telemetry::ZoneLabels;
 
@@ -125,14 +126,10 @@ impl Contacts {
     }
 }
 
-/// A full copy as the parts it is proposed in: each a log entry of at most
-/// [`FULL_PART`] instances; the last puts them all in force at once.
-fn full_parts(instances: Vec<Instance>) -> Vec<ZoneBatch> {
-    let mut chunks: Vec<Vec<Instance>> = Vec::new();
-    let mut rest = instances.into_iter().peekable();
-    while rest.peek().is_some() {
-        chunks.push(rest.by_ref().take(FULL_PART).collect());
-    }
+/// A full copy as the parts it is proposed in: each one log entry of at
+/// most `entry_bytes`; the last puts them all in force at once.
+fn full_parts(instances: Vec<Instance>, entry_bytes: usize) -> Vec<ZoneBatch> {
+    let mut chunks = in_entries(instances, approx_instance_bytes, entry_bytes);
     if chunks.is_empty() {
         chunks.push(Vec::new());
     }
@@ -167,6 +164,7 @@ impl Follow {
         if nodes.is_empty() {
             return;
         }
+        let entry_bytes = self.writer.entry_bytes();
         let mut next = 0;
         loop {
             tokio::select! {
@@ -177,7 +175,7 @@ impl Follow {
             let node = &nodes[next % nodes.len()];
             let answer = tokio::select! {
                 _ = stopped(&mut stop) => return,
-                a = self.zones.link.zone_changes(node, &cursor, HOLD, HOLD + Duration::from_secs(5)) => a,
+                a = self.zones.link.zone_changes(node, &cursor, entry_bytes, HOLD, HOLD + Duration::from_secs(5)) => a,
             };
             let answer = match answer {
                 Ok(a) => a,
@@ -222,7 +220,7 @@ impl Follow {
                             "zone's log changed (rebuilt or restored): copying it whole"
                         );
                     }
-                    (to, term, log, full_parts(instances))
+                    (to, term, log, full_parts(instances, entry_bytes))
                 }
             };
             let full = matches!(batches[0], ZoneBatch::FullPart { .. });
@@ -269,5 +267,65 @@ impl Follow {
                 log: p.log.clone(),
             })
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{parse_metadata, Registration, Status};
+
+    /// An instance of about 4 KB: large metadata, as a limit allows.
+    fn heavy(host: usize) -> Instance {
+        let meta = format!(r#"{{"blob":"{}"}}"#, "x".repeat(4000));
+        Instance::new(
+            Registration {
+                region: "sh".into(),
+                zone: "z2".into(),
+                env: "prod".into(),
+                appid: "heavy.app".into(),
+                hostname: format!("host-{host:05}"),
+                addrs: vec![format!("http://10.0.0.1:{host}")],
+                version: "v1".into(),
+                metadata: parse_metadata(&meta).unwrap(),
+                status: Status::Up,
+            },
+            100,
+        )
+    }
+
+    #[test]
+    fn a_full_copy_is_proposed_in_parts_that_each_fit_an_entry() {
+        let entry_bytes = 64 << 10;
+        let instances: Vec<Instance> = (0..1000).map(heavy).collect();
+        let parts = full_parts(instances.clone(), entry_bytes);
+        // 1,000 instances of 4 KB: no longer one part of a thousand.
+        assert!(parts.len() > 60, "{} parts", parts.len());
+        let mut back = Vec::new();
+        for (n, batch) in parts.into_iter().enumerate() {
+            let ZoneBatch::FullPart {
+                part,
+                of,
+                instances,
+            } = &batch
+            else {
+                panic!("not a part: {batch:?}");
+            };
+            assert_eq!(*part as usize, n);
+            assert!(*of > 60);
+            back.extend(instances.iter().cloned());
+            let command = Command::ZoneApply {
+                origin: "z2".into(),
+                to: 9,
+                batch,
+                at: 100,
+                term: 1,
+                log: Some("log-1".into()),
+            };
+            assert!(command.approx_bytes() <= entry_bytes);
+        }
+        assert_eq!(back, instances, "every instance, in order");
+        // An empty zone is still one part, which empties the partition.
+        assert_eq!(full_parts(Vec::new(), entry_bytes).len(), 1);
     }
 }
