@@ -347,6 +347,9 @@ impl Node {
             handover: handover.clone(),
             contacts: contacts.clone(),
             access: access.clone(),
+            backups: Arc::new(tokio::sync::Semaphore::new(
+                crate::http::admin::BACKUPS_AT_ONCE,
+            )),
         };
 
         let c = &config.connections;

@@ -281,3 +281,115 @@ async fn a_backup_larger_than_an_entry_restores_in_parts_while_writes_go_on() {
         "{digests:?}"
     );
 }
+
+/// Backups are written while they are sent: readers that never read hold
+/// a few chunks each, not the whole registry, at most two backups are
+/// written at once (a third is refused at once with -503), and a reader
+/// that goes gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_that_never_read_a_backup_hold_little_and_are_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = node().await;
+    let c = node.client();
+    assert_eq!(c.register("big.app", "sh001", "seed", "1").await.code(), 0);
+    let admin = |path: &str| c.http.get(format!("{}{path}", c.base)).bearer_auth(TOKEN);
+    // A backup of about 12 MB, more than the sockets between a reader and
+    // the node hold: the seed instance, many times, with large metadata.
+    let seed: Value = admin("/admin/backup")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut backup = seed.clone();
+    let template = seed["registry"]["apps"][0]["instances"][0].clone();
+    let blob = "b".repeat(1000);
+    let instances: Vec<Value> = (0..12_000)
+        .map(|i| {
+            let mut one = template.clone();
+            one["hostname"] = format!("host-{i:05}").into();
+            one["metadata"] = serde_json::json!({ "blob": blob });
+            one
+        })
+        .collect();
+    backup["registry"]["apps"][0]["instances"] = instances.into();
+    let said = c
+        .http
+        .post(format!("{}/admin/restore", c.base))
+        .bearer_auth(TOKEN)
+        .body(serde_json::to_vec(&backup).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(said.contains("restored 12000 instances"), "{said}");
+    let rss_before = rss_kb();
+
+    // Two readers that ask and never read, with small receive buffers.
+    let addr = node.base.trim_start_matches("http://").to_string();
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut s = socket.connect(addr.parse().unwrap()).await.unwrap();
+        s.write_all(
+            format!(
+                "GET /admin/backup HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        // The answer has begun.
+        let mut first = [0u8; 64];
+        let n = s.read(&mut first).await.unwrap();
+        assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &first[..n]);
+        stalled.push(s);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // A third is refused at once while they hold their places.
+    let third = admin("/admin/backup").send().await.unwrap();
+    assert_eq!(third.status(), 503);
+    let text = third.text().await.unwrap();
+    assert!(
+        text.contains("\"code\":-503") && text.contains("backups"),
+        "{text}"
+    );
+    // What the two hold: far less than two copies of the backup (12 MB
+    // each as JSON); measured on this test's whole process.
+    if let (Some(before), Some(now)) = (rss_before, rss_kb()) {
+        let grown = now.saturating_sub(before);
+        assert!(grown < 16_000, "the process grew by {grown} KB");
+    }
+    // The readers go: their places come back, and a whole backup is read.
+    drop(stalled);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = admin("/admin/backup").send().await.unwrap();
+        if r.status() == 200 {
+            let whole: Value = r.json().await.unwrap();
+            let n = whole["registry"]["apps"][0]["instances"]
+                .as_array()
+                .unwrap()
+                .len();
+            assert_eq!(n, 12_000);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "places not given back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    node.stop().await;
+}
+
+/// This process's resident memory, in KB (Linux).
+fn rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

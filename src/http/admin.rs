@@ -30,7 +30,7 @@ use crate::raft::{Member, NodeId, Raft};
 use crate::registry::eviction::Preservation;
 use crate::registry::restore;
 use crate::registry::{
-    approx_instance_bytes, Command, RegistryError, RegistrySnapshot, MAX_RESTORE_BYTES,
+    approx_instance_bytes, Command, Frozen, RegistryError, RegistrySnapshot, MAX_RESTORE_BYTES,
 };
 use crate::telemetry::{Metrics, Sample, ZoneSample};
 use crate::zones::puller::{Contact, Contacts};
@@ -121,7 +121,13 @@ pub struct Admin {
     pub contacts: Arc<Contacts>,
     /// Who may see what (`security.public_status`).
     pub access: Arc<crate::auth::Access>,
+    /// Places for backups being written at once (each holds a blocking
+    /// thread while its reader reads).
+    pub backups: Arc<tokio::sync::Semaphore>,
 }
+
+/// Backups written at once, at most.
+pub const BACKUPS_AT_ONCE: usize = 2;
 
 /// `/admin/status`: all of it to anyone by default; with
 /// `security.public_status = false`, without the admin or metrics token,
@@ -329,17 +335,37 @@ pub struct Backup {
 
 /// A consistent copy of the registry: confirmed with the leader first
 /// (read-index), so it holds every write acknowledged before it was asked.
-pub async fn backup(State(Admin { api, .. }): State<Admin>) -> Response {
+/// Written while it is sent from the registry as it was then (its apps
+/// shared, not copied): a backup of any size holds a few chunks per
+/// reader, and at most [`BACKUPS_AT_ONCE`] are written at once.
+pub async fn backup(State(Admin { api, backups, .. }): State<Admin>) -> Response {
+    let Ok(place) = backups.try_acquire_owned() else {
+        return reply::overloaded(&format!(
+            "backup: {BACKUPS_AT_ONCE} backups are being written; try again when one is done"
+        ));
+    };
     if let Err(e) = api.reads.confirm().await {
         return reply::answer(-503, &format!("backup: {e}"), None);
     }
-    let (applied_index, registry) = api.local.snapshot();
-    Json(Backup {
+    let (applied_index, registry) = api.local.frozen();
+    let backup = FrozenBackup {
         format: 1,
         applied_index,
         registry,
-    })
-    .into_response()
+    };
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::streamed::json(backup, place),
+    )
+        .into_response()
+}
+
+/// A [`Backup`] as it is written: the registry shared, not copied.
+#[derive(Serialize)]
+struct FrozenBackup {
+    format: u32,
+    applied_index: Option<u64>,
+    registry: Frozen,
 }
 
 /// Replaces the whole registry with a backup's, through the log: every

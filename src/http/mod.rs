@@ -13,6 +13,7 @@ pub mod observe;
 pub mod params;
 pub mod reply;
 pub mod scheduler;
+pub mod streamed;
 
 use std::convert::Infallible;
 use std::sync::Arc;
