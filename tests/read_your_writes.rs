@@ -72,3 +72,55 @@ async fn every_follower_reads_its_own_writes() {
         );
     }
 }
+
+/// A write acknowledged by one node is never refused by another as if it
+/// had not happened: a cancel sent to a second node right after the
+/// register was acknowledged by the first is carried out, however far
+/// behind the second node's applied state is (it refuses only after
+/// confirming with the leader that it holds every acknowledged write).
+#[tokio::test]
+async fn a_cancel_on_another_node_right_after_a_register_is_never_refused() {
+    let cluster = Cluster::start(3, Timings::default()).await;
+    let leader = cluster.leader().await;
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    // Each pair of nodes, both ways: registered on one, cancelled on the
+    // other; followers apply a moment after the leader acknowledges.
+    let routes = [
+        (leader, followers[0]),
+        (leader, followers[1]),
+        (followers[0], followers[1]),
+        (followers[1], followers[0]),
+    ];
+    let mut tasks = tokio::task::JoinSet::new();
+    for (r, (on, off)) in routes.into_iter().enumerate() {
+        let (reg, can) = (cluster.client(on), cluster.client(off));
+        tasks.spawn(async move {
+            let appid = format!("across.r{r}");
+            let mut refused = Vec::new();
+            for k in 0..150 {
+                let h = format!("h{k}");
+                assert_eq!(reg.register(&appid, "sh001", &h, "1").await.code(), 0);
+                let cancelled = can
+                    .post(
+                        "/discovery/cancel",
+                        &[
+                            ("zone", "sh001"),
+                            ("env", "dev"),
+                            ("appid", &appid),
+                            ("hostname", &h),
+                        ],
+                    )
+                    .await;
+                if cancelled.code() != 0 {
+                    refused.push(format!("{appid}/{h}: {}", cancelled.text));
+                }
+            }
+            refused
+        });
+    }
+    let mut refused = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        refused.extend(r.expect("worker"));
+    }
+    assert!(refused.is_empty(), "{} refused: {refused:?}", refused.len());
+}
