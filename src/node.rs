@@ -17,6 +17,7 @@ use crate::cluster::bootstrap::form_cluster;
 use crate::cluster::catch_up::{lift_when_caught_up, ReadBarrier};
 use crate::cluster::evictor::{evict_silent, EvictionState};
 use crate::cluster::handover::{Handover, HandoverError, WriteGate};
+use crate::cluster::identity::{self, ClusterId, Verdict};
 use crate::cluster::leader_watch::count_leader_changes;
 use crate::cluster::link::Link;
 use crate::cluster::peers::{watch_peers, ProbeSettings};
@@ -46,6 +47,7 @@ use crate::raft::Raft;
 use crate::registry::{Registry, Schedules};
 use crate::self_discovery::SelfDiscovery;
 use crate::server::{open_files, serve, Bounds, Listener, Tls};
+use crate::shutdown::{watch_core, Faults};
 use crate::telemetry::Metrics;
 use crate::zones::puller::{Contacts, Follow};
 use crate::zones::router::Zones;
@@ -95,6 +97,7 @@ pub struct Node {
     /// Stops everything else.
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    faults: Faults,
 }
 
 impl Node {
@@ -170,6 +173,29 @@ impl Node {
             &state_machine,
         )?;
         let log_store = LogStore::open(&db, metrics.flush_seconds.clone())?;
+        // Data that records its cluster is checked against the members'
+        // before anything is served from it.
+        let cluster = ClusterId::default();
+        let faults = Faults::default();
+        let mut undecided = None;
+        let id_client = peer_client.clone();
+        if let Some(recorded) = data_dir::recorded_cluster(&data_dir)? {
+            let mut members = config.initial_members();
+            for member in state_machine.members() {
+                if !members.iter().any(|(id, _)| *id == member.0) {
+                    members.push(member);
+                }
+            }
+            let within = Duration::from_millis(config.raft.election_timeout_max_ms.max(500));
+            match identity::ask(&link, config.node.id, &recorded, &members, within).await {
+                Verdict::Ours => {}
+                Verdict::Foreign(theirs) => anyhow::bail!(identity::refusal(&recorded, &theirs)),
+                // Asked again once the node runs, until they can tell.
+                Verdict::Undecided => undecided = Some((recorded.clone(), members)),
+            }
+            cluster.set(&recorded);
+            peer_client.set_cluster(&recorded)?;
+        }
 
         let raft_config = openraft::Config {
             cluster_name: "raft-discovery".into(),
@@ -316,6 +342,8 @@ impl Node {
             config.zones.keys().cloned().collect(),
             AdminToken::new(config.admin_token()),
             config.tls.insecure_peers,
+            cluster.clone(),
+            faults.clone(),
         );
         let peers = Arc::new(PeerApi {
             raft: raft.clone(),
@@ -329,6 +357,7 @@ impl Node {
             space: space.clone(),
             data_dir: data_dir.clone(),
             receiving_snapshot: tokio::sync::Mutex::new(()),
+            cluster: cluster.clone(),
             handover: handover.clone(),
             appender,
             writer: writer.clone(),
@@ -451,16 +480,30 @@ impl Node {
             contacts,
             retry: Duration::from_millis(config.raft.heartbeat_ms * 10),
         });
-        if !config.zones.is_empty() {
-            tasks.spawn(crate::zones::log_name::name_log(
-                raft.clone(),
-                config.node.id,
-                local.clone(),
-                follow.writer.clone(),
-                Duration::from_millis(config.raft.heartbeat_ms * 10),
-                stop.clone(),
-            ));
-        }
+        // The log's name is the cluster's id (and what other zones' cursors
+        // name): proposed once by the first leader, recorded by every node.
+        tasks.spawn(crate::zones::log_name::name_log(
+            raft.clone(),
+            config.node.id,
+            local.clone(),
+            follow.writer.clone(),
+            Duration::from_millis(config.raft.heartbeat_ms * 10),
+            stop.clone(),
+        ));
+        tasks.spawn(
+            identity::Recorder {
+                local: local.clone(),
+                id: cluster,
+                data_dir: data_dir.clone(),
+                learned: Box::new(move |id| {
+                    if let Err(e) = id_client.set_cluster(id) {
+                        tracing::warn!("sending the cluster id to peers: {e}");
+                    }
+                }),
+                every: Duration::from_millis(config.raft.heartbeat_ms * 2),
+            }
+            .run(stop.clone()),
+        );
         for zone in config.zones.keys() {
             tasks.spawn(follow.clone().run(zone.clone(), stop.clone()));
             tasks.spawn(crate::zones::nodes::follow(
@@ -500,6 +543,18 @@ impl Node {
             let (files, me) = (cert_files(&config), me.clone());
             tasks.spawn(rotate.reload_when_asked(files, me, stop.clone()));
         }
+        tasks.spawn(watch_core(raft.clone(), faults.clone(), stop.clone()));
+        if let Some((recorded, members)) = undecided {
+            tasks.spawn(identity::keep_asking(
+                link.clone(),
+                config.node.id,
+                recorded,
+                members,
+                Duration::from_millis(config.raft.election_timeout_max_ms.max(500)),
+                faults.clone(),
+                stop.clone(),
+            ));
+        }
         tasks.spawn(count_leader_changes(
             raft.clone(),
             metrics.leader_changes.clone(),
@@ -538,7 +593,14 @@ impl Node {
             clients,
             shutdown,
             tasks,
+            faults,
         })
+    }
+
+    /// Resolves with the reason once the node cannot go on (see
+    /// [`Faults`]): the caller stops it and exits with an error.
+    pub async fn fault(&self) -> String {
+        self.faults.raised().await
     }
 
     /// The address the client listener is bound to.

@@ -1,6 +1,8 @@
 //! A full disk: writes are refused with a message naming the cause, reads
 //! keep working, nothing acknowledged is lost, and once there is space
-//! again the node takes writes by itself, without a restart. It mounts a
+//! again the node takes writes by itself, without a restart; with no
+//! reserve, the write that meets the full disk stops the node with the
+//! cause, and nothing acknowledged is lost across its restart. It mounts a
 //! small tmpfs, which needs root: CI runs as root; elsewhere it says it was
 //! skipped.
 
@@ -41,7 +43,15 @@ fn start(config: &Path, data: &Path, port: u16, peer: u16) -> Node {
             .arg(data)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // Beside the config, for tests that read what it said.
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(config.with_extension("log"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
             .spawn()
             .expect("discovery starts"),
     )
@@ -279,9 +289,28 @@ async fn with_no_reserve_the_write_whose_flush_fails_is_never_acknowledged() {
     );
     let message = refusal.json()["message"].as_str().unwrap().to_string();
     assert!(message.contains("No space left on device"), "{message}");
-    // Reads go on with everything acknowledged.
+    // The log's storage failed under Raft: the node cannot tell what
+    // reached the disk, so its Raft core stops, and the process ends with
+    // the cause and a non-zero exit, for its supervisor to restart it.
+    let mut node = node;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = node.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node runs on with its storage failed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success(), "{status}");
+    let log = std::fs::read_to_string(small.config.with_extension("log")).unwrap();
+    assert!(
+        log.contains("the Raft core stopped") && log.contains("No space left on device"),
+        "{log}"
+    );
     let acked: BTreeSet<String> = (0..acknowledged).map(host).collect();
-    assert_eq!(hostnames(c, "full.app").await, acked);
 
     // Space again and a restart: every acknowledged write is there. The
     // write that met the full disk was refused, never acknowledged; its

@@ -40,12 +40,23 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
+    // Fail points named in `FAILPOINTS`, in test builds only.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let node = Node::start(config).await?;
     let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let fault = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+        why = node.fault() => Some(why),
+    };
     tracing::info!("shutting down");
-    node.shutdown().await
+    if let Err(e) = node.shutdown().await {
+        tracing::warn!("stopping: {e}");
+    }
+    match fault {
+        // A non-zero exit, with the reason, for the supervisor.
+        Some(why) => Err(anyhow::anyhow!("stopped: {why}")),
+        None => Ok(()),
+    }
 }

@@ -25,6 +25,10 @@ use crate::raft::{Member, NodeId, Raft};
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BootstrapState {
     pub initialized: bool,
+    /// The cluster it belongs to, once its log is named (none from
+    /// earlier builds).
+    #[serde(default)]
+    pub cluster: Option<String>,
 }
 
 /// Runs until the node is part of a cluster (or shutdown).

@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod catch_up;
 pub mod evictor;
 pub mod handover;
+pub mod identity;
 pub mod leader_watch;
 pub mod link;
 pub mod membership;

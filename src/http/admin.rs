@@ -39,6 +39,8 @@ use crate::zones::puller::{Contact, Contacts};
 #[derive(Serialize)]
 pub struct Status {
     pub id: NodeId,
+    /// The cluster this node belongs to (its log's name), once named.
+    pub cluster_id: Option<String>,
     pub state: String,
     pub leader: Option<NodeId>,
     pub term: u64,
@@ -205,6 +207,7 @@ fn read_status(
     let zones = zones_status(&api, &contacts);
     Status {
         id: m.id,
+        cluster_id: api.local.read().log().map(str::to_string),
         state: format!("{:?}", m.state),
         leader: m.current_leader,
         term: m.current_term,

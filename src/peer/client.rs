@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use reqwest::header::AUTHORIZATION;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::StatusCode;
 use rustls::ClientConfig;
 use serde::de::DeserializeOwned;
@@ -20,6 +20,7 @@ use crate::auth::Operator;
 use crate::cluster::bootstrap::BootstrapState;
 use crate::cluster::catch_up::ReadIndex;
 use crate::cluster::handover::{ElectRequest, HandoverError};
+use crate::cluster::identity;
 use crate::cluster::link::{LinkError, PeerLink};
 use crate::cluster::membership::{Change, Changed};
 use crate::cluster::renewer::{ForwardedRenews, Renews};
@@ -44,6 +45,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct PeerClient {
     pools: Arc<RwLock<Pools>>,
     scheme: &'static str,
+    /// What the pools are built with: the TLS configurations, and this
+    /// node's cluster id once known, sent with every call
+    /// ([`identity::HEADER`]).
+    built: Arc<RwLock<(Option<PeerTls>, Option<HeaderValue>)>>,
 }
 
 struct Pools {
@@ -53,8 +58,16 @@ struct Pools {
     zones: reqwest::Client,
 }
 
-fn pool(tls: Option<ClientConfig>) -> reqwest::Result<reqwest::Client> {
+fn pool(
+    tls: Option<ClientConfig>,
+    cluster: Option<&HeaderValue>,
+) -> reqwest::Result<reqwest::Client> {
+    let mut headers = HeaderMap::new();
+    if let Some(cluster) = cluster {
+        headers.insert(identity::HEADER, cluster.clone());
+    }
     let builder = reqwest::Client::builder()
+        .default_headers(headers)
         .connect_timeout(CONNECT_TIMEOUT)
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true);
@@ -65,12 +78,12 @@ fn pool(tls: Option<ClientConfig>) -> reqwest::Result<reqwest::Client> {
     .build()
 }
 
-fn pools(tls: Option<&PeerTls>) -> reqwest::Result<Pools> {
-    let nodes = pool(tls.map(|t| t.client.clone()))?;
+fn pools(tls: Option<&PeerTls>, cluster: Option<&HeaderValue>) -> reqwest::Result<Pools> {
+    let nodes = pool(tls.map(|t| t.client.clone()), cluster)?;
     // Without a link certificate other zones are called as this zone's
     // nodes are (and refuse, unless peers are insecure).
     let zones = match tls.and_then(|t| t.link.clone()) {
-        Some(link) => pool(Some(link))?,
+        Some(link) => pool(Some(link), cluster)?,
         None => nodes.clone(),
     };
     Ok(Pools { nodes, zones })
@@ -80,14 +93,26 @@ impl PeerClient {
     /// Calls peers over mutual TLS with `tls`, or in plain HTTP without.
     pub fn new(tls: Option<&PeerTls>) -> reqwest::Result<Self> {
         Ok(PeerClient {
-            pools: Arc::new(RwLock::new(pools(tls)?)),
+            pools: Arc::new(RwLock::new(pools(tls, None)?)),
             scheme: if tls.is_some() { "https" } else { "http" },
+            built: Arc::new(RwLock::new((tls.cloned(), None))),
         })
     }
 
     /// Calls with `tls` from now on.
     pub fn reload(&self, tls: &PeerTls) -> reqwest::Result<()> {
-        *self.pools.write() = pools(Some(tls))?;
+        let mut built = self.built.write();
+        *self.pools.write() = pools(Some(tls), built.1.as_ref())?;
+        built.0 = Some(tls.clone());
+        Ok(())
+    }
+
+    /// Says this node is of cluster `id` in every call from now on.
+    pub fn set_cluster(&self, id: &str) -> anyhow::Result<()> {
+        let value = HeaderValue::from_str(id)?;
+        let mut built = self.built.write();
+        *self.pools.write() = pools(built.0.as_ref(), Some(&value))?;
+        built.1 = Some(value);
         Ok(())
     }
 
@@ -144,6 +169,11 @@ async fn exchange<Resp: DeserializeOwned>(
     }
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         return Err(LinkError::TooLarge);
+    }
+    if status == StatusCode::CONFLICT {
+        // Another cluster's node: what it said is the reason.
+        let why = response.text().await.unwrap_or_default();
+        return Err(LinkError::Failed(format!("HTTP {status}: {why}")));
     }
     if !status.is_success() {
         return Err(LinkError::Failed(format!("HTTP {status}")));

@@ -22,7 +22,9 @@ use parking_lot::Mutex;
 use super::identity::Caller;
 use super::paths;
 use crate::auth::AdminToken;
+use crate::cluster::identity::{self, admits, ClusterId, HEADER as CLUSTER_HEADER};
 use crate::raft::{Member, NodeId, Raft};
+use crate::shutdown::Faults;
 
 /// Who may call a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +130,13 @@ pub struct Guard {
     admin: AdminToken,
     /// Peers talk plain HTTP: nothing is proven, everyone is trusted.
     insecure: bool,
+    /// This node's cluster, once known: a node of another may not call
+    /// the cluster's own routes.
+    cluster: ClusterId,
+    /// The members that called as nodes of another cluster: when they
+    /// are most of the cluster, this node's data is the foreign one.
+    foreign_callers: Mutex<BTreeSet<NodeId>>,
+    faults: Faults,
     logged: Mutex<HashSet<String>>,
 }
 
@@ -138,6 +147,8 @@ impl Guard {
         zones: BTreeSet<String>,
         admin: AdminToken,
         insecure: bool,
+        cluster: ClusterId,
+        faults: Faults,
     ) -> Arc<Self> {
         Arc::new(Guard {
             raft,
@@ -145,6 +156,9 @@ impl Guard {
             zones,
             admin,
             insecure,
+            cluster,
+            foreign_callers: Mutex::new(BTreeSet::new()),
+            faults,
             logged: Mutex::new(HashSet::new()),
         })
     }
@@ -192,11 +206,52 @@ impl Guard {
 
     /// Logs a refusal the first time this caller gets it, and answers 403.
     fn refuse(&self, caller: &Caller, why: &str) -> (StatusCode, String) {
+        self.log_once(caller, why, false);
+        (StatusCode::FORBIDDEN, format!("refused: {why}"))
+    }
+
+    /// A call from a node of another cluster: an operator's error (a data
+    /// directory copied from elsewhere), said at ERROR, once per caller
+    /// and cluster.
+    fn foreign(&self, caller: &Caller, mine: &str, theirs: &str) -> (StatusCode, String) {
+        let why = format!(
+            "a node of cluster {theirs} called this node of cluster {mine}: its data \
+             directory is another cluster's"
+        );
+        self.log_once(caller, &why, true);
+        if let Caller::Node(id) = caller {
+            let mut foreign = self.foreign_callers.lock();
+            foreign.insert(*id);
+            let voters = self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .count();
+            if identity::foreign(foreign.len(), voters.max(self.configured.len())) {
+                self.faults.raise(format!(
+                    "nodes {foreign:?} of the configured cluster belong to cluster {theirs}, and \
+                     this node's data directory to cluster {mine}: this node's data is another \
+                     cluster's (point data_dir at this node's own directory, or move it away \
+                     and add this node back as a new one)"
+                ));
+            }
+        }
+        (StatusCode::CONFLICT, format!("refused: {why}"))
+    }
+
+    fn log_once(&self, caller: &Caller, why: &str, error: bool) {
         let line = format!("{caller}: {why}");
         let mut logged = self.logged.lock();
         if logged.len() < LOGGED {
             if logged.insert(line.clone()) {
-                tracing::warn!("peer refused: {line} (logged once)");
+                if error {
+                    tracing::error!("peer refused: {line} (logged once)");
+                } else {
+                    tracing::warn!("peer refused: {line} (logged once)");
+                }
             }
         } else if logged.len() == LOGGED {
             logged.insert(String::new());
@@ -204,7 +259,6 @@ impl Guard {
                 "peer refused: {line}; {LOGGED} kinds of refusal logged, no more will be"
             );
         }
-        (StatusCode::FORBIDDEN, format!("refused: {why}"))
     }
 }
 
@@ -217,6 +271,19 @@ pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: 
         }
         return guard.refuse(&caller, "no such route").into_response();
     };
+    // Other zones (other clusters) stream and hand writes; a node may ask
+    // which cluster this one is. The cluster's own routes are its own.
+    if !matches!(rule, Rule::Link | Rule::Joining) {
+        let theirs = request
+            .headers()
+            .get(CLUSTER_HEADER)
+            .and_then(|v| v.to_str().ok());
+        let mine = guard.cluster.get();
+        if !admits(mine.as_deref(), theirs) {
+            let (mine, theirs) = (mine.unwrap_or_default(), theirs.unwrap_or_default());
+            return guard.foreign(&caller, &mine, theirs).into_response();
+        }
+    }
     let decided = guard.decide(rule, &caller).and_then(|()| {
         // Admin changes need the operator's token whoever hands them on.
         if rule != Rule::Admin {

@@ -33,6 +33,7 @@ use crate::cluster::appender::Appender;
 use crate::cluster::bootstrap::BootstrapState;
 use crate::cluster::catch_up::{self, ReadIndex};
 use crate::cluster::handover::{self, ElectRequest, Handover, HandoverError};
+use crate::cluster::identity::ClusterId;
 use crate::cluster::membership::{self, Change, Changed};
 use crate::cluster::renewer::{
     self, ForwardRenews, ForwardedRenews, RenewLedger, RenewSettings, Renewer,
@@ -77,6 +78,9 @@ pub struct PeerApi {
     pub renewer: Renewer,
     /// This zone's nodes, which other zones list in `infra.discovery`.
     pub nodes: Arc<SelfDiscovery>,
+    /// The cluster this node belongs to, once known: calls from nodes of
+    /// another are refused.
+    pub cluster: ClusterId,
     /// Turns true when the node stops: held requests answer at once, so
     /// that the listener's graceful stop does not wait out their hold.
     pub stop: tokio::sync::watch::Receiver<bool>,
@@ -332,6 +336,7 @@ pub async fn zone_nodes(State(peers): State<Arc<PeerApi>>) -> Json<Vec<NodeView>
 pub async fn bootstrap_state(State(peers): State<Arc<PeerApi>>) -> Json<BootstrapState> {
     Json(BootstrapState {
         initialized: peers.raft.is_initialized().await.unwrap_or(true),
+        cluster: peers.cluster.get(),
     })
 }
 

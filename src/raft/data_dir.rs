@@ -68,6 +68,36 @@ pub fn check(dir: &Path, id: NodeId, log: &Records, state: &StateMachine) -> any
     Ok(())
 }
 
+/// The file that names the cluster a data directory belongs to (see
+/// [`crate::cluster::identity`]); written once the cluster's name is
+/// applied here.
+const CLUSTER_FILE: &str = "cluster_id";
+
+/// The cluster this data directory records belonging to, if any.
+pub fn recorded_cluster(dir: &Path) -> anyhow::Result<Option<String>> {
+    let file = dir.join(CLUSTER_FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(text) => {
+            let id = text.trim();
+            anyhow::ensure!(
+                !id.is_empty()
+                    && id.len() <= 64
+                    && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+                "{} is corrupt: {text:?} is not a cluster id",
+                file.display()
+            );
+            Ok(Some(id.to_string()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => anyhow::bail!("reading {}: {e}", file.display()),
+    }
+}
+
+/// Records that this data directory belongs to cluster `id`.
+pub fn record_cluster(dir: &Path, id: &str) -> std::io::Result<()> {
+    write_atomically(&dir.join(CLUSTER_FILE), id.as_bytes())
+}
+
 /// Writes a file whole or not at all: a temporary file, fsync, rename,
 /// fsync of the directory.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -162,6 +162,15 @@ impl StateMachine {
     pub fn applied_index(&self) -> Option<u64> {
         self.last_applied.map(|l| l.index)
     }
+
+    /// The members (voters and learners) of the membership applied here.
+    pub fn members(&self) -> Vec<(NodeId, Member)> {
+        self.membership
+            .membership()
+            .nodes()
+            .map(|(id, member)| (*id, member.clone()))
+            .collect()
+    }
 }
 
 fn io_error(e: impl std::fmt::Display) -> std::io::Error {
@@ -244,6 +253,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut results = Vec::new();
         for entry in entries {
+            // Tests (the `failpoints` feature): a storage failure here
+            // stops the Raft core, as a failing disk would.
+            fail::fail_point!("apply", |_| Err(StorageIOError::apply(
+                entry.log_id,
+                &std::io::Error::other("failpoint apply")
+            )
+            .into()));
             self.last_applied = Some(entry.log_id);
             let (index, term) = (entry.log_id.index, entry.log_id.leader_id.term);
             let outcomes = match entry.payload {

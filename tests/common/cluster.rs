@@ -443,6 +443,12 @@ hold_ms = {hold}
 
     /// Starts (or restarts) node `i` on its data directory.
     pub fn spawn(&mut self, i: usize) {
+        self.spawn_with_env(i, &[]);
+    }
+
+    /// Starts (or restarts) node `i` with these environment variables set
+    /// (`FAILPOINTS`, say).
+    pub fn spawn_with_env(&mut self, i: usize, env: &[(&str, &str)]) {
         let slot = &mut self.slots[i];
         assert!(slot.process.is_none(), "node {} already runs", slot.id);
         // Each node logs to a file in the cluster's directory, for tests
@@ -469,6 +475,7 @@ hold_ms = {hold}
                     .filter(|v| !v.is_empty())
                     .unwrap_or_else(|| "warn,raft_discovery::peer::routes=info".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -507,6 +514,23 @@ hold_ms = {hold}
         }
         std::fs::write(&slot.config, lines.join("\n")).expect("config written");
         self.spawn(i);
+    }
+
+    /// Waits up to `within` for node `i` to exit on its own: its exit
+    /// status, or none if it still runs.
+    pub async fn exited(&mut self, i: usize, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            let child = self.slots[i].process.as_mut().expect("node runs");
+            if let Some(status) = child.try_wait().expect("child state") {
+                self.slots[i].process = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// SIGKILLs node `i`.
