@@ -36,7 +36,7 @@ struct Applied {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Digest {
     pub applied_index: Option<u64>,
-    /// SHA-256 of the registry's canonical form, in hex.
+    /// The registry's digest ([`Registry::digest`]), in hex.
     pub digest: String,
     pub instances: usize,
     /// With several zones: each zone's instances here, by origin zone
@@ -222,14 +222,14 @@ impl LocalRegistry {
         (applied.index, applied.registry.freeze())
     }
 
-    /// The registry's digest and the index it was taken at. The lock is
-    /// held only to copy the registry; hashing happens after.
+    /// The registry's digest and the index it was taken at: a pass over
+    /// the apps under the read lock ([`Registry::digest`]).
     pub fn digest(&self) -> Digest {
-        let (index, snapshot) = self.snapshot();
+        let applied = self.applied.read();
         Digest {
-            applied_index: index,
-            instances: snapshot.apps.iter().map(|a| a.instances.len()).sum(),
-            digest: snapshot.digest(),
+            applied_index: applied.index,
+            instances: applied.registry.len(),
+            digest: applied.registry.digest(),
             partitions: Default::default(),
         }
     }

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::digest::Sum;
 use super::instance::{Instance, StatusMask, Timestamp};
 use super::name::Name;
 use super::scheduler::SchedulerRule;
@@ -22,6 +23,8 @@ pub struct App {
     latest_timestamp: Timestamp,
     /// Rendered all-zone fetch data, one slot per status mask 1..=3.
     rendered: [OnceLock<Bytes>; 3],
+    /// The sum of its instances' hashes, kept as they change.
+    digest: Sum,
 }
 
 /// One zone's instances, by hostname (the key shares the instance's).
@@ -49,13 +52,25 @@ impl App {
         self.zones.get(zone)?.get(hostname).map(|i| &**i)
     }
 
-    pub fn get_mut(&mut self, zone: &str, hostname: &str) -> Option<&mut Instance> {
-        self.get(zone, hostname)?;
+    /// Changes one instance with `change`, if the app has it; its hash in
+    /// the app's digest follows.
+    pub fn update<R>(
+        &mut self,
+        zone: &str,
+        hostname: &str,
+        change: impl FnOnce(&mut Instance) -> R,
+    ) -> Option<R> {
+        let instance = self.zones.get_mut(zone)?.get_mut(hostname)?;
+        self.digest.remove(instance);
+        let result = change(instance);
+        self.digest.add(instance);
         self.invalidate();
-        self.zones
-            .get_mut(zone)?
-            .get_mut(hostname)
-            .map(|i| &mut **i)
+        Some(result)
+    }
+
+    /// The sum of its instances' hashes ([`Sum`]).
+    pub fn digest(&self) -> Sum {
+        self.digest
     }
 
     pub fn instances(&self) -> impl Iterator<Item = &Instance> {
@@ -99,7 +114,10 @@ impl App {
         if let Some((hostname, _)) = hosts.get_key_value(&*instance.hostname) {
             instance.hostname = hostname.clone();
         }
-        hosts.insert(instance.hostname.clone(), Box::new(instance));
+        self.digest.add(&instance);
+        if let Some(replaced) = hosts.insert(instance.hostname.clone(), Box::new(instance)) {
+            self.digest.remove(&replaced);
+        }
     }
 
     pub fn remove(&mut self, zone: &str, hostname: &str) -> Option<Instance> {
@@ -108,6 +126,7 @@ impl App {
         if hosts.is_empty() {
             self.zones.remove(zone);
         }
+        self.digest.remove(&removed);
         self.invalidate();
         Some(*removed)
     }

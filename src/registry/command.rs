@@ -89,6 +89,10 @@ pub enum Command {
     /// Names this zone's log, once: other zones' cursors carry the name,
     /// so a cursor into another log (this zone rebuilt) is told apart.
     NameLog { log: String },
+    /// A consistency check: changes nothing; every replica records its
+    /// digest at the index of the entry that carries it, and the replicas
+    /// compare what they recorded (see [`crate::cluster::consistency`]).
+    Check { round: u64 },
 }
 
 /// About how many bytes one instance takes in a command that carries
@@ -171,6 +175,7 @@ impl Command {
                     }
             }
             Command::NameLog { log } => log.len() + FIELD,
+            Command::Check { .. } => FIELD,
             Command::Schedule {
                 appid, env, rules, ..
             } => {

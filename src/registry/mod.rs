@@ -4,6 +4,7 @@
 
 mod app;
 mod command;
+pub mod digest;
 mod error;
 pub mod eviction;
 mod instance;
@@ -96,6 +97,21 @@ pub struct Registry {
     log: Option<String>,
     /// The parts of a restore received so far (replicated).
     restoring: Option<Box<restore::Staged>>,
+}
+
+/// One app's digest: what replicas compare to find where they differ.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AppDigest {
+    pub env: String,
+    pub appid: String,
+    pub instances: usize,
+    pub latest_timestamp: Timestamp,
+    #[serde(serialize_with = "hex_sum")]
+    pub digest: digest::Sum,
+}
+
+fn hex_sum<S: serde::Serializer>(sum: &digest::Sum, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&sum.hex())
 }
 
 /// The origin's entry a zone batch brings its partition up to.
@@ -303,6 +319,7 @@ impl Registry {
                 };
                 self.zone_apply(origin, entry, batch, *at)
             }
+            Command::Check { .. } => Effect::new(Ok(Applied::Done), Vec::new()),
             Command::NameLog { log } => match &self.log {
                 None => {
                     self.log = Some(log.clone());
@@ -437,19 +454,18 @@ impl Registry {
         else {
             return Renewal::UnknownApp;
         };
-        match app.get_mut(&key.zone, &key.hostname) {
-            Some(instance) => {
-                instance.renew_timestamp = instance.renew_timestamp.max(at);
-                if self.stream_own {
-                    own.push(ZoneChange::Renew {
-                        key: key.clone(),
-                        renew_timestamp: instance.renew_timestamp,
-                    });
-                }
-                Renewal::Renewed(Box::new(instance.clone()))
+        let stream_own = self.stream_own;
+        app.update(&key.zone, &key.hostname, |instance| {
+            instance.renew_timestamp = instance.renew_timestamp.max(at);
+            if stream_own {
+                own.push(ZoneChange::Renew {
+                    key: key.clone(),
+                    renew_timestamp: instance.renew_timestamp,
+                });
             }
-            None => Renewal::UnknownInstance,
-        }
+            Renewal::Renewed(Box::new(instance.clone()))
+        })
+        .unwrap_or(Renewal::UnknownInstance)
     }
 
     /// Removes an instance, dropping its zone and app when they empty.
@@ -548,24 +564,24 @@ impl Registry {
         };
         let ts = app.advance(at.max(self.high_water.saturating_add(1)));
         self.high_water = ts;
+        let stream_own = self.stream_own;
         for change in changes {
-            let Some(instance) = app.get_mut(zone, &change.hostname) else {
-                continue;
-            };
-            if let Some(status) = change.status {
-                if status == Status::Up && instance.status != Status::Up {
-                    instance.up_timestamp = ts;
+            app.update(zone, &change.hostname, |instance| {
+                if let Some(status) = change.status {
+                    if status == Status::Up && instance.status != Status::Up {
+                        instance.up_timestamp = ts;
+                    }
+                    instance.status = status;
                 }
-                instance.status = status;
-            }
-            if let Some(metadata) = &change.metadata {
-                instance.metadata = metadata.clone();
-            }
-            instance.dirty_timestamp = ts;
-            instance.latest_timestamp = ts;
-            if self.stream_own {
-                own.push(ZoneChange::Upsert(instance.clone()));
-            }
+                if let Some(metadata) = &change.metadata {
+                    instance.metadata = metadata.clone();
+                }
+                instance.dirty_timestamp = ts;
+                instance.latest_timestamp = ts;
+                if stream_own {
+                    own.push(ZoneChange::Upsert(instance.clone()));
+                }
+            });
         }
         Effect::new(Ok(Applied::Done), vec![AppKey::new(env, appid)])
     }
@@ -776,9 +792,9 @@ impl Registry {
             .and_then(|a| a.get_mut(&key.appid))
             .map(Arc::make_mut)
         {
-            if let Some(instance) = app.get_mut(&key.zone, &key.hostname) {
+            app.update(&key.zone, &key.hostname, |instance| {
                 instance.renew_timestamp = renew_timestamp;
-            }
+            });
         }
     }
 
@@ -855,6 +871,67 @@ impl Registry {
             Some(bytes) => PollView::Changed(bytes),
             None => PollView::Unchanged,
         }
+    }
+
+    /// Every app's digest (the sum of its instances' hashes, kept as they
+    /// change), sorted by env and appid: where two replicas differ.
+    pub fn app_digests(&self) -> Vec<AppDigest> {
+        let mut apps: Vec<AppDigest> = self
+            .envs
+            .iter()
+            .flat_map(|(env, apps)| {
+                apps.iter().map(move |(appid, app)| AppDigest {
+                    env: env.clone(),
+                    appid: appid.clone(),
+                    instances: app.len(),
+                    latest_timestamp: app.latest_timestamp(),
+                    digest: app.digest(),
+                })
+            })
+            .collect();
+        apps.sort_by(|a, b| (&a.env, &a.appid).cmp(&(&b.env, &b.appid)));
+        apps
+    }
+
+    /// The registry's digest, in hex: equal on every replica that applied
+    /// the same log prefix, and different wherever they differ. Its first
+    /// half is the sum of every instance's hash (kept as they change, see
+    /// [`digest`]); its second, SHA-256 (first 16 bytes) of the rest of
+    /// the replicated state in its snapshot form: each app's name, change
+    /// timestamp and digest, other zones' partitions, schedules set at run
+    /// time, the log's name, a restore's staged parts. It costs a pass over
+    /// the apps, not over the instances.
+    pub fn digest(&self) -> String {
+        use sha2::Digest as _;
+        let apps = self.app_digests();
+        let instances = apps
+            .iter()
+            .fold(digest::Sum::default(), |sum, a| sum.plus(a.digest));
+        #[derive(Serialize)]
+        struct Rest<'a> {
+            high_water: Timestamp,
+            apps: &'a [AppDigest],
+            partitions: &'a Partitions,
+            schedules: &'a [Schedule],
+            log: Option<&'a str>,
+            restoring: Option<&'a restore::Staged>,
+        }
+        let mut hasher = sha2::Sha256::new();
+        // Writing our own types into a hasher cannot fail.
+        let _ = serde_json::to_writer(
+            &mut hasher,
+            &Rest {
+                high_water: self.high_water,
+                apps: &apps,
+                partitions: &self.partitions,
+                schedules: self.set_schedules.all(),
+                log: self.log.as_deref(),
+                restoring: self.restoring.as_deref(),
+            },
+        );
+        let rest = hasher.finalize();
+        let rest: String = rest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}{rest}", instances.hex())
     }
 
     /// The whole state in a form that survives serialization.
