@@ -66,6 +66,24 @@ pub struct Config {
     /// ["10.2.0.10:7271"]`. This cluster is `node.zone`.
     pub zones: std::collections::BTreeMap<String, Vec<String>>,
     pub zone_stream: ZoneStreamConfig,
+    pub consistency: ConsistencyConfig,
+}
+
+/// Replicas proving they agree (see `crate::cluster::consistency`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsistencyConfig {
+    /// How often the leader puts a check through the log (also after every
+    /// membership change); 0: never.
+    pub check_every_ms: u64,
+}
+
+impl Default for ConsistencyConfig {
+    fn default() -> Self {
+        ConsistencyConfig {
+            check_every_ms: 30_000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]

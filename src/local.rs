@@ -1,16 +1,17 @@
 //! The registry as applied on this node, shared between the state machine
 //! that writes it and the handlers that read it.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
-use serde::Serialize;
+use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
+use serde::{Deserialize, Serialize};
 
 use tokio::sync::watch;
 
 use crate::poll::{ChangeFeed, PollHub};
 use crate::registry::zones::OwnChanges;
-use crate::registry::{Command, Frozen, Outcome, Registry, RegistrySnapshot, Thawed};
+use crate::registry::{AppDigest, Command, Frozen, Outcome, Registry, RegistrySnapshot, Thawed};
 use crate::zones::feed::{Since, ZoneFeed};
 use crate::zones::{ZoneAnswer, ZoneCursor};
 
@@ -21,6 +22,26 @@ pub struct LocalRegistry {
     feed: ChangeFeed,
     /// Bumped when the zone feed gains changes, for receivers waiting.
     zone_feed_moved: watch::Sender<u64>,
+    /// The digests recorded at the latest check entries applied here.
+    checks: Mutex<VecDeque<Arc<CheckRecord>>>,
+    /// The index of the latest check entry applied here.
+    checked: watch::Sender<u64>,
+}
+
+/// How many check records a node keeps: enough for the slowest replica
+/// of a round to be asked about it.
+const KEEP_CHECKS: usize = 8;
+
+/// A replica's digest at the index of a check entry: equal on every
+/// replica that applied the same log, which is what the check compares.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRecord {
+    pub index: u64,
+    /// [`Registry::digest`] right after the entry was applied.
+    pub digest: String,
+    pub instances: usize,
+    /// Every app's digest then: where two replicas differ.
+    pub apps: Vec<AppDigest>,
 }
 
 /// The registry, the log index it reflects and this zone's own recent
@@ -73,7 +94,45 @@ impl LocalRegistry {
             hub: PollHub::new(),
             feed: ChangeFeed::default(),
             zone_feed_moved: watch::channel(0).0,
+            checks: Mutex::new(VecDeque::new()),
+            checked: watch::channel(0).0,
         })
+    }
+
+    /// What this node recorded at check entry `index`, if it still keeps it.
+    pub fn check_at(&self, index: u64) -> Option<Arc<CheckRecord>> {
+        self.checks
+            .lock()
+            .iter()
+            .find(|c| c.index == index)
+            .cloned()
+    }
+
+    /// The index of the latest check entry applied here, as it moves.
+    pub fn checked(&self) -> watch::Receiver<u64> {
+        self.checked.subscribe()
+    }
+
+    /// Records the registry's digest at check entry `index`, just applied
+    /// (applies run one at a time: nothing moves it meanwhile).
+    fn record_check(&self, index: u64) {
+        let (digest, instances, apps) = {
+            let applied = self.applied.read();
+            let (digest, apps) = applied.registry.digest_with_apps();
+            (digest, applied.registry.len(), apps)
+        };
+        let mut checks = self.checks.lock();
+        checks.push_back(Arc::new(CheckRecord {
+            index,
+            digest,
+            instances,
+            apps,
+        }));
+        while checks.len() > KEEP_CHECKS {
+            checks.pop_front();
+        }
+        drop(checks);
+        self.checked.send_replace(index);
     }
 
     /// A read view; hold it briefly, never across an await.
@@ -113,6 +172,11 @@ impl LocalRegistry {
                     effect.outcome
                 })
                 .collect();
+            // Tests make a replica diverge here (the `failpoints` feature).
+            #[cfg(feature = "failpoints")]
+            if fail::eval("diverge", |_| ()).is_some() {
+                applied.registry.tamper();
+            }
             let moved = reset || !own.is_empty();
             if reset {
                 applied.zone_feed.reset(index, term);
@@ -122,6 +186,9 @@ impl LocalRegistry {
             (outcomes, moved)
         };
         let (outcomes, moved) = outcomes;
+        if commands.iter().any(|c| matches!(c, Command::Check { .. })) {
+            self.record_check(index);
+        }
         // Only other zones wait on this: a node that streams nothing to
         // them never wakes anyone.
         if moved {

@@ -15,6 +15,7 @@ use crate::clock::now;
 use crate::cluster::appender::Appender;
 use crate::cluster::bootstrap::form_cluster;
 use crate::cluster::catch_up::{lift_when_caught_up, ReadBarrier};
+use crate::cluster::consistency::{propose_checks, start_check, Compare};
 use crate::cluster::evictor::{evict_silent, EvictionState};
 use crate::cluster::handover::{Handover, HandoverError, WriteGate};
 use crate::cluster::identity::{self, ClusterId, Verdict};
@@ -519,7 +520,7 @@ impl Node {
             config.node.id,
             local.clone(),
             ledger,
-            writer,
+            writer.clone(),
             policy,
             Duration::from_millis(config.eviction.every_ms),
             eviction,
@@ -544,6 +545,40 @@ impl Node {
             tasks.spawn(rotate.reload_when_asked(files, me, stop.clone()));
         }
         tasks.spawn(watch_core(raft.clone(), faults.clone(), stop.clone()));
+        if config.consistency.check_every_ms > 0 {
+            tasks.spawn(propose_checks(
+                raft.clone(),
+                config.node.id,
+                writer.clone(),
+                Duration::from_millis(config.consistency.check_every_ms),
+                stop.clone(),
+            ));
+        }
+        let judged = watch::Sender::new(0);
+        let checked: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+            if config.consistency.check_every_ms > 0 {
+                Box::pin(start_check(
+                    writer.clone(),
+                    local.clone(),
+                    judged.subscribe(),
+                    Duration::from_secs(10),
+                ))
+            } else {
+                Box::pin(async {})
+            };
+        tasks.spawn(
+            Compare {
+                raft: raft.clone(),
+                me: config.node.id,
+                local: local.clone(),
+                link: link.clone(),
+                protection: protection.clone(),
+                handover: handover.clone(),
+                metrics: metrics.clone(),
+                judged,
+            }
+            .run(stop.clone()),
+        );
         if let Some((recorded, members)) = undecided {
             tasks.spawn(identity::keep_asking(
                 link.clone(),
@@ -578,6 +613,7 @@ impl Node {
             protection,
             link,
             retry,
+            checked,
             stop,
         ));
         tracing::info!(id = config.node.id, %addr, %peer_addr, "node started");

@@ -127,6 +127,12 @@ pub struct Metrics {
     pub snapshot_install_seconds: Histogram,
     pub snapshot_bytes: Gauge,
     pub leader_changes: Counter,
+    /// 1 while this node's registry differs from its cluster's.
+    pub diverged: Gauge,
+    /// Check rounds this node compared, and the replicas the leader found
+    /// diverged at its last one.
+    pub checks: Counter,
+    pub replicas_diverged: Gauge,
     held_polls: Gauge,
     apps: Family<EnvLabels, Gauge>,
     instances: Family<EnvLabels, Gauge>,
@@ -183,6 +189,9 @@ impl Metrics {
             snapshot_install_seconds: latency(),
             snapshot_bytes: Gauge::default(),
             leader_changes: Counter::default(),
+            diverged: Gauge::default(),
+            checks: Counter::default(),
+            replicas_diverged: Gauge::default(),
             held_polls: Gauge::default(),
             apps: Family::default(),
             instances: Family::default(),
@@ -296,6 +305,21 @@ impl Metrics {
             "raft_leader_changes",
             "Leader changes this node has seen (elections won by anyone)",
             m.leader_changes.clone(),
+        );
+        r.register(
+            "diverged",
+            "1 while this node's registry differs from what most of its cluster holds at the same log index (it serves no reads until repaired)",
+            m.diverged.clone(),
+        );
+        r.register(
+            "consistency_checks",
+            "Consistency checks this node compared with its peers",
+            m.checks.clone(),
+        );
+        r.register(
+            "replicas_diverged",
+            "Replicas the leader found differing from the majority at its last consistency check",
+            m.replicas_diverged.clone(),
         );
         r.register(
             "raft_snapshot_build_seconds",

@@ -103,6 +103,7 @@ impl ReadBarrier {
 
 /// Lifts start-up protection once this node has applied what the leader
 /// had committed after this node started, and has published the members.
+#[allow(clippy::too_many_arguments)]
 pub async fn lift_when_caught_up(
     raft: Raft,
     me: NodeId,
@@ -110,6 +111,7 @@ pub async fn lift_when_caught_up(
     protection: Arc<Protection>,
     link: Link,
     retry: Duration,
+    checked: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let caught_up = async {
@@ -120,6 +122,11 @@ pub async fn lift_when_caught_up(
             .wait_for(|m| m.last_applied.map_or(0, |l| l.index) >= target)
             .await
             .is_ok();
+        // Then what it holds is compared with its peers' (`checked`: a
+        // consistency check, when they are on) before it is served.
+        if reached {
+            checked.await;
+        }
         reached
     };
     let published = async {

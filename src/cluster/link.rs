@@ -12,6 +12,7 @@ use super::membership::{Change, Changed};
 use super::renewer::{ForwardedRenews, Renews};
 use super::writer::{Committed, Forward, ForwardError, WriteError};
 use crate::auth::Operator;
+use crate::local::CheckRecord;
 use crate::raft::{Member, NodeId};
 use crate::self_discovery::NodeView;
 use crate::zones::router::{ZoneWrite, ZoneWritten};
@@ -119,6 +120,17 @@ pub trait PeerLink: Send + Sync {
         operator: &Operator,
         within: Duration,
     ) -> Result<Result<NodeId, HandoverError>, LinkError>;
+
+    /// Asks `to` for the digest it recorded at check entry `index` (with
+    /// every app's digest when `apps`), held up to `hold` until it has
+    /// applied that far; none when it keeps no record of it.
+    async fn check(
+        &self,
+        to: &Member,
+        index: u64,
+        apps: bool,
+        hold: Duration,
+    ) -> Result<Option<CheckRecord>, LinkError>;
 }
 
 /// A node's link to its peers, shared by every task.

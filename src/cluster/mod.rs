@@ -6,6 +6,7 @@ pub mod appender;
 pub mod batches;
 pub mod bootstrap;
 pub mod catch_up;
+pub mod consistency;
 pub mod evictor;
 pub mod handover;
 pub mod identity;

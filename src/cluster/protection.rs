@@ -4,10 +4,14 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Whether reads are refused on this node.
+use parking_lot::Mutex;
+
+/// Whether reads are refused on this node: while it catches up, and while
+/// its registry is found to differ from its cluster's.
 #[derive(Debug)]
 pub struct Protection {
     on: AtomicBool,
+    diverged: Mutex<Option<String>>,
 }
 
 impl Protection {
@@ -15,11 +19,39 @@ impl Protection {
     pub fn new() -> Self {
         Protection {
             on: AtomicBool::new(true),
+            diverged: Mutex::new(None),
         }
     }
 
     pub fn is_on(&self) -> bool {
-        self.on.load(Ordering::Acquire)
+        self.on.load(Ordering::Acquire) || self.diverged.lock().is_some()
+    }
+
+    /// Why reads are refused, while they are.
+    pub fn reason(&self) -> Option<String> {
+        if let Some(why) = self.diverged.lock().clone() {
+            return Some(why);
+        }
+        self.on
+            .load(Ordering::Acquire)
+            .then(|| "this node is catching up with the cluster".to_string())
+    }
+
+    /// The registry here differs from the cluster's: reads refused, `why`.
+    pub fn diverge(&self, why: String) {
+        *self.diverged.lock() = Some(why);
+    }
+
+    /// The registry here agrees with the cluster's again.
+    pub fn agree(&self) {
+        if self.diverged.lock().take().is_some() {
+            tracing::info!("this node's registry agrees with the cluster's again: serving reads");
+        }
+    }
+
+    /// Why this node was found to differ from its cluster, while it does.
+    pub fn diverged(&self) -> Option<String> {
+        self.diverged.lock().clone()
     }
 
     /// Caught up: serve reads from now on.

@@ -39,6 +39,10 @@ use crate::zones::puller::{Contact, Contacts};
 #[derive(Serialize)]
 pub struct Status {
     pub id: NodeId,
+    /// Why this node serves no reads because its registry differs from
+    /// its cluster's, while it does (see `cluster::consistency`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diverged: Option<String>,
     /// The cluster this node belongs to (its log's name), once named.
     pub cluster_id: Option<String>,
     pub state: String,
@@ -207,6 +211,7 @@ fn read_status(
     let zones = zones_status(&api, &contacts);
     Status {
         id: m.id,
+        diverged: api.protection.diverged(),
         cluster_id: api.local.read().log().map(str::to_string),
         state: format!("{:?}", m.state),
         leader: m.current_leader,

@@ -83,12 +83,9 @@ pub fn poll_room(api: &Api, client: IpAddr) -> Result<Share, Response> {
 
 /// Refuses reads while the node is catching up.
 fn guard(api: &Api) -> Result<(), Response> {
-    if api.protection.is_on() {
-        Err(reply::protected(
-            "this node is catching up with the cluster",
-        ))
-    } else {
-        Ok(())
+    match api.protection.reason() {
+        Some(why) => Err(reply::protected(&why)),
+        None => Ok(()),
     }
 }
 

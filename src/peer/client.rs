@@ -25,6 +25,7 @@ use crate::cluster::link::{LinkError, PeerLink};
 use crate::cluster::membership::{Change, Changed};
 use crate::cluster::renewer::{ForwardedRenews, Renews};
 use crate::cluster::writer::{Committed, Forward, ForwardError, WriteError};
+use crate::local::CheckRecord;
 use crate::raft::{Member, NodeId};
 use crate::self_discovery::NodeView;
 use crate::zones::router::{ZoneWrite, ZoneWritten};
@@ -296,6 +297,22 @@ impl PeerLink for PeerClient {
             path.extend(form_urlencoded::byte_serialize(log.as_bytes()));
         }
         exchange(self.zones().get(self.url(to, &path)), within).await
+    }
+
+    async fn check(
+        &self,
+        to: &Member,
+        index: u64,
+        apps: bool,
+        hold: Duration,
+    ) -> Result<Option<CheckRecord>, LinkError> {
+        let path = format!(
+            "{}?index={index}&apps={apps}&hold_ms={}",
+            paths::CHECK,
+            hold.as_millis()
+        );
+        // Every app's digest can take a while to send.
+        self.get(to, &path, hold + Duration::from_secs(5)).await
     }
 
     async fn zone_nodes(&self, to: &Member, within: Duration) -> Result<Vec<NodeView>, LinkError> {

@@ -50,6 +50,8 @@ pub mod paths {
     pub const BOOTSTRAP: &str = "/internal/bootstrap";
     /// The leader's commit point, for a node catching up.
     pub const READ_INDEX: &str = "/internal/read-index";
+    /// What a replica recorded at a check entry.
+    pub const CHECK: &str = "/internal/check";
     /// Liveness probes.
     pub const HEALTH: &str = "/internal/health";
     /// The leader asks its successor to campaign.
@@ -64,7 +66,7 @@ pub mod paths {
     pub const ZONE_NODES: &str = "/internal/zone/nodes";
 
     /// Every peer route, for the tests that check none is served to clients.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         APPEND,
         VOTE,
         SNAPSHOT,
@@ -74,6 +76,7 @@ pub mod paths {
         MEMBERSHIP,
         BOOTSTRAP,
         READ_INDEX,
+        CHECK,
         HEALTH,
         ELECT,
         TRANSFER_LEADER,
@@ -127,6 +130,7 @@ pub fn router(peers: Arc<PeerApi>) -> Router {
         .route(paths::ZONE_NODES, get(routes::zone_nodes))
         .route(paths::BOOTSTRAP, get(routes::bootstrap_state))
         .route(paths::READ_INDEX, get(routes::read_index))
+        .route(paths::CHECK, get(routes::check))
         .route(paths::HEALTH, get(|| async { "ok" }))
         .with_state(peers)
         .layer(axum::middleware::from_fn_with_state(guard, guard::check))

@@ -39,7 +39,7 @@ use crate::cluster::renewer::{
     self, ForwardRenews, ForwardedRenews, RenewLedger, RenewSettings, Renewer,
 };
 use crate::cluster::writer::{self, Committed, Forward, ForwardError, WriteError, Writer};
-use crate::local::LocalRegistry;
+use crate::local::{CheckRecord, LocalRegistry};
 use crate::raft::space::SpaceGuard;
 use crate::raft::state_machine::{create_incoming, INCOMING_FILE};
 use crate::raft::{NodeId, Raft, TypeConfig};
@@ -338,6 +338,55 @@ pub async fn bootstrap_state(State(peers): State<Arc<PeerApi>>) -> Json<Bootstra
         initialized: peers.raft.is_initialized().await.unwrap_or(true),
         cluster: peers.cluster.get(),
     })
+}
+
+/// The longest a replica holds a check question until it applies the
+/// check entry.
+const CHECK_HOLD: Duration = Duration::from_secs(5);
+
+#[derive(Debug, serde::Deserialize)]
+pub struct CheckQuery {
+    index: u64,
+    #[serde(default)]
+    apps: bool,
+    #[serde(default)]
+    hold_ms: u64,
+}
+
+/// What this node recorded at check entry `index`, once it has applied
+/// it (held up to `hold_ms`, at most [`CHECK_HOLD`]): none when it keeps
+/// no record of that index (applied long ago, or not a check here).
+pub async fn check(
+    State(peers): State<Arc<PeerApi>>,
+    Query(q): Query<CheckQuery>,
+) -> Json<Option<CheckRecord>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(q.hold_ms).min(CHECK_HOLD);
+    let mut checked = peers.local.checked();
+    loop {
+        let latest = *checked.borrow_and_update();
+        if let Some(record) = peers.local.check_at(q.index) {
+            return Json(Some(CheckRecord {
+                index: record.index,
+                digest: record.digest.clone(),
+                instances: record.instances,
+                apps: if q.apps {
+                    record.apps.clone()
+                } else {
+                    Vec::new()
+                },
+            }));
+        }
+        // A later check recorded and none at this index: none is kept.
+        if latest >= q.index {
+            return Json(None);
+        }
+        if tokio::time::timeout_at(deadline, checked.changed())
+            .await
+            .is_err()
+        {
+            return Json(None);
+        }
+    }
 }
 
 pub async fn read_index(State(peers): State<Arc<PeerApi>>) -> Json<ReadIndex> {

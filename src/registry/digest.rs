@@ -18,9 +18,25 @@ use sha2::{Digest as _, Sha256};
 
 use super::instance::Instance;
 
-/// A sum of instance hashes: of one app, or of a whole registry.
+/// A sum of instance hashes: of one app, or of a whole registry. Sent as
+/// 32 hex digits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sum(pub u128);
+
+impl serde::Serialize for Sum {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sum {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        u128::from_str_radix(&text, 16)
+            .map(Sum)
+            .map_err(serde::de::Error::custom)
+    }
+}
 
 impl Sum {
     /// The sum with `instance` added.

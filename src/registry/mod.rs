@@ -100,18 +100,13 @@ pub struct Registry {
 }
 
 /// One app's digest: what replicas compare to find where they differ.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppDigest {
     pub env: String,
     pub appid: String,
     pub instances: usize,
     pub latest_timestamp: Timestamp,
-    #[serde(serialize_with = "hex_sum")]
     pub digest: digest::Sum,
-}
-
-fn hex_sum<S: serde::Serializer>(sum: &digest::Sum, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&sum.hex())
 }
 
 /// The origin's entry a zone batch brings its partition up to.
@@ -902,6 +897,11 @@ impl Registry {
     /// time, the log's name, a restore's staged parts. It costs a pass over
     /// the apps, not over the instances.
     pub fn digest(&self) -> String {
+        self.digest_with_apps().0
+    }
+
+    /// [`Registry::digest`], and the apps' digests it was made of.
+    pub fn digest_with_apps(&self) -> (String, Vec<AppDigest>) {
         use sha2::Digest as _;
         let apps = self.app_digests();
         let instances = apps
@@ -931,7 +931,32 @@ impl Registry {
         );
         let rest = hasher.finalize();
         let rest: String = rest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}{rest}", instances.hex())
+        (format!("{}{rest}", instances.hex()), apps)
+    }
+
+    /// Changes one instance behind the log's back: how tests make a
+    /// replica diverge (the `diverge` fail point).
+    #[cfg(feature = "failpoints")]
+    pub fn tamper(&mut self) {
+        let mut apps: Vec<_> = self
+            .envs
+            .values_mut()
+            .flat_map(|a| a.values_mut())
+            .collect();
+        apps.sort_by_key(|a| a.instances().next().map(Instance::key));
+        if let Some(app) = apps.into_iter().next() {
+            let app = Arc::make_mut(app);
+            let Some((zone, host)) = app
+                .instances()
+                .next()
+                .map(|i| (i.zone.to_string(), i.hostname.to_string()))
+            else {
+                return;
+            };
+            app.update(&zone, &host, |i| {
+                i.version = format!("{}~", &*i.version).into()
+            });
+        }
     }
 
     /// The whole state in a form that survives serialization.

@@ -597,6 +597,9 @@ async fn first_answering(http: &reqwest::Client, nodes: &[String]) -> String {
 
 /// Serving means: start-up protection lifted and a leader known.
 fn healthy(status: &Value) -> anyhow::Result<()> {
+    if let Some(why) = status["diverged"].as_str() {
+        anyhow::bail!("node {} diverged: {why}", status["id"]);
+    }
     anyhow::ensure!(
         status["protected"] == false,
         "node {} is catching up",
@@ -636,6 +639,9 @@ fn print_status(s: &Value) {
         show(&s["held_polls"]),
         show(&s["protected"])
     );
+    if let Some(why) = s["diverged"].as_str() {
+        println!("DIVERGED: {why}");
+    }
     println!(
         "{:<4} {:<12} {:<22} {:<22} {:<7} {:<8} {:<6}",
         "id", "name", "raft", "api", "role", "matched", "lag"
