@@ -32,6 +32,17 @@ async fn fill(dir: &Path, n: usize) -> Config {
         let answer = c.register("disk.app", "sh001", &format!("h{i}"), "1").await;
         assert_eq!(answer.code(), 0, "{}", answer.text);
     }
+    // Snapshots are built and the log purged behind them in the
+    // background: the tests need the log compacted before the stop.
+    if n >= 10 {
+        let mut metrics = node.raft().metrics();
+        let purged = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            metrics.wait_for(|m| m.purged.is_some()),
+        )
+        .await;
+        assert!(purged.is_ok(), "the log was never compacted");
+    }
     node.shutdown().await.unwrap();
     config
 }

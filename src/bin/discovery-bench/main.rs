@@ -22,6 +22,7 @@ mod cluster;
 mod cluster_register;
 mod compare;
 mod cpu;
+mod digest;
 mod discovery;
 mod failover;
 mod fetch;
@@ -116,6 +117,9 @@ enum Command {
     /// limits (slow readers, bogus writes, a large restore, one address's
     /// polls, registrations that never renew), each figure by its bound.
     Hostile(hostile::Args),
+    /// What the registry's digest costs, in process: a full digest of a
+    /// million instances, the pass each check makes, one instance hashed.
+    Digest(digest::Args),
     /// Everything above, in turn, with the defaults of each.
     All(AllArgs),
     /// The reference `polls` starts: holds requests, answers them on a wake.
@@ -155,6 +159,9 @@ fn main() -> Result<()> {
     if let Command::Hold(args) = &cli.command {
         return replicas::hold(args);
     }
+    if let Command::Digest(args) = &cli.command {
+        return digest::run(args);
+    }
     eprintln!("# open-file limit {nofile}");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads.max(1))
@@ -192,7 +199,7 @@ async fn run(launch: &Launch, command: Command) -> Result<()> {
         Command::Zones(args) => zones::run(launch, &args).await,
         Command::Replicas(args) => replicas::run(launch, &args).await,
         Command::Hostile(args) => hostile::run(launch, &args).await,
-        Command::BareServer(_) | Command::Hold(_) => {
+        Command::BareServer(_) | Command::Hold(_) | Command::Digest(_) => {
             unreachable!("run before the runtime starts")
         }
         Command::All(all) => {
