@@ -32,6 +32,9 @@ pub enum Variant {
     Plain,
     /// The --before build with the one-port config.
     Before,
+    /// The --prev build (a recent one, configured as this build is),
+    /// peers on mutual TLS: what one change cost.
+    Prev,
 }
 
 impl Variant {
@@ -40,6 +43,7 @@ impl Variant {
             Variant::Tls => "tls",
             Variant::Plain => "plain",
             Variant::Before => "before",
+            Variant::Prev => "prev",
         }
     }
 }
@@ -56,6 +60,10 @@ pub struct Variants {
     /// variant `before` (e.g. built from commit 4d43a41).
     #[arg(long)]
     pub before: Option<PathBuf>,
+    /// The server binary of a recent build, configured as this one, for
+    /// the variant `prev`.
+    #[arg(long)]
+    pub prev: Option<PathBuf>,
 }
 
 impl Variants {
@@ -85,6 +93,14 @@ impl Variants {
                             .clone()
                             .context("the variant `before` needs --before <binary>")?,
                         peers: PeerMode::Legacy,
+                        ..base.clone()
+                    },
+                    Variant::Prev => Launch {
+                        binary: self
+                            .prev
+                            .clone()
+                            .context("the variant `prev` needs --prev <binary>")?,
+                        peers: PeerMode::Tls,
                         ..base.clone()
                     },
                 };
@@ -427,8 +443,9 @@ mod tests {
     #[test]
     fn variants_pick_binary_and_config() {
         let v = Variants {
-            variants: vec![Variant::Before, Variant::Plain, Variant::Tls],
+            variants: vec![Variant::Before, Variant::Plain, Variant::Tls, Variant::Prev],
             before: Some("/tmp/prev-target/release/discovery".into()),
+            prev: Some("/tmp/recent/discovery".into()),
         };
         let l = v.launches(&base()).unwrap();
         assert_eq!(l[0].1.peers, PeerMode::Legacy);
@@ -439,14 +456,18 @@ mod tests {
         assert_eq!(l[1].1.peers, PeerMode::Plain);
         assert_eq!(l[1].1.binary, PathBuf::from("target/release/discovery"));
         assert_eq!(l[2].1.peers, PeerMode::Tls);
+        assert_eq!(l[3].1.peers, PeerMode::Tls);
+        assert_eq!(l[3].1.binary, PathBuf::from("/tmp/recent/discovery"));
         let missing = Variants {
             variants: vec![Variant::Before],
             before: None,
+            prev: None,
         };
         assert!(missing.launches(&base()).is_err());
         let twice = Variants {
             variants: vec![Variant::Tls, Variant::Tls],
             before: None,
+            prev: None,
         };
         assert!(twice.launches(&base()).is_err());
     }
