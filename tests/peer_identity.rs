@@ -131,6 +131,7 @@ fn every_route(term: u64, claimed: NodeId, index: u64) -> Vec<(&'static str, Opt
         ),
         (paths::BOOTSTRAP, get.clone()),
         (paths::READ_INDEX, get.clone()),
+        (paths::CHECK, get.clone()),
         (paths::HEALTH, get.clone()),
         (
             paths::ELECT,
@@ -259,6 +260,7 @@ async fn every_peer_route_refuses_callers_its_certificate_does_not_allow() {
         paths::RENEW,
         paths::BOOTSTRAP,
         paths::READ_INDEX,
+        paths::CHECK,
         paths::HEALTH,
     ];
     for target in [leader, follower] {
