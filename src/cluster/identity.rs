@@ -37,14 +37,16 @@ impl ClusterId {
     pub fn set(&self, id: &str) {
         *self.0.write() = Some(id.to_string());
     }
-}
 
-/// Whether a call from a node of cluster `theirs` (none: it does not say,
-/// or does not know yet) may be taken by a node of cluster `mine`.
-pub fn admits(mine: Option<&str>, theirs: Option<&str>) -> bool {
-    match (mine, theirs) {
-        (Some(mine), Some(theirs)) => mine == theirs,
-        _ => true,
+    /// This node's id, when a call from a node of cluster `theirs` (none:
+    /// it does not say, or does not know yet) must be refused: both know
+    /// their clusters and they differ. Compared in place: every peer call
+    /// passes here, and only a refusal copies anything.
+    pub fn refuses(&self, theirs: Option<&str>) -> Option<String> {
+        match (self.0.read().as_deref(), theirs) {
+            (Some(mine), Some(theirs)) if mine != theirs => Some(mine.to_string()),
+            _ => None,
+        }
     }
 }
 
@@ -206,12 +208,15 @@ mod tests {
 
     #[test]
     fn calls_between_clusters_that_both_say_are_refused() {
-        assert!(admits(Some("a"), Some("a")));
-        assert!(!admits(Some("a"), Some("b")));
+        let id = ClusterId::default();
         // A node that does not know yet (a new joiner, a cluster not yet
-        // named) is not refused, and refuses nobody.
-        assert!(admits(None, Some("b")));
-        assert!(admits(Some("a"), None));
+        // named) refuses nobody.
+        assert_eq!(id.refuses(Some("b")), None);
+        id.set("a");
+        assert_eq!(id.refuses(Some("a")), None);
+        assert_eq!(id.refuses(Some("b")), Some("a".into()));
+        // Nor is a caller that does not say refused.
+        assert_eq!(id.refuses(None), None);
     }
 
     #[test]

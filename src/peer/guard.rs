@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use super::identity::Caller;
 use super::paths;
 use crate::auth::AdminToken;
-use crate::cluster::identity::{self, admits, ClusterId, HEADER as CLUSTER_HEADER};
+use crate::cluster::identity::{self, ClusterId, HEADER as CLUSTER_HEADER};
 use crate::raft::{Member, NodeId, Raft};
 use crate::shutdown::Faults;
 
@@ -278,9 +278,8 @@ pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: 
             .headers()
             .get(CLUSTER_HEADER)
             .and_then(|v| v.to_str().ok());
-        let mine = guard.cluster.get();
-        if !admits(mine.as_deref(), theirs) {
-            let (mine, theirs) = (mine.unwrap_or_default(), theirs.unwrap_or_default());
+        if let Some(mine) = guard.cluster.refuses(theirs) {
+            let theirs = theirs.unwrap_or_default();
             return guard.foreign(&caller, &mine, theirs).into_response();
         }
     }
