@@ -12,6 +12,20 @@ async fn node() -> TestNode {
     TestNode::start_with(2_000, |c| c.security.admin_token = TOKEN.into()).await
 }
 
+/// Restores `backup` through `c`'s node with `token`: what it answered.
+async fn restore(c: &common::Client, token: &str, backup: Vec<u8>) -> String {
+    c.http
+        .post(format!("{}/admin/restore", c.base))
+        .bearer_auth(token)
+        .body(backup)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Every instance as `(zone, hostname, addrs, metadata, version, status,
 /// reg_timestamp)`, which a restore keeps.
 async fn instances(node: &TestNode, appid: &str) -> Vec<Value> {
@@ -218,17 +232,7 @@ async fn a_backup_larger_than_an_entry_restores_in_parts_while_writes_go_on() {
             codes
         })
     };
-    let restored = c
-        .http
-        .post(format!("{}/admin/restore", c.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .body(backup.clone())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let restored = restore(&c, ADMIN_TOKEN, backup.to_vec()).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let codes = writer.await.unwrap();
     assert!(restored.contains("restored 1500 instances"), "{restored}");
@@ -314,17 +318,7 @@ async fn readers_that_never_read_a_backup_hold_little_and_are_bounded() {
         })
         .collect();
     backup["registry"]["apps"][0]["instances"] = instances.into();
-    let said = c
-        .http
-        .post(format!("{}/admin/restore", c.base))
-        .bearer_auth(TOKEN)
-        .body(serde_json::to_vec(&backup).unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let said = restore(&c, TOKEN, serde_json::to_vec(&backup).unwrap()).await;
     assert!(said.contains("restored 12000 instances"), "{said}");
     let rss_before = rss_kb();
 

@@ -70,6 +70,19 @@ async fn replace_node3(ours: &mut Cluster, theirs: &mut Cluster) {
     copy_dir(&theirs.data_dir_of(3), &dir);
 }
 
+/// Waits for node 3 to stop on its own, and asserts it failed saying
+/// `said`; its log.
+async fn exits_saying(ours: &mut Cluster, said: &str) -> String {
+    let status = ours
+        .exited(2, Duration::from_secs(20))
+        .await
+        .expect("node 3 still runs on another cluster's data");
+    assert!(!status.success(), "{status}");
+    let log = ours.log(2);
+    assert!(log.contains(said), "{log}");
+    log
+}
+
 /// The cluster takes writes with two of three, and node 3 holds none of
 /// the other cluster's instances.
 async fn ours_unharmed(ours: &Cluster) {
@@ -84,19 +97,11 @@ async fn a_node_on_another_clusters_data_refuses_to_start() {
     let (mut ours, mut theirs, ours_id, theirs_id) = swapped().await;
     replace_node3(&mut ours, &mut theirs).await;
     ours.spawn(2);
-    let status = ours
-        .exited(2, Duration::from_secs(20))
-        .await
-        .expect("node 3 still runs on another cluster's data");
-    assert!(!status.success(), "{status}");
-    let log = ours.log(2);
-    assert!(
-        log.contains(&format!(
-            "this data directory belongs to cluster {theirs_id}, but most members of the \
-             cluster configured here belong to cluster {ours_id}"
-        )),
-        "{log}"
+    let said = format!(
+        "this data directory belongs to cluster {theirs_id}, but most members of the \
+         cluster configured here belong to cluster {ours_id}"
     );
+    exits_saying(&mut ours, &said).await;
     ours_unharmed(&ours).await;
 }
 
@@ -127,17 +132,8 @@ async fn a_node_on_another_clusters_data_stops_once_its_peers_can_tell() {
     );
     ours.freeze(0, false);
     ours.freeze(1, false);
-    let status = ours
-        .exited(2, Duration::from_secs(20))
-        .await
-        .expect("node 3 still runs on another cluster's data");
-    assert!(!status.success(), "{status}");
-    let log = ours.log(2);
-    assert!(
-        log.contains(&format!(
-            "this data directory belongs to cluster {theirs_id}"
-        )) && log.contains(&ours_id),
-        "{log}"
-    );
+    let said = format!("this data directory belongs to cluster {theirs_id}");
+    let log = exits_saying(&mut ours, &said).await;
+    assert!(log.contains(&ours_id), "{log}");
     ours_unharmed(&ours).await;
 }

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::cluster::{Cluster, Timings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,26 +46,10 @@ async fn a_log_altered_on_disk_is_found_before_the_node_serves() {
     }
 
     cluster.spawn(odd);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let Some(status) = cluster.status(odd).await else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        // Never served: not the altered instance, nor anything.
-        let read = cluster.client(odd).fetch("stored.app", 3).await;
-        assert_ne!(read.code(), 0, "served the altered log: {}", read.text);
-        if let Some(why) = status["diverged"].as_str() {
-            assert!(why.contains("stored.app"), "{why}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never found:\n{}",
-            cluster.log(odd)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Never served: not the altered instance, nor anything.
+    let status = cluster.never_served_until_diverged(odd, "stored.app").await;
+    let why = status["diverged"].as_str().unwrap();
+    assert!(why.contains("stored.app"), "{why}");
     // The others serve the registry as written.
     let fetched = c.fetch("stored.app", 3).await;
     assert!(fetched.text.contains("\"flip-me\""), "{}", fetched.text);

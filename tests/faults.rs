@@ -56,24 +56,6 @@ fn checked() -> Timings {
     }
 }
 
-/// Waits until node `i` says it diverged; its status then.
-async fn diverged(cluster: &Cluster, i: usize) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = cluster.status(i).await {
-            if status["diverged"].is_string() {
-                return status;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never found diverged:\n{}",
-            cluster.log(i)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A replica whose registry drifts from the log (the `diverge` fail
 /// point changes an instance behind the log's back at every apply) is
 /// found out at the next check: it says at which index, by how much and
@@ -91,21 +73,7 @@ async fn a_replica_that_diverges_is_found_out_and_serves_no_reads() {
     cluster.spawn_with_env(odd, &[("FAILPOINTS", "diverge=return")]);
     // Checked at start, before it serves: no read is ever answered from
     // its registry.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let Some(status) = cluster.status(odd).await else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        let read = cluster.client(odd).fetch("drift.app", 3).await;
-        assert_ne!(read.code(), 0, "served while diverged: {}", read.text);
-        if status["diverged"].is_string() {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never found diverged");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let status = diverged(&cluster, odd).await;
+    let status = cluster.never_served_until_diverged(odd, "drift.app").await;
     let why = status["diverged"].as_str().unwrap();
     assert!(
         why.contains("differs from the cluster's at log index")
@@ -159,7 +127,7 @@ async fn a_leader_that_diverges_steps_down() {
     let odd = (leader + 1) % 3;
     cluster.terminate(odd).await;
     cluster.spawn_with_env(odd, &[("FAILPOINTS", "diverge=return")]);
-    diverged(&cluster, odd).await;
+    cluster.never_served_until_diverged(odd, "drift.app").await;
     // Made leader, it finds itself the odd one out at its first check.
     let id = cluster.slots[odd].id;
     let moved = cluster.transfer_leader(leader, id).await;

@@ -605,6 +605,30 @@ hold_ms = {hold}
         r.json().await.ok()
     }
 
+    /// Watches node `i`, just started, until it says its registry differs
+    /// from the cluster's, reading `appid` from it all along: not one read
+    /// may be answered meanwhile. Its status then.
+    pub async fn never_served_until_diverged(&self, i: usize, appid: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "never found diverged:\n{}",
+                self.log(i)
+            );
+            let Some(status) = self.status(i).await else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let read = self.client(i).fetch(appid, 3).await;
+            assert_ne!(read.code(), 0, "served while diverged: {}", read.text);
+            if status["diverged"].is_string() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until node `i` serves reads (knows a leader, caught up).
     pub async fn wait_serving(&self, i: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
