@@ -24,6 +24,7 @@ impl Config {
                         raft_addr: addr.clone(),
                         api_addr: String::new(),
                         zone: zone.clone(),
+                        rebuilding: false,
                     })
                     .collect();
                 (zone.clone(), nodes)
@@ -76,12 +77,18 @@ pub struct ConsistencyConfig {
     /// How often the leader puts a check through the log (also after every
     /// membership change); 0: never.
     pub check_every_ms: u64,
+    /// Whether a replica found to differ repairs itself (gives up its
+    /// vote, rebuilds from the cluster, gets its vote back once it agrees)
+    /// without an operator. Off: it stays out of service for an operator
+    /// to inspect, until `discoveryctl repair`.
+    pub repair: bool,
 }
 
 impl Default for ConsistencyConfig {
     fn default() -> Self {
         ConsistencyConfig {
             check_every_ms: 30_000,
+            repair: true,
         }
     }
 }
@@ -792,6 +799,7 @@ impl Config {
             raft_addr: self.node.raft_advertise.clone(),
             api_addr: self.node.advertise.clone(),
             zone: self.node.zone.clone(),
+            rebuilding: false,
         }
     }
 
@@ -813,6 +821,7 @@ impl Config {
                     } else {
                         m.zone.clone()
                     },
+                    rebuilding: false,
                 };
                 (m.id, member)
             })

@@ -174,7 +174,7 @@ impl LocalRegistry {
                 .collect();
             // Tests make a replica diverge here (the `failpoints` feature).
             #[cfg(feature = "failpoints")]
-            if fail::eval("diverge", |_| ()).is_some() {
+            if diverge_here(commands) {
                 applied.registry.tamper();
             }
             let moved = reset || !own.is_empty();
@@ -298,6 +298,27 @@ impl LocalRegistry {
             instances: applied.registry.len(),
             digest: applied.registry.digest(),
             partitions: Default::default(),
+        }
+    }
+}
+
+/// The `diverge` fail point: `diverge=return` changes the registry behind
+/// the log's back at every entry applied; `diverge=return(TEXT)` does once
+/// per process, at the first entry whose commands mention TEXT: a fault
+/// that rebuilding the node from its cluster cures, as a damaged disk's.
+#[cfg(feature = "failpoints")]
+fn diverge_here(commands: &[Command]) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static ONCE: AtomicBool = AtomicBool::new(false);
+    match fail::eval("diverge", |arg| arg) {
+        None => false,
+        Some(None) => true,
+        Some(Some(text)) => {
+            !ONCE.load(Ordering::Relaxed)
+                && commands
+                    .iter()
+                    .any(|c| serde_json::to_string(c).is_ok_and(|json| json.contains(&text)))
+                && !ONCE.swap(true, Ordering::Relaxed)
         }
     }
 }

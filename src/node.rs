@@ -24,6 +24,7 @@ use crate::cluster::link::Link;
 use crate::cluster::peers::{watch_peers, ProbeSettings};
 use crate::cluster::protection::Protection;
 use crate::cluster::renewer::{RenewLedger, RenewSettings, Renewer};
+use crate::cluster::repair::Repair;
 use crate::cluster::writer::{Checks, Writer};
 use crate::config::{Config, LogFormat};
 use crate::http::access::Access;
@@ -48,7 +49,7 @@ use crate::raft::Raft;
 use crate::registry::{Registry, Schedules};
 use crate::self_discovery::SelfDiscovery;
 use crate::server::{open_files, serve, Bounds, Listener, Tls};
-use crate::shutdown::{watch_core, Faults};
+use crate::shutdown::{watch_core, Faults, Stop};
 use crate::telemetry::Metrics;
 use crate::zones::puller::{Contacts, Follow};
 use crate::zones::router::Zones;
@@ -141,6 +142,18 @@ impl Node {
         let data_dir = config.node.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
+        // A rebuild under way: the old log and snapshot go aside before the
+        // log is opened (again, after a crash half-way).
+        let mut rebuilding = data_dir::rebuilding(&data_dir)?;
+        if let Some(rebuild) = rebuilding.as_mut().filter(|r| !r.set_aside) {
+            let to = data_dir::set_aside(&data_dir, rebuild)?;
+            tracing::warn!(
+                attempt = rebuild.attempts,
+                "rebuilding this node's registry from the cluster: its log and snapshot \
+                 were set aside in {}",
+                to.display()
+            );
+        }
         let db = sled::Config::new()
             .path(data_dir.join("sled"))
             .cache_capacity(config.storage.cache_mb << 20)
@@ -172,6 +185,7 @@ impl Node {
             config.node.id,
             &Records::open(&db)?,
             &state_machine,
+            rebuilding.is_some(),
         )?;
         let log_store = LogStore::open(&db, metrics.flush_seconds.clone())?;
         // Data that records its cluster is checked against the members'
@@ -230,6 +244,7 @@ impl Node {
         let peer_addr = peer_listener.local_addr()?;
 
         let (shutdown, stop) = watch::channel(false);
+        let (tell_repair, repair_hears) = tokio::sync::mpsc::channel(8);
         let nodes = SelfDiscovery::new(local.hub().clone());
         let protection = Arc::new(Protection::new());
         let wait_for_leader = Duration::from_millis(config.raft.write_timeout_ms);
@@ -380,6 +395,7 @@ impl Node {
             backups: Arc::new(tokio::sync::Semaphore::new(
                 crate::http::admin::BACKUPS_AT_ONCE,
             )),
+            repair: tell_repair.clone(),
         };
 
         let c = &config.connections;
@@ -576,8 +592,25 @@ impl Node {
                 handover: handover.clone(),
                 metrics: metrics.clone(),
                 judged,
+                repair: tell_repair,
             }
             .run(stop.clone()),
+        );
+        // A node that rebuilds waits to be replicated to, whatever its
+        // configuration says: it must never form a cluster of its own.
+        let join = config.cluster.join || rebuilding.is_some();
+        tasks.spawn(
+            Repair {
+                raft: raft.clone(),
+                me: config.node.id,
+                link: link.clone(),
+                handover: handover.clone(),
+                data_dir: data_dir.clone(),
+                faults: faults.clone(),
+                automatic: config.consistency.repair,
+                rebuilding,
+            }
+            .run(repair_hears, stop.clone()),
         );
         if let Some((recorded, members)) = undecided {
             tasks.spawn(identity::keep_asking(
@@ -596,7 +629,7 @@ impl Node {
             stop.clone(),
         ));
         let retry = Duration::from_millis(config.raft.heartbeat_ms * 2);
-        if !config.cluster.join {
+        if !join {
             tasks.spawn(form_cluster(
                 raft.clone(),
                 config.node.id,
@@ -633,9 +666,10 @@ impl Node {
         })
     }
 
-    /// Resolves with the reason once the node cannot go on (see
-    /// [`Faults`]): the caller stops it and exits with an error.
-    pub async fn fault(&self) -> String {
+    /// Resolves with the reason once the node stops on its own (see
+    /// [`Faults`]): the caller stops it, then exits with an error or, for
+    /// a rebuild, starts it again.
+    pub async fn stops(&self) -> Stop {
         self.faults.raised().await
     }
 

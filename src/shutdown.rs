@@ -8,13 +8,26 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
 }
 
+/// Why a node stops on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// It cannot go on: the process ends with this reason and a non-zero
+    /// exit.
+    Fault(String),
+    /// It set out to rebuild its data from its cluster (see
+    /// `crate::cluster::repair`): the process starts it again, empty.
+    Rebuild(String),
+}
+
 /// Why the node cannot go on, once it cannot: its Raft core stopped on
 /// its own (a panic, a storage failure), or most of its cluster says its
 /// data is another cluster's. The first reason raised stands; the process
 /// stops with it and a non-zero exit, so that a supervisor restarts it and
 /// an operator reads why, rather than a node that answers `503` forever.
+/// A node that sets out to rebuild its data stops the same way, and starts
+/// again in the same process.
 #[derive(Clone)]
-pub struct Faults(watch::Sender<Option<String>>);
+pub struct Faults(watch::Sender<Option<Stop>>);
 
 impl Default for Faults {
     fn default() -> Self {
@@ -25,22 +38,35 @@ impl Default for Faults {
 impl Faults {
     /// Raises `why`, unless a reason was raised before.
     pub fn raise(&self, why: String) {
+        self.stop(Stop::Fault(why));
+    }
+
+    /// Stops the node to rebuild its data, unless a fault was raised
+    /// before.
+    pub fn rebuild(&self, why: String) {
+        self.stop(Stop::Rebuild(why));
+    }
+
+    fn stop(&self, stop: Stop) {
         self.0.send_if_modified(|reason| {
             if reason.is_some() {
                 return false;
             }
-            tracing::error!("{why}");
-            *reason = Some(why);
+            match &stop {
+                Stop::Fault(why) => tracing::error!("{why}"),
+                Stop::Rebuild(why) => tracing::warn!("stopping to rebuild: {why}"),
+            }
+            *reason = Some(stop);
             true
         });
     }
 
     /// The reason raised, once one is.
-    pub async fn raised(&self) -> String {
+    pub async fn raised(&self) -> Stop {
         let mut rx = self.0.subscribe();
         // The sender lives in `self`: waiting cannot fail.
         let reason = rx.wait_for(Option::is_some).await.map(|r| r.clone());
-        reason.ok().flatten().unwrap_or_default()
+        reason.ok().flatten().unwrap_or(Stop::Fault(String::new()))
     }
 }
 
@@ -86,7 +112,8 @@ mod tests {
         });
         faults.raise("first".into());
         faults.raise("second".into());
-        assert_eq!(waiting.await.unwrap(), "first");
-        assert_eq!(faults.raised().await, "first");
+        faults.rebuild("third".into());
+        assert_eq!(waiting.await.unwrap(), Stop::Fault("first".into()));
+        assert_eq!(faults.raised().await, Stop::Fault("first".into()));
     }
 }

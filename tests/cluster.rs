@@ -805,6 +805,39 @@ async fn a_learner_serves_reads_and_polls_and_is_published_as_a_node() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    // With its own certificate, the learner cannot vote itself in: the
+    // repair route gives a vote back only to a node the leader took it
+    // from.
+    let learner = cluster.pki.issued(
+        "learner4",
+        &raft_discovery::peer::identity::Identity::Node {
+            zone: "sh001".into(),
+            id: 4,
+        },
+    );
+    let leader = cluster.leader().await;
+    let asked: Value = common::tls_client(&cluster.pki.ca_path(), Some(&learner))
+        .post(format!(
+            "https://{}{}",
+            cluster.peer_addr(leader),
+            raft_discovery::peer::paths::REPAIR
+        ))
+        .json(&json!({"node": 4, "step": "promote"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        asked["Err"]
+            .as_str()
+            .is_some_and(|e| e.contains("was not taken out of the vote")),
+        "{asked}"
+    );
+    let voters = cluster.status(leader).await.unwrap()["voters"].clone();
+    assert_eq!(voters, json!([1, 2, 3]), "the learner voted itself in");
 }
 
 /// The `discoveryctl` arguments that add node 4 of zone sh001 as a learner.

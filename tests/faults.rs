@@ -2,11 +2,12 @@
 //! node's environment; the `failpoints` feature): a node whose Raft core
 //! stops ends its process with the cause and a non-zero exit, for its
 //! supervisor to restart and its operator to read, instead of answering
-//! `503` forever.
+//! `503` forever; a replica whose registry drifts from the log is found
+//! out, serves nothing, and rebuilds itself from its cluster.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, Timings};
 
@@ -48,21 +49,25 @@ async fn a_node_whose_raft_core_stops_exits_with_the_cause() {
     assert!(fetched.text.contains("\"h4\""), "{}", fetched.text);
 }
 
-/// Checks every 300 ms.
-fn checked() -> Timings {
+/// Checks every 300 ms; divergence repaired without an operator or not.
+fn checked(repair: bool) -> Timings {
     Timings {
-        lifecycle: "[consistency]\ncheck_every_ms = 300\n".into(),
+        lifecycle: format!("[consistency]\ncheck_every_ms = 300\nrepair = {repair}\n"),
         ..Timings::default()
     }
 }
 
+/// What a rebuilt node says once a check finds it agrees.
+const REBUILT: &str = "rebuilt from the cluster: this node agrees again";
+
 /// A replica whose registry drifts from the log (the `diverge` fail
 /// point changes an instance behind the log's back at every apply) is
 /// found out at the next check: it says at which index, by how much and
-/// in which app, serves no reads, and the others go on.
+/// in which app, serves no reads, and the others go on. With repair off,
+/// it stays so for an operator to look at.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_diverges_is_found_out_and_serves_no_reads() {
-    let mut cluster = Cluster::start(3, checked()).await;
+    let mut cluster = Cluster::start(3, checked(false)).await;
     let leader = cluster.leader().await;
     let c = cluster.client(leader);
     for h in ["h1", "h2", "h3"] {
@@ -112,13 +117,95 @@ async fn a_replica_that_diverges_is_found_out_and_serves_no_reads() {
     assert_eq!(c.register("drift.app", "sh001", "h4", "1").await.code(), 0);
     let third = 3 - leader - odd;
     assert_eq!(cluster.client(third).fetch("drift.app", 3).await.code(), 0);
+    // Left for the operator: no repair started.
+    cluster
+        .logged(odd, "[consistency] repair = false", Duration::from_secs(5))
+        .await;
+    assert!(
+        !cluster.log(odd).contains("repairing"),
+        "{}",
+        cluster.log(odd)
+    );
+}
+
+/// Waits until node `i` (id `id`) has rebuilt: it says so, votes
+/// again, is no longer marked rebuilding, serves; then every node holds
+/// one registry. Its data was set aside, once.
+async fn rebuilt(cluster: &Cluster, i: usize) {
+    let id = cluster.slots[i].id;
+    cluster.logged(i, REBUILT, Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let leader = cluster.leader().await;
+        let status = cluster.status(leader).await.unwrap();
+        let votes = status["voters"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(id));
+        if votes && status["members"][id.to_string()]["rebuilding"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no vote back: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.wait_serving(i).await;
+    cluster.one_registry(Duration::from_secs(10)).await;
+    let aside = std::fs::read_dir(cluster.data_dir_of(id).join("set-aside"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect::<Vec<_>>();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(aside[0].join("sled").is_dir(), "{aside:?}");
+}
+
+/// A replica that diverges while it runs (the `diverge` fail point
+/// changes its registry once, behind the log's back, when it applies the
+/// entry that registers `tamper.app`) is found at the next check, serves
+/// nothing, gives up its vote, rebuilds from the cluster, and votes and
+/// serves again with the cluster's registry, without an operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_diverges_is_repaired_from_the_cluster() {
+    let mut cluster = Cluster::start(3, checked(true)).await;
+    let leader = cluster.leader().await;
+    let c = cluster.client(leader);
+    for h in ["h1", "h2", "h3"] {
+        assert_eq!(c.register("drift.app", "sh001", h, "1").await.code(), 0);
+    }
+    let odd = (leader + 1) % 3;
+    cluster.terminate(odd).await;
+    cluster.spawn_with_env(odd, &[("FAILPOINTS", "diverge=return(tamper.app)")]);
+    cluster.wait_serving(odd).await;
+    let started = Instant::now();
+    assert_eq!(c.register("tamper.app", "sh001", "t1", "1").await.code(), 0);
+    cluster
+        .logged(
+            odd,
+            "differs from the cluster's at log index",
+            Duration::from_secs(5),
+        )
+        .await;
+    let detected = started.elapsed();
+    rebuilt(&cluster, odd).await;
+    println!(
+        "diverged replica: found after {detected:?}, serving the cluster's registry {:?} later",
+        started.elapsed() - detected
+    );
+    let log = cluster.log(odd);
+    assert!(
+        log.contains("rebuilding this node's registry from the cluster"),
+        "{log}"
+    );
+    let fetched = cluster.client(odd).fetch("drift.app", 3).await;
+    assert_eq!(fetched.code(), 0, "{}", fetched.text);
+    assert_eq!(c.register("drift.app", "sh001", "h4", "1").await.code(), 0);
+    cluster.one_registry(Duration::from_secs(10)).await;
 }
 
 /// A leader whose registry is the odd one out hands its leadership over
-/// as soon as a check finds it, and stays out of service.
+/// as soon as a check finds it, then rebuilds like any replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_that_diverges_steps_down() {
-    let mut cluster = Cluster::start(3, checked()).await;
+async fn a_leader_that_diverges_steps_down_and_is_repaired() {
+    let mut cluster = Cluster::start(3, checked(true)).await;
     let leader = cluster.leader().await;
     let c = cluster.client(leader);
     for h in ["h1", "h2"] {
@@ -126,40 +213,29 @@ async fn a_leader_that_diverges_steps_down() {
     }
     let odd = (leader + 1) % 3;
     cluster.terminate(odd).await;
-    cluster.spawn_with_env(odd, &[("FAILPOINTS", "diverge=return")]);
-    cluster.never_served_until_diverged(odd, "drift.app").await;
-    // Made leader, it finds itself the odd one out at its first check.
+    cluster.spawn_with_env(odd, &[("FAILPOINTS", "diverge=return(tamper.app)")]);
+    cluster.wait_serving(odd).await;
     let id = cluster.slots[odd].id;
     let moved = cluster.transfer_leader(leader, id).await;
     assert_eq!(moved["Ok"], id, "{moved}");
-    // (The old leader's status may still say it leads for a moment: the
-    // odd one's own log says when it hands over.)
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !cluster
-        .log(odd)
-        .contains("diverged: leadership handed over")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still leads:\n{}",
-            cluster.log(odd)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while cluster.status(odd).await.unwrap()["state"] == "Leader" {
-        assert!(std::time::Instant::now() < deadline, "still leads");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
+    assert_eq!(
         cluster
-            .log(odd)
-            .contains("diverged: leadership handed over"),
-        "{}",
-        cluster.log(odd)
+            .client(odd)
+            .register("tamper.app", "sh001", "t1", "1")
+            .await
+            .code(),
+        0
     );
-    assert!(cluster.status(odd).await.unwrap()["diverged"].is_string());
+    cluster
+        .logged(
+            odd,
+            "diverged: leadership handed over",
+            Duration::from_secs(10),
+        )
+        .await;
+    rebuilt(&cluster, odd).await;
     let leader = cluster.leader().await;
+    assert_ne!(leader, odd);
     assert_eq!(
         cluster
             .client(leader)
@@ -168,4 +244,42 @@ async fn a_leader_that_diverges_steps_down() {
             .code(),
         0
     );
+    cluster.one_registry(Duration::from_secs(10)).await;
+}
+
+/// A fault that comes back from the cluster's own log (the `diverge`
+/// fail point at every apply: as an apply bug would) is not rebuilt
+/// forever: after three rebuilds the node stays a learner out of service,
+/// keeping the last two copies of its data for an operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_divergence_that_comes_back_is_left_to_an_operator() {
+    let mut cluster = Cluster::start(3, checked(true)).await;
+    let leader = cluster.leader().await;
+    let c = cluster.client(leader);
+    assert_eq!(c.register("drift.app", "sh001", "h1", "1").await.code(), 0);
+    let odd = (leader + 1) % 3;
+    cluster.terminate(odd).await;
+    cluster.spawn_with_env(odd, &[("FAILPOINTS", "diverge=return")]);
+    cluster
+        .logged(
+            odd,
+            "rebuilt from the cluster 3 times",
+            Duration::from_secs(60),
+        )
+        .await;
+    let id = cluster.slots[odd].id;
+    let status = cluster.status(cluster.leader().await).await.unwrap();
+    assert!(
+        !status["voters"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(id)),
+        "{status}"
+    );
+    assert_eq!(status["members"][id.to_string()]["rebuilding"], true);
+    assert!(cluster.status(odd).await.unwrap()["diverged"].is_string());
+    let aside = std::fs::read_dir(cluster.data_dir_of(id).join("set-aside")).unwrap();
+    assert_eq!(aside.count(), 2);
+    // The two others go on.
+    assert_eq!(c.register("drift.app", "sh001", "h2", "1").await.code(), 0);
 }

@@ -132,6 +132,10 @@ fn every_route(term: u64, claimed: NodeId, index: u64) -> Vec<(&'static str, Opt
         (paths::BOOTSTRAP, get.clone()),
         (paths::READ_INDEX, get.clone()),
         (paths::CHECK, get.clone()),
+        (
+            paths::REPAIR,
+            post(format!(r#"{{"node":{claimed},"step":"demote"}}"#).into_bytes()),
+        ),
         (paths::HEALTH, get.clone()),
         (
             paths::ELECT,

@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use clap::Parser;
 use raft_discovery::config::{Config, Flags, LogFormat};
 use raft_discovery::node::Node;
+use raft_discovery::shutdown::Stop;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// jemalloc rather than glibc's malloc: with ten thousand held polls waking
@@ -43,20 +44,24 @@ async fn main() -> anyhow::Result<()> {
     // Fail points named in `FAILPOINTS`, in test builds only.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
-    let node = Node::start(config).await?;
     let mut term = signal(SignalKind::terminate())?;
-    let fault = tokio::select! {
-        _ = tokio::signal::ctrl_c() => None,
-        _ = term.recv() => None,
-        why = node.fault() => Some(why),
-    };
-    tracing::info!("shutting down");
-    if let Err(e) = node.shutdown().await {
-        tracing::warn!("stopping: {e}");
-    }
-    match fault {
-        // A non-zero exit, with the reason, for the supervisor.
-        Some(why) => Err(anyhow::anyhow!("stopped: {why}")),
-        None => Ok(()),
+    loop {
+        let node = Node::start(config.clone()).await?;
+        let stop = tokio::select! {
+            _ = tokio::signal::ctrl_c() => None,
+            _ = term.recv() => None,
+            why = node.stops() => Some(why),
+        };
+        tracing::info!("shutting down");
+        if let Err(e) = node.shutdown().await {
+            tracing::warn!("stopping: {e}");
+        }
+        match stop {
+            // A non-zero exit, with the reason, for the supervisor.
+            Some(Stop::Fault(why)) => return Err(anyhow::anyhow!("stopped: {why}")),
+            // Started again, empty, to be replicated to.
+            Some(Stop::Rebuild(_)) => tracing::info!("starting again to rebuild"),
+            None => return Ok(()),
+        }
     }
 }

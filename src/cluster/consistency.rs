@@ -6,7 +6,8 @@
 //! the cluster holds is the cluster's. A replica that holds another is
 //! diverged: it says so (an ERROR naming the index and the apps that
 //! differ, a metric, its status), serves no reads or polls, and, leading,
-//! steps down. The leader also says which replicas differ from it.
+//! steps down; then it repairs itself ([`super::repair`]). The leader also
+//! says which replicas differ from it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use super::handover::Handover;
 use super::leader_watch::leading;
 use super::link::Link;
 use super::protection::Protection;
+use super::repair::{Heard, Tell};
 use super::writer::Writer;
 use crate::auth::Origin;
 use crate::local::{CheckRecord, LocalRegistry};
@@ -160,6 +162,8 @@ pub struct Compare {
     pub metrics: Arc<Metrics>,
     /// The index of the latest check this node judged, as it moves.
     pub judged: watch::Sender<u64>,
+    /// Told whether this node agrees, after every judgement.
+    pub repair: Tell,
 }
 
 /// A check of its own, proposed by a node that has just caught up, before
@@ -244,6 +248,9 @@ impl Compare {
             Judgement::Agreed { odd } => {
                 self.metrics.diverged.set(0);
                 self.protection.agree();
+                // Dropped when the repair task is busy: the next check
+                // tells again.
+                let _ = self.repair.try_send(Heard::Agreed);
                 if leads {
                     self.metrics.replicas_diverged.set(odd.len() as i64);
                     if !odd.is_empty() {
@@ -301,13 +308,14 @@ impl Compare {
         );
         tracing::error!(node = self.me, "{why}");
         self.metrics.diverged.set(1);
-        self.protection.diverge(why);
+        self.protection.diverge(why.clone());
         if leads {
             match self.handover.here(None).await {
                 Ok(to) => tracing::warn!(to, "diverged: leadership handed over"),
                 Err(e) => tracing::warn!("diverged, and leadership not handed over: {e}"),
             }
         }
+        let _ = self.repair.try_send(Heard::Diverged(why));
     }
 }
 

@@ -10,6 +10,7 @@ use super::catch_up::ReadIndex;
 use super::handover::{ElectRequest, HandoverError};
 use super::membership::{Change, Changed};
 use super::renewer::{ForwardedRenews, Renews};
+use super::repair::RepairStep;
 use super::writer::{Committed, Forward, ForwardError, WriteError};
 use crate::auth::Operator;
 use crate::local::CheckRecord;
@@ -131,6 +132,14 @@ pub trait PeerLink: Send + Sync {
         apps: bool,
         hold: Duration,
     ) -> Result<Option<CheckRecord>, LinkError>;
+
+    /// Asks the leader `to` for a step of this node's repair.
+    async fn repair(
+        &self,
+        to: &Member,
+        step: &RepairStep,
+        within: Duration,
+    ) -> Result<Result<(), String>, LinkError>;
 }
 
 /// A node's link to its peers, shared by every task.

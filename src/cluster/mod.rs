@@ -1,6 +1,6 @@
 //! Running the registry as a cluster member: forming the cluster, the write
-//! and renew paths, eviction, start-up protection, membership changes and
-//! the node's view of its peers, and handing leadership over.
+//! and renew paths, eviction, start-up protection, membership changes, repairing a replica that
+//! diverged, and the node's view of its peers, and handing leadership over.
 
 pub mod appender;
 pub mod batches;
@@ -16,4 +16,5 @@ pub mod membership;
 pub mod peers;
 pub mod protection;
 pub mod renewer;
+pub mod repair;
 pub mod writer;

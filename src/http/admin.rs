@@ -22,6 +22,7 @@ use crate::cluster::evictor::EvictionState;
 use crate::cluster::handover::Handover;
 use crate::cluster::link::Link;
 use crate::cluster::membership::{self, Change, Changed};
+use crate::cluster::repair::{self, Heard, Tell};
 use crate::cluster::writer::WriteError;
 use crate::local::{Digest, PartitionDigest};
 use crate::raft::log_store::{LogStore, StorageStats};
@@ -130,6 +131,8 @@ pub struct Admin {
     /// Places for backups being written at once (each holds a blocking
     /// thread while its reader reads).
     pub backups: Arc<tokio::sync::Semaphore>,
+    /// Where an operator's request for a repair goes.
+    pub repair: Tell,
 }
 
 /// Backups written at once, at most.
@@ -520,6 +523,25 @@ pub async fn membership(
     Json(change): Json<Change>,
 ) -> Json<Result<Changed, String>> {
     Json(membership::apply(&raft, &link, change, &operator(&headers)).await)
+}
+
+/// Starts a repair of this node (see `cluster::repair`): it gives up its
+/// vote, sets its data aside, rebuilds it from the cluster and gets its
+/// vote back once a check finds it agrees.
+pub async fn repair(
+    State(Admin { raft, repair, .. }): State<Admin>,
+) -> Json<Result<String, String>> {
+    let me = raft.metrics().borrow().id;
+    if let Some(refused) = repair::refusal(&raft, me) {
+        return Json(Err(refused));
+    }
+    Json(match repair.try_send(Heard::Asked) {
+        Ok(()) => Ok(format!(
+            "node {me} gives up its vote, sets its data aside and rebuilds it from the \
+             cluster; it serves again once a check finds it agrees"
+        )),
+        Err(_) => Err(format!("node {me} is busy repairing already")),
+    })
 }
 
 /// The credential the admin layer let through, to hand on with a change.

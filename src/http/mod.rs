@@ -42,6 +42,9 @@ pub const SCHEDULER_PATH: &str = "/admin/scheduler";
 /// Where operators ask the leader to hand its leadership over.
 pub const TRANSFER_LEADER_PATH: &str = "/admin/transfer-leader";
 
+/// Where an operator starts a repair of a node (POST, admin token).
+pub const REPAIR_PATH: &str = "/admin/repair";
+
 /// Answers a wrong method as the original does.
 fn only<S: Clone + Send + Sync + 'static>(
     route: MethodRouter<S, Infallible>,
@@ -81,6 +84,7 @@ pub fn router(
     let changes = Router::new()
         .route(MEMBERSHIP_PATH, post(admin::membership))
         .route(TRANSFER_LEADER_PATH, post(admin::transfer_leader))
+        .route(REPAIR_PATH, post(admin::repair))
         .route(SCHEDULER_PATH, post(scheduler::set))
         .route("/admin/backup", get(admin::backup))
         .route(

@@ -24,6 +24,7 @@ use crate::cluster::identity;
 use crate::cluster::link::{LinkError, PeerLink};
 use crate::cluster::membership::{Change, Changed};
 use crate::cluster::renewer::{ForwardedRenews, Renews};
+use crate::cluster::repair::RepairStep;
 use crate::cluster::writer::{Committed, Forward, ForwardError, WriteError};
 use crate::local::CheckRecord;
 use crate::raft::{Member, NodeId};
@@ -313,6 +314,15 @@ impl PeerLink for PeerClient {
         );
         // Every app's digest can take a while to send.
         self.get(to, &path, hold + Duration::from_secs(5)).await
+    }
+
+    async fn repair(
+        &self,
+        to: &Member,
+        step: &RepairStep,
+        within: Duration,
+    ) -> Result<Result<(), String>, LinkError> {
+        self.post(to, paths::REPAIR, step, within).await
     }
 
     async fn zone_nodes(&self, to: &Member, within: Duration) -> Result<Vec<NodeView>, LinkError> {

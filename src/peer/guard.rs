@@ -56,7 +56,7 @@ pub fn rule(path: &str) -> Option<Rule> {
         paths::APPEND | paths::SNAPSHOT | paths::FULL_SNAPSHOT => Rule::Replication,
         paths::VOTE => Rule::Vote,
         paths::ELECT => Rule::Leader,
-        paths::PROPOSE | paths::RENEW | paths::CHECK => Rule::Member,
+        paths::PROPOSE | paths::RENEW | paths::CHECK | paths::REPAIR => Rule::Member,
         paths::MEMBERSHIP | paths::TRANSFER_LEADER => Rule::Admin,
         paths::BOOTSTRAP | paths::READ_INDEX | paths::HEALTH => Rule::Joining,
         paths::ZONE_CHANGES | paths::ZONE_WRITE | paths::ZONE_NODES => Rule::Link,

@@ -52,6 +52,9 @@ pub mod paths {
     pub const READ_INDEX: &str = "/internal/read-index";
     /// What a replica recorded at a check entry.
     pub const CHECK: &str = "/internal/check";
+    /// Where a repairing node asks the leader for its vote to be taken
+    /// or given back.
+    pub const REPAIR: &str = "/internal/repair";
     /// Liveness probes.
     pub const HEALTH: &str = "/internal/health";
     /// The leader asks its successor to campaign.
@@ -66,7 +69,7 @@ pub mod paths {
     pub const ZONE_NODES: &str = "/internal/zone/nodes";
 
     /// Every peer route, for the tests that check none is served to clients.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         APPEND,
         VOTE,
         SNAPSHOT,
@@ -77,6 +80,7 @@ pub mod paths {
         BOOTSTRAP,
         READ_INDEX,
         CHECK,
+        REPAIR,
         HEALTH,
         ELECT,
         TRANSFER_LEADER,
@@ -131,6 +135,7 @@ pub fn router(peers: Arc<PeerApi>) -> Router {
         .route(paths::BOOTSTRAP, get(routes::bootstrap_state))
         .route(paths::READ_INDEX, get(routes::read_index))
         .route(paths::CHECK, get(routes::check))
+        .route(paths::REPAIR, post(routes::repair).layer(small()))
         .route(paths::HEALTH, get(|| async { "ok" }))
         .with_state(peers)
         .layer(axum::middleware::from_fn_with_state(guard, guard::check))

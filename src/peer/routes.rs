@@ -38,6 +38,7 @@ use crate::cluster::membership::{self, Change, Changed};
 use crate::cluster::renewer::{
     self, ForwardRenews, ForwardedRenews, RenewLedger, RenewSettings, Renewer,
 };
+use crate::cluster::repair::{self, RepairStep};
 use crate::cluster::writer::{self, Committed, Forward, ForwardError, WriteError, Writer};
 use crate::local::{CheckRecord, LocalRegistry};
 use crate::raft::space::SpaceGuard;
@@ -218,6 +219,19 @@ pub async fn propose(
     )
 }
 
+/// A repairing member asks this node, the leader, for its vote to be taken
+/// or given back: for itself only (see `cluster::repair`).
+pub async fn repair(
+    State(peers): State<Arc<PeerApi>>,
+    Extension(caller): Extension<Caller>,
+    Json(request): Json<RepairStep>,
+) -> Result<Json<Result<(), String>>, (StatusCode, String)> {
+    peers
+        .guard
+        .claims(&caller, "a repair step", Some(request.node))?;
+    Ok(Json(repair::accept(&peers.raft, request).await))
+}
+
 pub async fn membership(
     State(peers): State<Arc<PeerApi>>,
     Json(change): Json<Change>,
@@ -354,14 +368,16 @@ pub struct CheckQuery {
 }
 
 /// What this node recorded at check entry `index`, once it has applied
-/// it (held up to `hold_ms`, at most [`CHECK_HOLD`]): none when it keeps
-/// no record of that index (applied long ago, or not a check here).
+/// it (held up to `hold_ms`, at most [`CHECK_HOLD`], or until this node
+/// stops): none when it keeps no record of that index (applied long ago,
+/// or not a check here).
 pub async fn check(
     State(peers): State<Arc<PeerApi>>,
     Query(q): Query<CheckQuery>,
 ) -> Json<Option<CheckRecord>> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(q.hold_ms).min(CHECK_HOLD);
     let mut checked = peers.local.checked();
+    let mut stop = peers.stop.clone();
     loop {
         let latest = *checked.borrow_and_update();
         if let Some(record) = peers.local.check_at(q.index) {
@@ -380,10 +396,13 @@ pub async fn check(
         if latest >= q.index {
             return Json(None);
         }
-        if tokio::time::timeout_at(deadline, checked.changed())
-            .await
-            .is_err()
-        {
+        // A node that stops answers at once: its listener waits for
+        // every answer before it closes.
+        let changed = tokio::select! {
+            _ = stopped(&mut stop) => return Json(None),
+            changed = tokio::time::timeout_at(deadline, checked.changed()) => changed,
+        };
+        if changed.is_err() {
             return Json(None);
         }
     }

@@ -4,12 +4,13 @@
 //! naming the file, instead of being served from empty or foreign state.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 
 use super::log_store::Records;
-use super::state_machine::{StateMachine, SNAPSHOT_FILE};
+use super::state_machine::{StateMachine, BUILDING_FILE, INCOMING_FILE, SNAPSHOT_FILE};
 use super::NodeId;
 
 /// The file that names the node a data directory belongs to. A backup
@@ -19,8 +20,16 @@ const OWNER_FILE: &str = "node_id";
 /// Refuses a data directory that is another node's, whose log is gone, or
 /// whose log was compacted past the snapshot it holds: starting over it
 /// would serve an empty or foreign registry as if it were the cluster's.
-/// A directory without an owner is claimed for this node.
-pub fn check(dir: &Path, id: NodeId, log: &Records, state: &StateMachine) -> anyhow::Result<()> {
+/// A directory without an owner is claimed for this node. A node that
+/// set its data aside to rebuild it from its cluster (`rebuilding`) starts
+/// without a log on purpose.
+pub fn check(
+    dir: &Path,
+    id: NodeId,
+    log: &Records,
+    state: &StateMachine,
+    rebuilding: bool,
+) -> anyhow::Result<()> {
     let sled = dir.join("sled");
     let marker = dir.join(OWNER_FILE);
     let recorded = match std::fs::read_to_string(&marker) {
@@ -37,7 +46,7 @@ pub fn check(dir: &Path, id: NodeId, log: &Records, state: &StateMachine) -> any
              restore another node's backup here, remove that file from the copy)",
             marker.display()
         ),
-        Some(_) if log.is_empty() => anyhow::bail!(
+        Some(_) if log.is_empty() && !rebuilding => anyhow::bail!(
             "{} holds no log, but {} says node {id} kept its log here: the log was lost or \
              replaced; refusing to start empty over it (restore it, or move the data \
              directory away and add this node back as a new one)",
@@ -96,6 +105,98 @@ pub fn recorded_cluster(dir: &Path) -> anyhow::Result<Option<String>> {
 /// Records that this data directory belongs to cluster `id`.
 pub fn record_cluster(dir: &Path, id: &str) -> std::io::Result<()> {
     write_atomically(&dir.join(CLUSTER_FILE), id.as_bytes())
+}
+
+/// The file that says this node rebuilds its data from its cluster (see
+/// `crate::cluster::repair`): written once the node no longer votes, just
+/// before it stops to set its data aside; removed once a check finds it
+/// agrees with its cluster again. While it is there, the node starts as a
+/// learner waiting to be replicated to, whatever its configuration says.
+const REBUILD_FILE: &str = "rebuilding";
+
+/// Where data set aside for a rebuild goes, one directory per rebuild,
+/// for an operator to inspect.
+pub const SET_ASIDE_DIR: &str = "set-aside";
+
+/// How many set-aside copies are kept: the oldest goes first, so repeated
+/// repairs cannot fill the disk.
+const SET_ASIDE_KEEP: usize = 2;
+
+/// A rebuild under way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rebuild {
+    /// Why: the divergence found, or an operator's request.
+    pub why: String,
+    /// Rebuilds in a row not yet ended by an agreeing check, this one
+    /// included.
+    pub attempts: u32,
+    /// Whether the old data has been set aside (done when the node starts
+    /// again, before it opens its log).
+    pub set_aside: bool,
+}
+
+/// The rebuild under way in this data directory, if any.
+pub fn rebuilding(dir: &Path) -> anyhow::Result<Option<Rebuild>> {
+    let file = dir.join(REBUILD_FILE);
+    match std::fs::read(&file) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .with_context(|| format!("{} is corrupt", file.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => anyhow::bail!("reading {}: {e}", file.display()),
+    }
+}
+
+/// Records a rebuild under way.
+pub fn mark_rebuild(dir: &Path, rebuild: &Rebuild) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(rebuild).map_err(std::io::Error::other)?;
+    write_atomically(&dir.join(REBUILD_FILE), &bytes)
+}
+
+/// The rebuild is over: the node agrees with its cluster.
+pub fn rebuilt(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(dir.join(REBUILD_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Moves this node's log and snapshot out of the way, into a directory of
+/// their own under [`SET_ASIDE_DIR`] (the oldest beyond
+/// [`SET_ASIDE_KEEP`] removed), and records that it is done: the node then
+/// opens an empty log. Done again after a crash half-way, it moves what is
+/// left. Answers where the data went.
+pub fn set_aside(dir: &Path, rebuild: &mut Rebuild) -> anyhow::Result<PathBuf> {
+    let aside = dir.join(SET_ASIDE_DIR);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let to = aside.join(format!("{secs}-attempt-{}", rebuild.attempts));
+    std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+    for name in ["sled", SNAPSHOT_FILE, INCOMING_FILE, BUILDING_FILE] {
+        let from = dir.join(name);
+        if from.exists() {
+            std::fs::rename(&from, to.join(name))
+                .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+        }
+    }
+    std::fs::File::open(dir)?.sync_all()?;
+    rebuild.set_aside = true;
+    mark_rebuild(dir, rebuild)
+        .with_context(|| format!("recording the rebuild in {}", dir.display()))?;
+    let mut kept: Vec<PathBuf> = std::fs::read_dir(&aside)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    // Named by time first: the oldest sort first.
+    kept.sort();
+    while kept.len() > SET_ASIDE_KEEP {
+        let oldest = kept.remove(0);
+        if let Err(e) = std::fs::remove_dir_all(&oldest) {
+            tracing::warn!("removing {}: {e}", oldest.display());
+        }
+    }
+    Ok(to)
 }
 
 /// Writes a file whole or not at all: a temporary file, fsync, rename,

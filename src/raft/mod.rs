@@ -38,6 +38,12 @@ pub struct Member {
     pub api_addr: String,
     /// The zone it serves.
     pub zone: String,
+    /// Set by the leader while this node, a voter taken out of the vote
+    /// because its registry differed from the cluster's, rebuilds it from
+    /// the cluster (see `crate::cluster::repair`): it gets its vote back,
+    /// and the flag is cleared, once a check finds it agrees again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rebuilding: bool,
 }
 
 impl fmt::Display for Member {

@@ -34,7 +34,7 @@ pub const SNAPSHOT_FILE: &str = "snapshot.json";
 pub const INCOMING_FILE: &str = "snapshot.incoming";
 
 /// Where a snapshot is built before it replaces [`SNAPSHOT_FILE`].
-const BUILDING_FILE: &str = "snapshot.building";
+pub const BUILDING_FILE: &str = "snapshot.building";
 
 /// The snapshot file and the meta it holds, changed together: whoever
 /// opens the file under the lock gets the meta that goes with it.

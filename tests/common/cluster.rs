@@ -662,6 +662,50 @@ hold_ms = {hold}
         panic!("no leader");
     }
 
+    /// Waits until the running nodes stand at one applied index, and
+    /// checks that their registries are then the same: the digest they
+    /// agree on (`/admin/digest`'s answer).
+    pub async fn one_registry(&self, within: Duration) -> Value {
+        let running: Vec<usize> = (0..self.slots.len())
+            .filter(|i| self.slots[*i].process.is_some())
+            .collect();
+        let deadline = Instant::now() + within;
+        loop {
+            let mut digests = Vec::new();
+            for i in &running {
+                digests.push(self.client(*i).get("/admin/digest").await.json());
+            }
+            let index = digests[0]["applied_index"].as_u64();
+            if digests.iter().all(|d| d["applied_index"].as_u64() == index) {
+                assert!(
+                    digests.iter().all(|d| d["digest"] == digests[0]["digest"]),
+                    "same index, different registries: {digests:?}"
+                );
+                return digests.swap_remove(0);
+            }
+            assert!(Instant::now() < deadline, "never at one index: {digests:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until node `i`'s log says `text`.
+    pub async fn logged(&self, i: usize, text: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.log(i).contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "never logged {text:?}:\n{}\nothers:\n{}",
+                self.log(i),
+                (0..self.slots.len())
+                    .filter(|j| *j != i)
+                    .map(|j| self.log(j))
+                    .collect::<Vec<_>>()
+                    .join("\n-----\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until node `i` has applied at least `index`.
     pub async fn wait_applied(&self, i: usize, index: u64) {
         let deadline = Instant::now() + Duration::from_secs(20);

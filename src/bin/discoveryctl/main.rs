@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use raft_discovery::cluster::membership::{Change, Changed};
-use raft_discovery::http::{MEMBERSHIP_PATH, TRANSFER_LEADER_PATH};
+use raft_discovery::http::{MEMBERSHIP_PATH, REPAIR_PATH, TRANSFER_LEADER_PATH};
 use raft_discovery::peer::certs;
 use raft_discovery::peer::identity::Identity;
 use raft_discovery::raft::{Member, NodeId};
@@ -114,6 +114,11 @@ enum Command {
     /// membership, and can be stopped without the others counting it
     /// missing.
     Leave,
+    /// Node ID (default: the node `--node` names) rebuilds its registry
+    /// from the cluster: it gives up its vote, sets its data aside, is
+    /// replicated to from the start, and votes and serves again once a
+    /// check finds it agrees; needs the admin token.
+    Repair { id: Option<NodeId> },
     /// The scheduler served with an app (how its clients split traffic
     /// between zones), set at run time through the log; set and clear need
     /// the admin token.
@@ -429,6 +434,7 @@ async fn main() -> anyhow::Result<()> {
                 api_addr: api_addr.unwrap_or_else(|| raft_addr.clone()),
                 raft_addr,
                 zone,
+                rebuilding: false,
             },
         },
         Command::Promote { id } => Change::Promote { id },
@@ -478,6 +484,35 @@ async fn main() -> anyhow::Result<()> {
         Command::TransferLeader { to } => {
             let leader = transfer_leader(&http, &base, cli.token.as_deref(), to).await?;
             println!("node {leader} leads");
+            return Ok(());
+        }
+        Command::Repair { id } => {
+            let status: Value = http
+                .get(format!("{base}/admin/status"))
+                .send()
+                .await
+                .with_context(|| format!("asking {base}"))?
+                .json()
+                .await?;
+            let target = match id {
+                Some(id) if status["id"].as_u64() != Some(id) => {
+                    let addr = status["members"][id.to_string()]["api_addr"]
+                        .as_str()
+                        .filter(|a| !a.is_empty())
+                        .with_context(|| format!("{base} knows no client address of node {id}"))?;
+                    let scheme = base.split("://").next().unwrap_or("http");
+                    format!("{scheme}://{addr}")
+                }
+                _ => base.clone(),
+            };
+            let message: String = admin_post(
+                &http,
+                &format!("{target}{REPAIR_PATH}"),
+                &serde_json::json!({}),
+                cli.token.as_deref(),
+            )
+            .await?;
+            println!("{message}");
             return Ok(());
         }
         Command::Leave => {
