@@ -75,6 +75,8 @@ struct Node {
     config: PathBuf,
     log: PathBuf,
     data: PathBuf,
+    /// Set in its environment when it starts.
+    env: Vec<(String, String)>,
     server: Option<Server>,
 }
 
@@ -230,6 +232,7 @@ impl Cluster {
             config,
             log: root.join("server.log"),
             data,
+            env: Vec::new(),
             server: None,
         })
     }
@@ -260,8 +263,21 @@ impl Cluster {
             &node.config,
             &node.log,
             node.ports,
+            &node.env,
         )?);
         Ok(())
+    }
+
+    /// Sets `key` in node `id`'s environment from its next start on.
+    pub fn set_env(&mut self, id: u64, key: &str, value: &str) -> Result<()> {
+        self.node_mut(id)?.env.push((key.into(), value.into()));
+        Ok(())
+    }
+
+    /// Node `id`'s log so far.
+    pub fn log(&self, id: u64) -> Result<String> {
+        let path = &self.node(id)?.log;
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
     }
 
     /// The ids of every node, running or not.

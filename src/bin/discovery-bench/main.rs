@@ -6,7 +6,9 @@
 //! - one server: `fetch`, `polls`, `register`, `memory` (and `all`);
 //! - a cluster (`cluster`): `cluster-register`, `failover`, `join`,
 //!   `renews`, `lifecycle`; two zones of them (`zones`, linked through
-//!   `relay`); `replicas` (held polls over voters and learners); and `compare-register`, `compare-failover`,
+//!   `relay`); `replicas` (held polls over voters and learners); `repair`
+//!   (a replica made to diverge, found and rebuilt); and `compare-register`,
+//!   `compare-failover`,
 //!   which run one of them on several server variants (peer TLS on and
 //!   off, the previous build) in turns within one run (`compare`);
 //! - how nodes are configured and talk to each other: `peers` (client and
@@ -41,6 +43,7 @@ mod polls;
 mod register;
 mod relay;
 mod renews;
+mod repair;
 mod replicas;
 mod server;
 mod stats;
@@ -120,6 +123,9 @@ enum Command {
     /// What the registry's digest costs, in process: a full digest of a
     /// million instances, the pass each check makes, one instance hashed.
     Digest(digest::Args),
+    /// A replica made to diverge (a build with `--features failpoints`):
+    /// how long until it is out of service, how long its repair takes.
+    Repair(repair::Args),
     /// Everything above, in turn, with the defaults of each.
     All(AllArgs),
     /// The reference `polls` starts: holds requests, answers them on a wake.
@@ -199,6 +205,7 @@ async fn run(launch: &Launch, command: Command) -> Result<()> {
         Command::Zones(args) => zones::run(launch, &args).await,
         Command::Replicas(args) => replicas::run(launch, &args).await,
         Command::Hostile(args) => hostile::run(launch, &args).await,
+        Command::Repair(args) => repair::run(launch, &args).await,
         Command::BareServer(_) | Command::Hold(_) | Command::Digest(_) => {
             unreachable!("run before the runtime starts")
         }

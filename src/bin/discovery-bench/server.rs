@@ -197,9 +197,10 @@ impl Server {
         config: &Path,
         log: &Path,
         ports: Ports,
+        env: &[(String, String)],
     ) -> Result<Server> {
         let args: Vec<OsString> = vec!["--config".into(), config.into()];
-        Server::spawn_args(launch, &args, log, ports)
+        Server::spawn_args_env(launch, &args, log, ports, env)
     }
 
     /// Starts the bare reference server ([`crate::bare`]): `launch.binary`
@@ -214,6 +215,18 @@ impl Server {
     }
 
     fn spawn_args(launch: &Launch, args: &[OsString], log: &Path, ports: Ports) -> Result<Server> {
+        Server::spawn_args_env(launch, args, log, ports, &[])
+    }
+
+    /// Starts `launch.binary` with `args`, and `env` set on top of the
+    /// bench's environment (`FAILPOINTS`, say).
+    fn spawn_args_env(
+        launch: &Launch,
+        args: &[OsString],
+        log: &Path,
+        ports: Ports,
+        env: &[(String, String)],
+    ) -> Result<Server> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -242,6 +255,7 @@ impl Server {
         for (key, value) in off {
             cmd.env(key, value);
         }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         // SAFETY: the closure only calls prctl, which is async-signal-safe.
         // It makes the server die with the bench even if the bench itself is
         // killed, so no server outlives a run.
