@@ -82,6 +82,10 @@ pub struct ConsistencyConfig {
     /// without an operator. Off: it stays out of service for an operator
     /// to inspect, until `discoveryctl repair`.
     pub repair: bool,
+    /// How long after one round of the storage scrub (every log entry and
+    /// the snapshot read back and checked, at a slow pace) the next
+    /// starts; 0: never (the log and snapshot are still checked at start).
+    pub scrub_every_ms: u64,
 }
 
 impl Default for ConsistencyConfig {
@@ -89,6 +93,7 @@ impl Default for ConsistencyConfig {
         ConsistencyConfig {
             check_every_ms: 30_000,
             repair: true,
+            scrub_every_ms: 3_600_000,
         }
     }
 }

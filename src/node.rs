@@ -24,7 +24,8 @@ use crate::cluster::link::Link;
 use crate::cluster::peers::{watch_peers, ProbeSettings};
 use crate::cluster::protection::Protection;
 use crate::cluster::renewer::{RenewLedger, RenewSettings, Renewer};
-use crate::cluster::repair::Repair;
+use crate::cluster::repair::{self, Repair};
+use crate::cluster::scrub::Scrub;
 use crate::cluster::writer::{Checks, Writer};
 use crate::config::{Config, LogFormat};
 use crate::http::access::Access;
@@ -180,14 +181,34 @@ impl Node {
                 bytes: metrics.snapshot_bytes.clone(),
             },
         )?;
+        let records = Records::open(&db)?;
         data_dir::check(
             &data_dir,
             config.node.id,
-            &Records::open(&db)?,
+            &records,
             &state_machine,
             rebuilding.is_some(),
         )?;
-        let log_store = LogStore::open(&db, metrics.flush_seconds.clone())?;
+        // Everything stored is read back and checked before it is used.
+        let scrubbed = std::time::Instant::now();
+        let damage = match records.scrub() {
+            Err(e) => Some(format!("{}: {e}", data_dir.join("sled").display())),
+            Ok(entries) => {
+                tracing::info!(
+                    entries,
+                    ms = scrubbed.elapsed().as_millis() as u64,
+                    "log read back and checked"
+                );
+                state_machine.damage().map(str::to_string)
+            }
+        };
+        drop(records);
+        let mut members = config.initial_members();
+        for member in state_machine.members() {
+            if !members.iter().any(|(id, _)| *id == member.0) {
+                members.push(member);
+            }
+        }
         // Data that records its cluster is checked against the members'
         // before anything is served from it.
         let cluster = ClusterId::default();
@@ -195,22 +216,33 @@ impl Node {
         let mut undecided = None;
         let id_client = peer_client.clone();
         if let Some(recorded) = data_dir::recorded_cluster(&data_dir)? {
-            let mut members = config.initial_members();
-            for member in state_machine.members() {
-                if !members.iter().any(|(id, _)| *id == member.0) {
-                    members.push(member);
-                }
-            }
             let within = Duration::from_millis(config.raft.election_timeout_max_ms.max(500));
             match identity::ask(&link, config.node.id, &recorded, &members, within).await {
                 Verdict::Ours => {}
                 Verdict::Foreign(theirs) => anyhow::bail!(identity::refusal(&recorded, &theirs)),
                 // Asked again once the node runs, until they can tell.
-                Verdict::Undecided => undecided = Some((recorded.clone(), members)),
+                Verdict::Undecided => undecided = Some((recorded.clone(), members.clone())),
             }
             cluster.set(&recorded);
             peer_client.set_cluster(&recorded)?;
         }
+        // Damaged storage is never served: the node gives its vote up and
+        // starts again empty, to be replicated to (see `cluster::repair`).
+        if let Some(damage) = damage {
+            tracing::error!("stored data is damaged: {damage}");
+            drop((state_machine, db));
+            repair::rebuild_damaged(
+                &link,
+                config.node.id,
+                &members,
+                &data_dir,
+                damage,
+                Duration::from_millis(config.raft.election_timeout_max_ms * 20),
+            )
+            .await?;
+            return Box::pin(Node::start(config)).await;
+        }
+        let log_store = LogStore::open(&db, metrics.flush_seconds.clone())?;
 
         let raft_config = openraft::Config {
             cluster_name: "raft-discovery".into(),
@@ -224,6 +256,7 @@ impl Node {
             ..Default::default()
         }
         .validate()?;
+        let snapshot_check = state_machine.check();
         let network = Network::new(peer_client);
         let raft = Raft::new(
             config.node.id,
@@ -592,10 +625,23 @@ impl Node {
                 handover: handover.clone(),
                 metrics: metrics.clone(),
                 judged,
-                repair: tell_repair,
+                repair: tell_repair.clone(),
             }
             .run(stop.clone()),
         );
+        if config.consistency.scrub_every_ms > 0 {
+            tasks.spawn(
+                Scrub {
+                    log: log_store.clone(),
+                    snapshot: snapshot_check,
+                    protection: protection.clone(),
+                    metrics: metrics.clone(),
+                    repair: tell_repair,
+                    every: Duration::from_millis(config.consistency.scrub_every_ms),
+                }
+                .run(stop.clone()),
+            );
+        }
         // A node that rebuilds waits to be replicated to, whatever its
         // configuration says: it must never form a cluster of its own.
         let join = config.cluster.join || rebuilding.is_some();
@@ -609,6 +655,7 @@ impl Node {
                 faults: faults.clone(),
                 automatic: config.consistency.repair,
                 rebuilding,
+                rebuilds: metrics.rebuilds.clone(),
             }
             .run(repair_hears, stop.clone()),
         );

@@ -133,6 +133,11 @@ pub struct Metrics {
     /// diverged at its last one.
     pub checks: Counter,
     pub replicas_diverged: Gauge,
+    /// Rounds of the storage scrub that read everything back intact.
+    pub scrubs: Counter,
+    /// Rebuilds from the cluster this node finished (counted when its
+    /// check agrees again).
+    pub rebuilds: Counter,
     held_polls: Gauge,
     apps: Family<EnvLabels, Gauge>,
     instances: Family<EnvLabels, Gauge>,
@@ -192,6 +197,8 @@ impl Metrics {
             diverged: Gauge::default(),
             checks: Counter::default(),
             replicas_diverged: Gauge::default(),
+            scrubs: Counter::default(),
+            rebuilds: Counter::default(),
             held_polls: Gauge::default(),
             apps: Family::default(),
             instances: Family::default(),
@@ -315,6 +322,17 @@ impl Metrics {
             "consistency_checks",
             "Consistency checks this node compared with its peers",
             m.checks.clone(),
+        );
+        r.register(
+            "storage_scrubs",
+            "Rounds of the storage scrub that read the log and snapshot back intact",
+            m.scrubs.clone(),
+        );
+        r.register(
+            "rebuilds",
+            "Rebuilds of this node's registry from its cluster, after a divergence or damage, \
+             finished since it started",
+            m.rebuilds.clone(),
         );
         r.register(
             "replicas_diverged",

@@ -1,7 +1,7 @@
-//! A node whose stored data was altered while it was stopped (an instance
-//! changed in its Raft log on disk: a bit flip, an editor, a restore gone
-//! wrong) is found out by the check it makes before it serves: it never
-//! serves the altered registry, and rebuilds it from the cluster. An
+//! Stored data altered on disk (a bit flip, an editor, a restore gone
+//! wrong) is found before it is served: a log entry changed or removed
+//! while the node was stopped, when it starts; a snapshot changed under a
+//! running node, by the scrub. The node rebuilds from its cluster. An
 //! operator can have any node rebuilt (`discoveryctl repair`).
 
 mod common;
@@ -22,8 +22,70 @@ fn checked() -> Timings {
 /// What a rebuilt node says once a check finds it agrees.
 const REBUILT: &str = "rebuilt from the cluster: this node agrees again";
 
+/// Edits node `id`'s stored log while it is stopped, as a bit flip or an
+/// editor would: `edit` is called with each entry's index and stored
+/// bytes, and answers what to store instead (`Some(None)`: remove it).
+/// How many entries it changed.
+fn edit_log(
+    cluster: &Cluster,
+    id: u64,
+    mut edit: impl FnMut(u64, &[u8]) -> Option<Option<Vec<u8>>>,
+) -> usize {
+    let db = sled::open(cluster.data_dir_of(id).join("sled")).unwrap();
+    let logs = db.open_tree("raft_log").unwrap();
+    let mut edited = 0;
+    for item in logs.iter() {
+        let (key, value) = item.unwrap();
+        let index = u64::from_be_bytes(key.as_ref().try_into().unwrap());
+        match edit(index, &value) {
+            None => continue,
+            Some(Some(bytes)) => logs.insert(key, bytes).unwrap(),
+            Some(None) => logs.remove(key).unwrap(),
+        };
+        edited += 1;
+    }
+    db.flush().unwrap();
+    edited
+}
+
+/// `bytes` with the first `from` replaced by `to` (of the same length).
+fn replaced(bytes: &[u8], from: &[u8], to: &[u8]) -> Option<Vec<u8>> {
+    let at = bytes.windows(from.len()).position(|w| w == from)?;
+    let mut out = bytes.to_vec();
+    out[at..at + to.len()].copy_from_slice(to);
+    Some(out)
+}
+
+/// Watches node `i`, just started on damaged data, until it says it has
+/// rebuilt from the cluster: nothing it answers meanwhile may hold
+/// `forbidden` (what the damage put there).
+async fn never_served_until_rebuilt(cluster: &Cluster, i: usize, appid: &str, forbidden: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !cluster.log(i).contains(REBUILT) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never rebuilt:\n{}",
+            cluster.log(i)
+        );
+        // Not listening yet, or stopped to rebuild.
+        if cluster.status(i).await.is_some() {
+            let read = cluster.client(i).fetch(appid, 3).await;
+            assert!(!read.text.contains(forbidden), "served: {}", read.text);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.wait_serving(i).await;
+    let read = cluster.client(i).fetch(appid, 3).await;
+    assert_eq!(read.code(), 0, "{}", read.text);
+    assert!(!read.text.contains(forbidden), "served: {}", read.text);
+    cluster.one_registry(Duration::from_secs(10)).await;
+}
+
+/// One byte of a stored register changed on disk: its checksum no longer
+/// holds. Found when the node starts, before anything is served; the node
+/// gives up its vote and rebuilds from the cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_altered_on_disk_is_found_before_the_node_serves() {
+async fn a_log_entry_changed_on_disk_is_found_before_the_node_serves() {
     let mut cluster = Cluster::start(3, checked()).await;
     let leader = cluster.leader().await;
     let c = cluster.client(leader);
@@ -33,41 +95,128 @@ async fn a_log_altered_on_disk_is_found_before_the_node_serves() {
     let odd = (leader + 1) % 3;
     cluster.wait_serving(odd).await;
     cluster.terminate(odd).await;
-
-    // One byte of the stored register of `flip-me`, in the node's log.
     let id = cluster.slots[odd].id;
-    {
-        let db = sled::open(cluster.data_dir_of(id).join("sled")).unwrap();
-        let logs = db.open_tree("raft_log").unwrap();
-        let mut altered = 0;
-        for item in logs.iter() {
-            let (key, value) = item.unwrap();
-            let text = String::from_utf8(value.to_vec()).unwrap();
-            if text.contains("\"flip-me\"") {
-                logs.insert(key, text.replace("\"flip-me\"", "\"flip-mE\"").as_bytes())
-                    .unwrap();
-                altered += 1;
-            }
-        }
-        assert_eq!(altered, 1, "the register is in one entry");
-        db.flush().unwrap();
-    }
+    let altered = edit_log(&cluster, id, |_, bytes| {
+        replaced(bytes, b"\"flip-me\"", b"\"flip-mE\"").map(Some)
+    });
+    assert_eq!(altered, 1, "the register is in one entry");
 
     cluster.spawn(odd);
-    // Never served: not the altered instance, nor anything.
-    let status = cluster.never_served_until_diverged(odd, "stored.app").await;
-    let why = status["diverged"].as_str().unwrap();
-    assert!(why.contains("stored.app"), "{why}");
-    // The others serve the registry as written.
-    let fetched = c.fetch("stored.app", 3).await;
-    assert!(fetched.text.contains("\"flip-me\""), "{}", fetched.text);
-    // And so does the altered node, once rebuilt from them.
-    cluster.logged(odd, REBUILT, Duration::from_secs(30)).await;
-    cluster.wait_serving(odd).await;
+    never_served_until_rebuilt(&cluster, odd, "stored.app", "flip-mE").await;
+    let log = cluster.log(odd);
+    assert!(
+        log.contains("stored data is damaged") && log.contains("checksum mismatch"),
+        "{log}"
+    );
     let fetched = cluster.client(odd).fetch("stored.app", 3).await;
     assert!(fetched.text.contains("\"flip-me\""), "{}", fetched.text);
-    assert!(!fetched.text.contains("flip-mE"), "{}", fetched.text);
+    // It votes again.
+    let status = cluster.status(leader).await.unwrap();
+    assert!(
+        status["voters"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(id)),
+        "{status}"
+    );
+}
+
+/// An entry in the middle of the stored log removed on disk: found at
+/// start as missing, and rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_entry_removed_on_disk_is_found_before_the_node_serves() {
+    let mut cluster = Cluster::start(3, checked()).await;
+    let leader = cluster.leader().await;
+    let c = cluster.client(leader);
+    for h in ["keep-1", "lose-me", "keep-2"] {
+        assert_eq!(c.register("stored.app", "sh001", h, "1").await.code(), 0);
+    }
+    let odd = (leader + 1) % 3;
+    cluster.wait_serving(odd).await;
+    cluster.terminate(odd).await;
+    let id = cluster.slots[odd].id;
+    let removed = edit_log(&cluster, id, |_, bytes| {
+        replaced(bytes, b"\"lose-me\"", b"\"lose-me\"").map(|_| None)
+    });
+    assert_eq!(removed, 1);
+
+    cluster.spawn(odd);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !cluster.log(odd).contains(REBUILT) {
+        assert!(std::time::Instant::now() < deadline, "{}", cluster.log(odd));
+        if cluster.status(odd).await.is_some() {
+            let read = cluster.client(odd).fetch("stored.app", 3).await;
+            if read.code() == 0 {
+                assert!(
+                    read.text.contains("lose-me"),
+                    "served without it: {}",
+                    read.text
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        cluster.log(odd).contains("are missing"),
+        "{}",
+        cluster.log(odd)
+    );
+    cluster.wait_serving(odd).await;
     cluster.one_registry(Duration::from_secs(10)).await;
+    let fetched = cluster.client(odd).fetch("stored.app", 3).await;
+    assert!(fetched.text.contains("lose-me"), "{}", fetched.text);
+}
+
+/// The snapshot file changed on disk under a running node: the scrub
+/// reads it back, finds its checksum broken, takes the node out of service
+/// and has it rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_changed_under_a_running_node_is_found_by_the_scrub() {
+    let cluster = Cluster::start(
+        3,
+        Timings {
+            snapshot_every: 20,
+            keep_logs: 0,
+            lifecycle: "[consistency]\ncheck_every_ms = 300\nscrub_every_ms = 200\n".into(),
+            ..Timings::default()
+        },
+    )
+    .await;
+    let leader = cluster.leader().await;
+    let c = cluster.client(leader);
+    for k in 0..40 {
+        let h = format!("h{k}");
+        assert_eq!(c.register("stored.app", "sh001", &h, "1").await.code(), 0);
+    }
+    let odd = (leader + 1) % 3;
+    let id = cluster.slots[odd].id;
+    let snapshot = cluster.data_dir_of(id).join("snapshot.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !snapshot.exists() {
+        assert!(std::time::Instant::now() < deadline, "no snapshot built");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // In place, as a disk would: the same file, one byte changed.
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"\"h1\"").unwrap() + 1;
+    bytes[at] = b'H';
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&snapshot)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+        .unwrap();
+    cluster
+        .logged(odd, "checksum mismatch", Duration::from_secs(10))
+        .await;
+    assert!(cluster.log(odd).contains("stored data is damaged"));
+    cluster.logged(odd, REBUILT, Duration::from_secs(30)).await;
+    cluster.wait_serving(odd).await;
+    cluster.one_registry(Duration::from_secs(10)).await;
+    let scrubs = cluster.client(leader).get("/metrics").await.text;
+    assert!(
+        scrubs.contains("discovery_storage_scrubs_total"),
+        "{scrubs}"
+    );
 }
 
 /// `discoveryctl repair ID`, asked of any node, with the admin token.

@@ -150,6 +150,8 @@ async fn rebuilt(cluster: &Cluster, i: usize) {
     }
     cluster.wait_serving(i).await;
     cluster.one_registry(Duration::from_secs(10)).await;
+    let metrics = cluster.client(i).get("/metrics").await.text;
+    assert!(metrics.contains("discovery_rebuilds_total 1"), "{metrics}");
     let aside = std::fs::read_dir(cluster.data_dir_of(id).join("set-aside"))
         .unwrap()
         .map(|e| e.unwrap().path())

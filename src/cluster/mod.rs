@@ -17,4 +17,5 @@ pub mod peers;
 pub mod protection;
 pub mod renewer;
 pub mod repair;
+pub mod scrub;
 pub mod writer;

@@ -23,7 +23,7 @@
 //! comes back from the cluster's own log is no disk's.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use openraft::ChangeMembers;
@@ -157,6 +157,61 @@ pub async fn accept(raft: &Raft, request: RepairStep) -> Result<(), String> {
     Ok(())
 }
 
+/// Storage found damaged before the node started on it: gives its vote up
+/// (asking each member it knows, as it knows no leader yet) and records
+/// the rebuild, for the node to start again empty. Fails, naming the
+/// damage, when it has no peer, has rebuilt [`MAX_ATTEMPTS`] times in a
+/// row, or no leader takes its vote within `within`.
+pub async fn rebuild_damaged(
+    link: &Link,
+    me: NodeId,
+    members: &[(NodeId, Member)],
+    data_dir: &Path,
+    why: String,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let others: Vec<&Member> = members
+        .iter()
+        .filter(|(id, _)| *id != me)
+        .map(|(_, m)| m)
+        .collect();
+    anyhow::ensure!(
+        !others.is_empty(),
+        "{why}; this node has no peer to rebuild it from: restore its data directory from a \
+         backup"
+    );
+    let attempts = data_dir::rebuilding(data_dir)?.map_or(0, |r| r.attempts) + 1;
+    anyhow::ensure!(
+        attempts <= MAX_ATTEMPTS,
+        "{why}; rebuilt {MAX_ATTEMPTS} times in a row and damaged again: look at the disk"
+    );
+    let request = RepairStep {
+        node: me,
+        step: Step::Demote,
+    };
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        for member in &others {
+            if let Ok(Ok(())) = link.repair(member, &request, STEP_WITHIN).await {
+                let rebuild = Rebuild {
+                    why,
+                    attempts,
+                    set_aside: false,
+                };
+                data_dir::mark_rebuild(data_dir, &rebuild)?;
+                tracing::warn!("rebuilding from the cluster: its leader took this node's vote");
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{why}; no leader took this node's vote to rebuild it from the cluster within \
+             {within:?}: start the other nodes, or restore this node's data directory"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// A node's repair task: hears what checks find and what operators ask,
 /// and carries a repair through.
 pub struct Repair {
@@ -170,6 +225,8 @@ pub struct Repair {
     pub automatic: bool,
     /// The rebuild under way when the node started, if any.
     pub rebuilding: Option<Rebuild>,
+    /// Counts rebuilds finished.
+    pub rebuilds: prometheus_client::metrics::counter::Counter,
 }
 
 impl Repair {
@@ -232,6 +289,7 @@ impl Repair {
             }
         }
         if self.rebuilding.take().is_some() {
+            self.rebuilds.inc();
             match data_dir::rebuilt(&self.data_dir) {
                 // As loud as the repair's start, which it closes.
                 Ok(()) => tracing::warn!("rebuilt from the cluster: this node agrees again"),

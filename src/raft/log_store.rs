@@ -22,6 +22,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::framing;
 use super::recent::Recent;
 use super::{NodeId, StorageError, TypeConfig};
 
@@ -65,6 +66,45 @@ impl Records {
     /// The index up to which the log was compacted, if it was.
     pub fn purged_index(&self) -> Result<Option<u64>, String> {
         Ok(self.read::<LogId<NodeId>>(LAST_PURGED)?.map(|l| l.index))
+    }
+
+    /// Reads back everything the store holds and checks it before the
+    /// node starts on it: the vote and commit point decode; every entry's
+    /// checksum holds, it decodes and sits under its own index; none is
+    /// missing between the compaction point and the last. Answers how
+    /// many entries were checked, or the first damage found.
+    pub fn scrub(&self) -> Result<u64, String> {
+        self.read::<Vote<NodeId>>(VOTE)?;
+        self.read::<Option<LogId<NodeId>>>(COMMITTED)?;
+        let purged = self.purged_index()?;
+        let first = self.logs.first().map_err(|e| e.to_string())?;
+        if let (Some(purged), Some((first, _))) = (purged, first) {
+            let first = key_index(&first).unwrap_or(0);
+            if first > purged + 1 {
+                return Err(format!(
+                    "log entries {} to {} are missing (compacted up to {purged})",
+                    purged + 1,
+                    first - 1
+                ));
+            }
+        }
+        let (mut total, mut from) = (0, Some(0));
+        while let Some(at) = from {
+            let (checked, next) = check_entries(&self.logs, at, 4096, true)?;
+            // A gap between two batches: the entry after the last checked
+            // must be the next one.
+            if let Some(next) = next {
+                if let Some(Ok((key, _))) = self.logs.range(index_key(next)..).next() {
+                    let found = key_index(&key).unwrap_or(next);
+                    if found != next {
+                        return Err(format!("log entries {next} to {} are missing", found - 1));
+                    }
+                }
+            }
+            total += checked;
+            from = next;
+        }
+        Ok(total)
     }
 }
 
@@ -174,6 +214,13 @@ impl LogStore {
         Ok(())
     }
 
+    /// Checks up to `max` stored entries from index `from` on, as the
+    /// start-up scrub does but for gaps (entries compacted or truncated
+    /// meanwhile are no damage): how many, and where to go on from.
+    pub fn scrub_from(&self, from: u64, max: usize) -> Result<(u64, Option<u64>), String> {
+        check_entries(&self.logs, from, max, false)
+    }
+
     /// Bytes the store takes on disk.
     pub fn bytes_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
@@ -256,8 +303,57 @@ fn remove_through(logs: &sled::Tree, index: u64) -> Result<(), sled::Error> {
     Ok(())
 }
 
-fn decode_entry(raw: &[u8]) -> Result<Entry<TypeConfig>, StorageIOError<NodeId>> {
-    serde_json::from_slice(raw).map_err(|e| StorageIOError::read_logs(&e))
+fn decode_entry(key: &[u8], raw: &[u8]) -> Result<Entry<TypeConfig>, StorageIOError<NodeId>> {
+    framing::decode(raw).map_err(|e| {
+        StorageIOError::read_logs(&std::io::Error::other(format!(
+            "log entry {}: {e}",
+            key_index(key).map_or("?".to_string(), |i| i.to_string())
+        )))
+    })
+}
+
+fn key_index(key: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
+}
+
+/// Reads back up to `max` stored entries from index `from` on and checks
+/// each: its checksum, that it decodes, that it is stored under its own
+/// index and, with `gaps`, that none is missing between two of them.
+/// Answers how many were checked and where to go on from (none past the
+/// last), or the first damage found.
+fn check_entries(
+    logs: &sled::Tree,
+    from: u64,
+    max: usize,
+    gaps: bool,
+) -> Result<(u64, Option<u64>), String> {
+    let mut checked = 0;
+    let mut previous: Option<u64> = None;
+    for item in logs.range(index_key(from)..).take(max) {
+        let (key, raw) = item.map_err(|e| format!("reading the log: {e}"))?;
+        let index = key_index(&key).ok_or_else(|| format!("a log key of {} bytes", key.len()))?;
+        let entry = framing::decode(&raw).map_err(|e| format!("log entry {index}: {e}"))?;
+        if entry.log_id.index != index {
+            return Err(format!(
+                "log entry {index}: stored under index {index}, but is entry {}",
+                entry.log_id.index
+            ));
+        }
+        if let Some(before) = previous.filter(|b| gaps && *b + 1 != index) {
+            return Err(format!(
+                "log entries {} to {} are missing",
+                before + 1,
+                index - 1
+            ));
+        }
+        previous = Some(index);
+        checked += 1;
+    }
+    let next = match previous {
+        Some(last) if checked as usize == max => Some(last + 1),
+        _ => None,
+    };
+    Ok((checked, next))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -282,8 +378,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let end = past.map_or(Bound::Unbounded, |p| Bound::Excluded(index_key(p)));
         let mut entries = Vec::new();
         for item in self.logs.range::<[u8; 8], _>((start, end)) {
-            let (_, raw) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-            entries.push(decode_entry(&raw)?);
+            let (key, raw) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            entries.push(decode_entry(&key, &raw)?);
         }
         Ok(entries)
     }
@@ -299,7 +395,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .last()
             .map_err(|e| StorageIOError::read_logs(&e))?;
         let last_log_id = match last {
-            Some((_, raw)) => Some(decode_entry(&raw)?.log_id),
+            Some((key, raw)) => Some(decode_entry(&key, &raw)?.log_id),
             None => last_purged_log_id,
         };
         Ok(LogState {
@@ -353,7 +449,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // none of them was reported flushed yet.
         let mut count = 0;
         for entry in entries {
-            let raw = serde_json::to_vec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
+            let raw = framing::encode(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
             let size = raw.len();
             self.logs
                 .insert(index_key(entry.log_id.index), raw)

@@ -1,6 +1,8 @@
 //! The Raft layer: how registry commands become a replicated, durable log.
 //!
-//! - [`log_store`]: the openraft log on sled, flushed in groups;
+//! - [`log_store`]: the openraft log on sled, flushed in groups, each
+//!   entry stored with a checksum ([`framing`]) that reads and the scrub
+//!   check;
 //! - [`recent`]: the entries appended last, kept decoded;
 //! - [`state_machine`]: the registry as the state machine applied from it,
 //!   with snapshots in the data directory;
@@ -12,6 +14,7 @@
 //! (`crate::peer::network`).
 
 pub mod data_dir;
+pub mod framing;
 pub mod log_store;
 mod recent;
 pub mod space;

@@ -4,6 +4,11 @@
 //! Applying happens in memory ([`LocalRegistry`]); durability comes from the
 //! log. A snapshot captures the registry at an applied log id; on start the
 //! node loads the last snapshot and openraft replays the log after it.
+//!
+//! A snapshot records the sum of its instances' hashes, checked when it is
+//! loaded; the CRC-32 of its file, taken as it is written, received or
+//! loaded, is what the scrub checks it against while the node runs
+//! ([`SnapshotCheck`]).
 
 use std::io::BufReader;
 use std::time::Instant;
@@ -24,6 +29,7 @@ use super::data_dir::{move_into_place, write_synced};
 use super::space::SpaceGuard;
 use super::{Member, NodeId, ProposalResult, StorageError, TypeConfig};
 use crate::local::LocalRegistry;
+use crate::registry::digest::Sum;
 use crate::registry::{Frozen, Thawed};
 
 /// The snapshot's file in the data directory.
@@ -36,29 +42,35 @@ pub const INCOMING_FILE: &str = "snapshot.incoming";
 /// Where a snapshot is built before it replaces [`SNAPSHOT_FILE`].
 pub const BUILDING_FILE: &str = "snapshot.building";
 
-/// The snapshot file and the meta it holds, changed together: whoever
-/// opens the file under the lock gets the meta that goes with it.
+/// The snapshot file, the meta it holds and the CRC-32 of its bytes,
+/// changed together: whoever opens the file under the lock gets the meta
+/// and checksum that go with it.
 #[derive(Clone, Default)]
-struct Current(Arc<parking_lot::Mutex<Option<SnapshotMeta<NodeId, Member>>>>);
+struct Current(Arc<parking_lot::Mutex<Option<Stored>>>);
+
+/// A snapshot's meta and the CRC-32 of its file's bytes.
+type Stored = (SnapshotMeta<NodeId, Member>, u32);
 
 impl Current {
-    /// Moves a complete, synced snapshot file over the current one.
+    /// Moves a complete, synced snapshot file (whose bytes' CRC-32 is
+    /// `crc`) over the current one.
     fn replace(
         &self,
         dir: &Path,
         from: &Path,
         meta: SnapshotMeta<NodeId, Member>,
+        crc: u32,
     ) -> std::io::Result<()> {
         let mut current = self.0.lock();
         move_into_place(from, &dir.join(SNAPSHOT_FILE))?;
-        *current = Some(meta);
+        *current = Some((meta, crc));
         Ok(())
     }
 
     /// The current snapshot, its file opened at the start.
     fn open(&self, dir: &Path) -> std::io::Result<Option<Snapshot<TypeConfig>>> {
         let current = self.0.lock();
-        let Some(meta) = current.clone() else {
+        let Some((meta, _)) = current.clone() else {
             return Ok(None);
         };
         let file = std::fs::File::open(dir.join(SNAPSHOT_FILE))?;
@@ -69,11 +81,102 @@ impl Current {
     }
 }
 
+/// What the scrub checks the snapshot file against while the node runs.
+#[derive(Clone)]
+pub struct SnapshotCheck {
+    dir: PathBuf,
+    current: Current,
+}
+
+impl SnapshotCheck {
+    /// Reads the current snapshot file back, `chunk` bytes at a time with
+    /// `pause` between chunks, and checks its CRC-32 against the one taken
+    /// when it was written: the bytes read, or the damage found. A file
+    /// replaced meanwhile is read whole from the handle opened first.
+    pub async fn verify(&self, chunk: usize, pause: std::time::Duration) -> Result<u64, String> {
+        use tokio::io::AsyncReadExt;
+        let path = self.dir.join(SNAPSHOT_FILE);
+        let (file, expected) = {
+            let current = self.current.0.lock();
+            let Some((_, crc)) = current.as_ref() else {
+                return Ok(0);
+            };
+            let file = std::fs::File::open(&path)
+                .map_err(|e| format!("{}: cannot be read: {e}", path.display()))?;
+            (file, *crc)
+        };
+        let mut file = tokio::fs::File::from_std(file);
+        let mut hasher = crc32fast::Hasher::new();
+        let mut buf = vec![0; chunk.max(4096)];
+        let mut total = 0u64;
+        loop {
+            let n = file
+                .read(&mut buf)
+                .await
+                .map_err(|e| format!("{}: cannot be read: {e}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            total += n as u64;
+            tokio::time::sleep(pause).await;
+        }
+        let computed = hasher.finalize();
+        if computed != expected {
+            return Err(format!(
+                "{}: checksum mismatch (written {expected:08x}, read back {computed:08x}): \
+                 changed on disk",
+                path.display()
+            ));
+        }
+        Ok(total)
+    }
+}
+
+/// A reader or writer that takes the CRC-32 of the bytes passing through.
+struct Crc<T> {
+    inner: T,
+    hasher: crc32fast::Hasher,
+}
+
+impl<T> Crc<T> {
+    fn new(inner: T) -> Self {
+        Crc {
+            inner,
+            hasher: crc32fast::Hasher::new(),
+        }
+    }
+}
+
+impl<T: std::io::Write> std::io::Write for Crc<T> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<T: std::io::Read> std::io::Read for Crc<T> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// The bytes of a snapshot, as stored on disk and sent to peers: read
 /// back app by app into the registry they hold ([`Thawed`]).
 #[derive(Deserialize)]
 struct SnapshotFile {
     meta: SnapshotMeta<NodeId, Member>,
+    /// The sum of the instances' hashes when written; none in snapshots
+    /// written before it was recorded.
+    #[serde(default)]
+    instances_sum: Option<Sum>,
     registry: Thawed,
 }
 
@@ -82,6 +185,7 @@ struct SnapshotFile {
 #[derive(Serialize)]
 struct SnapshotFileOut<'a> {
     meta: &'a SnapshotMeta<NodeId, Member>,
+    instances_sum: Sum,
     registry: &'a Frozen,
 }
 
@@ -102,6 +206,8 @@ pub struct StateMachine {
     /// Told each snapshot's size: the next one needs as much room.
     space: SpaceGuard,
     metrics: SnapshotMetrics,
+    /// What was found wrong with the snapshot loaded at start, if anything.
+    damage: Option<String>,
 }
 
 /// What snapshots are measured by.
@@ -130,6 +236,7 @@ impl StateMachine {
             current: Current::default(),
             space,
             metrics,
+            damage: None,
         };
         let path = dir.join(SNAPSHOT_FILE);
         if path.exists() {
@@ -153,9 +260,33 @@ impl StateMachine {
             sm.membership = file.meta.last_membership.clone();
             sm.local
                 .restore(file.registry, file.meta.last_log_id.map(position));
-            *sm.current.0.lock() = Some(file.meta);
+            let read_back = sm.local.read().instances_sum();
+            if let Some(written) = file.instances_sum.filter(|w| *w != read_back) {
+                sm.damage = Some(format!(
+                    "{} holds instances whose hashes sum to {}, but they summed to {} when it \
+                     was written: changed on disk",
+                    path.display(),
+                    read_back.hex(),
+                    written.hex()
+                ));
+            }
+            *sm.current.0.lock() = Some((file.meta, crc32fast::hash(&bytes)));
         }
         Ok(sm)
+    }
+
+    /// What was found wrong with the snapshot loaded at start, if anything:
+    /// the node must not serve from it.
+    pub fn damage(&self) -> Option<&str> {
+        self.damage.as_deref()
+    }
+
+    /// What the scrub checks the snapshot file against.
+    pub fn check(&self) -> SnapshotCheck {
+        SnapshotCheck {
+            dir: self.dir.clone(),
+            current: self.current.clone(),
+        }
     }
 
     /// The log index the restored snapshot covers.
@@ -206,14 +337,19 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             let building = dir.join(BUILDING_FILE);
             let file = SnapshotFileOut {
                 meta: &meta,
+                instances_sum: registry.instances_sum(),
                 registry: &registry,
             };
+            let mut crc = 0;
             write_synced(&building, |w| {
-                serde_json::to_writer(w, &file).map_err(io_error)
+                let mut w = Crc::new(w);
+                serde_json::to_writer(&mut w, &file).map_err(io_error)?;
+                crc = w.hasher.finalize();
+                Ok(())
             })?;
             drop(registry);
             let size = std::fs::metadata(&building)?.len();
-            current.replace(&dir, &building, meta)?;
+            current.replace(&dir, &building, meta, crc)?;
             let snapshot = current
                 .open(&dir)?
                 .ok_or_else(|| io_error("snapshot vanished"))?;
@@ -327,10 +463,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let incoming = dir.join(INCOMING_FILE);
             let reader = std::fs::File::open(&incoming)?;
             let size = reader.metadata()?.len();
+            let mut reader = Crc::new(reader);
             let parsed: SnapshotFile =
-                serde_json::from_reader(BufReader::with_capacity(1 << 20, reader))
+                serde_json::from_reader(BufReader::with_capacity(1 << 20, &mut reader))
                     .map_err(io_error)?;
-            current.replace(&dir, &incoming, installed)?;
+            current.replace(&dir, &incoming, installed, reader.hasher.finalize())?;
             Ok::<_, std::io::Error>((parsed, size))
         })
         .await

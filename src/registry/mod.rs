@@ -868,6 +868,16 @@ impl Registry {
         }
     }
 
+    /// The sum of every instance's hash (kept as they change): what a
+    /// snapshot records of the instances it holds, checked when it is read
+    /// back.
+    pub fn instances_sum(&self) -> digest::Sum {
+        self.envs
+            .values()
+            .flat_map(|apps| apps.values())
+            .fold(digest::Sum::default(), |sum, app| sum.plus(app.digest()))
+    }
+
     /// Every app's digest (the sum of its instances' hashes, kept as they
     /// change), sorted by env and appid: where two replicas differ.
     pub fn app_digests(&self) -> Vec<AppDigest> {
@@ -1106,6 +1116,17 @@ pub struct Frozen {
     schedules: Vec<Schedule>,
     log: Option<String>,
     restoring: Option<Box<restore::Staged>>,
+}
+
+impl Frozen {
+    /// [`Registry::instances_sum`] of the registry frozen.
+    pub fn instances_sum(&self) -> digest::Sum {
+        self.apps
+            .iter()
+            .fold(digest::Sum::default(), |sum, (_, _, app)| {
+                sum.plus(app.digest())
+            })
+    }
 }
 
 impl Serialize for Frozen {
