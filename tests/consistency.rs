@@ -48,6 +48,22 @@ fn edit_log(
     edited
 }
 
+/// Three nodes checking every 300 ms, `stored.app` registered on `hosts`,
+/// then a follower that has it all stopped: the cluster, the leader, the
+/// follower.
+async fn stopped_follower(hosts: &[&str]) -> (Cluster, usize, usize) {
+    let mut cluster = Cluster::start(3, checked()).await;
+    let leader = cluster.leader().await;
+    let c = cluster.client(leader);
+    for h in hosts {
+        assert_eq!(c.register("stored.app", "sh001", h, "1").await.code(), 0);
+    }
+    let odd = (leader + 1) % 3;
+    cluster.wait_serving(odd).await;
+    cluster.terminate(odd).await;
+    (cluster, leader, odd)
+}
+
 /// `bytes` with the first `from` replaced by `to` (of the same length).
 fn replaced(bytes: &[u8], from: &[u8], to: &[u8]) -> Option<Vec<u8>> {
     let at = bytes.windows(from.len()).position(|w| w == from)?;
@@ -86,15 +102,7 @@ async fn never_served_until_rebuilt(cluster: &Cluster, i: usize, appid: &str, fo
 /// gives up its vote and rebuilds from the cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_entry_changed_on_disk_is_found_before_the_node_serves() {
-    let mut cluster = Cluster::start(3, checked()).await;
-    let leader = cluster.leader().await;
-    let c = cluster.client(leader);
-    for h in ["keep-1", "flip-me", "keep-2"] {
-        assert_eq!(c.register("stored.app", "sh001", h, "1").await.code(), 0);
-    }
-    let odd = (leader + 1) % 3;
-    cluster.wait_serving(odd).await;
-    cluster.terminate(odd).await;
+    let (mut cluster, leader, odd) = stopped_follower(&["keep-1", "flip-me", "keep-2"]).await;
     let id = cluster.slots[odd].id;
     let altered = edit_log(&cluster, id, |_, bytes| {
         replaced(bytes, b"\"flip-me\"", b"\"flip-mE\"").map(Some)
@@ -125,15 +133,7 @@ async fn a_log_entry_changed_on_disk_is_found_before_the_node_serves() {
 /// start as missing, and rebuilt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_entry_removed_on_disk_is_found_before_the_node_serves() {
-    let mut cluster = Cluster::start(3, checked()).await;
-    let leader = cluster.leader().await;
-    let c = cluster.client(leader);
-    for h in ["keep-1", "lose-me", "keep-2"] {
-        assert_eq!(c.register("stored.app", "sh001", h, "1").await.code(), 0);
-    }
-    let odd = (leader + 1) % 3;
-    cluster.wait_serving(odd).await;
-    cluster.terminate(odd).await;
+    let (mut cluster, _, odd) = stopped_follower(&["keep-1", "lose-me", "keep-2"]).await;
     let id = cluster.slots[odd].id;
     let removed = edit_log(&cluster, id, |_, bytes| {
         replaced(bytes, b"\"lose-me\"", b"\"lose-me\"").map(|_| None)

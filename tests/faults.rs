@@ -57,6 +57,22 @@ fn checked(repair: bool) -> Timings {
     }
 }
 
+/// Three nodes checking every 300 ms (repairing or not), `drift.app`
+/// registered on `hosts`, then a follower restarted with the `diverge`
+/// fail point set to `failpoint`: the cluster, the leader, the follower.
+async fn with_odd_one(repair: bool, hosts: &[&str], failpoint: &str) -> (Cluster, usize, usize) {
+    let mut cluster = Cluster::start(3, checked(repair)).await;
+    let leader = cluster.leader().await;
+    let c = cluster.client(leader);
+    for h in hosts {
+        assert_eq!(c.register("drift.app", "sh001", h, "1").await.code(), 0);
+    }
+    let odd = (leader + 1) % 3;
+    cluster.terminate(odd).await;
+    cluster.spawn_with_env(odd, &[("FAILPOINTS", failpoint)]);
+    (cluster, leader, odd)
+}
+
 /// What a rebuilt node says once a check finds it agrees.
 const REBUILT: &str = "rebuilt from the cluster: this node agrees again";
 
@@ -67,15 +83,8 @@ const REBUILT: &str = "rebuilt from the cluster: this node agrees again";
 /// it stays so for an operator to look at.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_diverges_is_found_out_and_serves_no_reads() {
-    let mut cluster = Cluster::start(3, checked(false)).await;
-    let leader = cluster.leader().await;
+    let (cluster, leader, odd) = with_odd_one(false, &["h1", "h2", "h3"], "diverge=return").await;
     let c = cluster.client(leader);
-    for h in ["h1", "h2", "h3"] {
-        assert_eq!(c.register("drift.app", "sh001", h, "1").await.code(), 0);
-    }
-    let odd = (leader + 1) % 3;
-    cluster.terminate(odd).await;
-    cluster.spawn_with_env(odd, &[("FAILPOINTS", "diverge=return")]);
     // Checked at start, before it serves: no read is ever answered from
     // its registry.
     let status = cluster.never_served_until_diverged(odd, "drift.app").await;
@@ -167,15 +176,9 @@ async fn rebuilt(cluster: &Cluster, i: usize) {
 /// serves again with the cluster's registry, without an operator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_diverges_is_repaired_from_the_cluster() {
-    let mut cluster = Cluster::start(3, checked(true)).await;
-    let leader = cluster.leader().await;
+    let (cluster, leader, odd) =
+        with_odd_one(true, &["h1", "h2", "h3"], "diverge=return(tamper.app)").await;
     let c = cluster.client(leader);
-    for h in ["h1", "h2", "h3"] {
-        assert_eq!(c.register("drift.app", "sh001", h, "1").await.code(), 0);
-    }
-    let odd = (leader + 1) % 3;
-    cluster.terminate(odd).await;
-    cluster.spawn_with_env(odd, &[("FAILPOINTS", "diverge=return(tamper.app)")]);
     cluster.wait_serving(odd).await;
     let started = Instant::now();
     assert_eq!(c.register("tamper.app", "sh001", "t1", "1").await.code(), 0);
@@ -207,15 +210,8 @@ async fn a_replica_that_diverges_is_repaired_from_the_cluster() {
 /// as soon as a check finds it, then rebuilds like any replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_diverges_steps_down_and_is_repaired() {
-    let mut cluster = Cluster::start(3, checked(true)).await;
-    let leader = cluster.leader().await;
-    let c = cluster.client(leader);
-    for h in ["h1", "h2"] {
-        assert_eq!(c.register("drift.app", "sh001", h, "1").await.code(), 0);
-    }
-    let odd = (leader + 1) % 3;
-    cluster.terminate(odd).await;
-    cluster.spawn_with_env(odd, &[("FAILPOINTS", "diverge=return(tamper.app)")]);
+    let (cluster, leader, odd) =
+        with_odd_one(true, &["h1", "h2"], "diverge=return(tamper.app)").await;
     cluster.wait_serving(odd).await;
     let id = cluster.slots[odd].id;
     let moved = cluster.transfer_leader(leader, id).await;
@@ -255,13 +251,8 @@ async fn a_leader_that_diverges_steps_down_and_is_repaired() {
 /// keeping the last two copies of its data for an operator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_divergence_that_comes_back_is_left_to_an_operator() {
-    let mut cluster = Cluster::start(3, checked(true)).await;
-    let leader = cluster.leader().await;
+    let (cluster, leader, odd) = with_odd_one(true, &["h1"], "diverge=return").await;
     let c = cluster.client(leader);
-    assert_eq!(c.register("drift.app", "sh001", "h1", "1").await.code(), 0);
-    let odd = (leader + 1) % 3;
-    cluster.terminate(odd).await;
-    cluster.spawn_with_env(odd, &[("FAILPOINTS", "diverge=return")]);
     cluster
         .logged(
             odd,

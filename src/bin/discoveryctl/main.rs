@@ -396,13 +396,7 @@ async fn main() -> anyhow::Result<()> {
             return scheduler::change(&http, &base, token, &appid, env.as_deref(), None).await;
         }
         Command::Status => {
-            let status: Value = http
-                .get(format!("{base}/admin/status"))
-                .send()
-                .await
-                .with_context(|| format!("asking {base}"))?
-                .json()
-                .await?;
+            let status = node_status(http.get(format!("{base}/admin/status")), &base).await?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -411,14 +405,10 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Health { timeout_ms } => {
-            let status: Value = http
+            let request = http
                 .get(format!("{base}/admin/status"))
-                .timeout(Duration::from_millis(timeout_ms))
-                .send()
-                .await
-                .with_context(|| format!("asking {base}"))?
-                .json()
-                .await?;
+                .timeout(Duration::from_millis(timeout_ms));
+            let status = node_status(request, &base).await?;
             return healthy(&status);
         }
         Command::AddLearner {
@@ -487,13 +477,7 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Repair { id } => {
-            let status: Value = http
-                .get(format!("{base}/admin/status"))
-                .send()
-                .await
-                .with_context(|| format!("asking {base}"))?
-                .json()
-                .await?;
+            let status = node_status(http.get(format!("{base}/admin/status")), &base).await?;
             let target = match id {
                 Some(id) if status["id"].as_u64() != Some(id) => {
                     let addr = status["members"][id.to_string()]["api_addr"]
@@ -516,13 +500,7 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Leave => {
-            let status: Value = http
-                .get(format!("{base}/admin/status"))
-                .send()
-                .await
-                .with_context(|| format!("asking {base}"))?
-                .json()
-                .await?;
+            let status = node_status(http.get(format!("{base}/admin/status")), &base).await?;
             let id = status["id"]
                 .as_u64()
                 .with_context(|| format!("{base} did not say its id: {status}"))?;
@@ -546,6 +524,16 @@ async fn main() -> anyhow::Result<()> {
     println!("voters: {:?}", changed.voters);
     println!("nodes:  {:?}", changed.nodes);
     Ok(())
+}
+
+/// What `/admin/status` of the node at `base` answers, asked by `request`.
+async fn node_status(request: reqwest::RequestBuilder, base: &str) -> anyhow::Result<Value> {
+    Ok(request
+        .send()
+        .await
+        .with_context(|| format!("asking {base}"))?
+        .json()
+        .await?)
 }
 
 /// Sends an admin request with the token and reads the discovery envelope
