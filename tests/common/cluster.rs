@@ -688,6 +688,15 @@ hold_ms = {hold}
         }
     }
 
+    /// The voters node `i` knows.
+    pub async fn voters(&self, i: usize) -> Vec<u64> {
+        let status = self.status(i).await.expect("node answers");
+        status["voters"]
+            .as_array()
+            .map(|v| v.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default()
+    }
+
     /// Waits until node `i`'s log says `text`.
     pub async fn logged(&self, i: usize, text: &str, within: Duration) {
         let deadline = Instant::now() + within;
