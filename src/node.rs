@@ -413,6 +413,10 @@ impl Node {
             renewer,
             nodes: nodes.clone(),
             stop: stop.clone(),
+            app_lists: crate::fair::Shares::new(
+                crate::peer::routes::APP_LISTS.0,
+                crate::peer::routes::APP_LISTS.1,
+            ),
         });
         let admin = Admin {
             metrics: metrics.clone(),

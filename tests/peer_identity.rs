@@ -655,3 +655,39 @@ async fn a_node_takes_a_reissued_certificate_on_sighup_and_keeps_its_own_when_th
         .await;
     assert_eq!(r.code(), 0, "{}", r.text);
 }
+
+/// Asking for every app's digest costs the asked node a copy of them all:
+/// a member that holds such a question open gets `503` at once for
+/// another (one per address, four in all), and plain checks go on.
+#[tokio::test]
+async fn a_member_asking_for_every_apps_digest_at_once_is_refused_past_its_share() {
+    let cluster = Cluster::start(3, Timings::default()).await;
+    let leader = cluster.leader().await;
+    let target = cluster.peer_addr(leader);
+    let member = cert_of(&cluster, node(cluster.slots[(leader + 1) % 3].id));
+    let client = peer_client(&cluster, Some(&member));
+    // An index no check has reached: each question is held up to 2 s.
+    let url = |apps: bool, hold_ms: u64| {
+        format!(
+            "https://{target}{}?index=1000000&apps={apps}&hold_ms={hold_ms}",
+            paths::CHECK
+        )
+    };
+    let held = tokio::spawn({
+        let (client, url) = (client.clone(), url(true, 2_000));
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let asked = std::time::Instant::now();
+    let second = client.get(url(true, 2_000)).send().await.unwrap();
+    assert_eq!(second.status().as_u16(), 503);
+    assert!(asked.elapsed() < std::time::Duration::from_secs(1));
+    let why = second.text().await.unwrap();
+    assert!(why.contains("every app's digest"), "{why}");
+    let plain = client.get(url(false, 0)).send().await.unwrap();
+    assert_eq!(plain.status().as_u16(), 200);
+    assert_eq!(held.await.unwrap(), 200);
+    // Its share given back, the member is answered again.
+    let again = client.get(url(true, 0)).send().await.unwrap();
+    assert_eq!(again.status().as_u16(), 200);
+}
