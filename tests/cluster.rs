@@ -509,7 +509,9 @@ async fn without_quorum_writes_answer_503_in_bounded_time_and_reads_still_work()
         let a = survivor.post(path, &form).await;
         let took = start.elapsed();
         assert_eq!(a.code(), -503, "{path}: {}", a.text);
-        assert!(a.json()["message"].as_str().unwrap().contains("no quorum"));
+        let message = a.json()["message"].as_str().unwrap().to_string();
+        // A follower with no leader proposed nothing: it says so.
+        assert!(message.contains("no quorum, not applied"), "{message}");
         assert!(
             took >= Duration::from_millis(1_000),
             "{path} waited {took:?}"
@@ -535,6 +537,39 @@ async fn without_quorum_writes_answer_503_in_bounded_time_and_reads_still_work()
         &[0, 1, 2],
         "q.app",
         &BTreeSet::from(["h1".to_string()]),
+    )
+    .await;
+}
+
+/// A leader cut off from both followers appends a write it cannot commit:
+/// it answers `-503` saying the outcome is unknown (not "not applied"),
+/// and the write does apply once the followers are back.
+#[tokio::test]
+async fn a_write_appended_without_a_quorum_is_answered_as_unknown_and_applies_later() {
+    let mut cluster = Cluster::start(3, Timings::default()).await;
+    let leader = cluster.leader().await;
+    let c = cluster.client(leader);
+    assert_eq!(c.register("q.app", "sh001", "h1", "1").await.code(), 0);
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    for i in &followers {
+        cluster.kill(*i);
+    }
+    let a = c.register("q.app", "sh001", "h2", "1").await;
+    assert_eq!(a.code(), -503, "{}", a.text);
+    let message = a.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("outcome unknown") && message.contains("may still apply"),
+        "{message}"
+    );
+    assert!(!message.contains("not applied"), "{message}");
+    for i in &followers {
+        cluster.spawn(*i);
+    }
+    converge(
+        &cluster,
+        &[0, 1, 2],
+        "q.app",
+        &BTreeSet::from(["h1".to_string(), "h2".to_string()]),
     )
     .await;
 }

@@ -14,6 +14,9 @@
 //! before it reached Raft (its wait ran out at the [`WriteGate`]) is not
 //! proposed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 
@@ -35,10 +38,29 @@ pub type Refused = RaftError<NodeId, ClientWriteError<NodeId, Member>>;
 
 type Reply = oneshot::Sender<Result<Committed, Refused>>;
 
+/// Set once a proposal is handed to Raft: from then on it may commit
+/// whatever its caller hears, so a caller that gives up must not say it
+/// was not applied.
+#[derive(Clone, Debug, Default)]
+pub struct Handed(Arc<AtomicBool>);
+
+impl Handed {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// A proposal waiting, who waits for it, and whether it reached Raft.
+type Waiting = (Proposal, Reply, Handed);
+
 /// A handle to this node's appender; cheap to clone.
 #[derive(Clone)]
 pub struct Appender {
-    queue: mpsc::UnboundedSender<(Proposal, Reply)>,
+    queue: mpsc::UnboundedSender<Waiting>,
 }
 
 impl Appender {
@@ -59,9 +81,21 @@ impl Appender {
     /// another node leads). Dropping the future before it reached Raft
     /// withdraws it.
     pub async fn append(&self, proposal: Proposal) -> Result<Committed, Refused> {
+        self.append_telling(proposal, Handed::default()).await
+    }
+
+    /// [`Appender::append`], setting `handed` once the proposal reaches
+    /// Raft.
+    pub async fn append_telling(
+        &self,
+        proposal: Proposal,
+        handed: Handed,
+    ) -> Result<Committed, Refused> {
         let (reply, answer) = oneshot::channel();
         let stopped = || RaftError::Fatal(openraft::error::Fatal::Stopped);
-        self.queue.send((proposal, reply)).map_err(|_| stopped())?;
+        self.queue
+            .send((proposal, reply, handed))
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -69,7 +103,7 @@ impl Appender {
 /// Takes every proposal waiting, proposes them merged in a task of its own,
 /// and goes back for more.
 async fn merge(
-    waiting: mpsc::UnboundedReceiver<(Proposal, Reply)>,
+    waiting: mpsc::UnboundedReceiver<Waiting>,
     raft: Raft,
     gate: WriteGate,
     entry_bytes: usize,
@@ -81,8 +115,8 @@ async fn merge(
             let _pass = gate.pass().await;
             let proposals = proposals
                 .into_iter()
-                .filter(|(_, reply)| !reply.is_closed());
-            let size = |(proposal, _): &(Proposal, Reply)| proposal_bytes(proposal);
+                .filter(|(_, reply, _)| !reply.is_closed());
+            let size = |(proposal, _, _): &Waiting| proposal_bytes(proposal);
             for entry in split_by_size(proposals, size, entry_bytes) {
                 propose(&raft, entry).await;
             }
@@ -92,14 +126,15 @@ async fn merge(
 }
 
 /// Proposes the proposals as one entry and answers each with its share.
-async fn propose(raft: &Raft, entry: Vec<(Proposal, Reply)>) {
+async fn propose(raft: &Raft, entry: Vec<Waiting>) {
     let mut merged = Proposal {
-        commands: Vec::with_capacity(entry.iter().map(|(p, _)| p.commands.len()).sum()),
+        commands: Vec::with_capacity(entry.iter().map(|(p, _, _)| p.commands.len()).sum()),
     };
     let mut shares = Vec::with_capacity(entry.len());
-    for (proposal, reply) in entry {
+    for (proposal, reply, handed) in entry {
         shares.push((proposal.commands.len(), reply));
         merged.commands.extend(proposal.commands);
+        handed.set();
     }
     match raft.client_write(merged).await {
         Ok(response) => {

@@ -23,7 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::appender::Appender;
+use super::appender::{Appender, Handed};
 use super::batches::{in_batches, split_by_size};
 use super::catch_up::ReadBarrier;
 use super::link::{Link, LinkError};
@@ -49,13 +49,19 @@ const REPLACED_LEADER_GRACE: Duration = Duration::from_millis(250);
 /// Why a write was not carried out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum WriteError {
-    /// No leader could be reached within the bounded wait: nothing applied.
-    #[error("no quorum: no leader reachable within {0:?}")]
+    /// No leader took the write within the bounded wait: it was never
+    /// proposed, and never applies.
+    #[error("no quorum, not applied: no leader took this write within {0:?}")]
     NoQuorum(Duration),
     /// The leader holding the write stopped answering and another took
     /// over: it may or may not be applied.
-    #[error("no quorum: leader {0} was replaced while it held this write, which may still apply")]
+    #[error("no quorum, outcome unknown: leader {0} was replaced while it held this write, which may still apply")]
     LeaderReplaced(NodeId),
+    /// The write reached the log but was not committed within the bounded
+    /// wait (the leader has lost its quorum, or the leader stopped
+    /// answering): it applies if a quorum takes that entry later.
+    #[error("no quorum, outcome unknown: {0}; the write may still apply")]
+    Unknown(String),
     /// The node is shutting down or its Raft stopped.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -64,7 +70,7 @@ pub enum WriteError {
     Invalid(RegistryError),
     /// Committed at this log index, but not yet applied on this node within
     /// the bounded wait: another node may already show it, this one not yet.
-    #[error("no quorum: committed at index {0} but not yet applied on this node")]
+    #[error("committed at index {0} but not yet applied on this node")]
     NotAppliedHere(u64),
     /// This node's disk, or the leader's, is below its free-space reserve:
     /// nothing was proposed; writes resume once space returns.
@@ -267,8 +273,16 @@ impl Proposer {
             // A proposal still held at the write gate when the wait runs
             // out is withdrawn, never proposed.
             let proposal = forward.proposal.clone();
-            let written = tokio::time::timeout_at(deadline, self.appender.append(proposal)).await;
+            let handed = Handed::default();
+            let append = self.appender.append_telling(proposal, handed.clone());
+            let written = tokio::time::timeout_at(deadline, append).await;
             let Ok(written) = written else {
+                if handed.is_set() {
+                    return Err(WriteError::Unknown(format!(
+                        "appended to this leader's log, not committed within {:?}",
+                        self.wait_for_leader
+                    )));
+                }
                 return Err(WriteError::NoQuorum(self.wait_for_leader));
             };
             match written {
@@ -344,13 +358,17 @@ impl Proposer {
             Ok(Err(ForwardError::DiskFull(e))) => {
                 Forwarded::Done(Err(WriteError::DiskFull(format!("leader {leader}: {e}"))))
             }
-            Err(LinkError::TimedOut) => {
-                Forwarded::Done(Err(WriteError::NoQuorum(self.wait_for_leader)))
-            }
+            // The leader had it and said nothing in time: it may have
+            // appended it.
+            Err(LinkError::TimedOut) => Forwarded::Done(Err(WriteError::Unknown(format!(
+                "leader {leader} did not answer within {:?}",
+                self.wait_for_leader
+            )))),
             Err(LinkError::TooLarge) => Forwarded::Done(Err(WriteError::Unavailable(format!(
                 "leader {leader} refused the proposal as too large"
             )))),
-            Err(LinkError::Failed(e)) => Forwarded::Done(Err(WriteError::Unavailable(format!(
+            // Sent, and the answer lost: the leader may have it.
+            Err(LinkError::Failed(e)) => Forwarded::Done(Err(WriteError::Unknown(format!(
                 "leader {leader} did not answer: {e}"
             )))),
         }

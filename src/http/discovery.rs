@@ -148,6 +148,7 @@ fn write_refused(e: &WriteError) -> Response {
     match e {
         WriteError::NoQuorum(_)
         | WriteError::LeaderReplaced(_)
+        | WriteError::Unknown(_)
         | WriteError::NotAppliedHere(_)
         | WriteError::DiskFull(_)
         | WriteError::ZoneUnreachable(_) => reply::answer(-503, &e.to_string(), None),
