@@ -875,6 +875,76 @@ async fn a_learner_serves_reads_and_polls_and_is_published_as_a_node() {
     assert_eq!(voters, json!([1, 2, 3]), "the learner voted itself in");
 }
 
+/// `add-learner` with an id, a name or an address a member already has is
+/// refused with a non-zero exit naming the clash, and changes nothing; the
+/// same add sent again for a member exactly as it is succeeds.
+#[tokio::test]
+async fn add_learner_refuses_an_id_name_or_address_a_member_has() {
+    let cluster = Cluster::start(3, Timings::default()).await;
+    let node = cluster.addr(0);
+    let leader = cluster.leader().await;
+    let before = cluster.status(leader).await.unwrap()["members"].clone();
+    let (peer2, api2) = (cluster.peer_addr(1), cluster.addr(1));
+    let add = |id: &'static str, name: &'static str, raft: String, api: String| {
+        let args: Vec<String> = [
+            "add-learner",
+            "--id",
+            id,
+            "--name",
+            name,
+            "--raft-addr",
+            &raft,
+            "--api-addr",
+            &api,
+            "--zone",
+            "sh001",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        let node = node.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            common::discoveryctl(&node, Some(ADMIN_TOKEN), &args).await
+        }
+    };
+    let free = || "127.0.0.1:1".to_string();
+    for (attempt, says) in [
+        (
+            add("2", "node4", free(), free()).await,
+            "node 2 is already a member, as node2",
+        ),
+        (
+            add("4", "node2", free(), free()).await,
+            "already has the name node2",
+        ),
+        (
+            add("4", "node4", peer2.clone(), free()).await,
+            "already has the peer address",
+        ),
+        (
+            add("4", "node4", free(), api2.clone()).await,
+            "already has the client address",
+        ),
+    ] {
+        let refused = attempt.expect_err("a clash must be refused");
+        assert!(refused.contains(says), "{refused}");
+    }
+    assert_eq!(cluster.status(leader).await.unwrap()["members"], before);
+    // Without the token, the refusal says how to give one.
+    let refused = common::discoveryctl(&node, None, &["remove", "--id", "9"])
+        .await
+        .expect_err("no token");
+    assert!(
+        refused.contains("--token") && refused.contains("DISCOVERY_ADMIN_TOKEN"),
+        "{refused}"
+    );
+    // Node 2 exactly as it is: nothing to do, and said so as done.
+    let again = add("2", "node2", peer2, api2).await;
+    assert!(again.is_ok(), "{again:?}");
+    assert_eq!(cluster.status(leader).await.unwrap()["members"], before);
+}
+
 /// The `discoveryctl` arguments that add node 4 of zone sh001 as a learner.
 fn add_learner_4<'a>(name: &'a str, peer_addr: &'a str, api_addr: &'a str) -> [&'a str; 11] {
     [

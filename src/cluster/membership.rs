@@ -82,6 +82,8 @@ enum Done {
     /// The node to remove is not a member: nothing to do, and the operator
     /// most likely mistyped the id.
     NotAMember(NodeId),
+    /// The node to add clashes with a member: nothing done, and why.
+    Clash(String),
 }
 
 /// Waits for a new learner to catch up, then answers the membership.
@@ -92,6 +94,7 @@ async fn finish(raft: &Raft, applied: Result<Done, WriteError>) -> Result<Change
         }
         Err(e) => Err(e.to_string()),
         Ok(Done::NotAMember(id)) => Err(format!("node {id} is not a member")),
+        Ok(Done::Clash(why)) => Err(why),
         Ok(done) => {
             if let Done::Learner(id, index) = done {
                 caught_up(raft, id, index).await?;
@@ -110,6 +113,16 @@ async fn finish(raft: &Raft, applied: Result<Done, WriteError>) -> Result<Change
 async fn apply_here(raft: &Raft, change: &Change) -> Result<Done, WriteError> {
     match change {
         Change::AddLearner { id, member } => {
+            let found = {
+                let m = raft.metrics().borrow().clone();
+                let membership = m.membership_config.membership();
+                clash(membership.nodes(), *id, member)
+            };
+            match found {
+                Some(Clash::Same) => return Ok(Done::Changed),
+                Some(Clash::With(why)) => return Ok(Done::Clash(why)),
+                None => {}
+            }
             // openraft answers once the learner is within its replication
             // lag threshold (5,000 entries), not once it has caught up.
             let added = raft.add_learner(*id, member.clone(), true).await?;
@@ -145,6 +158,56 @@ async fn apply_here(raft: &Raft, change: &Change) -> Result<Done, WriteError> {
     Ok(Done::Changed)
 }
 
+/// How a node to add meets the members.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Clash {
+    /// It is a member already, exactly as asked (an add sent again).
+    Same,
+    /// Its id, name or an address is a member's: why, naming both.
+    With(String),
+}
+
+/// Whether adding `member` as node `id` clashes with the members `nodes`:
+/// an id already in use (with other details), or a name, peer address or
+/// client address another member has. An operator who mistypes one would
+/// otherwise be told the node joined while it did not, or publish two
+/// nodes at one address.
+pub fn clash<'a>(
+    nodes: impl Iterator<Item = (&'a NodeId, &'a Member)>,
+    id: NodeId,
+    member: &Member,
+) -> Option<Clash> {
+    for (other, theirs) in nodes {
+        if *other == id {
+            if theirs.name == member.name
+                && theirs.raft_addr == member.raft_addr
+                && theirs.api_addr == member.api_addr
+                && theirs.zone == member.zone
+            {
+                return Some(Clash::Same);
+            }
+            return Some(Clash::With(format!(
+                "node {id} is already a member, as {} (peer address {}, client address {}): \
+                 remove it first, or give the new node another id",
+                theirs.name, theirs.raft_addr, theirs.api_addr
+            )));
+        }
+        let same = [
+            ("name", &theirs.name, &member.name),
+            ("peer address", &theirs.raft_addr, &member.raft_addr),
+            ("client address", &theirs.api_addr, &member.api_addr),
+        ]
+        .into_iter()
+        .find(|(_, a, b)| !a.is_empty() && a == b);
+        if let Some((what, value, _)) = same {
+            return Some(Clash::With(format!(
+                "node {other} already has the {what} {value}: give node {id} its own"
+            )));
+        }
+    }
+    None
+}
+
 /// Waits until the leader has replicated to learner `id` everything up to
 /// `index`: the entry that added it, so everything committed before too.
 async fn caught_up(raft: &Raft, id: NodeId, index: u64) -> Result<(), String> {
@@ -162,4 +225,60 @@ async fn caught_up(raft: &Raft, id: NodeId, index: u64) -> Result<(), String> {
         .await
         .map(|_| ())
         .map_err(|e| format!("node {id} was added as a learner but has not caught up: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, raft: &str, api: &str) -> Member {
+        Member {
+            name: name.into(),
+            raft_addr: raft.into(),
+            api_addr: api.into(),
+            zone: "sh001".into(),
+            rebuilding: false,
+        }
+    }
+
+    #[test]
+    fn an_add_that_clashes_with_a_member_names_what_clashes() {
+        let members = [
+            (1, member("node1", "10.0.0.1:7271", "10.0.0.1:7171")),
+            (2, member("node2", "10.0.0.2:7271", "10.0.0.2:7171")),
+        ];
+        let nodes = || members.iter().map(|(id, m)| (id, m));
+        let new = member("node4", "10.0.0.4:7271", "10.0.0.4:7171");
+        assert_eq!(clash(nodes(), 4, &new), None);
+        // The id of a voter, with another node's details.
+        let Some(Clash::With(why)) = clash(nodes(), 2, &new) else {
+            panic!("id clash not found");
+        };
+        assert!(
+            why.contains("node 2 is already a member, as node2"),
+            "{why}"
+        );
+        // The same member again: nothing to do.
+        assert_eq!(clash(nodes(), 2, &members[1].1), Some(Clash::Same));
+        // Another id, a member's name or address.
+        for (clashing, what) in [
+            (
+                member("node1", "10.0.0.4:7271", "10.0.0.4:7171"),
+                "name node1",
+            ),
+            (
+                member("node4", "10.0.0.2:7271", "10.0.0.4:7171"),
+                "peer address 10.0.0.2:7271",
+            ),
+            (
+                member("node4", "10.0.0.4:7271", "10.0.0.1:7171"),
+                "client address 10.0.0.1:7171",
+            ),
+        ] {
+            let Some(Clash::With(why)) = clash(nodes(), 4, &clashing) else {
+                panic!("{what} clash not found");
+            };
+            assert!(why.contains(what), "{why}");
+        }
+    }
 }
