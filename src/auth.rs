@@ -97,12 +97,16 @@ impl AdminToken {
             return Err("admin changes are disabled: no admin token is configured on this node (security.admin_token or DISCOVERY_ADMIN_TOKEN)");
         };
         let Some(given) = authorization.and_then(|h| h.strip_prefix("Bearer ")) else {
-            return Err("admin changes need an Authorization: Bearer token");
+            return Err(
+                "admin changes need the admin token: Authorization: Bearer <token> \
+                 (discoveryctl --token, or DISCOVERY_ADMIN_TOKEN)",
+            );
         };
         if same(given.trim().as_bytes(), token.as_bytes()) {
             Ok(())
         } else {
-            Err("wrong admin token")
+            Err("wrong admin token: give the node's security.admin_token \
+                 (discoveryctl --token, or DISCOVERY_ADMIN_TOKEN)")
         }
     }
 }
