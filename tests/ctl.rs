@@ -130,3 +130,39 @@ async fn watch_prints_each_change_as_it_comes() {
     let _ = child.wait();
     node.stop().await;
 }
+
+/// Output cut short (`discoveryctl apps | head -3`): the command ends
+/// quietly on the closed pipe, without a panic.
+#[tokio::test]
+async fn output_cut_short_ends_quietly() {
+    let node = TestNode::start(2_000).await;
+    let c = node.client();
+    for n in 0..50 {
+        let app = format!("cut.app{n}");
+        assert_eq!(c.register(&app, "sh001", "h1", "1").await.code(), 0);
+    }
+    let addr = node.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        // A pipe whose reading end is closed before anything is written.
+        let mut fds = [0; 2];
+        // SAFETY: a fresh pipe; each end is owned once below.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the read end is ours alone; closing it is the point.
+        unsafe { libc::close(fds[0]) };
+        // SAFETY: the write end is ours alone, handed to the child.
+        let write =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+        Command::new(env!("CARGO_BIN_EXE_discoveryctl"))
+            .args(["--node", &addr, "apps", "--env", "dev"])
+            .env_remove("DISCOVERY_NODES")
+            .stdout(Stdio::from(write))
+            .stderr(Stdio::piped())
+            .output()
+            .expect("discoveryctl runs")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

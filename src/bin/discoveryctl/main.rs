@@ -350,6 +350,14 @@ fn make_certs(command: Certs) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Output cut short (`discoveryctl apps | head -3`) ends the process
+    // quietly, as it does Unix tools, rather than a panic on the next
+    // line printed.
+    // SAFETY: sets the process-wide action of one signal back to its
+    // default; nothing in this program installs a handler for it.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(120));
     if let Some(path) = &cli.cacert {
@@ -453,9 +461,10 @@ async fn main() -> anyhow::Result<()> {
                         .sum()
                 })
                 .unwrap_or(0);
+            // Written beside it, then renamed: never a half-written FILE.
             let tmp = file.with_extension("partial");
-            std::fs::write(&tmp, &answer).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, &file)?;
+            std::fs::write(&tmp, &answer).with_context(|| format!("writing {}", file.display()))?;
+            std::fs::rename(&tmp, &file).with_context(|| format!("writing {}", file.display()))?;
             println!(
                 "{instances} instances at index {} written to {}",
                 backup["applied_index"],
