@@ -296,6 +296,7 @@ impl Node {
             raft.clone(),
             handover.gate.clone(),
             config.limits.entry_bytes,
+            lease,
         );
         let writer = Writer::start(
             raft.clone(),

@@ -90,6 +90,8 @@ pub struct Sample {
     pub term: u64,
     pub leader: Option<u64>,
     pub is_leader: bool,
+    /// This node sees a quorum (see `cluster::quorum`).
+    pub quorum: bool,
     pub last_log_index: Option<u64>,
     pub committed_index: Option<u64>,
     pub applied_index: Option<u64>,
@@ -146,6 +148,7 @@ pub struct Metrics {
     term: Gauge,
     leader_id: Gauge,
     is_leader: Gauge,
+    quorum: Gauge,
     last_log_index: Gauge,
     committed_index: Gauge,
     applied_index: Gauge,
@@ -207,6 +210,7 @@ impl Metrics {
             term: Gauge::default(),
             leader_id: Gauge::default(),
             is_leader: Gauge::default(),
+            quorum: Gauge::default(),
             last_log_index: Gauge::default(),
             committed_index: Gauge::default(),
             applied_index: Gauge::default(),
@@ -283,6 +287,13 @@ impl Metrics {
             m.leader_id.clone(),
         );
         r.register("raft_is_leader", "1 on the leader", m.is_leader.clone());
+        r.register(
+            "quorum",
+            "1 while this node sees a quorum: it follows a leader, or it leads and a quorum \
+             acknowledged it within the lease; 0 on a leader cut off (it takes no writes) \
+             and on a node that knows no leader",
+            m.quorum.clone(),
+        );
         r.register(
             "raft_last_log_index",
             "The last log index this node holds",
@@ -487,6 +498,7 @@ impl Metrics {
         gauge(&self.term, Some(s.term));
         gauge(&self.leader_id, Some(s.leader.unwrap_or(0)));
         gauge(&self.is_leader, Some(u64::from(s.is_leader)));
+        gauge(&self.quorum, Some(u64::from(s.quorum)));
         gauge(&self.last_log_index, s.last_log_index);
         gauge(&self.committed_index, s.committed_index);
         gauge(&self.applied_index, s.applied_index);
@@ -593,6 +605,7 @@ mod tests {
             term: 3,
             leader: Some(1),
             is_leader: true,
+            quorum: true,
             follower_lag: vec![(2, 0), (3, 12)],
             zones: vec![ZoneSample {
                 zone: "sh002".into(),
@@ -615,6 +628,7 @@ mod tests {
             r#"discovery_apps{env="dev"} 2"#,
             "discovery_raft_term 3",
             "discovery_raft_is_leader 1",
+            "discovery_quorum 1",
             r#"discovery_raft_follower_lag_entries{follower="3"} 12"#,
             r#"discovery_zone_cursor{zone="sh002"} 40"#,
             r#"discovery_zone_instances{zone="sh002"} 9"#,

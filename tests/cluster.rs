@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, Hosts, Timings, ADMIN_TOKEN};
-use common::{hostnames, Client};
+use common::{discoveryctl, hostnames, Client};
 use serde_json::{json, Value};
 
 /// What `discoveryctl health` (the containers' health check) says of a node.
@@ -570,6 +570,75 @@ async fn a_write_appended_without_a_quorum_is_answered_as_unknown_and_applies_la
         &[0, 1, 2],
         "q.app",
         &BTreeSet::from(["h1".to_string(), "h2".to_string()]),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_leader_cut_off_from_its_quorum_says_so_and_takes_no_writes() {
+    let mut cluster = Cluster::start(3, Timings::default()).await;
+    let leader = cluster.leader().await;
+    let c = cluster.client(leader);
+    assert_eq!(c.register("cut.app", "sh001", "h1", "1").await.code(), 0);
+    let addr = cluster.addr(leader);
+    assert!(discoveryctl(&addr, None, &["health"]).await.is_ok());
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    for i in &followers {
+        cluster.kill(*i);
+    }
+    // Past the lease (600 ms) without a quorum's acknowledgement, the
+    // leader still leads, and says it sees no quorum.
+    let mut status = c.status().await;
+    for _ in 0..100 {
+        if status["no_quorum"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status = c.status().await;
+    }
+    let why = status["no_quorum"].as_str().unwrap_or_default().to_string();
+    assert!(why.starts_with("no quorum: leader"), "{status}");
+    assert_eq!(status["leader"], status["id"], "{status}");
+    let health = discoveryctl(&addr, None, &["health"]).await.unwrap_err();
+    assert!(
+        health.contains("sees no quorum: no quorum: leader"),
+        "{health}"
+    );
+    let shown = discoveryctl(&addr, None, &["status"]).await.unwrap();
+    assert!(shown.contains("NO QUORUM: no quorum: leader"), "{shown}");
+    let metrics = c.get("/metrics").await.text;
+    assert!(metrics.contains("\ndiscovery_quorum 0\n"), "{metrics}");
+    // A write is not appended where it could only wait: it is answered
+    // "not applied", and never applies.
+    let a = c.register("cut.app", "sh001", "h2", "1").await;
+    assert_eq!(a.code(), -503, "{}", a.text);
+    let message = a.json()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("no quorum, not applied"), "{message}");
+    let log_before = status["last_log_index"].as_u64().unwrap();
+    let after = c.status().await;
+    assert_eq!(
+        after["last_log_index"].as_u64().unwrap(),
+        log_before,
+        "{after}"
+    );
+    for i in &followers {
+        cluster.spawn(*i);
+    }
+    let mut healthy = Err(String::new());
+    for _ in 0..100 {
+        healthy = discoveryctl(&addr, None, &["health"]).await;
+        if healthy.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(healthy.is_ok(), "{healthy:?}");
+    assert_eq!(c.register("cut.app", "sh001", "h3", "1").await.code(), 0);
+    converge(
+        &cluster,
+        &[0, 1, 2],
+        "cut.app",
+        &BTreeSet::from(["h1".to_string(), "h3".to_string()]),
     )
     .await;
 }

@@ -12,16 +12,20 @@
 //! A proposal is never split over entries: it commits whole, at one index,
 //! and its outcomes come back in its order. A proposal whose caller gave up
 //! before it reached Raft (its wait ran out at the [`WriteGate`]) is not
-//! proposed.
+//! proposed, and neither is one made while this node leads without a
+//! quorum (see [`super::quorum`]): it could only wait in a log that may
+//! never commit it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::batches::{in_batches, split_by_size};
 use super::handover::WriteGate;
+use super::quorum;
 use super::writer::Committed;
 use crate::raft::{Member, NodeId, Proposal, ProposalResult, Raft};
 
@@ -68,10 +72,12 @@ impl Appender {
     /// Merged entries carry about `entry_bytes` at most (`limits.entry_bytes`):
     /// past it, waiting proposals go in several entries, so that a follower
     /// takes each within one heartbeat. A proposal is never cut, and one
-    /// command is at most that large (checked before it is queued).
-    pub fn start(raft: Raft, gate: WriteGate, entry_bytes: usize) -> Self {
+    /// command is at most that large (checked before it is queued). While
+    /// no quorum acknowledged this node, leading, within `quorum_within`
+    /// (the voters' lease), proposals are refused as if it did not lead.
+    pub fn start(raft: Raft, gate: WriteGate, entry_bytes: usize, quorum_within: Duration) -> Self {
         let (queue, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(merge(waiting, raft, gate, entry_bytes));
+        tokio::spawn(merge(waiting, raft, gate, entry_bytes, quorum_within));
         Appender { queue }
     }
 
@@ -107,6 +113,7 @@ async fn merge(
     raft: Raft,
     gate: WriteGate,
     entry_bytes: usize,
+    quorum_within: Duration,
 ) {
     in_batches(waiting, MAX_PROPOSALS, IN_FLIGHT, move |proposals| {
         let raft = raft.clone();
@@ -118,7 +125,7 @@ async fn merge(
                 .filter(|(_, reply, _)| !reply.is_closed());
             let size = |(proposal, _, _): &Waiting| proposal_bytes(proposal);
             for entry in split_by_size(proposals, size, entry_bytes) {
-                propose(&raft, entry).await;
+                propose(&raft, entry, quorum_within).await;
             }
         }
     })
@@ -126,7 +133,15 @@ async fn merge(
 }
 
 /// Proposes the proposals as one entry and answers each with its share.
-async fn propose(raft: &Raft, entry: Vec<Waiting>) {
+async fn propose(raft: &Raft, entry: Vec<Waiting>, quorum_within: Duration) {
+    let cut_off = quorum::leader_cut_off(&raft.metrics().borrow(), quorum_within);
+    if let Some(why) = cut_off {
+        tracing::debug!("write not proposed: {why}");
+        for (_, reply, _) in entry {
+            let _ = reply.send(Err(not_leading()));
+        }
+        return;
+    }
     let mut merged = Proposal {
         commands: Vec::with_capacity(entry.iter().map(|(p, _, _)| p.commands.len()).sum()),
     };
@@ -150,6 +165,14 @@ async fn propose(raft: &Raft, entry: Vec<Waiting>) {
             }
         }
     }
+}
+
+/// What a leader without a quorum answers: as if it did not lead, and knew
+/// no leader; its caller waits for one, within its bounded wait.
+fn not_leading() -> Refused {
+    RaftError::APIError(ClientWriteError::ForwardToLeader(
+        openraft::error::ForwardToLeader::empty(),
+    ))
 }
 
 /// Hands each merged proposal, `counts[i]` commands long, its outcomes.

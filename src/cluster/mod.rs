@@ -15,6 +15,7 @@ pub mod link;
 pub mod membership;
 pub mod peers;
 pub mod protection;
+pub mod quorum;
 pub mod renewer;
 pub mod repair;
 pub mod scrub;

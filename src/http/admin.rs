@@ -22,6 +22,7 @@ use crate::cluster::evictor::EvictionState;
 use crate::cluster::handover::Handover;
 use crate::cluster::link::Link;
 use crate::cluster::membership::{self, Change, Changed};
+use crate::cluster::quorum;
 use crate::cluster::repair::{self, Heard, Tell};
 use crate::cluster::writer::WriteError;
 use crate::local::{Digest, PartitionDigest};
@@ -57,6 +58,10 @@ pub struct Status {
     /// On the leader: milliseconds since a quorum last acknowledged it. A
     /// leader cut off from its quorum shows it growing.
     pub quorum_ack_ms: Option<u64>,
+    /// Why this node sees no quorum (it leads and none acknowledged it
+    /// within the lease, or it knows no leader); absent while it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_quorum: Option<String>,
     pub members: BTreeMap<NodeId, MemberStatus>,
     pub protected: bool,
     pub instances: usize,
@@ -182,6 +187,7 @@ fn read_status(
         log,
         eviction,
         contacts,
+        handover,
         ..
     }: Admin,
 ) -> Status {
@@ -225,6 +231,7 @@ fn read_status(
         snapshot_index: m.snapshot.map(|l| l.index),
         voters,
         quorum_ack_ms: m.millis_since_quorum_ack,
+        no_quorum: quorum::lost(&m, handover.lease),
         members,
         protected: api.protection.is_on(),
         instances,
@@ -268,6 +275,7 @@ pub async fn metrics(
         metrics,
         space,
         contacts,
+        handover,
         ..
     }): State<Admin>,
 ) -> impl IntoResponse {
@@ -294,6 +302,7 @@ pub async fn metrics(
         term: m.current_term,
         leader: m.current_leader,
         is_leader: m.current_leader == Some(m.id),
+        quorum: quorum::lost(&m, handover.lease).is_none(),
         last_log_index: m.last_log_index,
         committed_index: log.committed_index(),
         applied_index: m.last_applied.map(|l| l.index),

@@ -69,7 +69,8 @@ function renderStatus() {
   $("raft").innerHTML = `term <b>${s.term}</b> · leader <b>${s.leader ?? "none"}</b> · log ${s.last_log_index ?? "-"} · ` +
     `committed ${s.committed_index ?? "-"} · applied ${s.applied_index ?? "-"} · held polls ${s.held_polls}` +
     (s.diverged ? ` · <span class="dead" title="${esc(s.diverged)}">diverged: serves no reads</span>` :
-      s.protected ? ` · <span class="dead">catching up</span>` : "");
+      s.protected ? ` · <span class="dead">catching up</span>` : "") +
+    (s.no_quorum ? ` · <span class="dead" id="no-quorum" title="${esc(s.no_quorum)}">no quorum: takes no writes</span>` : "");
   const liveNames = new Set((state.apps["infra.discovery"] || []).filter((i) => i.status === 1).map((i) => i.hostname));
   const rows = Object.entries(s.members || {}).map(([id, m]) => {
     const role = Number(id) === s.leader ? "leader" : m.voter ? "voter" : "learner";

@@ -627,10 +627,14 @@ async fn first_answering(http: &reqwest::Client, nodes: &[String]) -> String {
     base(&nodes[0])
 }
 
-/// Serving means: start-up protection lifted and a leader known.
+/// Serving means: start-up protection lifted, a leader known, and a
+/// quorum seen (a leader cut off from its quorum takes no writes).
 fn healthy(status: &Value) -> anyhow::Result<()> {
     if let Some(why) = status["diverged"].as_str() {
         anyhow::bail!("node {} diverged: {why}", status["id"]);
+    }
+    if let Some(why) = status["no_quorum"].as_str() {
+        anyhow::bail!("node {} sees no quorum: {why}", status["id"]);
     }
     anyhow::ensure!(
         status["protected"] == false,
@@ -673,6 +677,9 @@ fn print_status(s: &Value) {
     );
     if let Some(why) = s["diverged"].as_str() {
         println!("DIVERGED: {why}");
+    }
+    if let Some(why) = s["no_quorum"].as_str() {
+        println!("NO QUORUM: {why}");
     }
     println!(
         "{:<4} {:<12} {:<22} {:<22} {:<7} {:<8} {:<6}",
