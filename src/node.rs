@@ -418,6 +418,9 @@ impl Node {
                 crate::peer::routes::APP_LISTS.0,
                 crate::peer::routes::APP_LISTS.1,
             ),
+            me: (config.node.id, config.me()),
+            protection: protection.clone(),
+            link: link.clone(),
         });
         let admin = Admin {
             metrics: metrics.clone(),

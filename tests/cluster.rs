@@ -834,14 +834,25 @@ async fn a_learner_serves_reads_and_polls_and_is_published_as_a_node() {
     let replica = cluster.new_joiner(4);
     let addr = cluster.addr(replica);
     let peer_addr = cluster.peer_addr(replica);
+    // Its name, client address and zone are the node's own: asked.
     common::discoveryctl(
         &cluster.addr(0),
         Some(ADMIN_TOKEN),
-        &add_learner_4("replica4", &peer_addr, &addr),
+        &["add-learner", "--id", "4", "--raft-addr", &peer_addr],
     )
     .await
     .expect("add-learner");
-    cluster.wait_serving(replica).await;
+    // It answered once the replica serves: a read there is no -503.
+    let first = cluster
+        .client(replica)
+        .get("/discovery/fetch?env=dev&appid=replica.app&status=1")
+        .await;
+    assert_eq!(first.code(), 0, "{}", first.text);
+    let leader = cluster.leader().await;
+    let added = cluster.status(leader).await.unwrap()["members"]["4"].clone();
+    assert_eq!(added["name"], "node4", "{added}");
+    assert_eq!(added["api_addr"], addr.as_str(), "{added}");
+    assert_eq!(added["zone"], "sh001", "{added}");
     let leader = cluster.leader().await;
     let voters = cluster.status(leader).await.unwrap()["voters"].clone();
     assert_eq!(voters, json!([1, 2, 3]), "the replica does not vote");
@@ -1012,6 +1023,86 @@ async fn add_learner_refuses_an_id_name_or_address_a_member_has() {
     let again = add("2", "node2", peer2, api2).await;
     assert!(again.is_ok(), "{again:?}");
     assert_eq!(cluster.status(leader).await.unwrap()["members"], before);
+}
+
+/// `add-learner` at an address where no node answers is refused within
+/// seconds with exit 1, saying so, and changes nothing (no learner is
+/// committed, none is published); a node that is another id, or says
+/// another client address than the one given, is refused naming both.
+#[tokio::test]
+async fn add_learner_refuses_a_node_that_is_not_there_or_not_the_one_asked() {
+    let mut cluster = Cluster::start(3, Timings::default()).await;
+    let node = cluster.addr(0);
+    let leader = cluster.leader().await;
+    let before = cluster.status(leader).await.unwrap()["members"].clone();
+    let ctl = |args: Vec<String>| {
+        let node = node.clone();
+        async move {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_discoveryctl"));
+            cmd.env_remove("DISCOVERY_ADMIN_TOKEN")
+                .args(["--node", &node, "--token", ADMIN_TOKEN])
+                .args(&args);
+            let started = Instant::now();
+            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+                started.elapsed(),
+            )
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    // A mistyped peer address: nothing listens there.
+    let nowhere = format!("127.0.0.1:{}", common::free_port());
+    let (code, stderr, took) =
+        ctl(args(&["add-learner", "--id", "4", "--raft-addr", &nowhere])).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("no node answers at peer address {nowhere}"))
+            && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(cluster.status(leader).await.unwrap()["members"], before);
+    let nodes = cluster.client(0).get("/discovery/nodes").await.json();
+    assert_eq!(nodes["data"].as_array().map(Vec::len), Some(3), "{nodes}");
+
+    // A node that is there, but is node 4, asked as node 5.
+    let joiner = cluster.new_joiner(4);
+    let peer = cluster.peer_addr(joiner);
+    let up = Instant::now() + Duration::from_secs(10);
+    while cluster.status(joiner).await.is_none() {
+        assert!(Instant::now() < up, "node 4 never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, stderr, _) = ctl(args(&["add-learner", "--id", "5", "--raft-addr", &peer])).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is node 4 (node4), not node 5"), "{stderr}");
+    // Node 4 with a client address it does not serve on.
+    let wrong = format!("127.0.0.1:{}", common::free_port());
+    let (code, stderr, _) = ctl(args(&[
+        "add-learner",
+        "--id",
+        "4",
+        "--raft-addr",
+        &peer,
+        "--api-addr",
+        &wrong,
+    ]))
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--api-addr {wrong} is not what node 4")),
+        "{stderr}"
+    );
+    assert_eq!(cluster.status(leader).await.unwrap()["members"], before);
+    // Without a peer address, the command itself refuses (clap: exit 2).
+    let (code, stderr, _) = ctl(args(&["add-learner", "--id", "4"])).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--raft-addr"), "{stderr}");
 }
 
 /// The `discoveryctl` arguments that add node 4 of zone sh001 as a learner.

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, Timings};
+use common::cluster::{Cluster, Timings, ADMIN_TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_raft_core_stops_exits_with_the_cause() {
@@ -271,4 +271,73 @@ async fn a_divergence_that_comes_back_is_left_to_an_operator() {
     assert_eq!(aside.count(), 2);
     // The two others go on.
     assert_eq!(c.register("drift.app", "sh001", "h2", "1").await.code(), 0);
+}
+
+/// A node added as a learner that answers but never serves reads (held
+/// catching up by the `lift_protection` fail point): `add-learner` gives
+/// up after the wait it was given, with exit 1 and a message saying it was
+/// added but does not serve and how to take it out; no node publishes it
+/// meanwhile, so no client is sent to it; `remove` takes it out.
+#[tokio::test]
+async fn a_learner_that_never_serves_is_not_published_and_add_learner_says_so() {
+    let mut cluster = Cluster::start(3, Timings::default()).await;
+    let stuck = cluster.new_joiner_with_env(4, &[("FAILPOINTS", "lift_protection=return")]);
+    let peer = cluster.peer_addr(stuck);
+    let mut ctl = std::process::Command::new(env!("CARGO_BIN_EXE_discoveryctl"));
+    ctl.env_remove("DISCOVERY_ADMIN_TOKEN").args([
+        "--node",
+        &cluster.addr(0),
+        "--token",
+        ADMIN_TOKEN,
+        "add-learner",
+        "--id",
+        "4",
+        "--raft-addr",
+        &peer,
+        "--wait",
+        "3",
+    ]);
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || ctl.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("node 4 was added as a learner but does not serve reads within 3s")
+            && stderr.contains("discoveryctl remove --id 4"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let leader = cluster.leader().await;
+    let members = cluster.status(leader).await.unwrap()["members"].clone();
+    assert!(members.get("4").is_some(), "a learner was added: {members}");
+    // Probed for seconds by now, answering "catching up": published nowhere.
+    let stuck_addr = format!("http://{}", cluster.addr(stuck));
+    for i in 0..3 {
+        let nodes = cluster.client(i).get("/discovery/nodes").await.json();
+        assert_eq!(nodes["data"].as_array().map(Vec::len), Some(3), "{nodes}");
+        let infra = cluster
+            .client(i)
+            .get("/discovery/fetch?env=dev&appid=infra.discovery&status=1")
+            .await
+            .text;
+        assert!(
+            !infra.contains(&stuck_addr),
+            "node {i} publishes it: {infra}"
+        );
+    }
+    common::discoveryctl(
+        &cluster.addr(0),
+        Some(ADMIN_TOKEN),
+        &["remove", "--id", "4"],
+    )
+    .await
+    .expect("remove");
+    let members = cluster.status(leader).await.unwrap()["members"].clone();
+    assert!(members.get("4").is_none(), "{members}");
 }

@@ -29,6 +29,10 @@ pub struct BootstrapState {
     /// earlier builds).
     #[serde(default)]
     pub cluster: Option<String>,
+    /// Who the node is, as its own configuration says (none from earlier
+    /// builds): what adding it takes its client address and zone from.
+    #[serde(default)]
+    pub node: Option<(NodeId, Member)>,
 }
 
 /// Runs until the node is part of a cluster (or shutdown).

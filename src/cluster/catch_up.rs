@@ -114,6 +114,8 @@ pub async fn lift_when_caught_up(
     checked: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // A node that never serves (tests of what is published meanwhile).
+    fail::fail_point!("lift_protection", |_| ());
     let caught_up = async {
         let target = commit_point(&raft, me, &link, retry).await;
         tracing::info!(target, "catching up with the cluster");

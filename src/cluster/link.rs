@@ -67,8 +67,9 @@ pub trait PeerLink: Send + Sync {
     /// The commit point of the leader `to`.
     async fn read_index(&self, to: &Member, within: Duration) -> Result<ReadIndex, LinkError>;
 
-    /// Whether `to` answers at all.
-    async fn health(&self, to: &Member, within: Duration) -> Result<(), LinkError>;
+    /// Whether `to` answers at all (an error if not), and whether it
+    /// serves reads (false while it catches up).
+    async fn health(&self, to: &Member, within: Duration) -> Result<bool, LinkError>;
 
     /// Hands a membership change to the leader `to`, with the operator's
     /// credential, which the leader checks again.

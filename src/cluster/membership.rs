@@ -10,28 +10,41 @@ use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 
-use super::link::Link;
+use super::bootstrap::BootstrapState;
+use super::link::{Link, LinkError};
 use crate::auth::Operator;
 use crate::raft::{Member, NodeId, Raft};
 
-/// How long adding a learner waits for it to catch up: under the time a
-/// forwarded change waits for the leader (below).
-const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(100);
+/// How long adding a learner waits for the node at the address given to
+/// say who it is: a mistyped address is refused within this, nothing
+/// committed.
+const ASK_JOINER: Duration = Duration::from_secs(5);
 
-/// How long a change handed to the leader may take: a learner's catch-up
-/// and then some.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long adding a learner waits for it to catch up and serve reads
+/// (documented in docs/operations.md): under the time a forwarded change
+/// waits for the leader (below).
+pub const JOIN_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a change handed to the leader may take: asking the joiner,
+/// its catch-up, and then some.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A change of membership.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "change")]
 pub enum Change {
     /// Replicate to a new node without giving it a vote; answers once it
-    /// has caught up.
+    /// has caught up and serves reads. An empty name, client address or
+    /// zone is taken from the node itself, which is asked who it is at
+    /// `raft_addr` before anything is committed.
     AddLearner {
         id: NodeId,
         #[serde(flatten)]
         member: Member,
+        /// How long to wait for it to serve, in seconds: at most (and by
+        /// default) [`JOIN_WAIT`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_secs: Option<u64>,
     },
     /// Make a learner a voter.
     Promote { id: NodeId },
@@ -56,7 +69,7 @@ pub async fn apply(
     change: Change,
     operator: &Operator,
 ) -> Result<Changed, String> {
-    match apply_here(raft, &change).await {
+    match apply_here(raft, link, &change).await {
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
             leader_node: Some(leader),
             ..
@@ -64,21 +77,22 @@ pub async fn apply(
             .membership(&leader, &change, operator, FORWARD_TIMEOUT)
             .await
             .map_err(|e| format!("leader {leader} did not answer: {e}"))?,
-        applied => finish(raft, applied).await,
+        applied => finish(raft, link, applied).await,
     }
 }
 
 /// The leader's side of a change a peer handed it: carried out here only,
 /// never handed on again.
-pub async fn accept_forwarded(raft: &Raft, change: Change) -> Result<Changed, String> {
-    finish(raft, apply_here(raft, &change).await).await
+pub async fn accept_forwarded(raft: &Raft, link: &Link, change: Change) -> Result<Changed, String> {
+    finish(raft, link, apply_here(raft, link, &change).await).await
 }
 
 /// What the leader did with a change.
 enum Done {
     Changed,
-    /// A learner was added; it has caught up once it holds this index.
-    Learner(NodeId, u64),
+    /// A learner was added; it has caught up once it holds this index,
+    /// and is waited for this long.
+    Learner(NodeId, Member, u64, Duration),
     /// The node to remove is not a member: nothing to do, and the operator
     /// most likely mistyped the id.
     NotAMember(NodeId),
@@ -87,7 +101,11 @@ enum Done {
 }
 
 /// Waits for a new learner to catch up, then answers the membership.
-async fn finish(raft: &Raft, applied: Result<Done, WriteError>) -> Result<Changed, String> {
+async fn finish(
+    raft: &Raft,
+    link: &Link,
+    applied: Result<Done, WriteError>,
+) -> Result<Changed, String> {
     match applied {
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
             Err("no leader: the cluster has no quorum".to_string())
@@ -96,8 +114,8 @@ async fn finish(raft: &Raft, applied: Result<Done, WriteError>) -> Result<Change
         Ok(Done::NotAMember(id)) => Err(format!("node {id} is not a member")),
         Ok(Done::Clash(why)) => Err(why),
         Ok(done) => {
-            if let Done::Learner(id, index) = done {
-                caught_up(raft, id, index).await?;
+            if let Done::Learner(id, member, index, wait) = done {
+                joined(raft, link, (id, &member), index, wait).await?;
             }
             let metrics = raft.metrics().borrow().clone();
             let membership = metrics.membership_config.membership();
@@ -110,23 +128,57 @@ async fn finish(raft: &Raft, applied: Result<Done, WriteError>) -> Result<Change
 }
 
 /// Carries out a change on this node, the leader.
-async fn apply_here(raft: &Raft, change: &Change) -> Result<Done, WriteError> {
+async fn apply_here(raft: &Raft, link: &Link, change: &Change) -> Result<Done, WriteError> {
     match change {
-        Change::AddLearner { id, member } => {
-            let found = {
+        Change::AddLearner {
+            id,
+            member,
+            wait_secs,
+        } => {
+            // Only the leader's view of the membership is current, and
+            // only the leader asks the node: a follower hands it on.
+            let m = raft.metrics().borrow().clone();
+            if m.current_leader != Some(m.id) {
+                let leader_node = m
+                    .current_leader
+                    .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+                return Err(RaftError::APIError(ClientWriteError::ForwardToLeader(
+                    ForwardToLeader {
+                        leader_id: m.current_leader,
+                        leader_node,
+                    },
+                )));
+            }
+            let members = || {
                 let m = raft.metrics().borrow().clone();
-                let membership = m.membership_config.membership();
-                clash(membership.nodes(), *id, member)
+                m.membership_config.membership().clone()
             };
-            match found {
+            // What is asked, checked before anyone is contacted.
+            match clash(members().nodes(), *id, member) {
                 Some(Clash::Same) => return Ok(Done::Changed),
                 Some(Clash::With(why)) => return Ok(Done::Clash(why)),
                 None => {}
             }
-            // openraft answers once the learner is within its replication
-            // lag threshold (5,000 entries), not once it has caught up.
-            let added = raft.add_learner(*id, member.clone(), true).await?;
-            return Ok(Done::Learner(*id, added.log_id.index));
+            // The node must be there, and be the node asked for: a
+            // mistyped address is refused now, nothing committed.
+            let member = match ask_joiner(link, member).await {
+                Err(e) => return Ok(Done::Clash(unreachable(&member.raft_addr, &e.to_string()))),
+                Ok(state) => match resolve(*id, member, state.node) {
+                    Ok(member) => member,
+                    Err(why) => return Ok(Done::Clash(why)),
+                },
+            };
+            // Again with what the node told (its address, its zone).
+            match clash(members().nodes(), *id, &member) {
+                Some(Clash::Same) => return Ok(Done::Changed),
+                Some(Clash::With(why)) => return Ok(Done::Clash(why)),
+                None => {}
+            }
+            // Not blocking: openraft would wait for the learner without a
+            // bound; [`joined`] waits with one.
+            let added = raft.add_learner(*id, member.clone(), false).await?;
+            let wait = wait_secs.map_or(JOIN_WAIT, |s| Duration::from_secs(s).min(JOIN_WAIT));
+            return Ok(Done::Learner(*id, member, added.log_id.index, wait));
         }
         Change::Promote { id } => {
             raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), false)
@@ -178,11 +230,14 @@ pub fn clash<'a>(
     member: &Member,
 ) -> Option<Clash> {
     for (other, theirs) in nodes {
+        // An empty name, client address or zone is the node's own (it is
+        // asked): as asked, it matches any.
+        let matches = |asked: &String, theirs: &String| asked.is_empty() || asked == theirs;
         if *other == id {
-            if theirs.name == member.name
+            if matches(&member.name, &theirs.name)
                 && theirs.raft_addr == member.raft_addr
-                && theirs.api_addr == member.api_addr
-                && theirs.zone == member.zone
+                && matches(&member.api_addr, &theirs.api_addr)
+                && matches(&member.zone, &theirs.zone)
             {
                 return Some(Clash::Same);
             }
@@ -204,14 +259,117 @@ pub fn clash<'a>(
                 "node {other} already has the {what} {value}: give node {id} its own"
             )));
         }
+        if !matches(&member.zone, &theirs.zone) {
+            return Some(Clash::With(format!(
+                "node {id} is of zone {}, and this cluster of zone {}: a zone is one cluster \
+                 (another zone is linked with [zones], not added)",
+                member.zone, theirs.zone
+            )));
+        }
     }
     None
 }
 
-/// Waits until the leader has replicated to learner `id` everything up to
-/// `index`: the entry that added it, so everything committed before too.
-async fn caught_up(raft: &Raft, id: NodeId, index: u64) -> Result<(), String> {
-    raft.wait(Some(CATCH_UP_TIMEOUT))
+/// Asks the node at `member`'s peer address who it is, for up to
+/// [`ASK_JOINER`]: one that is still starting (its port not open yet) is
+/// asked again.
+async fn ask_joiner(link: &Link, member: &Member) -> Result<BootstrapState, LinkError> {
+    let deadline = tokio::time::Instant::now() + ASK_JOINER;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match link.bootstrap_state(member, left).await {
+            Err(LinkError::NotSent(_)) if left > ASK_AGAIN => {
+                tokio::time::sleep(ASK_AGAIN).await;
+            }
+            told => return told,
+        }
+    }
+}
+
+/// How often a node not listening yet is asked again.
+const ASK_AGAIN: Duration = Duration::from_millis(200);
+
+/// Why a node could not be added when nothing answered at its peer
+/// address.
+fn unreachable(raft_addr: &str, error: &str) -> String {
+    format!(
+        "no node answers at peer address {raft_addr} within {}s ({error}): start it first \
+         (with [cluster] join = true), or check --raft-addr; nothing was changed",
+        ASK_JOINER.as_secs()
+    )
+}
+
+/// The member to add: what was asked, its empty name, client address or
+/// zone taken from what the node at the peer address says it is, `told`
+/// (none from a node of an earlier build: then all must be given). A node
+/// that is another id, or says otherwise than was asked, is refused:
+/// clients would be sent where it does not serve.
+pub fn resolve(
+    id: NodeId,
+    asked: &Member,
+    told: Option<(NodeId, Member)>,
+) -> Result<Member, String> {
+    let at = &asked.raft_addr;
+    let Some((their_id, theirs)) = told else {
+        return match [
+            ("--name", &asked.name),
+            ("--api-addr", &asked.api_addr),
+            ("--zone", &asked.zone),
+        ]
+        .into_iter()
+        .find(|(_, v)| v.is_empty())
+        {
+            Some((flag, _)) => Err(format!(
+                "the node at {at} does not say who it is (an earlier build): give {flag}"
+            )),
+            None => Ok(asked.clone()),
+        };
+    };
+    if their_id != id {
+        return Err(format!(
+            "the node at {at} is node {their_id} ({}), not node {id}: check --id or --raft-addr",
+            theirs.name
+        ));
+    }
+    let mut member = asked.clone();
+    for (flag, mine, own) in [
+        ("--name", &mut member.name, &theirs.name),
+        ("--api-addr", &mut member.api_addr, &theirs.api_addr),
+        ("--zone", &mut member.zone, &theirs.zone),
+    ] {
+        if mine.is_empty() {
+            own.clone_into(mine);
+        } else if mine != own {
+            return Err(format!(
+                "{flag} {mine} is not what node {id} at {at} says it is ({own}): leave {flag} \
+                 out to take the node's own, or fix the node's configuration"
+            ));
+        }
+    }
+    member.rebuilding = false;
+    Ok(member)
+}
+
+/// Waits, up to `wait`, until the leader has replicated to learner `id`
+/// everything up to `index` (the entry that added it, so everything
+/// committed before too), and then until the learner serves reads.
+async fn joined(
+    raft: &Raft,
+    link: &Link,
+    (id, member): (NodeId, &Member),
+    index: u64,
+    wait: Duration,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let not_yet = |what: &str| {
+        format!(
+            "node {id} was added as a learner but {what} within {}s: it is not published in \
+             infra.discovery until it serves; see its log, or take it out with \
+             `discoveryctl remove --id {id}`",
+            wait.as_secs()
+        )
+    };
+    raft.wait(Some(wait))
         .metrics(
             |m| {
                 m.replication
@@ -223,8 +381,17 @@ async fn caught_up(raft: &Raft, id: NodeId, index: u64) -> Result<(), String> {
             "learner caught up",
         )
         .await
-        .map(|_| ())
-        .map_err(|e| format!("node {id} was added as a learner but has not caught up: {e}"))
+        .map_err(|_| not_yet("has not caught up"))?;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(not_yet("does not serve reads"));
+        }
+        if let Ok(true) = link.health(member, left.min(ASK_JOINER)).await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20).min(left)).await;
+    }
 }
 
 #[cfg(test)]
@@ -280,5 +447,43 @@ mod tests {
             };
             assert!(why.contains(what), "{why}");
         }
+    }
+
+    #[test]
+    fn a_node_of_another_zone_is_refused() {
+        let members = [(1, member("node1", "10.0.0.1:7271", "10.0.0.1:7171"))];
+        let mut other = member("node4", "10.0.0.4:7271", "10.0.0.4:7171");
+        other.zone = "sh002".into();
+        let Some(Clash::With(why)) = clash(members.iter().map(|(i, m)| (i, m)), 4, &other) else {
+            panic!("zone clash not found");
+        };
+        assert!(
+            why.contains("zone sh002") && why.contains("zone sh001"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn what_is_left_out_is_the_node_own_and_what_is_given_must_match() {
+        let own = member("node4", "10.0.0.4:7271", "10.0.0.4:7171");
+        let asked = Member {
+            raft_addr: "10.0.0.4:7271".into(),
+            ..Member::default()
+        };
+        assert_eq!(resolve(4, &asked, Some((4, own.clone()))), Ok(own.clone()));
+        // Another node at that address.
+        let why = resolve(5, &asked, Some((4, own.clone()))).unwrap_err();
+        assert!(why.contains("is node 4 (node4), not node 5"), "{why}");
+        // A client address the node does not advertise.
+        let wrong = Member {
+            api_addr: "10.0.0.4:7271".into(),
+            ..asked.clone()
+        };
+        let why = resolve(4, &wrong, Some((4, own.clone()))).unwrap_err();
+        assert!(why.contains("--api-addr 10.0.0.4:7271"), "{why}");
+        // A node of an earlier build says nothing: all must be given.
+        let why = resolve(4, &asked, None).unwrap_err();
+        assert!(why.contains("give --name"), "{why}");
+        assert_eq!(resolve(4, &own, None), Ok(own));
     }
 }

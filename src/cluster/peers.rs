@@ -1,7 +1,7 @@
 //! This node's view of its peers: who the members are (from the Raft
 //! membership) and which answer (probed), fed to self-discovery.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +24,10 @@ pub struct ProbeSettings {
 }
 
 /// Probes every other member each round and publishes the members with
-/// their liveness; ends when `shutdown` turns true.
+/// their liveness; ends when `shutdown` turns true. A learner is published
+/// only once it has served reads (a node being added that never caught
+/// up, or whose address was mistyped, is not handed to clients); voters
+/// and this node always are.
 pub async fn watch_peers(
     raft: Raft,
     nodes: Arc<SelfDiscovery>,
@@ -36,17 +39,21 @@ pub async fn watch_peers(
     let within = settings.every.max(Duration::from_millis(200));
     let mut last_seen: HashMap<NodeId, Instant> = HashMap::new();
     let mut first_seen: HashMap<NodeId, i64> = HashMap::new();
+    let mut served: HashSet<NodeId> = HashSet::new();
     let mut metrics = raft.metrics();
     loop {
-        let (membership_id, members): (_, Vec<_>) = {
+        let (membership_id, members, voters): (_, Vec<_>, HashSet<NodeId>) = {
             let m = metrics.borrow();
-            let nodes = m
-                .membership_config
-                .membership()
+            let membership = m.membership_config.membership();
+            let nodes = membership
                 .nodes()
                 .map(|(id, member)| (*id, member.clone()))
                 .collect();
-            (*m.membership_config.log_id(), nodes)
+            (
+                *m.membership_config.log_id(),
+                nodes,
+                membership.voter_ids().collect(),
+            )
         };
         for (id, _) in &members {
             // A member is given the benefit of the doubt until it has been
@@ -58,15 +65,20 @@ pub async fn watch_peers(
             .filter(|(id, _)| *id != settings.me)
             .map(|(id, member)| {
                 let link = link.clone();
-                async move { (*id, link.health(member, within).await.is_ok()) }
+                async move { (*id, link.health(member, within).await) }
             });
-        for (id, answered) in futures::future::join_all(probes).await {
-            if answered {
+        for (id, answer) in futures::future::join_all(probes).await {
+            if let Ok(serving) = answer {
                 last_seen.insert(id, Instant::now());
+                if serving {
+                    served.insert(id);
+                }
             }
         }
+        served.retain(|id| members.iter().any(|(m, _)| m == id));
         let views = members
             .iter()
+            .filter(|(id, _)| *id == settings.me || voters.contains(id) || served.contains(id))
             .map(|(id, member)| NodeView {
                 name: member.name.clone(),
                 api_addr: member.api_addr.clone(),

@@ -239,7 +239,7 @@ impl PeerLink for PeerClient {
         self.get(to, paths::READ_INDEX, within).await
     }
 
-    async fn health(&self, to: &Member, within: Duration) -> Result<(), LinkError> {
+    async fn health(&self, to: &Member, within: Duration) -> Result<bool, LinkError> {
         let response = self
             .http()
             .get(self.url(to, paths::HEALTH))
@@ -247,10 +247,13 @@ impl PeerLink for PeerClient {
             .send()
             .await
             .map_err(link_error)?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(LinkError::Failed(format!("HTTP {}", response.status())))
+        match response.status() {
+            s if s.is_success() => Ok(true),
+            reqwest::StatusCode::SERVICE_UNAVAILABLE => Ok(false),
+            s => Err(LinkError::Failed(format!(
+                "HTTP {s}: {}",
+                response.text().await.unwrap_or_default()
+            ))),
         }
     }
 

@@ -44,7 +44,9 @@ pub enum Rule {
     /// operator's admin token.
     Admin,
     /// Questions a node asks while it starts or is being added (bootstrap,
-    /// read index, health): a member or a configured member.
+    /// read index, health): a member or a configured member; any node of
+    /// the zone while this node belongs to no cluster yet (the leader
+    /// adding it asks who it is).
     Joining,
     /// Another zone: its link.
     Link,
@@ -106,7 +108,7 @@ pub fn decide(rule: Rule, caller: &Caller, view: &View) -> Result<(), String> {
         Rule::Vote => voter || (unjoined && view.configured.contains(&id)),
         Rule::Leader => view.leader == Some(id),
         Rule::Member | Rule::Admin => member,
-        Rule::Joining => member || view.configured.contains(&id),
+        Rule::Joining => unjoined || member || view.configured.contains(&id),
         Rule::Link => return Err(format!("node {id} is no zone link")),
     };
     if allowed {
@@ -418,5 +420,7 @@ mod tests {
         assert!(decide(Rule::Vote, &Caller::Node(2), &empty).is_ok());
         assert!(decide(Rule::Vote, &Caller::Node(7), &empty).is_err());
         assert!(decide(Rule::Member, &Caller::Node(7), &empty).is_err());
+        // The leader adding it asks who it is and whether it serves.
+        assert!(decide(Rule::Joining, &Caller::Node(7), &empty).is_ok());
     }
 }

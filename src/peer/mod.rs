@@ -136,7 +136,7 @@ pub fn router(peers: Arc<PeerApi>) -> Router {
         .route(paths::READ_INDEX, get(routes::read_index))
         .route(paths::CHECK, get(routes::check))
         .route(paths::REPAIR, post(routes::repair).layer(small()))
-        .route(paths::HEALTH, get(|| async { "ok" }))
+        .route(paths::HEALTH, get(routes::health))
         .with_state(peers)
         .layer(axum::middleware::from_fn_with_state(guard, guard::check))
 }

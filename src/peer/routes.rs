@@ -34,7 +34,9 @@ use crate::cluster::bootstrap::BootstrapState;
 use crate::cluster::catch_up::{self, ReadIndex};
 use crate::cluster::handover::{self, ElectRequest, Handover, HandoverError};
 use crate::cluster::identity::ClusterId;
+use crate::cluster::link::Link;
 use crate::cluster::membership::{self, Change, Changed};
+use crate::cluster::protection::Protection;
 use crate::cluster::renewer::{
     self, ForwardRenews, ForwardedRenews, RenewLedger, RenewSettings, Renewer,
 };
@@ -43,7 +45,7 @@ use crate::cluster::writer::{self, Committed, Forward, ForwardError, WriteError,
 use crate::local::{CheckRecord, LocalRegistry};
 use crate::raft::space::SpaceGuard;
 use crate::raft::state_machine::{create_incoming, INCOMING_FILE};
-use crate::raft::{NodeId, Raft, TypeConfig};
+use crate::raft::{Member, NodeId, Raft, TypeConfig};
 use crate::registry::Rules;
 use crate::self_discovery::{NodeView, SelfDiscovery};
 use crate::shutdown::stopped;
@@ -88,6 +90,13 @@ pub struct PeerApi {
     /// Check questions asking for every app's digest, held or being
     /// answered at once ([`APP_LISTS`]).
     pub app_lists: Arc<crate::fair::Shares>,
+    /// This node as its configuration describes it, told to a leader
+    /// adding it.
+    pub me: (NodeId, Member),
+    /// Whether this node serves reads yet, told to peers' probes.
+    pub protection: Arc<Protection>,
+    /// How this node reaches its peers (a learner it adds, as leader).
+    pub link: Link,
 }
 
 /// Check questions that ask for every app's digest (a copy of about 100
@@ -246,7 +255,7 @@ pub async fn membership(
     State(peers): State<Arc<PeerApi>>,
     Json(change): Json<Change>,
 ) -> Json<Result<Changed, String>> {
-    Json(membership::accept_forwarded(&peers.raft, change).await)
+    Json(membership::accept_forwarded(&peers.raft, &peers.link, change).await)
 }
 
 /// The leader hands its leadership to this node: campaign now.
@@ -361,7 +370,19 @@ pub async fn bootstrap_state(State(peers): State<Arc<PeerApi>>) -> Json<Bootstra
     Json(BootstrapState {
         initialized: peers.raft.is_initialized().await.unwrap_or(true),
         cluster: peers.cluster.get(),
+        node: Some(peers.me.clone()),
     })
+}
+
+/// Whether this node answers (200) and serves reads (503 "catching up"
+/// while it does not): a learner is published in `infra.discovery` once
+/// it has served.
+pub async fn health(State(peers): State<Arc<PeerApi>>) -> (StatusCode, &'static str) {
+    if peers.protection.is_on() {
+        (StatusCode::SERVICE_UNAVAILABLE, "catching up")
+    } else {
+        (StatusCode::OK, "ok")
+    }
 }
 
 /// The longest a replica holds a check question until it applies the

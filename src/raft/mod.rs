@@ -34,12 +34,15 @@ pub type NodeId = u64;
 pub struct Member {
     /// The node's name, published as the hostname of its `infra.discovery`
     /// instance.
+    #[serde(default)]
     pub name: String,
     /// `host:port` its peers reach it on for Raft and forwarded writes.
     pub raft_addr: String,
     /// `host:port` clients reach it on, published in `infra.discovery`.
+    #[serde(default)]
     pub api_addr: String,
     /// The zone it serves.
+    #[serde(default)]
     pub zone: String,
     /// Set by the leader while this node, a voter taken out of the vote
     /// because its registry differed from the cluster's, rebuilds it from

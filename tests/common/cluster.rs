@@ -434,10 +434,15 @@ hold_ms = {hold}
 
     /// Adds a node that joins the running cluster (not yet a member).
     pub fn new_joiner(&mut self, id: u64) -> usize {
+        self.new_joiner_with_env(id, &[])
+    }
+
+    /// Adds a joining node with these environment variables set.
+    pub fn new_joiner_with_env(&mut self, id: u64, env: &[(&str, &str)]) -> usize {
         let slot = self.slot(id, free_port(), free_port(), "join = true");
         self.slots.push(slot);
         let i = self.slots.len() - 1;
-        self.spawn(i);
+        self.spawn_with_env(i, env);
         i
     }
 

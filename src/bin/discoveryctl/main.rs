@@ -71,20 +71,30 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
     },
-    /// Add a node as a learner; returns once it has caught up.
+    /// Add a node as a learner; returns once it has caught up and serves
+    /// reads (at most 60 s). The node must be running (`join = true`): it
+    /// is asked who it is first, and a node that does not answer is
+    /// refused with nothing changed.
     AddLearner {
         #[arg(long)]
         id: NodeId,
-        #[arg(long)]
-        name: String,
-        /// `host:port` peers reach it on.
+        /// `host:port` peers reach it on (its `[node] raft_advertise`).
         #[arg(long)]
         raft_addr: String,
-        /// `host:port` clients reach it on; defaults to `raft_addr`.
+        /// Its name; by default the one the node says it has.
+        #[arg(long)]
+        name: Option<String>,
+        /// `host:port` clients reach it on; by default the one the node
+        /// advertises (`[node] advertise`). Given, it must be that one.
         #[arg(long)]
         api_addr: Option<String>,
-        #[arg(long, default_value = "sh001")]
-        zone: String,
+        /// Its zone; by default the node's own, which must be the
+        /// cluster's.
+        #[arg(long)]
+        zone: Option<String>,
+        /// How long to wait for it to catch up and serve, in seconds.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=60))]
+        wait: u64,
     },
     /// Make a learner a voter.
     Promote {
@@ -425,13 +435,16 @@ async fn main() -> anyhow::Result<()> {
             raft_addr,
             api_addr,
             zone,
+            wait,
         } => Change::AddLearner {
             id,
+            wait_secs: Some(wait),
+            // What is left out the leader asks the node itself.
             member: Member {
-                name,
-                api_addr: api_addr.unwrap_or_else(|| raft_addr.clone()),
+                name: name.unwrap_or_default(),
+                api_addr: api_addr.unwrap_or_default(),
                 raft_addr,
-                zone,
+                zone: zone.unwrap_or_default(),
                 rebuilding: false,
             },
         },
