@@ -23,6 +23,7 @@ use crate::cluster::leader_watch::count_leader_changes;
 use crate::cluster::link::Link;
 use crate::cluster::peers::{watch_peers, ProbeSettings};
 use crate::cluster::protection::Protection;
+use crate::cluster::removal::Refusals;
 use crate::cluster::renewer::{RenewLedger, RenewSettings, Renewer};
 use crate::cluster::repair::{self, Repair};
 use crate::cluster::scrub::Scrub;
@@ -257,7 +258,8 @@ impl Node {
         }
         .validate()?;
         let snapshot_check = state_machine.check();
-        let network = Network::new(peer_client);
+        let refusals = Refusals::new();
+        let network = Network::new(peer_client, refusals.clone());
         let raft = Raft::new(
             config.node.id,
             Arc::new(raft_config),
@@ -602,6 +604,14 @@ impl Node {
             tasks.spawn(rotate.reload_when_asked(files, me, stop.clone()));
         }
         tasks.spawn(watch_core(raft.clone(), faults.clone(), stop.clone()));
+        tasks.spawn(crate::cluster::removal::watch(
+            raft.clone(),
+            config.node.id,
+            refusals,
+            protection.clone(),
+            Duration::from_millis(config.raft.heartbeat_ms * 5),
+            stop.clone(),
+        ));
         if config.consistency.check_every_ms > 0 {
             tasks.spawn(propose_checks(
                 raft.clone(),

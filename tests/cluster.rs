@@ -1105,6 +1105,58 @@ async fn add_learner_refuses_a_node_that_is_not_there_or_not_the_one_asked() {
     assert!(stderr.contains("--raft-addr"), "{stderr}");
 }
 
+/// A voter removed while it was away (paused, so it never received the
+/// entry that removed it) learns it from its peers' refusals when it comes
+/// back: it says so once, stops campaigning (its term stops rising), serves
+/// no reads (-503 naming why) and `discoveryctl health` fails saying so;
+/// the others go on without it.
+#[tokio::test]
+async fn a_node_removed_while_away_stops_campaigning_and_says_so_once() {
+    let cluster = Cluster::start(3, Timings::default()).await;
+    let leader = cluster.leader().await;
+    let gone = (leader + 1) % 3;
+    let id = cluster.status(gone).await.unwrap()["id"].as_u64().unwrap();
+    cluster.freeze(gone, true);
+    common::discoveryctl(
+        &cluster.addr(leader),
+        Some(ADMIN_TOKEN),
+        &["remove", "--id", &id.to_string()],
+    )
+    .await
+    .expect("remove");
+    cluster.freeze(gone, false);
+    let said = format!("node {id} was removed from the cluster");
+    cluster.logged(gone, &said, Duration::from_secs(15)).await;
+    let term = cluster.status(gone).await.unwrap()["term"].clone();
+    // Many election timeouts (300-600 ms) later: no campaign since.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = cluster.status(gone).await.unwrap();
+    assert_eq!(status["term"], term, "it still campaigns: {status}");
+    assert!(
+        status["removed"]
+            .as_str()
+            .is_some_and(|w| w.contains(&said)),
+        "{status}"
+    );
+    assert_eq!(cluster.log(gone).matches(&said).count(), 1, "said once");
+    let read = cluster
+        .client(gone)
+        .get("/discovery/fetch?env=dev&appid=infra.discovery&status=1")
+        .await;
+    assert_eq!(read.code(), -503, "{}", read.text);
+    assert!(read.text.contains("removed"), "{}", read.text);
+    let health = common::discoveryctl(&cluster.addr(gone), None, &["health"])
+        .await
+        .expect_err("a removed node is not healthy");
+    assert!(health.contains(&said), "{health}");
+    // The two others take writes without it.
+    let a = cluster
+        .client(leader)
+        .register("after.app", "sh001", "h1", "1")
+        .await;
+    assert_eq!(a.code(), 0, "{}", a.text);
+}
+
 /// The `discoveryctl` arguments that add node 4 of zone sh001 as a learner.
 fn add_learner_4<'a>(name: &'a str, peer_addr: &'a str, api_addr: &'a str) -> [&'a str; 11] {
     [

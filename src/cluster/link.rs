@@ -36,6 +36,9 @@ pub enum LinkError {
     /// was done; a smaller one may pass.
     #[error("request too large for the peer")]
     TooLarge,
+    /// The peer refused the caller (403): nothing was done; why.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// The calls one node makes on another.

@@ -1,6 +1,7 @@
 //! Running the registry as a cluster member: forming the cluster, the write
 //! and renew paths, eviction, start-up protection, membership changes, repairing a replica that
-//! diverged, and the node's view of its peers, and handing leadership over.
+//! diverged, a node that learns it was removed, and the node's view of its
+//! peers, and handing leadership over.
 
 pub mod appender;
 pub mod batches;
@@ -16,6 +17,7 @@ pub mod membership;
 pub mod peers;
 pub mod protection;
 pub mod quorum;
+pub mod removal;
 pub mod renewer;
 pub mod repair;
 pub mod scrub;

@@ -6,12 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
-/// Whether reads are refused on this node: while it catches up, and while
-/// its registry is found to differ from its cluster's.
+/// Whether reads are refused on this node: while it catches up, while
+/// its registry is found to differ from its cluster's, and while it is out
+/// of the cluster (removed while away: see `cluster::removal`).
 #[derive(Debug)]
 pub struct Protection {
     on: AtomicBool,
     diverged: Mutex<Option<String>>,
+    removed: Mutex<Option<String>>,
 }
 
 impl Protection {
@@ -20,15 +22,21 @@ impl Protection {
         Protection {
             on: AtomicBool::new(true),
             diverged: Mutex::new(None),
+            removed: Mutex::new(None),
         }
     }
 
     pub fn is_on(&self) -> bool {
-        self.on.load(Ordering::Acquire) || self.diverged.lock().is_some()
+        self.on.load(Ordering::Acquire)
+            || self.diverged.lock().is_some()
+            || self.removed.lock().is_some()
     }
 
     /// Why reads are refused, while they are.
     pub fn reason(&self) -> Option<String> {
+        if let Some(why) = self.removed.lock().clone() {
+            return Some(why);
+        }
         if let Some(why) = self.diverged.lock().clone() {
             return Some(why);
         }
@@ -52,6 +60,16 @@ impl Protection {
     /// Why this node was found to differ from its cluster, while it does.
     pub fn diverged(&self) -> Option<String> {
         self.diverged.lock().clone()
+    }
+
+    /// This node is out of the cluster (`Some(why)`), or a member again.
+    pub fn remove(&self, why: Option<String>) {
+        *self.removed.lock() = why;
+    }
+
+    /// Why this node is out of the cluster, while it is.
+    pub fn removed(&self) -> Option<String> {
+        self.removed.lock().clone()
     }
 
     /// Caught up: serve reads from now on.

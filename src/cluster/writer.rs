@@ -367,6 +367,10 @@ impl Proposer {
             Err(LinkError::TooLarge) => Forwarded::Done(Err(WriteError::Unavailable(format!(
                 "leader {leader} refused the proposal as too large"
             )))),
+            // Its guard refused this node: nothing was proposed.
+            Err(LinkError::Refused(why)) => Forwarded::Done(Err(WriteError::Unavailable(format!(
+                "leader {leader} refused this node: {why}"
+            )))),
             // Sent, and the answer lost: the leader may have it.
             Err(LinkError::Failed(e)) => Forwarded::Done(Err(WriteError::Unknown(format!(
                 "leader {leader} did not answer: {e}"

@@ -45,6 +45,10 @@ pub struct Status {
     /// its cluster's, while it does (see `cluster::consistency`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diverged: Option<String>,
+    /// Why this node is out of the cluster (removed while away), while it
+    /// is: it campaigns no more and serves no reads (`cluster::removal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed: Option<String>,
     /// The cluster this node belongs to (its log's name), once named.
     pub cluster_id: Option<String>,
     pub state: String,
@@ -221,6 +225,7 @@ fn read_status(
     Status {
         id: m.id,
         diverged: api.protection.diverged(),
+        removed: api.protection.removed(),
         cluster_id: api.local.read().log().map(str::to_string),
         state: format!("{:?}", m.state),
         leader: m.current_leader,

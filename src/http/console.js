@@ -70,7 +70,8 @@ function renderStatus() {
     `committed ${s.committed_index ?? "-"} · applied ${s.applied_index ?? "-"} · held polls ${s.held_polls}` +
     (s.diverged ? ` · <span class="dead" title="${esc(s.diverged)}">diverged: serves no reads</span>` :
       s.protected ? ` · <span class="dead">catching up</span>` : "") +
-    (s.no_quorum ? ` · <span class="dead" id="no-quorum" title="${esc(s.no_quorum)}">no quorum: takes no writes</span>` : "");
+    (s.no_quorum ? ` · <span class="dead" id="no-quorum" title="${esc(s.no_quorum)}">no quorum: takes no writes</span>` : "") +
+    (s.removed ? ` · <span class="dead" id="removed" title="${esc(s.removed)}">removed from the cluster</span>` : "");
   const liveNames = new Set((state.apps["infra.discovery"] || []).filter((i) => i.status === 1).map((i) => i.hostname));
   const rows = Object.entries(s.members || {}).map(([id, m]) => {
     const role = Number(id) === s.leader ? "leader" : m.voter ? "voter" : "learner";

@@ -177,6 +177,12 @@ async fn exchange<Resp: DeserializeOwned>(
         let why = response.text().await.unwrap_or_default();
         return Err(LinkError::Failed(format!("HTTP {status}: {why}")));
     }
+    if status == StatusCode::FORBIDDEN {
+        // The peer's guard said why (`refused: …`).
+        let why = response.text().await.unwrap_or_default();
+        let why = why.strip_prefix("refused: ").unwrap_or(&why).to_string();
+        return Err(LinkError::Refused(why));
+    }
     if !status.is_success() {
         return Err(LinkError::Failed(format!("HTTP {status}")));
     }

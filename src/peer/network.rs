@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::io::SeekFrom;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -25,17 +26,20 @@ use serde::{Deserialize, Serialize};
 use super::client::{link_error, PeerClient};
 use super::paths;
 use crate::cluster::link::LinkError;
+use crate::cluster::removal::{self, Refusals};
 use crate::raft::{Member, NodeId, TypeConfig};
 
 /// Makes a client per peer; all share the node's connection pool.
 #[derive(Clone)]
 pub struct Network {
     client: PeerClient,
+    refusals: Arc<Refusals>,
 }
 
 impl Network {
-    pub fn new(client: PeerClient) -> Self {
-        Network { client }
+    /// `refusals` hears which peers refuse this node's votes as no voter.
+    pub fn new(client: PeerClient, refusals: Arc<Refusals>) -> Self {
+        Network { client, refusals }
     }
 }
 
@@ -44,6 +48,7 @@ pub struct Peer {
     client: PeerClient,
     target: NodeId,
     member: Member,
+    refusals: Arc<Refusals>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -54,6 +59,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             client: self.client.clone(),
             target,
             member: node.clone(),
+            refusals: self.refusals.clone(),
         }
     }
 }
@@ -152,7 +158,17 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.call(paths::VOTE, &rpc, &option).await
+        match self.exchange(paths::VOTE, &rpc, &option).await {
+            Ok(answer) => {
+                self.refusals.answered(self.target);
+                answer.map_err(|e| self.remote(e))
+            }
+            Err(LinkError::Refused(why)) if removal::says_removed(&why) => {
+                self.refusals.refused(self.target);
+                Err(rpc_error(LinkError::Refused(why)))
+            }
+            Err(e) => Err(rpc_error(e)),
+        }
     }
 
     async fn full_snapshot(

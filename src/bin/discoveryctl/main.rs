@@ -643,6 +643,9 @@ async fn first_answering(http: &reqwest::Client, nodes: &[String]) -> String {
 /// Serving means: start-up protection lifted, a leader known, and a
 /// quorum seen (a leader cut off from its quorum takes no writes).
 fn healthy(status: &Value) -> anyhow::Result<()> {
+    if let Some(why) = status["removed"].as_str() {
+        anyhow::bail!("{why}");
+    }
     if let Some(why) = status["diverged"].as_str() {
         anyhow::bail!("node {} diverged: {why}", status["id"]);
     }
@@ -693,6 +696,9 @@ fn print_status(s: &Value) {
     }
     if let Some(why) = s["no_quorum"].as_str() {
         println!("NO QUORUM: {why}");
+    }
+    if let Some(why) = s["removed"].as_str() {
+        println!("REMOVED: {why}");
     }
     println!(
         "{:<4} {:<12} {:<22} {:<22} {:<7} {:<8} {:<6}",
