@@ -268,6 +268,26 @@ impl Node {
             state_machine,
         )
         .await?;
+        // The membership as the data directory holds it (snapshot and log),
+        // against this node's configuration.
+        let stored: Vec<_> = raft
+            .with_raft_state(|state| {
+                state
+                    .membership_state
+                    .effective()
+                    .membership()
+                    .nodes()
+                    .map(|(id, member)| (*id, member.clone()))
+                    .collect()
+            })
+            .await?;
+        match crate::cluster::membership::restarted_as(config.node.id, &config.me(), &stored) {
+            Ok(told) => told.iter().for_each(|w| tracing::warn!("{w}")),
+            Err(why) => {
+                let _ = raft.shutdown().await;
+                anyhow::bail!(why);
+            }
+        }
 
         let listener = crate::server::listen::bind(&config.node.listen)
             .await

@@ -110,3 +110,55 @@ async fn acknowledged_writes_survive_sigkill() {
     serving(&c).await;
     assert_eq!(everything(&c).await, before);
 }
+
+/// A node restarted on its data directory with another `--zone` refuses
+/// to start (exit non-zero) saying the zone is stored there and how to
+/// move a node, rather than serving on as the old zone without a word.
+#[tokio::test]
+async fn a_restart_with_another_zone_is_refused_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let c = Client {
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::new(),
+    };
+    let mut process = spawn(dir.path(), port);
+    serving(&c).await;
+    register_some(&c, 2).await;
+    process.child.kill().unwrap();
+    process.child.wait().unwrap();
+    let stderr = dir.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_discovery"))
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--advertise", &format!("127.0.0.1:{port}")])
+        .args(["--peer-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--insecure-peers")
+        .args(["--zone", "second"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("discovery runs");
+    // It must end by itself; one still running after 20 s serves on.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let said = std::fs::read_to_string(&stderr).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("it runs with another zone: {said}"));
+    assert!(!status.success(), "it started: {said}");
+    assert!(
+        said.contains(
+            "is of zone sh001 in the cluster membership stored in its data directory, not second"
+        ) && said.contains("discoveryctl remove --id 1"),
+        "{said}"
+    );
+}

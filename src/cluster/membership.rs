@@ -394,6 +394,55 @@ async fn joined(
     }
 }
 
+/// Checks this node's configuration (`me` as node `id`) against how the
+/// membership stored in its data directory (`stored`) records it. Its
+/// zone cannot change there (a zone is one cluster: the node would serve
+/// one zone's registry as another's), so a different one is refused, why
+/// and what to do said; a different name or address is what peers and
+/// clients are still told, so each comes back as a warning to log.
+pub fn restarted_as(
+    id: NodeId,
+    me: &Member,
+    stored: &[(NodeId, Member)],
+) -> Result<Vec<String>, String> {
+    let Some((_, recorded)) = stored.iter().find(|(m, _)| *m == id) else {
+        return Ok(Vec::new());
+    };
+    if recorded.zone != me.zone {
+        return Err(format!(
+            "this node (id {id}) is of zone {} in the cluster membership stored in its data \
+             directory, not {} as configured (--zone, DISCOVERY_ZONE or [node] zone): a \
+             node's zone is its cluster's and cannot change on restart. Start it with zone \
+             {}; to move it to zone {}, remove it from this cluster (discoveryctl remove --id \
+             {id}), set its data directory aside, and add it to that zone's cluster",
+            recorded.zone, me.zone, recorded.zone, me.zone
+        ));
+    }
+    Ok([
+        ("name ([node] name)", &recorded.name, &me.name),
+        (
+            "client address ([node] advertise)",
+            &recorded.api_addr,
+            &me.api_addr,
+        ),
+        (
+            "peer address ([node] raft_advertise)",
+            &recorded.raft_addr,
+            &me.raft_addr,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, was, now)| was != now)
+    .map(|(what, was, now)| {
+        format!(
+            "this node's {what} is {now} as configured, but {was} in the cluster membership: \
+             peers and clients are still told {was}; to change it, remove the node and add it \
+             again"
+        )
+    })
+    .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,5 +534,25 @@ mod tests {
         let why = resolve(4, &asked, None).unwrap_err();
         assert!(why.contains("give --name"), "{why}");
         assert_eq!(resolve(4, &own, None), Ok(own));
+    }
+
+    #[test]
+    fn a_restart_in_another_zone_is_refused_and_other_changes_are_told() {
+        let stored = [(3, member("node3", "10.0.0.3:7271", "10.0.0.3:7171"))];
+        let same = member("node3", "10.0.0.3:7271", "10.0.0.3:7171");
+        assert_eq!(restarted_as(3, &same, &stored), Ok(vec![]));
+        // Not in the stored membership (a new node): nothing to compare.
+        assert_eq!(restarted_as(4, &same, &stored), Ok(vec![]));
+        let mut moved = same.clone();
+        moved.zone = "second".into();
+        let why = restarted_as(3, &moved, &stored).unwrap_err();
+        assert!(
+            why.contains("is of zone sh001 in the cluster membership stored in its data directory, not second"),
+            "{why}"
+        );
+        let readdressed = member("node3", "10.0.0.3:7271", "10.0.0.9:7171");
+        let told = restarted_as(3, &readdressed, &stored).unwrap();
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(told[0].contains("still told 10.0.0.3:7171"), "{told:?}");
     }
 }
