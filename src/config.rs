@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+use crate::overrides::{self, Sources};
 use crate::raft::{Member, NodeId};
 
 impl Config {
@@ -44,7 +45,7 @@ use crate::registry::{Limits, Rules, Schedule};
 
 /// Everything a node needs to run. Every field has a default so that a node
 /// starts with no file at all.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub node: NodeConfig,
@@ -71,7 +72,7 @@ pub struct Config {
 }
 
 /// Replicas proving they agree (see `crate::cluster::consistency`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsistencyConfig {
     /// How often the leader puts a check through the log (also after every
@@ -98,7 +99,7 @@ impl Default for ConsistencyConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     /// This node's Raft id, unique in the cluster.
@@ -120,7 +121,7 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The initial members; empty means a cluster of this node alone.
@@ -130,7 +131,7 @@ pub struct ClusterConfig {
     pub join: bool,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemberConfig {
     pub id: NodeId,
@@ -148,7 +149,7 @@ pub struct MemberConfig {
 /// `2 * election_timeout_max_ms` before its next one. A dead leader is thus
 /// replaced `max + min` to `2 * max` after its last heartbeat, more when
 /// the survivors' logs differ: the range is kept short for that reason.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftConfig {
     pub heartbeat_ms: u64,
@@ -162,7 +163,7 @@ pub struct RaftConfig {
     pub keep_logs: u64,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PollConfig {
     /// How long a long poll is held before answering `-304`.
@@ -170,7 +171,7 @@ pub struct PollConfig {
 }
 
 /// The stream of this zone's own changes to the other zones.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ZoneStreamConfig {
     /// How many of its latest own changes a node keeps for other zones
@@ -181,14 +182,14 @@ pub struct ZoneStreamConfig {
     pub nodes_every_ms: u64,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RenewConfig {
     /// The leader replicates the renews it collected once per interval.
     pub batch_ms: u64,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EvictionConfig {
     /// An instance silent for longer is evicted.
@@ -210,7 +211,7 @@ pub struct EvictionConfig {
 /// TLS: mutual between peers (required unless `insecure_peers`), and
 /// optionally HTTPS on the client port. Paths are relative to the working
 /// directory.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// This zone's CA (PEM): this zone's nodes must present a certificate
@@ -241,7 +242,7 @@ pub struct TlsConfig {
 
 /// Bounds on client connections, so that slow, idle or numerous clients
 /// cannot take a node's file descriptors or memory.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConnectionsConfig {
     /// A request must arrive in full within this of its first byte.
@@ -333,7 +334,7 @@ impl Default for ConnectionsConfig {
 }
 
 /// Who may change the registry and the cluster.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SecurityConfig {
     /// The bearer token membership changes need; `DISCOVERY_ADMIN_TOKEN`
@@ -353,7 +354,7 @@ pub struct SecurityConfig {
     pub metrics_token: String,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// sled's page cache, in MiB.
@@ -441,7 +442,7 @@ impl Default for SecurityConfig {
 }
 
 /// How the node logs.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// One line per client request, to the target `access` (so
@@ -451,7 +452,7 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
@@ -544,48 +545,172 @@ pub struct Flags {
     pub new_instances_per_sec: Option<u32>,
     #[arg(long, env = "DISCOVERY_NEW_INSTANCES_PER_APP_PER_SEC")]
     pub new_instances_per_app_per_sec: Option<u32>,
+    /// Any setting of the file, `section.key=value` (`raft.heartbeat_ms=100`);
+    /// as `DISCOVERY_<SECTION>_<KEY>` in the environment. Repeatable.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print the effective settings, each with its source (file, env,
+    /// flag, default), and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// The original's environment: `ZONE`, `REGION` and `DEPLOY_ENV` (what its
+/// `-zone`, `-region` and `-deploy.env` flags default to) set the node's
+/// zone, region and env where the file says nothing of them, as the
+/// original's `[env]` section took precedence over them. Our own variables
+/// and flags, applied after, win over both.
+fn apply_original_env(
+    table: &mut toml::Table,
+    sources: &mut Sources,
+    lookup: impl Fn(&str) -> Option<String>,
+) {
+    for (key, var) in [
+        ("zone", "ZONE"),
+        ("region", "REGION"),
+        ("env", "DEPLOY_ENV"),
+    ] {
+        let path = format!("node.{key}");
+        if sources.contains_key(&path) {
+            continue;
+        }
+        if let Some(value) = lookup(var).filter(|v| !v.is_empty()) {
+            let node = table
+                .entry("node")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let Some(node) = node.as_table_mut() {
+                node.insert(key.to_string(), toml::Value::String(value));
+                sources.insert(path, format!("env {var}"));
+            }
+        }
+    }
+}
+
+/// Records `source` for every setting that differs between `before` and
+/// `after`.
+fn note_changes(
+    before: &[(String, toml::Value)],
+    after: &[(String, toml::Value)],
+    source: &str,
+    sources: &mut Sources,
+) {
+    for (path, value) in after {
+        if !before.iter().any(|(p, v)| p == path && v == value) {
+            sources.insert(path.clone(), source.to_string());
+        }
+    }
+}
+
+/// A configuration as loaded, with where each setting came from and what
+/// to tell the operator once logging runs.
+pub struct Loaded {
+    pub config: Config,
+    /// `section.key` to its source (`file …`, `env …`, `--set …`, `flag`,
+    /// `derived`); a setting absent here has its default.
+    pub sources: Sources,
+    /// `DISCOVERY_*` variables that are no setting.
+    pub warnings: Vec<String>,
+}
+
+/// Settings whose values `--print-config` does not show.
+pub const SECRETS: [&str; 2] = ["security.admin_token", "security.metrics_token"];
+
+/// `DISCOVERY_*` variables that are no `DISCOVERY_<SECTION>_<KEY>` setting
+/// and are not to be warned of: the named flags' own (`--zone` is also
+/// `DISCOVERY_ZONE`), the file's path, and what other programs read from
+/// the same environment (the SDKs' node list, discoveryctl's, the compose
+/// scripts' image, the test suite's switches).
+fn read_elsewhere() -> Vec<String> {
+    use clap::CommandFactory;
+    let mut names: Vec<String> = Flags::command()
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    names.extend(
+        [
+            "DISCOVERY_NODES",
+            "DISCOVERY_NODE",
+            "DISCOVERY_CACERT",
+            "DISCOVERY_IMAGE",
+            "DISCOVERY_TEST_LOGS",
+            "DISCOVERY_REQUIRE_BROWSER",
+            "DISCOVERY_REQUIRE_PROMTOOL",
+            "DISCOVERY_SKIP_PYTHON_SDK",
+            "DISCOVERY_BENCH_KEEP",
+            "DISCOVERY_SCREENSHOT",
+        ]
+        .map(String::from),
+    );
+    names
 }
 
 impl Config {
-    /// Reads the file named by the flags (if any) and applies the flags.
+    /// Reads the file named by the flags (if any) and applies the
+    /// environment and the flags.
     pub fn load(flags: &Flags) -> anyhow::Result<Config> {
-        let (mut config, in_file) = match &flags.config {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Ok(Config::load_explained(flags, &env)?.config)
+    }
+
+    /// The file, then the original's `ZONE`/`REGION`/`DEPLOY_ENV` where the
+    /// file is silent, then the `DISCOVERY_<SECTION>_<KEY>` variables of
+    /// `env`, then `--set`, then the named flags (and their variables);
+    /// each setting's source kept.
+    pub fn load_explained(flags: &Flags, env: &[(String, String)]) -> anyhow::Result<Loaded> {
+        let defaults = toml::Table::try_from(Config::default())?;
+        let mut sources = Sources::new();
+        let mut table = match &flags.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                let config: Config =
+                // Parsed as the config first: its errors name the line.
+                let _: Config =
                     toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
                 let raw: toml::Table = toml::from_str(&text)?;
-                (config, raw)
+                for (key, _) in overrides::flatten(&raw) {
+                    sources.insert(key, format!("file {}", path.display()));
+                }
+                raw
             }
-            None => (Config::default(), toml::Table::new()),
+            None => toml::Table::new(),
         };
-        config.apply_original_env(&in_file, |name| std::env::var(name).ok());
+        apply_original_env(&mut table, &mut sources, |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        });
+        let elsewhere = read_elsewhere();
+        let elsewhere: Vec<&str> = elsewhere.iter().map(String::as_str).collect();
+        let warnings = overrides::apply_env(&mut table, &defaults, env, &elsewhere, &mut sources)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        overrides::apply_sets(&mut table, &defaults, &flags.set, &mut sources)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let mut config: Config = table.try_into().context("the settings")?;
+        let before = config.settings()?;
         config.apply(flags);
-        config.finish()
+        let flagged = config.settings()?;
+        note_changes(&before, &flagged, "flag", &mut sources);
+        let config = config.finish()?;
+        note_changes(&flagged, &config.settings()?, "derived", &mut sources);
+        Ok(Loaded {
+            config,
+            sources,
+            warnings,
+        })
     }
 
-    /// The original's environment: `ZONE`, `REGION` and `DEPLOY_ENV` (what
-    /// its `-zone`, `-region` and `-deploy.env` flags default to) set the
-    /// node's zone, region and env where the file says nothing of them,
-    /// as the original's `[env]` section took precedence over them. Our own
-    /// flags and `DISCOVERY_*` variables, applied after, win over both.
-    fn apply_original_env(
-        &mut self,
-        in_file: &toml::Table,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) {
-        let node = in_file.get("node").and_then(toml::Value::as_table);
-        let stated = |key: &str| node.is_some_and(|n| n.contains_key(key));
-        for (key, var, field) in [
-            ("zone", "ZONE", &mut self.node.zone),
-            ("region", "REGION", &mut self.node.region),
-            ("env", "DEPLOY_ENV", &mut self.node.env),
-        ] {
-            if let Some(value) = lookup(var).filter(|v| !v.is_empty() && !stated(key)) {
-                *field = value;
-            }
-        }
+    /// Every setting, as `section.key` and value.
+    pub fn settings(&self) -> anyhow::Result<Vec<(String, toml::Value)>> {
+        Ok(overrides::flatten(&toml::Table::try_from(self)?))
+    }
+
+    /// The effective settings as TOML, each with its source, secrets not
+    /// shown (`discovery --print-config`).
+    pub fn describe(&self, sources: &Sources) -> anyhow::Result<String> {
+        Ok(overrides::describe(
+            &toml::Table::try_from(self)?,
+            sources,
+            &SECRETS,
+        ))
     }
 
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
@@ -987,16 +1112,29 @@ mod tests {
         assert!(r.heartbeat_ms * 10 <= r.election_timeout_max_ms + r.election_timeout_min_ms);
     }
 
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn file(text: &str) -> (tempfile::NamedTempFile, Flags) {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        let flags = Flags {
+            config: Some(f.path().to_path_buf()),
+            insecure_peers: true,
+            ..Flags::default()
+        };
+        (f, flags)
+    }
+
     #[test]
     fn the_originals_zone_region_and_deploy_env_apply_where_the_file_is_silent() {
-        let env = |name: &str| match name {
-            "ZONE" => Some("sh002".to_string()),
-            "REGION" => Some("bj".to_string()),
-            "DEPLOY_ENV" => Some("uat".to_string()),
-            _ => None,
-        };
-        let mut c = Config::default();
-        c.apply_original_env(&toml::Table::new(), env);
+        let original = env(&[("ZONE", "sh002"), ("REGION", "bj"), ("DEPLOY_ENV", "uat")]);
+        let (_f, flags) = file("");
+        let c = Config::load_explained(&flags, &original).unwrap().config;
         assert_eq!(
             (
                 c.node.zone.as_str(),
@@ -1007,21 +1145,74 @@ mod tests {
         );
 
         // The file's own [node] zone wins, as the original's [env] did.
-        let file: toml::Table = toml::from_str("[node]\nzone = \"sh001\"\n").unwrap();
-        let mut c: Config = toml::from_str("[node]\nzone = \"sh001\"\n").unwrap();
-        c.apply_original_env(&file, env);
+        let (_f, mut flags) = file("[node]\nzone = \"sh001\"\n");
+        let loaded = Config::load_explained(&flags, &original).unwrap();
         assert_eq!(
-            (c.node.zone.as_str(), c.node.env.as_str()),
+            (
+                loaded.config.node.zone.as_str(),
+                loaded.config.node.env.as_str()
+            ),
             ("sh001", "uat")
         );
+        assert_eq!(loaded.sources["node.env"], "env DEPLOY_ENV");
 
         // And our own flags win over everything.
-        let flags = Flags::try_parse_from(["discovery", "--zone", "sh009", "--deploy.env", "prod"])
-            .unwrap();
-        c.apply(&flags);
+        flags.zone = Some("sh009".into());
+        flags.env = Some("prod".into());
+        let c = Config::load_explained(&flags, &original).unwrap().config;
         assert_eq!(
             (c.node.zone.as_str(), c.node.env.as_str()),
             ("sh009", "prod")
+        );
+    }
+
+    #[test]
+    fn every_setting_is_overridden_by_its_variable_or_set_and_its_source_kept() {
+        let (_f, mut flags) = file("[raft]\nheartbeat_ms = 40\n[log]\naccess = false\n");
+        flags.set = vec!["limits.entry_bytes=70000".into()];
+        let loaded = Config::load_explained(
+            &flags,
+            &env(&[
+                ("DISCOVERY_LOG_ACCESS", "true"),
+                ("DISCOVERY_SECURITY_ALLOW_WRITE_FROM", "10.0.0.0/8"),
+                ("DISCOVERY_CONNECTIONS_MAX_CONNECTIONS", "900"),
+                ("DISCOVERY_RAFT_HEARTBEET_MS", "1"),
+            ]),
+        )
+        .unwrap();
+        let c = &loaded.config;
+        assert_eq!(c.raft.heartbeat_ms, 40);
+        assert!(c.log.access);
+        assert_eq!(c.security.allow_write_from, vec!["10.0.0.0/8".to_string()]);
+        assert_eq!(c.connections.max_connections, 900);
+        assert_eq!(c.limits.entry_bytes, 70_000);
+        let s = &loaded.sources;
+        assert!(s["raft.heartbeat_ms"].starts_with("file "), "{s:?}");
+        assert_eq!(s["log.access"], "env DISCOVERY_LOG_ACCESS");
+        assert_eq!(s["limits.entry_bytes"], "--set limits.entry_bytes");
+        assert_eq!(s["tls.insecure_peers"], "flag");
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+        assert!(loaded.warnings[0].contains("DISCOVERY_RAFT_HEARTBEET_MS"));
+        // The named flags' own variables and other programs' are no news.
+        let quiet = Config::load_explained(
+            &flags,
+            &env(&[("DISCOVERY_ZONE", "sh001"), ("DISCOVERY_NODES", "a:1")]),
+        )
+        .unwrap();
+        assert!(quiet.warnings.is_empty(), "{:?}", quiet.warnings);
+        // Every key of the defaults is reachable by one variable.
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        let places = crate::overrides::places(&defaults);
+        for (path, _) in Config::default().settings().unwrap() {
+            assert!(
+                places.values().any(|p| p.path() == path),
+                "{path} has no variable"
+            );
+        }
+        let described = c.describe(s).unwrap();
+        assert!(
+            described.contains("heartbeat_ms = 40  # file "),
+            "{described}"
         );
     }
 

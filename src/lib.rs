@@ -39,6 +39,7 @@ pub mod fair;
 pub mod http;
 pub mod local;
 pub mod node;
+pub mod overrides;
 pub mod peer;
 pub mod poll;
 pub mod raft;

@@ -20,7 +20,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::load(&Flags::parse())?;
+    let flags = Flags::parse();
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let loaded = Config::load_explained(&flags, &env)?;
+    if flags.print_config {
+        print!("{}", loaded.config.describe(&loaded.sources)?);
+        return Ok(());
+    }
+    let config = loaded.config;
     // Lines go to stderr from a thread of their own: the access log writes
     // one per request, and a slow terminal or pipe must not slow requests
     // (past 128k lines waiting, lines are dropped, not requests).
@@ -40,6 +47,9 @@ async fn main() -> anyhow::Result<()> {
     match config.log.format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
+    }
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
     }
     // Fail points named in `FAILPOINTS`, in test builds only.
     #[cfg(feature = "failpoints")]

@@ -3,7 +3,7 @@
 //! peer's proposal run this one function, so a peer can propose nothing a
 //! client could not.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::command::{Change, Command};
 use super::error::RegistryError;
@@ -29,7 +29,7 @@ pub struct Rules {
 /// How large what a client states may be: far above what real deployments
 /// use, far below what would let one client bloat every replica (the
 /// `[limits]` section of a node's configuration).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Bytes of `env`, `appid`, `zone`, `hostname` and `region` each: a
