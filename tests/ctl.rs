@@ -113,6 +113,25 @@ async fn watch_prints_each_change_as_it_comes() {
     assert_eq!(next(&lines), "+ sh001 h1 up grpc://h1:9000 ");
     assert_eq!(c.register("tail.app", "sh001", "h2", "1").await.code(), 0);
     assert_eq!(next(&lines), "+ sh001 h2 up grpc://h2:9000 ");
+    // Set to waiting: a change, not a departure.
+    let set = |status: &'static str| {
+        let c = c.clone();
+        async move {
+            let form = [
+                ("zone", "sh001"),
+                ("env", "dev"),
+                ("appid", "tail.app"),
+                ("hostname", "h2"),
+                ("status", status),
+            ];
+            let answer = c.post("/discovery/set", &form).await;
+            assert_eq!(answer.code(), 0, "{}", answer.text);
+        }
+    };
+    set("2").await;
+    assert_eq!(next(&lines), "~ sh001 h2 waiting grpc://h2:9000 ");
+    set("1").await;
+    assert_eq!(next(&lines), "~ sh001 h2 up grpc://h2:9000 ");
     let cancel = c
         .post(
             "/discovery/cancel",

@@ -252,13 +252,22 @@ pub async fn watch(
                 since = data["latest_timestamp"].as_i64().unwrap_or(since);
                 if json {
                     println!("{}", serde_json::to_string(&data)?);
-                } else {
-                    let before = last.as_ref().map(instances_of).unwrap_or_default();
-                    for line in changes(&before, &instances_of(&data)) {
-                        println!("{line}");
-                    }
+                    continue;
                 }
-                last = Some(data);
+                // A poll answers up instances only: one set to waiting
+                // would look gone. The app as it is now, waiting ones too,
+                // is what the change is read from.
+                let fetch = format!("{base}/discovery/fetch");
+                let every = [("appid", appid), ("env", env), ("status", "3")];
+                let now = match get(http, &fetch, &every).await {
+                    Ok(a) if a["code"].as_i64() == Some(0) => a["data"].clone(),
+                    _ => data,
+                };
+                let before = last.as_ref().map(instances_of).unwrap_or_default();
+                for line in changes(&before, &instances_of(&now)) {
+                    println!("{line}");
+                }
+                last = Some(now);
             }
             Some(-304) => {}
             Some(-404) => {
