@@ -58,7 +58,8 @@ enum Command {
         env: String,
     },
     /// Long-polls one app and prints each change as it comes (`+` added,
-    /// `~` changed, `-` gone): a `tail -f` of the app.
+    /// `~` changed, a status change to waiting included, `-` gone): a
+    /// `tail -f` of the app.
     Watch {
         appid: String,
         #[arg(long, default_value = "dev")]
@@ -70,6 +71,10 @@ enum Command {
         /// How long to wait for the node's answer.
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
+        /// Ask again until it serves, for up to this many seconds (a
+        /// script's wait for a node it just started); 0: ask once.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
     },
     /// Add a node as a learner; returns once it has caught up and serves
     /// reads (at most 60 s). The node must be running (`join = true`): it
@@ -422,12 +427,23 @@ async fn main() -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        Command::Health { timeout_ms } => {
-            let request = http
-                .get(format!("{base}/admin/status"))
-                .timeout(Duration::from_millis(timeout_ms));
-            let status = node_status(request, &base).await?;
-            return healthy(&status);
+        Command::Health { timeout_ms, wait } => {
+            let deadline = std::time::Instant::now() + Duration::from_secs(wait);
+            loop {
+                let request = http
+                    .get(format!("{base}/admin/status"))
+                    .timeout(Duration::from_millis(timeout_ms));
+                let outcome = match node_status(request, &base).await {
+                    Ok(status) => healthy(&status),
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    done => return done,
+                }
+            }
         }
         Command::AddLearner {
             id,
