@@ -790,6 +790,26 @@ async fn a_fourth_node_joins_by_snapshot_through_discoveryctl_and_leaves_again()
     assert!(String::from_utf8_lossy(&left.stdout).contains("node 4 leaves"));
     let voters = cluster.status(leader).await.unwrap()["voters"].clone();
     assert_eq!(voters, json!([1, 2, 3]), "after leave");
+    // Node 4, still running, knows it left: it says so and serves no more.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = cluster.status(new).await.unwrap();
+        if status["removed"].is_string() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 4 does not know it left: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let health = common::discoveryctl(&addr, None, &["health"])
+        .await
+        .expect_err("a node that left is not healthy");
+    assert!(
+        health.contains("node 4 was removed from the cluster"),
+        "{health}"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while in_infra(cluster.client(0), addr.clone()).await
         || listed(cluster.client(0), addr.clone()).await
