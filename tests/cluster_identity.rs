@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::cluster::{Cluster, Timings};
@@ -23,19 +22,6 @@ async fn recorded(cluster: &Cluster, id: u64) -> String {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{} never written", file.display());
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// Two clusters of the same shape, each with a few writes; node 3 of the
@@ -67,7 +53,7 @@ async fn replace_node3(ours: &mut Cluster, theirs: &mut Cluster) {
     ours.terminate(2).await;
     let dir = ours.data_dir_of(3);
     std::fs::remove_dir_all(&dir).unwrap();
-    copy_dir(&theirs.data_dir_of(3), &dir);
+    common::copy_dir(&theirs.data_dir_of(3), &dir);
 }
 
 /// Waits for node 3 to stop on its own, and asserts it failed saying

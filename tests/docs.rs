@@ -8,6 +8,8 @@
 //! doing what the docs say fails CI. `cargo build --release` is the one
 //! step not run (the binaries are this build's).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -63,19 +65,6 @@ fn link(from: &Path, to: &Path) {
     std::os::unix::fs::symlink(from, to).unwrap();
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn the_documented_one_machine_steps_do_what_the_docs_say() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -97,7 +86,7 @@ fn the_documented_one_machine_steps_do_what_the_docs_say() {
 
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    copy_dir(&repo.join("configs"), &work.join("configs"));
+    common::copy_dir(&repo.join("configs"), &work.join("configs"));
     let bin = work.join("target/release");
     std::fs::create_dir_all(&bin).unwrap();
     for name in ["discovery", "discoveryctl"] {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 use common::{free_port, serving, Client, TestNode};
 
@@ -79,12 +79,7 @@ impl Drop for Process {
 }
 
 fn spawn(dir: &std::path::Path, port: u16) -> Process {
-    let child = Command::new(env!("CARGO_BIN_EXE_discovery"))
-        .args(["--data-dir", dir.to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--advertise", &format!("127.0.0.1:{port}")])
-        .args(["--peer-listen", &format!("127.0.0.1:{}", free_port())])
-        .arg("--insecure-peers")
+    let child = common::single_node(dir, port)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -92,8 +87,9 @@ fn spawn(dir: &std::path::Path, port: u16) -> Process {
     Process { child }
 }
 
-#[tokio::test]
-async fn acknowledged_writes_survive_sigkill() {
+/// A lone node that took `n` writes and was then killed: its data
+/// directory, its port, a client, and everything it held.
+async fn killed_after(n: usize) -> (tempfile::TempDir, u16, Client, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let c = Client {
@@ -102,10 +98,16 @@ async fn acknowledged_writes_survive_sigkill() {
     };
     let mut process = spawn(dir.path(), port);
     serving(&c).await;
-    register_some(&c, 12).await;
+    register_some(&c, n).await;
     let before = everything(&c).await;
     process.child.kill().unwrap();
     process.child.wait().unwrap();
+    (dir, port, c, before)
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_sigkill() {
+    let (dir, port, c, before) = killed_after(12).await;
     let _process = spawn(dir.path(), port);
     serving(&c).await;
     assert_eq!(everything(&c).await, before);
@@ -116,24 +118,9 @@ async fn acknowledged_writes_survive_sigkill() {
 /// move a node, rather than serving on as the old zone without a word.
 #[tokio::test]
 async fn a_restart_with_another_zone_is_refused_saying_why() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let c = Client {
-        base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::new(),
-    };
-    let mut process = spawn(dir.path(), port);
-    serving(&c).await;
-    register_some(&c, 2).await;
-    process.child.kill().unwrap();
-    process.child.wait().unwrap();
+    let (dir, port, _, _) = killed_after(2).await;
     let stderr = dir.path().join("stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_discovery"))
-        .args(["--data-dir", dir.path().to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--advertise", &format!("127.0.0.1:{port}")])
-        .args(["--peer-listen", &format!("127.0.0.1:{}", free_port())])
-        .arg("--insecure-peers")
+    let mut child = common::single_node(dir.path(), port)
         .args(["--zone", "second"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap())

@@ -6,28 +6,17 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{free_port, serving, Client};
-
-fn discovery(dir: &std::path::Path, port: u16) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_discovery"));
-    cmd.env_remove("DISCOVERY_ADMIN_TOKEN")
-        .args(["--data-dir", dir.to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--advertise", &format!("127.0.0.1:{port}")])
-        .args(["--peer-listen", &format!("127.0.0.1:{}", free_port())])
-        .arg("--insecure-peers");
-    cmd
-}
 
 #[test]
 fn print_config_shows_each_setting_with_its_source_and_hides_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("node.toml");
     std::fs::write(&file, "[raft]\nheartbeat_ms = 40\n").unwrap();
-    let out = discovery(dir.path(), free_port())
+    let out = common::single_node(dir.path(), free_port())
         .arg("--config")
         .arg(&file)
         .args(["--set", "limits.entry_bytes=70000", "--print-config"])
@@ -57,7 +46,7 @@ fn print_config_shows_each_setting_with_its_source_and_hides_secrets() {
 #[test]
 fn a_value_that_does_not_read_is_refused_naming_the_variable() {
     let dir = tempfile::tempdir().unwrap();
-    let out = discovery(dir.path(), free_port())
+    let out = common::single_node(dir.path(), free_port())
         .env("DISCOVERY_RAFT_HEARTBEAT_MS", "fast")
         .output()
         .unwrap();
@@ -68,7 +57,7 @@ fn a_value_that_does_not_read_is_refused_naming_the_variable() {
             && said.contains("\"fast\" is not a whole number"),
         "{said}"
     );
-    let out = discovery(dir.path(), free_port())
+    let out = common::single_node(dir.path(), free_port())
         .args(["--set", "raft.heartbeat=5"])
         .output()
         .unwrap();
@@ -85,7 +74,7 @@ async fn a_variable_takes_effect_and_an_unknown_one_is_warned_of() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let log = dir.path().join("log");
-    let mut child = discovery(&dir.path().join("data"), port)
+    let mut child = common::single_node(&dir.path().join("data"), port)
         .env("DISCOVERY_SECURITY_ALLOW_WRITE_FROM", "10.9.0.0/16")
         .env("DISCOVERY_RAFT_HEARTBEET_MS", "100")
         .stdout(Stdio::null())

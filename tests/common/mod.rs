@@ -395,3 +395,30 @@ pub async fn wait_held(c: &Client, n: u64) {
     }
     panic!("never {n} held polls: {}", c.status().await);
 }
+
+/// The `discovery` binary as a lone node with plain peers, its data in
+/// `dir`, serving clients on `port`: flags and output left to the caller.
+pub fn single_node(dir: &std::path::Path, port: u16) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_discovery"));
+    cmd.env_remove("DISCOVERY_ADMIN_TOKEN")
+        .args(["--data-dir", dir.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--advertise", &format!("127.0.0.1:{port}")])
+        .args(["--peer-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--insecure-peers");
+    cmd
+}
+
+/// Copies the directory `from`, with everything in it, to `to`.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
