@@ -629,6 +629,7 @@ impl Node {
             config.node.id,
             refusals,
             protection.clone(),
+            link.clone(),
             Duration::from_millis(config.raft.heartbeat_ms * 5),
             stop.clone(),
         ));

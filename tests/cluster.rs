@@ -1177,6 +1177,46 @@ async fn a_node_removed_while_away_stops_campaigning_and_says_so_once() {
     assert_eq!(a.code(), 0, "{}", a.text);
 }
 
+/// A learner removed while it was away (paused) never gets the entry
+/// that removed it and asks no votes: it asks the leader it follows, is
+/// refused as no member, and then says so once and serves no more reads
+/// instead of serving a registry that no longer changes.
+#[tokio::test]
+async fn a_learner_removed_while_away_says_so_and_serves_no_more() {
+    let mut cluster = Cluster::start(3, Timings::default()).await;
+    let learner = cluster.new_joiner(4);
+    let peer = cluster.peer_addr(learner);
+    common::discoveryctl(
+        &cluster.addr(0),
+        Some(ADMIN_TOKEN),
+        &["add-learner", "--id", "4", "--raft-addr", &peer],
+    )
+    .await
+    .expect("add-learner");
+    cluster.freeze(learner, true);
+    common::discoveryctl(
+        &cluster.addr(0),
+        Some(ADMIN_TOKEN),
+        &["remove", "--id", "4"],
+    )
+    .await
+    .expect("remove");
+    cluster.freeze(learner, false);
+    let said = "node 4 was removed from the cluster: leader";
+    cluster.logged(learner, said, Duration::from_secs(15)).await;
+    let read = cluster
+        .client(learner)
+        .get("/discovery/fetch?env=dev&appid=infra.discovery&status=1")
+        .await;
+    assert_eq!(read.code(), -503, "{}", read.text);
+    let health = common::discoveryctl(&cluster.addr(learner), None, &["health"])
+        .await
+        .expect_err("a removed learner is not healthy");
+    assert!(health.contains(said), "{health}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(cluster.log(learner).matches(said).count(), 1, "said once");
+}
+
 /// The `discoveryctl` arguments that add node 4 of zone sh001 as a learner.
 fn add_learner_4<'a>(name: &'a str, peer_addr: &'a str, api_addr: &'a str) -> [&'a str; 11] {
     [

@@ -256,6 +256,11 @@ impl PeerLink for PeerClient {
         match response.status() {
             s if s.is_success() => Ok(true),
             reqwest::StatusCode::SERVICE_UNAVAILABLE => Ok(false),
+            reqwest::StatusCode::FORBIDDEN => {
+                let why = response.text().await.unwrap_or_default();
+                let why = why.strip_prefix("refused: ").unwrap_or(&why).to_string();
+                Err(LinkError::Refused(why))
+            }
             s => Err(LinkError::Failed(format!(
                 "HTTP {s}: {}",
                 response.text().await.unwrap_or_default()
