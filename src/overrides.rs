@@ -246,11 +246,15 @@ pub fn describe(table: &Table, sources: &Sources, secret: &[&str]) -> String {
     let mut settings = flatten(table);
     settings.sort_by_key(|(path, _)| path.contains('.'));
     for (path, value) in settings {
-        let source = sources.get(&path).map_or("default", String::as_str);
         let (section, key) = match path.split_once('.') {
             Some((s, k)) => (s.to_string(), k.to_string()),
             None => (String::new(), path.clone()),
         };
+        // A table given whole (`DISCOVERY_ZONES`) is the source of its keys.
+        let source = sources
+            .get(&path)
+            .or_else(|| sources.get(&section))
+            .map_or("default", String::as_str);
         if section_now.as_ref() != Some(&section) {
             if !section.is_empty() {
                 out.push_str(&format!("\n[{section}]\n"));
@@ -397,8 +401,13 @@ mod tests {
             },
             "s3cret".into(),
         );
+        table.insert(
+            "zones".into(),
+            toml::from_str::<Value>(r#"sh002 = ["10.2.0.1:7271"]"#).unwrap(),
+        );
         let mut sources = Sources::new();
         sources.insert("raft.heartbeat_ms".into(), "--set raft.heartbeat_ms".into());
+        sources.insert("zones".into(), "env DISCOVERY_ZONES".into());
         let text = describe(&table, &sources, &["security.admin_token"]);
         // It reads back as TOML, top-level settings outside any section.
         let back: Table = toml::from_str(&text.replace("(set, not shown)", "")).unwrap();
@@ -411,6 +420,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("level = \"info\"  # default"), "{text}");
+        assert!(
+            text.contains("sh002 = [\"10.2.0.1:7271\"]  # env DISCOVERY_ZONES"),
+            "{text}"
+        );
         assert!(!text.contains("s3cret"), "{text}");
         assert!(text.contains("(set, not shown)"), "{text}");
     }

@@ -162,7 +162,7 @@ async fn apply_here(raft: &Raft, link: &Link, change: &Change) -> Result<Done, W
             // The node must be there, and be the node asked for: a
             // mistyped address is refused now, nothing committed.
             let member = match ask_joiner(link, member).await {
-                Err(e) => return Ok(Done::Clash(unreachable(&member.raft_addr, &e.to_string()))),
+                Err(e) => return Ok(Done::Clash(not_told(&member.raft_addr, &e))),
                 Ok(state) => match resolve(*id, member, state.node) {
                     Ok(member) => member,
                     Err(why) => return Ok(Done::Clash(why)),
@@ -289,14 +289,21 @@ async fn ask_joiner(link: &Link, member: &Member) -> Result<BootstrapState, Link
 /// How often a node not listening yet is asked again.
 const ASK_AGAIN: Duration = Duration::from_millis(200);
 
-/// Why a node could not be added when nothing answered at its peer
-/// address.
-fn unreachable(raft_addr: &str, error: &str) -> String {
-    format!(
-        "no node answers at peer address {raft_addr} within {}s ({error}): start it first \
-         (with [cluster] join = true), or check --raft-addr; nothing was changed",
-        ASK_JOINER.as_secs()
-    )
+/// Why a node could not be added when the node at its peer address did
+/// not say who it is: nothing answered there, or something refused.
+fn not_told(raft_addr: &str, error: &LinkError) -> String {
+    match error {
+        LinkError::NotSent(_) | LinkError::TimedOut => format!(
+            "no node answers at peer address {raft_addr} within {}s ({error}): start it first \
+             (with [cluster] join = true), or check --raft-addr; nothing was changed",
+            ASK_JOINER.as_secs()
+        ),
+        LinkError::Refused(_) | LinkError::Failed(_) | LinkError::TooLarge => format!(
+            "the node at peer address {raft_addr} did not say who it is ({error}): is it a \
+             node of this cluster's zone, started with [cluster] join = true? nothing was \
+             changed"
+        ),
+    }
 }
 
 /// The member to add: what was asked, its empty name, client address or
@@ -554,5 +561,23 @@ mod tests {
         let told = restarted_as(3, &readdressed, &stored).unwrap();
         assert_eq!(told.len(), 1, "{told:?}");
         assert!(told[0].contains("still told 10.0.0.3:7171"), "{told:?}");
+    }
+
+    #[test]
+    fn a_node_not_told_is_refused_saying_whether_anything_answered() {
+        let nothing = not_told("10.0.0.4:7271", &LinkError::NotSent("refused".into()));
+        assert!(
+            nothing.contains("no node answers at peer address 10.0.0.4:7271"),
+            "{nothing}"
+        );
+        let refused = not_told(
+            "10.0.0.4:7271",
+            &LinkError::Refused("node 1 is not a member here".into()),
+        );
+        assert!(
+            refused.contains("did not say who it is (refused: node 1 is not a member here)"),
+            "{refused}"
+        );
+        assert!(refused.contains("nothing was changed"), "{refused}");
     }
 }

@@ -178,15 +178,18 @@ async fn exchange<Resp: DeserializeOwned>(
         return Err(LinkError::Failed(format!("HTTP {status}: {why}")));
     }
     if status == StatusCode::FORBIDDEN {
-        // The peer's guard said why (`refused: …`).
-        let why = response.text().await.unwrap_or_default();
-        let why = why.strip_prefix("refused: ").unwrap_or(&why).to_string();
-        return Err(LinkError::Refused(why));
+        return Err(refusal(response).await);
     }
     if !status.is_success() {
         return Err(LinkError::Failed(format!("HTTP {status}")));
     }
     response.json().await.map_err(link_error)
+}
+
+/// A peer's 403: its guard refused this node, and said why (`refused: …`).
+async fn refusal(response: reqwest::Response) -> LinkError {
+    let why = response.text().await.unwrap_or_default();
+    LinkError::Refused(why.strip_prefix("refused: ").unwrap_or(&why).to_string())
 }
 
 /// Sorts a transport error: never connected (safe to resend), timed out,
@@ -256,11 +259,7 @@ impl PeerLink for PeerClient {
         match response.status() {
             s if s.is_success() => Ok(true),
             reqwest::StatusCode::SERVICE_UNAVAILABLE => Ok(false),
-            reqwest::StatusCode::FORBIDDEN => {
-                let why = response.text().await.unwrap_or_default();
-                let why = why.strip_prefix("refused: ").unwrap_or(&why).to_string();
-                Err(LinkError::Refused(why))
-            }
+            reqwest::StatusCode::FORBIDDEN => Err(refusal(response).await),
             s => Err(LinkError::Failed(format!(
                 "HTTP {s}: {}",
                 response.text().await.unwrap_or_default()
