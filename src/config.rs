@@ -646,18 +646,11 @@ fn read_elsewhere() -> Vec<String> {
 }
 
 impl Config {
-    /// Reads the file named by the flags (if any) and applies the
-    /// environment and the flags.
-    pub fn load(flags: &Flags) -> anyhow::Result<Config> {
-        let env: Vec<(String, String)> = std::env::vars().collect();
-        Ok(Config::load_explained(flags, &env)?.config)
-    }
-
     /// The file, then the original's `ZONE`/`REGION`/`DEPLOY_ENV` where the
     /// file is silent, then the `DISCOVERY_<SECTION>_<KEY>` variables of
     /// `env`, then `--set`, then the named flags (and their variables);
     /// each setting's source kept.
-    pub fn load_explained(flags: &Flags, env: &[(String, String)]) -> anyhow::Result<Loaded> {
+    pub fn load(flags: &Flags, env: &[(String, String)]) -> anyhow::Result<Loaded> {
         let defaults = toml::Table::try_from(Config::default())?;
         let mut sources = Sources::new();
         let mut table = match &flags.config {
@@ -1134,7 +1127,7 @@ mod tests {
     fn the_originals_zone_region_and_deploy_env_apply_where_the_file_is_silent() {
         let original = env(&[("ZONE", "sh002"), ("REGION", "bj"), ("DEPLOY_ENV", "uat")]);
         let (_f, flags) = file("");
-        let c = Config::load_explained(&flags, &original).unwrap().config;
+        let c = Config::load(&flags, &original).unwrap().config;
         assert_eq!(
             (
                 c.node.zone.as_str(),
@@ -1146,7 +1139,7 @@ mod tests {
 
         // The file's own [node] zone wins, as the original's [env] did.
         let (_f, mut flags) = file("[node]\nzone = \"sh001\"\n");
-        let loaded = Config::load_explained(&flags, &original).unwrap();
+        let loaded = Config::load(&flags, &original).unwrap();
         assert_eq!(
             (
                 loaded.config.node.zone.as_str(),
@@ -1159,7 +1152,7 @@ mod tests {
         // And our own flags win over everything.
         flags.zone = Some("sh009".into());
         flags.env = Some("prod".into());
-        let c = Config::load_explained(&flags, &original).unwrap().config;
+        let c = Config::load(&flags, &original).unwrap().config;
         assert_eq!(
             (c.node.zone.as_str(), c.node.env.as_str()),
             ("sh009", "prod")
@@ -1170,7 +1163,7 @@ mod tests {
     fn every_setting_is_overridden_by_its_variable_or_set_and_its_source_kept() {
         let (_f, mut flags) = file("[raft]\nheartbeat_ms = 40\n[log]\naccess = false\n");
         flags.set = vec!["limits.entry_bytes=70000".into()];
-        let loaded = Config::load_explained(
+        let loaded = Config::load(
             &flags,
             &env(&[
                 ("DISCOVERY_LOG_ACCESS", "true"),
@@ -1194,7 +1187,7 @@ mod tests {
         assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
         assert!(loaded.warnings[0].contains("DISCOVERY_RAFT_HEARTBEET_MS"));
         // The named flags' own variables and other programs' are no news.
-        let quiet = Config::load_explained(
+        let quiet = Config::load(
             &flags,
             &env(&[("DISCOVERY_ZONE", "sh001"), ("DISCOVERY_NODES", "a:1")]),
         )

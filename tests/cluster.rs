@@ -855,13 +855,10 @@ async fn a_learner_serves_reads_and_polls_and_is_published_as_a_node() {
     let addr = cluster.addr(replica);
     let peer_addr = cluster.peer_addr(replica);
     // Its name, client address and zone are the node's own: asked.
-    common::discoveryctl(
-        &cluster.addr(0),
-        Some(ADMIN_TOKEN),
-        &["add-learner", "--id", "4", "--raft-addr", &peer_addr],
-    )
-    .await
-    .expect("add-learner");
+    cluster
+        .admin(&["add-learner", "--id", "4", "--raft-addr", &peer_addr])
+        .await
+        .expect("add-learner");
     // It answered once the replica serves: a read there is no -503.
     let first = cluster
         .client(replica)
@@ -1159,16 +1156,7 @@ async fn a_node_removed_while_away_stops_campaigning_and_says_so_once() {
         "{status}"
     );
     assert_eq!(cluster.log(gone).matches(&said).count(), 1, "said once");
-    let read = cluster
-        .client(gone)
-        .get("/discovery/fetch?env=dev&appid=infra.discovery&status=1")
-        .await;
-    assert_eq!(read.code(), -503, "{}", read.text);
-    assert!(read.text.contains("removed"), "{}", read.text);
-    let health = common::discoveryctl(&cluster.addr(gone), None, &["health"])
-        .await
-        .expect_err("a removed node is not healthy");
-    assert!(health.contains(&said), "{health}");
+    cluster.assert_out_of_service(gone, &said).await;
     // The two others take writes without it.
     let a = cluster
         .client(leader)
@@ -1186,33 +1174,19 @@ async fn a_learner_removed_while_away_says_so_and_serves_no_more() {
     let mut cluster = Cluster::start(3, Timings::default()).await;
     let learner = cluster.new_joiner(4);
     let peer = cluster.peer_addr(learner);
-    common::discoveryctl(
-        &cluster.addr(0),
-        Some(ADMIN_TOKEN),
-        &["add-learner", "--id", "4", "--raft-addr", &peer],
-    )
-    .await
-    .expect("add-learner");
+    cluster
+        .admin(&["add-learner", "--id", "4", "--raft-addr", &peer])
+        .await
+        .expect("add-learner");
     cluster.freeze(learner, true);
-    common::discoveryctl(
-        &cluster.addr(0),
-        Some(ADMIN_TOKEN),
-        &["remove", "--id", "4"],
-    )
-    .await
-    .expect("remove");
+    cluster
+        .admin(&["remove", "--id", "4"])
+        .await
+        .expect("remove");
     cluster.freeze(learner, false);
     let said = "node 4 was removed from the cluster: leader";
     cluster.logged(learner, said, Duration::from_secs(15)).await;
-    let read = cluster
-        .client(learner)
-        .get("/discovery/fetch?env=dev&appid=infra.discovery&status=1")
-        .await;
-    assert_eq!(read.code(), -503, "{}", read.text);
-    let health = common::discoveryctl(&cluster.addr(learner), None, &["health"])
-        .await
-        .expect_err("a removed learner is not healthy");
-    assert!(health.contains(said), "{health}");
+    cluster.assert_out_of_service(learner, said).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(cluster.log(learner).matches(said).count(), 1, "said once");
 }

@@ -12,7 +12,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 /// The marked blocks of `markdown`, with their order keys.
 fn marked_blocks(markdown: &str, from: &str) -> Vec<(u32, String)> {
@@ -128,6 +127,4 @@ fn the_documented_one_machine_steps_do_what_the_docs_say() {
     assert!(stdout.contains("127.0.0.1:7174"), "{stdout}");
     let backup = std::fs::read_to_string(work.join("registry.json")).unwrap();
     assert!(backup.contains("demo.app"), "{backup}");
-    // Nothing of the nodes outlives the script (its trap stopped them).
-    std::thread::sleep(Duration::from_millis(200));
 }

@@ -331,13 +331,10 @@ async fn a_learner_that_never_serves_is_not_published_and_add_learner_says_so() 
             "node {i} publishes it: {infra}"
         );
     }
-    common::discoveryctl(
-        &cluster.addr(0),
-        Some(ADMIN_TOKEN),
-        &["remove", "--id", "4"],
-    )
-    .await
-    .expect("remove");
+    cluster
+        .admin(&["remove", "--id", "4"])
+        .await
+        .expect("remove");
     let members = cluster.status(leader).await.unwrap()["members"].clone();
     assert!(members.get("4").is_none(), "{members}");
 }

@@ -22,7 +22,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let loaded = Config::load_explained(&flags, &env)?;
+    let loaded = Config::load(&flags, &env)?;
     if flags.print_config {
         print!("{}", loaded.config.describe(&loaded.sources)?);
         return Ok(());

@@ -96,8 +96,9 @@ enum Done {
     /// The node to remove is not a member: nothing to do, and the operator
     /// most likely mistyped the id.
     NotAMember(NodeId),
-    /// The node to add clashes with a member: nothing done, and why.
-    Clash(String),
+    /// The node to add was refused (it clashes with a member, it did not
+    /// say who it is, or it is not the node asked for): nothing done, why.
+    Refused(String),
 }
 
 /// Waits for a new learner to catch up, then answers the membership.
@@ -112,7 +113,7 @@ async fn finish(
         }
         Err(e) => Err(e.to_string()),
         Ok(Done::NotAMember(id)) => Err(format!("node {id} is not a member")),
-        Ok(Done::Clash(why)) => Err(why),
+        Ok(Done::Refused(why)) => Err(why),
         Ok(done) => {
             if let Done::Learner(id, member, index, wait) = done {
                 joined(raft, link, (id, &member), index, wait).await?;
@@ -156,22 +157,22 @@ async fn apply_here(raft: &Raft, link: &Link, change: &Change) -> Result<Done, W
             // What is asked, checked before anyone is contacted.
             match clash(members().nodes(), *id, member) {
                 Some(Clash::Same) => return Ok(Done::Changed),
-                Some(Clash::With(why)) => return Ok(Done::Clash(why)),
+                Some(Clash::With(why)) => return Ok(Done::Refused(why)),
                 None => {}
             }
             // The node must be there, and be the node asked for: a
             // mistyped address is refused now, nothing committed.
             let member = match ask_joiner(link, member).await {
-                Err(e) => return Ok(Done::Clash(not_told(&member.raft_addr, &e))),
+                Err(e) => return Ok(Done::Refused(not_told(&member.raft_addr, &e))),
                 Ok(state) => match resolve(*id, member, state.node) {
                     Ok(member) => member,
-                    Err(why) => return Ok(Done::Clash(why)),
+                    Err(why) => return Ok(Done::Refused(why)),
                 },
             };
             // Again with what the node told (its address, its zone).
             match clash(members().nodes(), *id, &member) {
                 Some(Clash::Same) => return Ok(Done::Changed),
-                Some(Clash::With(why)) => return Ok(Done::Clash(why)),
+                Some(Clash::With(why)) => return Ok(Done::Refused(why)),
                 None => {}
             }
             // Not blocking: openraft would wait for the learner without a

@@ -432,6 +432,27 @@ hold_ms = {hold}
         self.dir.path().join(format!("node{id}"))
     }
 
+    /// `discoveryctl ARGS` against node 0 with the admin token, as an
+    /// operator runs it: its output, or what it said on failing.
+    pub async fn admin(&self, args: &[&str]) -> Result<String, String> {
+        super::discoveryctl(&self.addr(0), Some(ADMIN_TOKEN), args).await
+    }
+
+    /// Asserts that node `i` is out of service for `why`: reads answer
+    /// -503 and `discoveryctl health` fails, both saying so.
+    pub async fn assert_out_of_service(&self, i: usize, why: &str) {
+        let read = self
+            .client(i)
+            .get("/discovery/fetch?env=dev&appid=infra.discovery&status=1")
+            .await;
+        assert_eq!(read.code(), -503, "{}", read.text);
+        assert!(read.text.contains(why), "{}", read.text);
+        let health = super::discoveryctl(&self.addr(i), None, &["health"])
+            .await
+            .expect_err("a node out of service is not healthy");
+        assert!(health.contains(why), "{health}");
+    }
+
     /// Adds a node that joins the running cluster (not yet a member).
     pub fn new_joiner(&mut self, id: u64) -> usize {
         self.new_joiner_with_env(id, &[])
