@@ -691,3 +691,64 @@ async fn a_member_asking_for_every_apps_digest_at_once_is_refused_past_its_share
     let again = client.get(url(true, 0)).send().await.unwrap();
     assert_eq!(again.status().as_u16(), 200);
 }
+
+/// A node being added (it belongs to no cluster yet) tells any node of its
+/// zone who it is and whether it serves, as the leader adding it asks: a
+/// constant, small answer (no registry, no secret). A zone's link is still
+/// refused there, and a joined node still refuses a node that is no member.
+#[tokio::test]
+async fn a_node_being_added_says_who_it_is_to_its_zone_only() {
+    let mut cluster = Cluster::start(3, Timings::default()).await;
+    let joiner = cluster.new_joiner(4);
+    let stranger = peer_client(&cluster, Some(&cert_of(&cluster, node(9))));
+    let link = peer_client(
+        &cluster,
+        Some(&cert_of(
+            &cluster,
+            Identity::Link {
+                zone: "sh002".into(),
+            },
+        )),
+    );
+    let url = |i: usize, path: &str| format!("https://{}{path}", cluster.peer_addr(i));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let told = loop {
+        match stranger.get(url(joiner, paths::BOOTSTRAP)).send().await {
+            Ok(answer) => break answer,
+            Err(e) => assert!(Instant::now() < deadline, "node 4 never listened: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(told.status(), 200);
+    let told: Value = told.json().await.unwrap();
+    assert_eq!(told["initialized"], false, "{told}");
+    assert_eq!(told["node"][0], 4, "{told}");
+    assert_eq!(told["node"][1]["name"], "node4", "{told}");
+    assert_eq!(
+        told["node"][1]["api_addr"],
+        cluster.addr(joiner).as_str(),
+        "{told}"
+    );
+    // Not added yet: it answers, and says it does not serve.
+    let health = stranger
+        .get(url(joiner, paths::HEALTH))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    assert_eq!(health.text().await.unwrap(), "catching up");
+    for path in [paths::BOOTSTRAP, paths::HEALTH] {
+        let by_link = link.get(url(joiner, path)).send().await.unwrap();
+        assert_eq!(by_link.status(), 403, "{path}");
+        let joined = stranger.get(url(0, path)).send().await.unwrap();
+        assert_eq!(joined.status(), 403, "{path}");
+        assert!(
+            joined
+                .text()
+                .await
+                .unwrap()
+                .contains("node 9 is not a member here"),
+            "{path}"
+        );
+    }
+}
