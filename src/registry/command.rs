@@ -93,6 +93,26 @@ pub enum Command {
     /// digest at the index of the entry that carries it, and the replicas
     /// compare what they recorded (see [`crate::cluster::consistency`]).
     Check { round: u64 },
+    /// Changes an original discovery cluster (`upstream`, as the
+    /// configuration names it) made, as the leader observed them: applied
+    /// only if they follow batch `from` (see [`super::upstream`]).
+    UpstreamApply {
+        upstream: String,
+        from: u64,
+        changes: Vec<ZoneChange>,
+        at: Timestamp,
+    },
+    /// Own instances the leader registered with the original `upstream`
+    /// (each with its `dirty_timestamp` then), and those it withdrew.
+    UpstreamExported {
+        upstream: String,
+        exported: Vec<(InstanceKey, Timestamp)>,
+        withdrawn: Vec<InstanceKey>,
+        at: Timestamp,
+    },
+    /// Drops what this cluster holds of the original `upstream`: the link
+    /// is off for good (`discoveryctl upstream forget`).
+    UpstreamForget { upstream: String, at: Timestamp },
 }
 
 /// About how many bytes one instance takes in a command that carries
@@ -174,6 +194,25 @@ impl Command {
                         }
                     }
             }
+            Command::UpstreamApply {
+                upstream, changes, ..
+            } => {
+                upstream.len()
+                    + 3 * FIELD
+                    + changes.iter().map(ZoneChange::approx_bytes).sum::<usize>()
+            }
+            Command::UpstreamExported {
+                upstream,
+                exported,
+                withdrawn,
+                ..
+            } => {
+                upstream.len()
+                    + 2 * FIELD
+                    + exported.iter().map(|(k, _)| key(k) + FIELD).sum::<usize>()
+                    + withdrawn.iter().map(key).sum::<usize>()
+            }
+            Command::UpstreamForget { upstream, .. } => upstream.len() + 2 * FIELD,
             Command::NameLog { log } => log.len() + FIELD,
             Command::Check { .. } => FIELD,
             Command::Schedule {

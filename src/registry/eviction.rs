@@ -97,7 +97,7 @@ impl Policy {
             self.threshold
         };
         let cutoff = now.saturating_sub(limit.as_nanos() as Timestamp);
-        let foreign = !registry.partitions().is_empty();
+        let foreign = !registry.partitions().is_empty() || !registry.upstreams().is_empty();
         // This runs under the registry's read lock, which every write
         // waits for: an instance renewed in time is passed over on its
         // timestamps alone, and only the silent few have their key made.
@@ -106,7 +106,8 @@ impl Policy {
             .filter(|i| i.renew_timestamp.max(grace_from) < cutoff)
             .map(|i| (i.key(), i.renew_timestamp > i.reg_timestamp))
             .filter(|(k, _)| pending.get(k).is_none_or(|renew| *renew < cutoff))
-            // Another zone's instances renew there, and only it evicts them.
+            // Another zone's instances renew there, and only it evicts them;
+            // an original's, likewise.
             .filter(|(k, _)| !foreign || !registry.is_foreign(k))
             .partition(|(_, renewed)| *renewed);
         // The bound on a round guards instances that were alive (they

@@ -13,6 +13,7 @@ mod name;
 pub mod restore;
 mod scheduler;
 mod thaw;
+pub mod upstream;
 mod validate;
 pub mod zones;
 
@@ -33,7 +34,10 @@ pub use metadata::{parse_metadata, Metadata};
 pub use name::Name;
 pub use scheduler::{Schedule, SchedulerRule, Schedules};
 pub use thaw::Thawed;
-pub use validate::{key_ok, validate, Limits, Rules, CLUSTER_APPID, MAX_RESTORE_BYTES};
+pub use validate::{
+    instance_ok, key_ok, upstream_name_ok, validate, Limits, Rules, CLUSTER_APPID,
+    MAX_RESTORE_BYTES,
+};
 
 /// `(env, appid)`: the unit that long polls watch.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -97,6 +101,8 @@ pub struct Registry {
     log: Option<String>,
     /// The parts of a restore received so far (replicated).
     restoring: Option<Box<restore::Staged>>,
+    /// Original discovery clusters followed (replicated).
+    upstreams: upstream::Upstreams,
 }
 
 /// One app's digest: what replicas compare to find where they differ.
@@ -163,6 +169,7 @@ impl Registry {
                 .values()
                 .map(|p| p.keys.len())
                 .sum::<usize>()
+            - self.upstreams.values().map(|u| u.keys.len()).sum::<usize>()
     }
 
     /// How many of this zone's own instances have renewed (or registered
@@ -179,14 +186,16 @@ impl Registry {
             .partitions
             .values()
             .flat_map(|p| p.keys.iter())
+            .chain(self.upstreams.values().flat_map(|u| u.keys.iter()))
             .filter(|k| self.get(k).is_some_and(renewed))
             .count();
         all - foreign
     }
 
-    /// Whether another zone's partition holds `key`.
+    /// Whether another zone's partition, or an original discovery cluster
+    /// this one follows, holds `key`: it is not this cluster's own.
     pub fn is_foreign(&self, key: &InstanceKey) -> bool {
-        origin_of(&self.partitions, key).is_some()
+        origin_of(&self.partitions, key).is_some() || self.upstream_of(key).is_some()
     }
 
     /// `(env, apps, instances)` for every env, sorted by env.
@@ -279,6 +288,9 @@ impl Registry {
                 if let Some(refused) = self.foreign(|| key.clone()) {
                     return refused;
                 }
+                if let Some(refused) = self.imported(|| key.clone()) {
+                    return Effect::new(Err(refused), Vec::new());
+                }
                 match self.remove(key, *at) {
                     Some(_) => {
                         own.push(ZoneChange::Remove(key.clone()));
@@ -315,6 +327,19 @@ impl Registry {
                 self.zone_apply(origin, entry, batch, *at)
             }
             Command::Check { .. } => Effect::new(Ok(Applied::Done), Vec::new()),
+            Command::UpstreamApply {
+                upstream,
+                from,
+                changes,
+                at,
+            } => self.upstream_apply(upstream, *from, changes, *at),
+            Command::UpstreamExported {
+                upstream,
+                exported,
+                withdrawn,
+                ..
+            } => self.upstream_exported(upstream, exported, withdrawn),
+            Command::UpstreamForget { upstream, at } => self.upstream_forget(upstream, *at),
             Command::NameLog { log } => match &self.log {
                 None => {
                     self.log = Some(log.clone());
@@ -414,6 +439,9 @@ impl Registry {
         if let Some(refused) = self.foreign(|| reg.key()) {
             return refused;
         }
+        if !self.upstreams.is_empty() {
+            self.take_over(&reg.key());
+        }
         let app = self
             .envs
             .entry(reg.env.clone())
@@ -438,7 +466,7 @@ impl Registry {
     }
 
     fn renew(&mut self, key: &InstanceKey, at: Timestamp, own: &mut OwnChanges) -> Renewal {
-        if origin_of(&self.partitions, key).is_some() {
+        if origin_of(&self.partitions, key).is_some() || self.upstream_of(key).is_some() {
             return Renewal::UnknownInstance;
         }
         let Some(app) = self
@@ -510,7 +538,10 @@ impl Registry {
     pub fn refusal(&self, command: &Command) -> Option<RegistryError> {
         match command {
             Command::Cancel { key, .. } => {
-                self.get(key).is_none().then_some(RegistryError::NotFound)
+                if self.get(key).is_none() {
+                    return Some(RegistryError::NotFound);
+                }
+                self.imported(|| key.clone())
             }
             Command::Set {
                 env,
@@ -518,7 +549,17 @@ impl Registry {
                 zone,
                 changes,
                 ..
-            } => self.set_refusal(env, appid, zone, changes),
+            } => changes
+                .iter()
+                .find_map(|c| {
+                    self.imported(|| InstanceKey {
+                        env: env.clone(),
+                        appid: appid.clone(),
+                        zone: zone.clone(),
+                        hostname: c.hostname.clone(),
+                    })
+                })
+                .or_else(|| self.set_refusal(env, appid, zone, changes)),
             _ => None,
         }
     }
@@ -542,6 +583,9 @@ impl Registry {
             };
             if let Some(refused) = self.foreign(key) {
                 return refused;
+            }
+            if let Some(refused) = self.imported(key) {
+                return refuse(refused);
             }
         }
         // Checked before the app is taken for writing: taking it copies
@@ -591,7 +635,7 @@ impl Registry {
         let mut evicted = Vec::new();
         for key in keys {
             // Another zone's instances are evicted by their own zone only.
-            if origin_of(&self.partitions, key).is_some() {
+            if self.is_foreign(key) {
                 continue;
             }
             let silent = self
@@ -817,10 +861,12 @@ impl Registry {
                 .get(zone)
                 .map(|p| p.keys.iter().filter_map(|k| self.get(k)).collect())
                 .unwrap_or_default(),
-            None => self
-                .instances()
-                .filter(|i| origin_of(&self.partitions, &i.key()).is_none())
-                .collect(),
+            None => {
+                let kept = !self.partitions.is_empty() || !self.upstreams.is_empty();
+                self.instances()
+                    .filter(|i| !kept || !self.is_foreign(&i.key()))
+                    .collect()
+            }
         };
         instances.sort_by_key(|i| i.key());
         instances
@@ -925,6 +971,8 @@ impl Registry {
             schedules: &'a [Schedule],
             log: Option<&'a str>,
             restoring: Option<&'a restore::Staged>,
+            #[serde(skip_serializing_if = "upstream::Upstreams::is_empty")]
+            upstreams: &'a upstream::Upstreams,
         }
         let mut hasher = sha2::Sha256::new();
         // Writing our own types into a hasher cannot fail.
@@ -937,6 +985,7 @@ impl Registry {
                 schedules: self.set_schedules.all(),
                 log: self.log.as_deref(),
                 restoring: self.restoring.as_deref(),
+                upstreams: &self.upstreams,
             },
         );
         let rest = hasher.finalize();
@@ -991,6 +1040,7 @@ impl Registry {
             schedules: self.set_schedules.all().to_vec(),
             log: self.log.clone(),
             restoring: self.restoring.clone(),
+            upstreams: self.upstreams.clone(),
         }
     }
 
@@ -1020,6 +1070,7 @@ impl Registry {
             schedules: self.set_schedules.all().to_vec(),
             log: self.log.clone(),
             restoring: self.restoring.clone(),
+            upstreams: self.upstreams.clone(),
         }
     }
 
@@ -1070,6 +1121,7 @@ impl Registry {
         self.set_schedules = Schedules::new(thawed.schedules);
         self.log = thawed.log;
         self.restoring = thawed.restoring;
+        self.upstreams = thawed.upstreams;
     }
 }
 
@@ -1090,6 +1142,10 @@ pub struct RegistrySnapshot {
     /// The parts of a restore under way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restoring: Option<Box<restore::Staged>>,
+    /// Original discovery clusters followed: what was imported from each
+    /// and exported to it.
+    #[serde(default, skip_serializing_if = "upstream::Upstreams::is_empty")]
+    pub upstreams: upstream::Upstreams,
 }
 
 impl RegistrySnapshot {
@@ -1116,6 +1172,7 @@ pub struct Frozen {
     schedules: Vec<Schedule>,
     log: Option<String>,
     restoring: Option<Box<restore::Staged>>,
+    upstreams: upstream::Upstreams,
 }
 
 impl Frozen {
@@ -1144,6 +1201,8 @@ impl Serialize for Frozen {
             log: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             restoring: Option<&'a restore::Staged>,
+            #[serde(skip_serializing_if = "upstream::Upstreams::is_empty")]
+            upstreams: &'a upstream::Upstreams,
         }
         struct Apps<'a>(&'a [(String, String, Arc<App>)]);
         impl Serialize for Apps<'_> {
@@ -1177,6 +1236,7 @@ impl Serialize for Frozen {
             schedules: &self.schedules,
             log: self.log.as_deref(),
             restoring: self.restoring.as_deref(),
+            upstreams: &self.upstreams,
         }
         .serialize(serializer)
     }

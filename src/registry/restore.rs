@@ -100,6 +100,7 @@ pub fn split(backup: RegistrySnapshot, max_bytes: usize) -> Vec<RegistrySnapshot
         log,
         // A restore the backup's cluster had under way is not restored.
         restoring: _,
+        upstreams,
     } = backup;
     let empty = || RegistrySnapshot {
         high_water,
@@ -108,6 +109,7 @@ pub fn split(backup: RegistrySnapshot, max_bytes: usize) -> Vec<RegistrySnapshot
         schedules: Vec::new(),
         log: None,
         restoring: None,
+        upstreams: Default::default(),
     };
     let mut parts = vec![RegistrySnapshot {
         high_water,
@@ -116,6 +118,7 @@ pub fn split(backup: RegistrySnapshot, max_bytes: usize) -> Vec<RegistrySnapshot
         schedules,
         log,
         restoring: None,
+        upstreams,
     }];
     let mut bytes = 0;
     for app in apps {
@@ -199,6 +202,7 @@ mod tests {
             schedules: Vec::new(),
             log: Some("log-1".into()),
             restoring: None,
+            upstreams: Default::default(),
         }
     }
 

@@ -34,6 +34,7 @@ pub struct Thawed {
     pub(super) schedules: Vec<Schedule>,
     pub(super) log: Option<String>,
     pub(super) restoring: Option<Box<super::restore::Staged>>,
+    pub(super) upstreams: super::upstream::Upstreams,
 }
 
 impl Thawed {
@@ -64,6 +65,7 @@ impl From<RegistrySnapshot> for Thawed {
             schedules: snapshot.schedules,
             log: snapshot.log,
             restoring: snapshot.restoring,
+            upstreams: snapshot.upstreams,
             ..Thawed::default()
         };
         for a in snapshot.apps {
@@ -88,6 +90,8 @@ impl<'de> Deserialize<'de> for Thawed {
             log: Option<String>,
             #[serde(default)]
             restoring: Option<Box<super::restore::Staged>>,
+            #[serde(default)]
+            upstreams: super::upstream::Upstreams,
         }
         /// The apps, filed as each is read.
         struct Apps(Thawed);
@@ -118,6 +122,7 @@ impl<'de> Deserialize<'de> for Thawed {
             schedules: fields.schedules,
             log: fields.log,
             restoring: fields.restoring,
+            upstreams: fields.upstreams,
             ..fields.apps.0
         })
     }

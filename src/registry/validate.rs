@@ -176,6 +176,43 @@ pub fn validate(command: &Command, now: Timestamp, rules: &Rules) -> Result<(), 
             }
             Ok(())
         }
+        Command::UpstreamApply {
+            upstream,
+            changes,
+            at,
+            ..
+        } => {
+            stamped(*at, now, rules)?;
+            upstream_name_ok(upstream)?;
+            for change in changes {
+                match change {
+                    ZoneChange::Upsert(i) => instance_ok(i, &rules.limits)?,
+                    ZoneChange::Renew { key, .. } | ZoneChange::Remove(key) => {
+                        key_ok(key, &rules.limits)?
+                    }
+                }
+            }
+            fits_an_entry("upstream", command, &rules.limits)
+        }
+        Command::UpstreamExported {
+            upstream,
+            exported,
+            withdrawn,
+            at,
+        } => {
+            stamped(*at, now, rules)?;
+            upstream_name_ok(upstream)?;
+            exported
+                .iter()
+                .map(|(k, _)| k)
+                .chain(withdrawn)
+                .try_for_each(|k| key_ok(k, &rules.limits))?;
+            fits_an_entry("upstream", command, &rules.limits)
+        }
+        Command::UpstreamForget { upstream, at } => {
+            stamped(*at, now, rules)?;
+            upstream_name_ok(upstream)
+        }
         Command::ZoneApply {
             origin,
             batch,
@@ -292,19 +329,41 @@ fn backup_ok(backup: &RegistrySnapshot, bytes: usize, l: &Limits) -> Result<(), 
                     ),
                 ));
             }
-            let as_registered = Registration {
-                region: i.region.to_string(),
-                zone: i.zone.to_string(),
-                env: i.env.to_string(),
-                appid: i.appid.to_string(),
-                hostname: i.hostname.to_string(),
-                addrs: i.addrs.clone(),
-                version: i.version.to_string(),
-                metadata: i.metadata.clone(),
-                status: i.status,
-            };
-            registration_ok(&as_registered, l)?;
+            instance_ok(i, l)?;
         }
+    }
+    Ok(())
+}
+
+/// Checks an instance by the rules its registration would meet.
+pub fn instance_ok(i: &Instance, l: &Limits) -> Result<(), RegistryError> {
+    let as_registered = Registration {
+        region: i.region.to_string(),
+        zone: i.zone.to_string(),
+        env: i.env.to_string(),
+        appid: i.appid.to_string(),
+        hostname: i.hostname.to_string(),
+        addrs: i.addrs.clone(),
+        version: i.version.to_string(),
+        metadata: i.metadata.clone(),
+        status: i.status,
+    };
+    registration_ok(&as_registered, l)
+}
+
+/// The name an original discovery cluster is followed under: 1 to 64
+/// letters, digits, '.', '_' or '-'.
+pub fn upstream_name_ok(name: &str) -> Result<(), RegistryError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(RegistryError::bad(
+            "upstream",
+            "1 to 64 letters, digits, '.', '_' or '-'",
+        ));
     }
     Ok(())
 }
