@@ -69,6 +69,63 @@ pub struct Config {
     pub zones: std::collections::BTreeMap<String, Vec<String>>,
     pub zone_stream: ZoneStreamConfig,
     pub consistency: ConsistencyConfig,
+    /// Original discovery clusters this one follows both ways while a
+    /// fleet moves over (`[[upstream]]`, see `docs/migration.md`).
+    #[serde(rename = "upstream")]
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// One original discovery cluster to follow (`[[upstream]]`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// What this cluster calls it (in status, metrics, the log).
+    pub name: String,
+    /// What it is: `discovery`, Bilibili's original.
+    pub kind: String,
+    /// Client addresses (`host:port` or `http://host:port`) of some of its
+    /// nodes; any of them answers.
+    pub nodes: Vec<String>,
+    /// Serve its instances here.
+    pub import: bool,
+    /// Register this cluster's own instances there.
+    pub export: bool,
+    /// How often its whole registry is compared with what is imported
+    /// (apps that appear or empty between polls).
+    pub full_every_ms: u64,
+    /// How often own instances are compared with what was exported.
+    pub export_every_ms: u64,
+    /// How often exported instances are renewed there (it evicts after
+    /// 90 s without).
+    pub renew_every_ms: u64,
+    /// The bound on one call to it; on a long poll, added to the bound
+    /// below.
+    pub timeout_ms: u64,
+    /// The bound on one long poll (its hold is 30 s).
+    pub poll_timeout_ms: u64,
+    /// How long removals of over 15 % of the imported instances at once,
+    /// seen by a whole comparison, are held back (an original node that
+    /// lost its registry): the original's eviction window, after which
+    /// every live instance has registered there again.
+    pub mass_removal_hold_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            name: "original".into(),
+            kind: "discovery".into(),
+            nodes: Vec::new(),
+            import: true,
+            export: true,
+            full_every_ms: 30_000,
+            export_every_ms: 1_000,
+            renew_every_ms: 30_000,
+            timeout_ms: 5_000,
+            poll_timeout_ms: 40_000,
+            mass_removal_hold_ms: 90_000,
+        }
+    }
 }
 
 /// Replicas proving they agree (see `crate::cluster::consistency`).
@@ -119,6 +176,10 @@ pub struct NodeConfig {
     pub env: String,
     pub region: String,
     pub data_dir: PathBuf,
+    /// Serve only the original discovery's routes (`/discovery/*`): no
+    /// admin routes, console or metrics. A stand-in for an original
+    /// cluster in tests and demos of a migration.
+    pub original_api: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -378,6 +439,7 @@ impl Default for NodeConfig {
             env: "dev".into(),
             region: "sh".into(),
             data_dir: PathBuf::from("data"),
+            original_api: false,
         }
     }
 }
@@ -769,6 +831,54 @@ impl Config {
         }
     }
 
+    /// Each `[[upstream]]` can work, and none twice.
+    fn check_upstreams(&self) -> anyhow::Result<()> {
+        let mut names = std::collections::BTreeSet::new();
+        for u in &self.upstreams {
+            crate::registry::upstream_name_ok(&u.name)
+                .map_err(|e| anyhow::anyhow!("[[upstream]] name {:?}: {e}", u.name))?;
+            anyhow::ensure!(
+                names.insert(&u.name),
+                "[[upstream]] {:?} is given twice",
+                u.name
+            );
+            anyhow::ensure!(
+                u.kind == "discovery",
+                "[[upstream]] {:?}: kind {:?} is not known (\"discovery\" is)",
+                u.name,
+                u.kind
+            );
+            anyhow::ensure!(
+                !u.nodes.is_empty(),
+                "[[upstream]] {:?} names no node",
+                u.name
+            );
+            anyhow::ensure!(
+                u.import || u.export,
+                "[[upstream]] {:?}: neither import nor export",
+                u.name
+            );
+            anyhow::ensure!(
+                [
+                    u.full_every_ms,
+                    u.export_every_ms,
+                    u.renew_every_ms,
+                    u.timeout_ms,
+                    u.poll_timeout_ms
+                ]
+                .iter()
+                .all(|ms| *ms > 0),
+                "[[upstream]] {:?}: every *_ms must be above 0",
+                u.name
+            );
+        }
+        anyhow::ensure!(
+            !self.node.original_api || self.upstreams.is_empty(),
+            "node.original_api stands in for an original cluster: it follows none ([[upstream]])"
+        );
+        Ok(())
+    }
+
     /// Fills derived defaults and checks what cannot work.
     pub fn finish(mut self) -> anyhow::Result<Config> {
         anyhow::ensure!(
@@ -782,6 +892,7 @@ impl Config {
         if self.node.name.is_empty() {
             self.node.name = format!("discovery-{}", self.node.id);
         }
+        self.check_upstreams()?;
         if self.node.raft_advertise.is_empty() {
             self.node.raft_advertise = format!(
                 "{}:{}",

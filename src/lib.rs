@@ -25,6 +25,8 @@
 //! - [`auth`]: the admin token operators' changes are checked against.
 //! - [`clock`]: the wall clock proposers stamp commands with.
 //! - [`config`]: the TOML file, flags and environment of a node.
+//! - [`upstream`]: following an original discovery cluster both ways while
+//!   a fleet moves over.
 //! - [`node`]: everything wired into one running node, with its shutdown.
 
 // openraft's storage and RPC error types are large and required by its
@@ -48,4 +50,5 @@ pub mod self_discovery;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod upstream;
 pub mod zones;

@@ -444,7 +444,9 @@ impl Node {
             protection: protection.clone(),
             link: link.clone(),
         });
+        let links = crate::upstream::links(&config.upstreams, &metrics.upstream_errors);
         let admin = Admin {
+            upstreams: links.clone().into(),
             metrics: metrics.clone(),
             space: space.clone(),
             raft: raft.clone(),
@@ -513,6 +515,7 @@ impl Node {
                         },
                         access_log: access_log.clone(),
                     },
+                    config.node.original_api,
                 ),
                 tls: client_tls.map(Tls::fixed),
                 name: "client",
@@ -584,6 +587,21 @@ impl Node {
             }
             .run(stop.clone()),
         );
+        crate::upstream::start(
+            &config.upstreams,
+            &links,
+            &crate::upstream::Wiring {
+                raft: raft.clone(),
+                me: config.node.id,
+                name: config.node.name.clone(),
+                local: local.clone(),
+                writer: writer.clone(),
+                limits: config.limits,
+                retry: Duration::from_millis(config.raft.heartbeat_ms * 10),
+            },
+            &mut tasks,
+            &stop,
+        )?;
         for zone in config.zones.keys() {
             tasks.spawn(follow.clone().run(zone.clone(), stop.clone()));
             tasks.spawn(crate::zones::nodes::follow(

@@ -71,6 +71,28 @@ pub struct ZoneSample {
     pub failing: Option<bool>,
 }
 
+/// One direction of the link with an original discovery cluster.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+    /// `import` or `export`.
+    pub direction: &'static str,
+}
+
+/// How one direction of a link with an original is doing.
+#[derive(Clone, Debug)]
+pub struct UpstreamSample {
+    pub labels: UpstreamLabels,
+    /// 1 in step, 0 syncing or failing, -1 not worked here (off, or not
+    /// the leader).
+    pub state: i64,
+    /// The age of the oldest change not yet carried over.
+    pub lag: Duration,
+    /// Instances imported from it, or exported to it (replicated: the
+    /// same on every node).
+    pub instances: usize,
+}
+
 /// How a held poll was answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PollAnswer {
@@ -102,6 +124,8 @@ pub struct Sample {
     pub disk_free_bytes: Option<u64>,
     /// Every other zone.
     pub zones: Vec<ZoneSample>,
+    /// Every original discovery cluster followed, each direction.
+    pub upstreams: Vec<UpstreamSample>,
 }
 
 /// The handles of one endpoint: its latency, and its count per code.
@@ -166,6 +190,11 @@ pub struct Metrics {
     /// other zone while leading.
     pub zone_batches: Family<ZoneLabels, Counter>,
     pub zone_full_copies: Family<ZoneLabels, Counter>,
+    upstream_state: Family<UpstreamLabels, Gauge>,
+    upstream_lag: Family<UpstreamLabels, Gauge<f64, AtomicU64>>,
+    upstream_instances: Family<UpstreamLabels, Gauge>,
+    /// Failed calls to an original, by direction (counted by its link).
+    pub upstream_errors: Family<UpstreamLabels, Counter>,
 }
 
 /// Latency buckets from 100 µs to about 52 s (doubling).
@@ -226,6 +255,10 @@ impl Metrics {
             zone_failing: Family::default(),
             zone_batches: Family::default(),
             zone_full_copies: Family::default(),
+            upstream_state: Family::default(),
+            upstream_lag: Family::default(),
+            upstream_instances: Family::default(),
+            upstream_errors: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -425,6 +458,26 @@ impl Metrics {
             "Full copies of the other zone this node applied as leader",
             m.zone_full_copies.clone(),
         );
+        r.register(
+            "upstream_state",
+            "The link with an original discovery: 1 in step, 0 syncing or failing, -1 not worked here (off, or not the leader)",
+            m.upstream_state.clone(),
+        );
+        r.register(
+            "upstream_lag_seconds",
+            "The age of the oldest change not yet carried over to the other side (0: in step)",
+            m.upstream_lag.clone(),
+        );
+        r.register(
+            "upstream_instances",
+            "Instances imported from the original, or exported to it",
+            m.upstream_instances.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Calls to the original that failed (this node, while leading)",
+            m.upstream_errors.clone(),
+        );
         m
     }
 
@@ -536,6 +589,15 @@ impl Metrics {
                 z.failing.map(u64::from),
             );
         }
+        for u in &s.upstreams {
+            self.upstream_state.get_or_create(&u.labels).set(u.state);
+            self.upstream_lag
+                .get_or_create(&u.labels)
+                .set(u.lag.as_secs_f64());
+            self.upstream_instances
+                .get_or_create(&u.labels)
+                .set(u.instances as i64);
+        }
     }
 
     /// Everything in the Prometheus text format (0.0.4), as `/metrics`
@@ -614,8 +676,23 @@ mod tests {
                 applied_age: Some(Duration::from_millis(1500)),
                 ..ZoneSample::default()
             }],
+            upstreams: vec![UpstreamSample {
+                labels: UpstreamLabels {
+                    upstream: "old".into(),
+                    direction: "import",
+                },
+                state: 1,
+                lag: Duration::from_millis(250),
+                instances: 12,
+            }],
             ..Sample::default()
         });
+        m.upstream_errors
+            .get_or_create(&UpstreamLabels {
+                upstream: "old".into(),
+                direction: "export",
+            })
+            .inc();
         let text = m.encode();
         for line in [
             r#"discovery_http_requests_total{endpoint="/discovery/fetch",code="0"} 2"#,
@@ -635,6 +712,10 @@ mod tests {
             r#"discovery_zone_applied_age_seconds{zone="sh002"} 1.5"#,
             r#"discovery_zone_last_answer_age_seconds{zone="sh002"} -1.0"#,
             r#"discovery_zone_failing{zone="sh002"} -1"#,
+            r#"discovery_upstream_state{upstream="old",direction="import"} 1"#,
+            r#"discovery_upstream_lag_seconds{upstream="old",direction="import"} 0.25"#,
+            r#"discovery_upstream_instances{upstream="old",direction="import"} 12"#,
+            r#"discovery_upstream_errors_total{upstream="old",direction="export"} 1"#,
             "discovery_self_preservation -1",
             "discovery_raft_applied_index -1",
         ] {

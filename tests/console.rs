@@ -305,3 +305,56 @@ async fn the_console_shows_a_registration_live_without_a_reload() {
     drop(browser);
     node.stop().await;
 }
+
+/// A node that follows an original discovery (a stand-in speaking only its
+/// API): the console marks each instance with where it comes from, and
+/// shows the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_where_each_instance_comes_from() {
+    let Some((driver, chromium)) = browser() else {
+        eprintln!("skipped: no chromium / chromedriver (apt-get install chromium chromium-driver)");
+        return;
+    };
+    let original = TestNode::start_with(1_000, |c| c.node.original_api = true).await;
+    let old = original.client();
+    assert_eq!(old.register("old.app", "sh001", "o1", "1").await.code(), 0);
+    let nodes = vec![original.base.trim_start_matches("http://").to_string()];
+    let node = TestNode::start_with(2_000, |c| {
+        c.upstreams = vec![raft_discovery::config::UpstreamConfig {
+            name: "old".into(),
+            nodes,
+            full_every_ms: 500,
+            export_every_ms: 100,
+            poll_timeout_ms: 5_000,
+            ..Default::default()
+        }]
+    })
+    .await;
+    let c = node.client();
+    assert_eq!(c.register("new.app", "sh001", "n1", "1").await.code(), 0);
+    let browser = Browser::start(&driver, &chromium).await;
+    browser.open(&node.url("/")).await;
+    browser
+        .wait_for(&[
+            "old.app",
+            "new.app",
+            "1 held for elsewhere",
+            "original old: import following",
+        ])
+        .await;
+    let row = |app: &str, host: &str| {
+        format!(
+            "document.querySelector('details[data-app=\"{app}\"]').open = true; \
+             const r = document.querySelector('details[data-app=\"{app}\"] tr[data-host=\"{host}\"]'); \
+             return r ? r.querySelector('td.origin').innerText : null;"
+        )
+    };
+    assert_eq!(
+        browser.run(&row("old.app", "o1")).await,
+        json!("original old")
+    );
+    assert_eq!(browser.run(&row("new.app", "n1")).await, json!("here"));
+    drop(browser);
+    node.stop().await;
+    original.stop().await;
+}

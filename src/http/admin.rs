@@ -78,6 +78,10 @@ pub struct Status {
     /// the leader, which follows them) when each last answered.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub zones: BTreeMap<String, ZoneStatus>,
+    /// Original discovery clusters followed (`[[upstream]]`), when there
+    /// are: what is held of each, and how this node works the link.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub upstreams: BTreeMap<String, super::upstream::UpstreamStatus>,
 }
 
 /// What this zone holds of another.
@@ -135,6 +139,8 @@ pub struct Admin {
     pub handover: Handover,
     /// This node's contact with other zones, as their follower.
     pub contacts: Arc<Contacts>,
+    /// The links with original discovery clusters (`[[upstream]]`).
+    pub upstreams: Arc<[Arc<crate::upstream::status::Link>]>,
     /// Who may see what (`security.public_status`).
     pub access: Arc<crate::auth::Access>,
     /// Places for backups being written at once (each holds a blocking
@@ -182,6 +188,15 @@ fn for_strangers(status: &mut serde_json::Value) {
             }
         }
     }
+    if let Some(upstreams) = status["upstreams"].as_object_mut() {
+        for upstream in upstreams.values_mut() {
+            for side in ["import", "export"] {
+                if let Some(side) = upstream[side].as_object_mut() {
+                    side.remove("error");
+                }
+            }
+        }
+    }
 }
 
 fn read_status(
@@ -192,6 +207,7 @@ fn read_status(
         eviction,
         contacts,
         handover,
+        upstreams,
         ..
     }: Admin,
 ) -> Status {
@@ -222,6 +238,7 @@ fn read_status(
     // deadlocks (parking_lot lets the writer go first).
     let instances = api.local.read().len();
     let zones = zones_status(&api, &contacts);
+    let upstreams = super::upstream::statuses(&api.local.read(), &upstreams);
     Status {
         id: m.id,
         diverged: api.protection.diverged(),
@@ -244,6 +261,7 @@ fn read_status(
         self_preservation: *eviction.preservation.lock(),
         storage: log.stats(),
         zones,
+        upstreams,
     }
 }
 
@@ -281,6 +299,7 @@ pub async fn metrics(
         space,
         contacts,
         handover,
+        upstreams,
         ..
     }): State<Admin>,
 ) -> impl IntoResponse {
@@ -299,6 +318,8 @@ pub async fn metrics(
         .into_iter()
         .map(|(zone, z)| z.sample(zone))
         .collect();
+    let upstreams =
+        super::upstream::samples(&super::upstream::statuses(&api.local.read(), &upstreams));
     let sample = Sample {
         held_polls: api.local.hub().held(),
         by_env,
@@ -316,6 +337,7 @@ pub async fn metrics(
         log_bytes_on_disk: log.bytes_on_disk(),
         disk_free_bytes: space.free(),
         zones,
+        upstreams,
     };
     metrics.set(&sample);
     (

@@ -1,5 +1,5 @@
 "use strict";
-const state = { apps: {}, status: null, after: 0, open: new Set(), query: "" };
+const state = { apps: {}, origins: new Map(), status: null, after: 0, open: new Set(), query: "" };
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 
@@ -11,6 +11,10 @@ function age(ns) {
   return Math.round(s / 3600) + "h";
 }
 const statusName = (s) => (s === 1 ? "up" : s === 2 ? "waiting" : String(s));
+// Where an instance comes from: this cluster ("here"), another zone, or an
+// original discovery cluster it follows (`/admin/origins`).
+const originKey = (appid, i) => JSON.stringify([i.env, appid, i.zone, i.hostname]);
+const originOf = (appid, i) => state.origins.get(originKey(appid, i)) || "here";
 
 function matches(appid, inst) {
   const q = state.query;
@@ -39,6 +43,7 @@ function renderApps() {
     }
     const zoneNames = [...zones.keys()].sort();
     const up = list.filter((i) => i.status === 1).length;
+    const elsewhere = list.filter((i) => originOf(appid, i) !== "here").length;
     const rows = zoneNames.map((z) => {
       const body = zones.get(z).sort((a, b) => a.hostname.localeCompare(b.hostname)).map((i) =>
         `<tr data-host="${esc(i.hostname)}"><td><code>${esc(i.hostname)}</code></td>` +
@@ -46,14 +51,16 @@ function renderApps() {
         `<td>${(i.addrs || []).map((a) => `<code>${esc(a)}</code>`).join("<br>")}</td>` +
         `<td>${esc(i.version) || "-"}</td>` +
         `<td>${Object.entries(i.metadata || {}).map(([k, v]) => `<span class="pill">${esc(k)}=${esc(v)}</span>`).join("")}</td>` +
-        `<td>${age(i.renew_timestamp)}</td><td>${esc(i.env)}</td></tr>`).join("");
+        `<td>${age(i.renew_timestamp)}</td><td>${esc(i.env)}</td>` +
+        `<td class="origin">${esc(originOf(appid, i))}</td></tr>`).join("");
       return `<div class="zone"><h3>${esc(z)} · ${zones.get(z).length}</h3><table><thead><tr>` +
-        `<th>hostname</th><th>status</th><th>addrs</th><th>version</th><th>metadata</th><th>renewed</th><th>env</th>` +
+        `<th>hostname</th><th>status</th><th>addrs</th><th>version</th><th>metadata</th><th>renewed</th><th>env</th><th>from</th>` +
         `</tr></thead><tbody>${body}</tbody></table></div>`;
     }).join("");
     const open = state.open.has(appid) || state.query ? " open" : "";
     html.push(`<details class="app" data-app="${esc(appid)}"${open}><summary><span class="name">${esc(appid)}</span>` +
-      `<span class="meta">${list.length} instance${list.length === 1 ? "" : "s"} · ${up} up · ${zoneNames.map(esc).join(", ")}</span></summary>${rows}</details>`);
+      `<span class="meta">${list.length} instance${list.length === 1 ? "" : "s"} · ${up} up · ${zoneNames.map(esc).join(", ")}` +
+      `${elsewhere ? ` · ${elsewhere} held for elsewhere` : ""}</span></summary>${rows}</details>`);
   }
   $("apps").innerHTML = html.join("") || `<p class="muted">No apps${state.query ? " match" : ""}.</p>`;
   $("counts").textContent = `${shown} of ${names.length} apps · ${instances} instances`;
@@ -72,6 +79,12 @@ function renderStatus() {
       s.protected ? ` · <span class="dead">catching up</span>` : "") +
     (s.no_quorum ? ` · <span class="dead" id="no-quorum" title="${esc(s.no_quorum)}">no quorum: takes no writes</span>` : "") +
     (s.removed ? ` · <span class="dead" id="removed" title="${esc(s.removed)}">removed from the cluster</span>` : "");
+  $("upstreams").closest("section").hidden = !Object.keys(s.upstreams || {}).length;
+  $("upstreams").innerHTML = Object.entries(s.upstreams || {}).map(([name, u]) => {
+    const side = (what, v, n) => `${what} <b class="${v.state === "failing" ? "dead" : v.state === "following" ? "live" : ""}">${esc(v.state)}</b>` +
+      ` · ${n} · lag ${v.lag_ms} ms` + (v.error ? ` · <span class="dead">${esc(v.error)}</span>` : "");
+    return `<li>original <b>${esc(name)}</b>: ${side("import", u.import, `${u.imported} imported`)} — ${side("export", u.export, `${u.exported} exported`)}</li>`;
+  }).join("");
   const liveNames = new Set((state.apps["infra.discovery"] || []).filter((i) => i.status === 1).map((i) => i.hostname));
   const rows = Object.entries(s.members || {}).map(([id, m]) => {
     const role = Number(id) === s.leader ? "leader" : m.voter ? "voter" : "learner";
@@ -107,8 +120,12 @@ async function json(path) {
 }
 
 async function refresh() {
-  const [all, status] = await Promise.all([json("/discovery/fetch/all"), json("/admin/status")]);
+  const [all, status, origins] = await Promise.all([json("/discovery/fetch/all"), json("/admin/status"), json("/admin/origins")]);
   if (all.code === 0) state.apps = all.data || {};
+  state.origins = new Map();
+  for (const [appid, held] of Object.entries(origins || {})) {
+    for (const h of held) state.origins.set(originKey(appid, h), h.from);
+  }
   state.status = status;
   renderApps();
   renderStatus();

@@ -10,10 +10,12 @@ pub mod console;
 pub mod discovery;
 pub mod head;
 pub mod observe;
+pub mod origins;
 pub mod params;
 pub mod reply;
 pub mod scheduler;
 pub mod streamed;
+pub mod upstream;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -58,13 +60,16 @@ pub fn overloaded() -> Router {
 }
 
 /// Every route of the client listener; request bodies up to `max_body`,
-/// each request's head checked, counted and logged by `observe`.
+/// each request's head checked, counted and logged by `observe`. With
+/// `original_only`, the original discovery's routes alone (a stand-in for
+/// an original cluster, `node.original_api`).
 pub fn router(
     api: Arc<Api>,
     admin: Admin,
     access: Arc<Access>,
     max_body: usize,
     observe: Observe,
+    original_only: bool,
 ) -> Router {
     let writes = Router::new()
         .route("/discovery/register", only(post(discovery::register)))
@@ -81,10 +86,18 @@ pub fn router(
         .route("/discovery/polls", only(get(discovery::polls)))
         .route("/discovery/nodes", only(get(discovery::nodes)))
         .with_state(api);
+    if original_only {
+        return writes
+            .merge(reads)
+            .fallback(|| async { reply::not_found() })
+            .layer(DefaultBodyLimit::max(max_body))
+            .layer(from_fn_with_state(observe, observe::observe));
+    }
     let changes = Router::new()
         .route(MEMBERSHIP_PATH, post(admin::membership))
         .route(TRANSFER_LEADER_PATH, post(admin::transfer_leader))
         .route(REPAIR_PATH, post(admin::repair))
+        .route(upstream::FORGET_PATH, post(upstream::forget))
         .route(SCHEDULER_PATH, post(scheduler::set))
         .route("/admin/backup", get(admin::backup))
         .route(
@@ -102,6 +115,7 @@ pub fn router(
             get(admin::metrics).route_layer(from_fn_with_state(access, access::metrics)),
         )
         .route("/admin/changes", get(admin::changes))
+        .route("/admin/origins", get(origins::origins))
         .route("/", get(console::page))
         .route("/console.css", get(console::style))
         .route("/console.js", get(console::script))

@@ -145,7 +145,19 @@ impl TestNode {
     pub async fn wait_serving(&self) {
         let http = &self.http;
         for _ in 0..200 {
-            if let Ok(r) = http.get(format!("{}/admin/status", self.base)).send().await {
+            // A stand-in for the original serves no status: its reads are
+            // served once protection is lifted.
+            if self.config.node.original_api {
+                if let Ok(r) = http
+                    .get(format!("{}/discovery/fetch/all", self.base))
+                    .send()
+                    .await
+                {
+                    if r.status() == 200 {
+                        return;
+                    }
+                }
+            } else if let Ok(r) = http.get(format!("{}/admin/status", self.base)).send().await {
                 if let Ok(v) = r.json::<Value>().await {
                     if v["protected"] == false && v["leader"].is_u64() {
                         return;
@@ -162,9 +174,20 @@ impl TestNode {
         if let Some(node) = self.node.take() {
             node.shutdown().await.expect("clean shutdown");
         }
-        let node = Node::start(self.config.clone())
-            .await
-            .expect("node restarts");
+        // In one process, sled's flusher thread may hold the directory's
+        // lock a moment after the old node is gone (a process that exits
+        // releases it at once): the lock alone is waited for.
+        let mut tries = 0;
+        let node = loop {
+            match Node::start(self.config.clone()).await {
+                Ok(node) => break node,
+                Err(e) if format!("{e:#}").contains("lock") && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("node restarts: {e:#}"),
+            }
+        };
         self.node = Some(node);
         self.wait_serving().await;
     }

@@ -3,6 +3,7 @@
 
 mod registry;
 mod scheduler;
+mod upstream;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -139,6 +140,14 @@ enum Command {
     /// the admin token.
     #[command(subcommand)]
     Scheduler(Scheduler),
+    /// The links with original discovery clusters (`[[upstream]]`, see
+    /// docs/migration.md): state, lag, instances imported and exported,
+    /// errors, as the leader works them; `forget` drops what is held of
+    /// one whose link is off (admin token).
+    Upstream {
+        #[command(subcommand)]
+        command: Option<Upstream>,
+    },
     /// Make the certificates for mutual TLS between peers.
     #[command(subcommand)]
     Certs(Certs),
@@ -166,6 +175,16 @@ enum Scheduler {
         #[arg(long)]
         env: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum Upstream {
+    /// Each link, each direction (the default).
+    Status,
+    /// Drops every instance imported from NAME and the record of what was
+    /// exported there: the last step of a migration, once NAME is gone
+    /// from every node's configuration.
+    Forget { name: String },
 }
 
 #[derive(Subcommand)]
@@ -417,6 +436,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Scheduler(Scheduler::Clear { appid, env }) => {
             let token = cli.token.as_deref();
             return scheduler::change(&http, &base, token, &appid, env.as_deref(), None).await;
+        }
+        Command::Upstream { command } => {
+            return match command.unwrap_or(Upstream::Status) {
+                Upstream::Status => upstream::status(&http, &base, cli.json).await,
+                Upstream::Forget { name } => {
+                    upstream::forget(&http, &base, cli.token.as_deref(), &name).await
+                }
+            }
         }
         Command::Status => {
             let status = node_status(http.get(format!("{base}/admin/status")), &base).await?;
@@ -715,6 +742,15 @@ fn print_status(s: &Value) {
     }
     if let Some(why) = s["removed"].as_str() {
         println!("REMOVED: {why}");
+    }
+    for (name, link) in s["upstreams"].as_object().into_iter().flatten() {
+        println!(
+            "upstream {name}: import {} ({} imported), export {} ({} exported)",
+            show(&link["import"]["state"]),
+            show(&link["imported"]),
+            show(&link["export"]["state"]),
+            show(&link["exported"])
+        );
     }
     println!(
         "{:<4} {:<12} {:<22} {:<22} {:<7} {:<8} {:<6}",
