@@ -38,6 +38,7 @@ mod limits;
 mod load;
 mod memory;
 mod meter;
+mod migrate;
 mod peers;
 mod polls;
 mod register;
@@ -116,6 +117,11 @@ enum Command {
     /// Two zones of three nodes: cross-zone propagation of registers, and
     /// catch-up after the link between the zones was cut.
     Zones(zones::Args),
+    /// A three-node cluster linked both ways with an original discovery
+    /// (a stand-in speaking only its API): the import of its fleet,
+    /// propagation both ways, and the gaps consumers on each side see
+    /// while a batch of providers moves (docs/migration.md).
+    Migrate(migrate::Args),
     /// The attacks of one client on a three-node cluster with the product's
     /// limits (slow readers, bogus writes, a large restore, one address's
     /// polls, registrations that never renew), each figure by its bound.
@@ -203,6 +209,7 @@ async fn run(launch: &Launch, command: Command) -> Result<()> {
         Command::CompareRegister(args) => compare::register(launch, &args).await,
         Command::CompareFailover(args) => compare::failover(launch, &args).await,
         Command::Zones(args) => zones::run(launch, &args).await,
+        Command::Migrate(args) => migrate::run(launch, &args).await,
         Command::Replicas(args) => replicas::run(launch, &args).await,
         Command::Hostile(args) => hostile::run(launch, &args).await,
         Command::Repair(args) => repair::run(launch, &args).await,

@@ -160,6 +160,17 @@ impl Server {
     /// Starts a server on `ports` with its data (and, with peer TLS, its
     /// certificates) in `dir`, and returns without waiting for it to serve.
     pub fn spawn(launch: &Launch, dir: &Workdir, ports: Ports) -> Result<Server> {
+        Server::spawn_env(launch, dir, ports, &[])
+    }
+
+    /// [`Server::spawn`], with `env` set on top of the bench's environment
+    /// (a `DISCOVERY_*` setting, say).
+    pub fn spawn_env(
+        launch: &Launch,
+        dir: &Workdir,
+        ports: Ports,
+        env: &[(String, String)],
+    ) -> Result<Server> {
         let addr = ports.client;
         let tls = match launch.peers {
             PeerMode::Tls => Some(Pki::open_or_new(&dir.root.join("certs"))?.issue(
@@ -187,7 +198,7 @@ impl Server {
                 .into_iter()
                 .map(OsString::from),
         );
-        Server::spawn_args(launch, &args, &dir.log(), ports)
+        Server::spawn_args_env(launch, &args, &dir.log(), ports, env)
     }
 
     /// Starts a server from the configuration file `config`, which makes it

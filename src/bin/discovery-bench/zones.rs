@@ -130,7 +130,7 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
 }
 
 /// When each hostname was first seen by a poll, per zone polled.
-type Seen = Arc<Mutex<HashMap<String, Instant>>>;
+pub type Seen = Arc<Mutex<HashMap<String, Instant>>>;
 
 async fn propagation(zones: &Zones, args: &Args) -> Result<()> {
     let http = reqwest::Client::builder()
@@ -238,7 +238,7 @@ async fn propagation(zones: &Zones, args: &Args) -> Result<()> {
 }
 
 /// Wake latencies of every acknowledged host seen, and how many were not.
-fn latencies(acked: &HashMap<String, Instant>, seen: &Seen) -> (Latencies, usize) {
+pub fn latencies(acked: &HashMap<String, Instant>, seen: &Seen) -> (Latencies, usize) {
     let seen = seen.lock();
     let mut l = Latencies::default();
     let mut missing = 0;
@@ -252,7 +252,7 @@ fn latencies(acked: &HashMap<String, Instant>, seen: &Seen) -> (Latencies, usize
 }
 
 /// The app's timestamp, once `addr` serves it.
-async fn until_fetched(http: &reqwest::Client, addr: SocketAddr, appid: &str) -> Result<i64> {
+pub async fn until_fetched(http: &reqwest::Client, addr: SocketAddr, appid: &str) -> Result<i64> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let v: Value = http
@@ -276,7 +276,7 @@ async fn until_fetched(http: &reqwest::Client, addr: SocketAddr, appid: &str) ->
 
 /// Holds polls of `appid` on `addr` one after another, noting when each
 /// of zone A's hosts was first seen, until `stop`.
-async fn poll(
+pub async fn poll(
     http: reqwest::Client,
     addr: SocketAddr,
     appid: String,
