@@ -93,7 +93,8 @@ pub struct UpstreamConfig {
     /// How often its whole registry is compared with what is imported
     /// (apps that appear or empty between polls).
     pub full_every_ms: u64,
-    /// How often own instances are compared with what was exported.
+    /// The longest time between two comparisons of own instances with
+    /// what was exported (one follows every change here besides).
     pub export_every_ms: u64,
     /// How often exported instances are renewed there (it evicts after
     /// 90 s without).

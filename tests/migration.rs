@@ -287,6 +287,42 @@ async fn a_cluster_follows_the_original_both_ways_without_loops() {
     )
     .await;
 
+    // This cluster restarts whole (every node stopped at once): the link
+    // resumes from the replicated state, both ways.
+    for i in 0..3 {
+        cluster.terminate(i).await;
+    }
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    for i in 0..3 {
+        cluster.wait_serving(i).await;
+    }
+    let c = cluster.client(follower);
+    until_listed(
+        &c,
+        "legacy.app",
+        &[("l2", 2), ("l3", 1), ("l4", 1), ("l5", 1)],
+        "served from disk after a restart",
+    )
+    .await;
+    old.register("legacy.app", "sh001", "l6", "1").await;
+    until_listed(
+        &c,
+        "legacy.app",
+        &[("l2", 2), ("l3", 1), ("l4", 1), ("l5", 1), ("l6", 1)],
+        "imported after this cluster restarted",
+    )
+    .await;
+    c.register("moved.app", "sh001", "m4", "1").await;
+    until_listed(
+        &old,
+        "moved.app",
+        &[("m2", 1), ("m3", 1), ("m4", 1)],
+        "exported after this cluster restarted",
+    )
+    .await;
+
     // Every node holds the same registry throughout.
     cluster.one_registry(Duration::from_secs(10)).await;
 
@@ -327,7 +363,7 @@ async fn a_cluster_follows_the_original_both_ways_without_loops() {
         until_listed(
             &cluster.client(i),
             "moved.app",
-            &[("m2", 1), ("m3", 1)],
+            &[("m2", 1), ("m3", 1), ("m4", 1)],
             "forgotten",
         )
         .await;

@@ -156,6 +156,12 @@ fn describe(index: u64, command: &Command, outcome: &Outcome) -> Option<Change> 
 }
 
 impl ChangeFeed {
+    /// The latest change's number, as it moves: a task that acts on
+    /// registrations, cancels, sets and evictions wakes on it.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.latest.subscribe()
+    }
+
     /// Records what the commands of log entry `index` did.
     pub fn record(&self, index: u64, commands: &[Command], outcomes: &[Outcome]) {
         let changes: Vec<Change> = commands

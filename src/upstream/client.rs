@@ -428,6 +428,58 @@ mod tests {
         }
     }
 
+    /// A node answering `head` and then `body_bytes` of zeros, once.
+    async fn answering(head: String, body_bytes: usize) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let head = head.clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = stream.read(&mut request).await;
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let chunk = vec![b' '; 1 << 20];
+                    let mut sent = 0;
+                    while sent < body_bytes {
+                        if stream.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                        sent += chunk.len();
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_original_answering_without_end_is_cut_off_at_the_cap() {
+        let within = Duration::from_secs(20);
+        // A declared length past the cap: refused before a byte is read.
+        let declared = answering(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                MAX_ANSWER_BYTES + 1
+            ),
+            0,
+        )
+        .await;
+        let original = Original::new(&[declared], within, within).unwrap();
+        let e = original.fetch_all().await.unwrap_err();
+        assert!(format!("{e:#}").contains("over 256 MiB"), "{e:#}");
+        // No length, a body without end: cut off at the cap.
+        let endless = answering(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n".into(),
+            MAX_ANSWER_BYTES + (8 << 20),
+        )
+        .await;
+        let original = Original::new(&[endless], within, within).unwrap();
+        let e = original.fetch_all().await.unwrap_err();
+        assert!(format!("{e:#}").contains("over 256 MiB"), "{e:#}");
+    }
+
     #[test]
     fn bare_addresses_get_a_scheme() {
         assert_eq!(base("10.0.0.1:7171"), "http://10.0.0.1:7171");

@@ -36,7 +36,8 @@ pub struct Export {
     pub local: Arc<LocalRegistry>,
     pub writer: Writer,
     pub link: Arc<Link>,
-    /// How often own instances are compared with what was exported.
+    /// The longest time between two comparisons of own instances with
+    /// what was exported (one follows every change here besides).
     pub every: Duration,
     /// How often every exported instance is renewed there (the original
     /// evicts after 90 s without).
@@ -67,8 +68,11 @@ impl Export {
             // A new leader renews at once: the last one may have died
             // before its round.
             let mut renewed: Option<Instant> = None;
+            let mut changed = self.local.feed().subscribe();
             while self.leads() {
-                if let Err(e) = self.round().await {
+                changed.borrow_and_update();
+                let failed = self.round().await.err();
+                if let Some(e) = &failed {
                     self.link
                         .failed(Direction::Export, format!("{e:#}"), Instant::now());
                 }
@@ -81,9 +85,13 @@ impl Export {
                         }
                     }
                 }
+                // The next round at the next change here (a register,
+                // cancel, set, eviction), or after `every` at the latest;
+                // after a failure, after `every`.
                 tokio::select! {
                     _ = stopped(&mut stop) => return,
                     _ = tokio::time::sleep(self.every) => {}
+                    _ = changed.changed(), if failed.is_none() => {}
                 }
             }
             self.link.state(Direction::Export, State::Standby);
