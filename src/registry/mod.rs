@@ -796,24 +796,32 @@ impl Registry {
     /// Stores another zone's instance as it is there.
     fn put_foreign(&mut self, origin: &str, instance: Instance, at: Timestamp) -> AppKey {
         let key = instance.key();
-        let app = self
-            .envs
-            .entry(key.env.clone())
-            .or_default()
-            .entry(key.appid.clone())
-            .or_default();
-        let app = Arc::make_mut(app);
-        self.high_water = app.advance(at.max(self.high_water.saturating_add(1)));
-        if app.get(&key.zone, &key.hostname).is_none() {
-            self.instances += 1;
-        }
-        app.insert(instance);
-        let app_key = AppKey::new(&key.env, &key.appid);
+        let app_key = self.put_as_held(instance, at);
         self.partitions
             .entry(origin.to_string())
             .or_default()
             .keys
             .insert(key);
+        app_key
+    }
+
+    /// Stores an instance exactly as another registry holds it (another
+    /// zone, an original discovery): only its app's change timestamp moves
+    /// here, so this registry's polls wake.
+    fn put_as_held(&mut self, instance: Instance, at: Timestamp) -> AppKey {
+        let app = self
+            .envs
+            .entry(instance.env.to_string())
+            .or_default()
+            .entry(instance.appid.to_string())
+            .or_default();
+        let app = Arc::make_mut(app);
+        self.high_water = app.advance(at.max(self.high_water.saturating_add(1)));
+        if app.get(&instance.zone, &instance.hostname).is_none() {
+            self.instances += 1;
+        }
+        let app_key = AppKey::new(&instance.env, &instance.appid);
+        app.insert(instance);
         app_key
     }
 

@@ -185,19 +185,7 @@ impl Registry {
                 }
             }
         }
-        let app = self
-            .envs
-            .entry(key.env.clone())
-            .or_default()
-            .entry(key.appid.clone())
-            .or_default();
-        let app = std::sync::Arc::make_mut(app);
-        self.high_water = app.advance(at.max(self.high_water.saturating_add(1)));
-        if app.get(&key.zone, &key.hostname).is_none() {
-            self.instances += 1;
-        }
-        app.insert(instance.clone());
-        let app_key = AppKey::new(&key.env, &key.appid);
+        let app_key = self.put_as_held(instance.clone(), at);
         self.upstreams
             .entry(name.to_string())
             .or_default()

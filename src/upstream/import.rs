@@ -211,22 +211,7 @@ impl Import {
             }
         }
         *cursors = seen;
-        super::confirmed(&self.raft).await?;
-        let diff::Diff {
-            mut changes,
-            refused,
-            lost,
-        } = {
-            let registry = self.local.read();
-            diff::changes(
-                &registry,
-                &self.name,
-                |_| true,
-                read.instances,
-                &self.limits,
-            )
-        };
-        self.register_again(lost).await;
+        let (mut changes, refused) = self.compare(|_| true, read.instances).await?;
         let held = self
             .local
             .read()
@@ -286,6 +271,25 @@ impl Import {
             }
         }
         let scope: BTreeSet<&str> = appids.iter().map(String::as_str).collect();
+        let (changes, refused) = self
+            .compare(
+                |k| k.env == env && scope.contains(k.appid.as_str()),
+                read.instances,
+            )
+            .await?;
+        self.propose(changes, refused + read.unreadable, seen_at)
+            .await
+    }
+
+    /// What differs within `scope` between what is held here (current:
+    /// confirmed with the cluster first) and `theirs`; own instances the
+    /// original lost are registered there again meanwhile. The changes,
+    /// and how many of theirs were past this cluster's limits.
+    async fn compare(
+        &self,
+        scope: impl Fn(&crate::registry::InstanceKey) -> bool,
+        theirs: Vec<crate::registry::Instance>,
+    ) -> anyhow::Result<(Vec<ZoneChange>, usize)> {
         super::confirmed(&self.raft).await?;
         let diff::Diff {
             changes,
@@ -293,17 +297,10 @@ impl Import {
             lost,
         } = {
             let registry = self.local.read();
-            diff::changes(
-                &registry,
-                &self.name,
-                |k| k.env == env && scope.contains(k.appid.as_str()),
-                read.instances,
-                &self.limits,
-            )
+            diff::changes(&registry, &self.name, scope, theirs, &self.limits)
         };
         self.register_again(lost).await;
-        self.propose(changes, refused + read.unreadable, seen_at)
-            .await
+        Ok((changes, refused))
     }
 
     /// Registers again, at once, own instances exported there that the

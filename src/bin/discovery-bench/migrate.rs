@@ -32,7 +32,7 @@ use crate::fill::fill;
 use crate::peers::Ports;
 use crate::server::{Launch, Server, Workdir};
 use crate::stats::Ms;
-use crate::zones::{latencies, poll, until_fetched, Seen};
+use crate::zones::propagate;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
@@ -181,83 +181,20 @@ async fn propagation(
         prefix,
         apps: args.apps,
     };
-    fill(from[0], fleet, args.apps).await?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (seen_from, seen_to): (Seen, Seen) = Default::default();
-    let mut pollers = Vec::new();
-    for (side, seen) in [(from, &seen_from), (to, &seen_to)] {
-        for app in 0..args.apps {
-            let appid = fleet.appid(app);
-            let addr = side[app as usize % side.len()];
-            let latest = until_fetched(http, addr, &appid).await?;
-            pollers.push(tokio::spawn(poll(
-                http.clone(),
-                addr,
-                appid,
-                latest,
-                seen.clone(),
-                stop.clone(),
-            )));
-        }
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let total = (args.rate * args.secs) as u64;
-    let acked: Seen = Default::default();
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut sent = Vec::new();
-    for n in 0..total {
-        tick.tick().await;
-        let i = args.apps + n;
-        let addr = from[n as usize % from.len()];
-        let (http, acked) = (http.clone(), acked.clone());
-        let form = fleet.register_form(i);
-        let host = fleet.names(i).1;
-        sent.push(tokio::spawn(async move {
-            let answer = http
-                .post(format!("http://{addr}/discovery/register"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(form)
-                .send()
-                .await;
-            let at = Instant::now();
-            if let Ok(r) = answer {
-                if r.json::<Value>().await.is_ok_and(|v| v["code"] == 0) {
-                    acked.lock().insert(host, at);
-                }
-            }
-        }));
-    }
-    for s in sent {
-        s.await?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let all_woken = || {
-        let acked = acked.lock();
-        let (a, b) = (seen_from.lock(), seen_to.lock());
-        acked.keys().all(|h| a.contains_key(h) && b.contains_key(h))
-    };
-    while Instant::now() < deadline && !all_woken() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    for p in pollers {
-        p.abort();
-    }
-    let acked = acked.lock().clone();
-    let (mut there, missing) = latencies(&acked, &seen_to);
-    let (mut here, missing_here) = latencies(&acked, &seen_from);
+    let mut p = propagate(http, fleet, args.rate, args.secs, from, to).await?;
     println!(
-        "migrate propagation {label} (register acknowledged on one side to poll woken on the other): {}, {missing} never woken ({} of {total} registers acknowledged at {:.0}/s, {} apps polled on each side, export_every_ms {})",
-        there.summary(),
-        acked.len(),
+        "migrate propagation {label} (register acknowledged on one side to poll woken on the other): {}, {} never woken ({} of {} registers acknowledged at {:.0}/s, {} apps polled on each side)",
+        p.there.summary(),
+        p.missing_there,
+        p.acked,
+        p.sent,
         args.rate,
         args.apps,
-        args.export_every_ms
     );
     println!(
-        "migrate propagation reference {label} (same register, poll held on the same side): {}, {missing_here} never woken",
-        here.summary()
+        "migrate propagation reference {label} (same register, poll held on the same side): {}, {} never woken",
+        p.here.summary(),
+        p.missing_here
     );
     Ok(())
 }

@@ -130,7 +130,7 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
 }
 
 /// When each hostname was first seen by a poll, per zone polled.
-pub type Seen = Arc<Mutex<HashMap<String, Instant>>>;
+type Seen = Arc<Mutex<HashMap<String, Instant>>>;
 
 async fn propagation(zones: &Zones, args: &Args) -> Result<()> {
     let http = reqwest::Client::builder()
@@ -141,19 +141,73 @@ async fn propagation(zones: &Zones, args: &Args) -> Result<()> {
         prefix: "zprop",
         apps: args.apps,
     };
+    let mut p = propagate(
+        &http,
+        fleet,
+        args.rate,
+        args.secs,
+        &zones.a.addrs(),
+        &zones.b.addrs(),
+    )
+    .await?;
+    let what = format!(
+        "{} of {} registers acknowledged by zone A in {:.1} s ({:.0}/s), {} apps polled in each zone, {}",
+        p.acked,
+        p.sent,
+        p.sending.as_secs_f64(),
+        p.sent as f64 / p.sending.as_secs_f64(),
+        args.apps,
+        args.raft.describe()
+    );
+    println!(
+        "zones propagation A->B (register acknowledged in A to poll woken in B): {}, {} never woken ({what})",
+        p.there.summary(),
+        p.missing_there
+    );
+    println!(
+        "zones propagation reference A->A (same register, poll held in A): {}, {} never woken",
+        p.here.summary(),
+        p.missing_here
+    );
+    Ok(())
+}
+
+/// What [`propagate`] measured.
+pub struct Propagation {
+    /// Acknowledgment on the writing side to poll woken on the other.
+    pub there: Latencies,
+    pub missing_there: usize,
+    /// The same register to a poll woken on the writing side itself.
+    pub here: Latencies,
+    pub missing_here: usize,
+    pub sent: u64,
+    pub acked: usize,
+    pub sending: Duration,
+}
+
+/// One instance per app of `fleet` registered on `from` first; then a
+/// poll held on every app on both sides, and registers on `from` at `rate`
+/// for `secs`: for each one acknowledged, when a poll on `to` (and one on
+/// `from`) first showed it.
+pub async fn propagate(
+    http: &reqwest::Client,
+    fleet: Fleet,
+    rate: f64,
+    secs: f64,
+    from: &[SocketAddr],
+    to: &[SocketAddr],
+) -> Result<Propagation> {
     // One instance per app first, so that every poll starts on a known
-    // app and timestamp in both zones.
-    let a_addrs = zones.a.addrs();
-    fill(a_addrs[0], fleet, args.apps).await?;
+    // app and timestamp on both sides.
+    fill(from[0], fleet, fleet.apps).await?;
     let stop = Arc::new(AtomicBool::new(false));
-    let (seen_a, seen_b): (Seen, Seen) = Default::default();
+    let (seen_from, seen_to): (Seen, Seen) = Default::default();
     let mut pollers = Vec::new();
-    for (cluster, seen) in [(&zones.a, &seen_a), (&zones.b, &seen_b)] {
-        let addrs = cluster.addrs();
-        for app in 0..args.apps {
+    for (side, seen) in [(from, &seen_from), (to, &seen_to)] {
+        for app in 0..fleet.apps {
             let appid = fleet.appid(app);
-            let addr = addrs[app as usize % addrs.len()];
-            let latest = until_fetched(&http, addr, &appid).await?;
+            let addr = side[app as usize % side.len()];
+            let latest = until_fetched(http, addr, &appid).await?;
             pollers.push(tokio::spawn(poll(
                 http.clone(),
                 addr,
@@ -167,16 +221,16 @@ async fn propagation(zones: &Zones, args: &Args) -> Result<()> {
     // Let every poll be held before the first register.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let total = (args.rate * args.secs) as u64;
+    let total = (rate * secs) as u64;
     let acked: Seen = Default::default();
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut sent = Vec::with_capacity(total as usize);
     let started = Instant::now();
     for n in 0..total {
         tick.tick().await;
-        let i = args.apps + n;
-        let addr = a_addrs[n as usize % a_addrs.len()];
+        let i = fleet.apps + n;
+        let addr = from[n as usize % from.len()];
         let (http, acked) = (http.clone(), acked.clone());
         let form = fleet.register_form(i);
         let host = fleet.names(i).1;
@@ -205,7 +259,7 @@ async fn propagation(zones: &Zones, args: &Args) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     let all_woken = || {
         let acked = acked.lock();
-        let (a, b) = (seen_a.lock(), seen_b.lock());
+        let (a, b) = (seen_from.lock(), seen_to.lock());
         acked.keys().all(|h| a.contains_key(h) && b.contains_key(h))
     };
     while Instant::now() < deadline && !all_woken() {
@@ -216,29 +270,21 @@ async fn propagation(zones: &Zones, args: &Args) -> Result<()> {
         p.abort();
     }
     let acked = acked.lock().clone();
-    let (mut in_b, missing_b) = latencies(&acked, &seen_b);
-    let (mut in_a, missing_a) = latencies(&acked, &seen_a);
-    let what = format!(
-        "{} of {total} registers acknowledged by zone A in {:.1} s ({:.0}/s), {} apps polled in each zone, {}",
-        acked.len(),
-        sending.as_secs_f64(),
-        total as f64 / sending.as_secs_f64(),
-        args.apps,
-        args.raft.describe()
-    );
-    println!(
-        "zones propagation A->B (register acknowledged in A to poll woken in B): {}, {missing_b} never woken ({what})",
-        in_b.summary()
-    );
-    println!(
-        "zones propagation reference A->A (same register, poll held in A): {}, {missing_a} never woken",
-        in_a.summary()
-    );
-    Ok(())
+    let (there, missing_there) = latencies(&acked, &seen_to);
+    let (here, missing_here) = latencies(&acked, &seen_from);
+    Ok(Propagation {
+        there,
+        missing_there,
+        here,
+        missing_here,
+        sent: total,
+        acked: acked.len(),
+        sending,
+    })
 }
 
 /// Wake latencies of every acknowledged host seen, and how many were not.
-pub fn latencies(acked: &HashMap<String, Instant>, seen: &Seen) -> (Latencies, usize) {
+fn latencies(acked: &HashMap<String, Instant>, seen: &Seen) -> (Latencies, usize) {
     let seen = seen.lock();
     let mut l = Latencies::default();
     let mut missing = 0;
@@ -276,7 +322,7 @@ pub async fn until_fetched(http: &reqwest::Client, addr: SocketAddr, appid: &str
 
 /// Holds polls of `appid` on `addr` one after another, noting when each
 /// of zone A's hosts was first seen, until `stop`.
-pub async fn poll(
+async fn poll(
     http: reqwest::Client,
     addr: SocketAddr,
     appid: String,
