@@ -91,7 +91,8 @@ pub struct UpstreamConfig {
     /// Register this cluster's own instances there.
     pub export: bool,
     /// How often its whole registry is compared with what is imported
-    /// (apps that appear or empty between polls).
+    /// (apps that appear or empty between polls): no more often than
+    /// twenty times as long as the last comparison took.
     pub full_every_ms: u64,
     /// The longest time between two comparisons of own instances with
     /// what was exported (one follows every change here besides).
@@ -119,7 +120,7 @@ impl Default for UpstreamConfig {
             nodes: Vec::new(),
             import: true,
             export: true,
-            full_every_ms: 30_000,
+            full_every_ms: 5_000,
             export_every_ms: 1_000,
             renew_every_ms: 30_000,
             timeout_ms: 5_000,

@@ -64,6 +64,11 @@ pub struct Import {
     pub export: bool,
 }
 
+/// A whole comparison is due at most once per this many times as long as
+/// the last one took: at most 5 % of the leader's time goes to them,
+/// however large the original's registry.
+pub const FULL_DUTY: u32 = 20;
+
 /// A whole comparison removing more than this share of the imported
 /// instances at once (and more than one) is held back: the original's own
 /// self-preservation threshold, 15 %.
@@ -110,11 +115,10 @@ impl Import {
     async fn follow(&self) -> anyhow::Result<()> {
         let mut cursors = Cursors::new();
         let mut mass_since = None;
-        self.compare_all(&mut cursors, &mut mass_since).await?;
-        let mut polls = self.polls(&cursors);
-        let mut next_full = tokio::time::Instant::now() + self.full_every;
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut next_full = self.compare_all(&mut cursors, &mut mass_since).await?;
         let mut serial = 0u64;
+        let mut polls = self.polls(&cursors, &mut serial);
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
                 _ = tick.tick() => {
@@ -124,12 +128,11 @@ impl Import {
                 }
                 _ = tokio::time::sleep_until(next_full) => {
                     let before: BTreeSet<(String, String)> = apps(&cursors);
-                    self.compare_all(&mut cursors, &mut mass_since).await?;
+                    next_full = self.compare_all(&mut cursors, &mut mass_since).await?;
                     if apps(&cursors) != before {
                         // New apps polled too (and gone ones no more).
-                        polls = self.polls(&cursors);
+                        polls = self.polls(&cursors, &mut serial);
                     }
-                    next_full = tokio::time::Instant::now() + self.full_every;
                 }
                 Some((env, appids, answer)) = polls.next() => {
                     serial += 1;
@@ -167,27 +170,29 @@ impl Import {
         })
     }
 
-    /// Polls on every app of every env, in groups.
-    fn polls(&self, cursors: &Cursors) -> FuturesUnordered<Held> {
+    /// Polls on every app of every env, in groups, each under a hostname
+    /// of its own (`serial` counts them).
+    fn polls(&self, cursors: &Cursors, serial: &mut u64) -> FuturesUnordered<Held> {
         let held = FuturesUnordered::new();
-        let mut n = 0;
         for (env, apps) in cursors {
             let apps: Vec<(String, Timestamp)> =
                 apps.iter().map(|(a, t)| (a.clone(), *t)).collect();
             for group in in_queries(&apps) {
-                n += 1;
-                held.push(self.poll(env.clone(), group, n));
+                *serial += 1;
+                held.push(self.poll(env.clone(), group, *serial));
             }
         }
         held
     }
 
-    /// The whole original compared with what is held of it.
+    /// The whole original compared with what is held of it; when the next
+    /// comparison is due: after `full_every`, or, when a comparison takes
+    /// long (a large registry), [`FULL_DUTY`] times as long as this one.
     async fn compare_all(
         &self,
         cursors: &mut Cursors,
         mass_since: &mut Option<Instant>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<tokio::time::Instant> {
         let seen_at = Instant::now();
         let read = self.original.fetch_all().await?;
         let mut seen = Cursors::new();
@@ -236,7 +241,9 @@ impl Import {
             changes.retain(|c| !matches!(c, ZoneChange::Remove(_)));
         }
         self.propose(changes, refused + read.unreadable, seen_at)
-            .await
+            .await?;
+        let took = seen_at.elapsed();
+        Ok(tokio::time::Instant::now() + self.full_every.max(took * FULL_DUTY))
     }
 
     /// Some apps of one env the original reported changed, fetched whole

@@ -54,14 +54,16 @@ pub async fn status(http: &reqwest::Client, base: &str, raw: bool) -> anyhow::Re
     for (name, link) in links {
         for (direction, count) in [("import", "imported"), ("export", "exported")] {
             let side = &link[direction];
+            // Numbers as text, so the columns' widths apply.
+            let number = |v: &Value| v.as_u64().map_or("-".to_string(), |n| n.to_string());
             println!(
                 "{:<12} {:<9} {:<10} {:>9} {:>10} {:>7}  {}",
                 name,
                 direction,
                 side["state"].as_str().unwrap_or("-"),
-                side["lag_ms"],
-                link[count],
-                side["errors"],
+                number(&side["lag_ms"]),
+                number(&link[count]),
+                number(&side["errors"]),
                 side["error"].as_str().unwrap_or("-"),
             );
         }
