@@ -176,6 +176,11 @@ async fn a_cluster_follows_the_original_both_ways_without_loops() {
     assert_eq!(set.code(), 0, "{}", set.text);
     until_listed(&old, "moved.app", &[("m1", 2)], "a change exported").await;
 
+    // Our nodes are not exported: the original's infra.discovery is its own.
+    let theirs = common::hostnames(&old, "infra.discovery").await;
+    assert_eq!(theirs.len(), 1, "only the original's node: {theirs:?}");
+    assert!(theirs.contains("test1"), "{theirs:?}");
+
     // 3. No loop: the exported copy is not imported back (one copy here,
     // our own), and nothing of ours appears twice there.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
