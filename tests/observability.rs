@@ -305,9 +305,19 @@ fn names_in(text: &str) -> std::collections::BTreeSet<String> {
 
 #[tokio::test]
 async fn the_dashboard_and_alerts_name_only_metrics_a_node_exports() {
-    // A leader with followers, an instance, a poll, and another zone it
-    // follows: every family has a sample.
-    let (zones, _link) = Cluster::start_zones(3, &["sh001", "sh002"], Timings::default).await;
+    // A leader with followers, an instance, a poll, another zone it
+    // follows, and an original discovery it follows (a stand-in): every
+    // family has a sample.
+    let original = TestNode::start_with(1_000, |c| c.node.original_api = true).await;
+    let upstream = format!(
+        "[[upstream]]\nname = \"old\"\nnodes = [\"{}\"]\n",
+        original.base.trim_start_matches("http://")
+    );
+    let (zones, _link) = Cluster::start_zones(3, &["sh001", "sh002"], || Timings {
+        lifecycle: upstream.clone(),
+        ..Timings::default()
+    })
+    .await;
     let cluster = &zones[0];
     let c = cluster.client(cluster.leader().await);
     assert_eq!(c.register("dash.app", "sh001", "h1", "1").await.code(), 0);

@@ -332,7 +332,7 @@ impl Registry {
                 from,
                 changes,
                 at,
-            } => self.upstream_apply(upstream, *from, changes, *at),
+            } => self.upstream_apply(upstream, *from, changes, *at, own),
             Command::UpstreamExported {
                 upstream,
                 exported,

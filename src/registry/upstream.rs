@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::instance::{Instance, InstanceKey, Timestamp};
 use super::validate::CLUSTER_APPID;
-use super::zones::ZoneChange;
+use super::zones::{OwnChanges, ZoneChange};
 use super::{AppKey, Applied, Effect, Registry, RegistryError};
 
 /// What this cluster holds of one original cluster (replicated).
@@ -102,12 +102,15 @@ impl Registry {
 
     /// Applies one batch of the original `name`'s changes, if it follows
     /// the last one applied (else it was applied already: nothing changes).
+    /// An own instance the original's copy wins over leaves this zone's
+    /// own changes (`own`, streamed to other zones) as removed.
     pub(super) fn upstream_apply(
         &mut self,
         name: &str,
         from: u64,
         changes: &[ZoneChange],
         at: Timestamp,
+        own: &mut OwnChanges,
     ) -> Effect {
         let cursor = self.upstreams.get(name).map_or(0, |u| u.cursor);
         if from != cursor {
@@ -123,7 +126,12 @@ impl Registry {
         for change in changes {
             match change {
                 ZoneChange::Upsert(instance) => {
+                    let was_own =
+                        self.get(&instance.key()).is_some() && !self.is_foreign(&instance.key());
                     if let Some(app) = self.import(name, instance, at) {
+                        if was_own {
+                            own.push(ZoneChange::Remove(instance.key()));
+                        }
                         changed.push(app);
                     }
                 }
@@ -227,5 +235,58 @@ impl Registry {
         changed.sort();
         changed.dedup();
         Effect::new(Ok(Applied::Done), changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{Command, Registration, Schedules, Status};
+
+    fn registration(addr: &str) -> Registration {
+        Registration {
+            region: "sh".into(),
+            zone: "sh001".into(),
+            env: "prod".into(),
+            appid: "a".into(),
+            hostname: "h1".into(),
+            addrs: vec![addr.into()],
+            version: "v1".into(),
+            metadata: Default::default(),
+            status: Status::Up,
+        }
+    }
+
+    #[test]
+    fn an_own_instance_the_original_wins_leaves_the_zones_stream_as_removed() {
+        let mut r = Registry::new(Schedules::default());
+        r.stream_own(true);
+        r.apply(&Command::Register {
+            registration: registration("grpc://mine:1"),
+            at: 10,
+        });
+        let theirs = Instance::new(registration("grpc://theirs:1"), 20);
+        let effect = r.apply(&Command::UpstreamApply {
+            upstream: "old".into(),
+            from: 0,
+            changes: vec![ZoneChange::Upsert(theirs.clone())],
+            at: 30,
+        });
+        assert!(effect.outcome.is_ok());
+        assert_eq!(
+            effect.own,
+            OwnChanges::Some(vec![ZoneChange::Remove(theirs.key())]),
+            "other zones drop it from this zone's partition"
+        );
+        assert_eq!(r.upstream_of(&theirs.key()), Some("old"));
+        // The same batch again (another leader): applied once.
+        let again = r.apply(&Command::UpstreamApply {
+            upstream: "old".into(),
+            from: 0,
+            changes: vec![ZoneChange::Upsert(theirs)],
+            at: 40,
+        });
+        assert!(again.outcome.is_err());
+        assert_eq!(r.upstreams()["old"].cursor, 1);
     }
 }
