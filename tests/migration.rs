@@ -376,3 +376,58 @@ async fn a_cluster_follows_the_original_both_ways_without_loops() {
     }
     original.stop().await;
 }
+
+/// An original node that lost its registry (the original keeps nothing on
+/// disk) answers a whole comparison with almost nothing: what was imported
+/// stays while it holds still that little for `mass_removal_hold_ms`, and
+/// goes after, as the runbook says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_original_that_lost_its_registry_empties_nothing_at_once() {
+    let original = stand_in().await;
+    let old = original.client();
+    for host in ["a1", "a2", "a3", "a4"] {
+        assert_eq!(old.register("kept.app", "sh001", host, "1").await.code(), 0);
+    }
+    let port = original.base.rsplit(':').next().unwrap().to_string();
+    let timings = Timings {
+        lifecycle: format!(
+            "{}mass_removal_hold_ms = 4000\n",
+            section(&original).replace("full_every_ms = 1000", "full_every_ms = 300")
+        ),
+        ..Timings::default()
+    };
+    let cluster = Cluster::start(3, timings).await;
+    let ours = cluster.client(0);
+    let all = [("a1", 1), ("a2", 1), ("a3", 1), ("a4", 1)];
+    until_listed(&ours, "kept.app", &all, "imported").await;
+
+    // The same address, an empty registry: a node that restarted empty.
+    original.stop().await;
+    let empty = TestNode::start_with(1_000, |c| {
+        c.node.original_api = true;
+        c.node.listen = format!("127.0.0.1:{port}");
+        c.node.advertise = format!("127.0.0.1:{port}");
+    })
+    .await;
+    let lost_at = Instant::now();
+    // Held back: every comparison meanwhile (a dozen) leaves them.
+    while lost_at.elapsed() < Duration::from_millis(3_000) {
+        assert_eq!(
+            listed(&ours, "kept.app").await.len(),
+            4,
+            "emptied {:?} after the original lost its registry",
+            lost_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Still that empty past the hold: the removals apply.
+    until_listed(&ours, "kept.app", &[], "past the hold").await;
+    assert!(
+        lost_at.elapsed() >= Duration::from_millis(4_000),
+        "{:?}",
+        lost_at.elapsed()
+    );
+    let log = cluster.log(cluster.leader().await);
+    assert!(log.contains("dropped many instances at once"), "no warning");
+    empty.stop().await;
+}

@@ -107,6 +107,9 @@ impl TestNode {
     ) -> TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = single_config(dir.path());
+        config.poll.hold_ms = hold_ms;
+        adjust(&mut config);
+        // Where it listens, as `adjust` left it.
         let port = config
             .node
             .listen
@@ -114,8 +117,6 @@ impl TestNode {
             .expect("a port")
             .1
             .to_string();
-        config.poll.hold_ms = hold_ms;
-        adjust(&mut config);
         let config = config.finish().expect("valid config");
         let node = Node::start(config.clone()).await.expect("node starts");
         let (scheme, http) = match https_ca {
