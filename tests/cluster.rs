@@ -532,6 +532,7 @@ async fn without_quorum_writes_answer_503_in_bounded_time_and_reads_still_work()
     cluster.spawn(0);
     cluster.spawn(1);
     cluster.wait_serving(0).await;
+    cluster.wait_serving(1).await;
     converge(
         &cluster,
         &[0, 1, 2],
@@ -564,6 +565,11 @@ async fn a_write_appended_without_a_quorum_is_answered_as_unknown_and_applies_la
     assert!(!message.contains("not applied"), "{message}");
     for i in &followers {
         cluster.spawn(*i);
+    }
+    // Read from them once they serve: a process just spawned may not
+    // listen yet (CI met a refused connection here).
+    for i in &followers {
+        cluster.wait_serving(*i).await;
     }
     converge(
         &cluster,
@@ -633,6 +639,9 @@ async fn a_leader_cut_off_from_its_quorum_says_so_and_takes_no_writes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(healthy.is_ok(), "{healthy:?}");
+    for i in &followers {
+        cluster.wait_serving(*i).await;
+    }
     assert_eq!(c.register("cut.app", "sh001", "h3", "1").await.code(), 0);
     converge(
         &cluster,
