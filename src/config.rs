@@ -182,6 +182,17 @@ pub struct NodeConfig {
     /// admin routes, console or metrics. A stand-in for an original
     /// cluster in tests and demos of a migration.
     pub original_api: bool,
+    /// The name of this node's pod in a StatefulSet (`name-N`): when set,
+    /// the node's id is `id_base` plus the ordinal N, and its name, when
+    /// not given, is the pod's (see `deploy/kubernetes`).
+    pub pod_name: String,
+    /// The id of the pod with ordinal 0 (`pod_name`).
+    pub id_base: NodeId,
+    /// A file in `/etc/hosts` format whose names peers are dialled at
+    /// instead of asking DNS: for machines without DNS for the peers'
+    /// names (the Kubernetes manifests' test maps pod names to loopback
+    /// addresses with it).
+    pub hosts_file: PathBuf,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -192,6 +203,15 @@ pub struct ClusterConfig {
     /// This node joins an existing cluster (added through the admin API)
     /// and never initialises one of its own.
     pub join: bool,
+    /// This node is a read replica: it never initialises a cluster, asks
+    /// the cluster (`members`) to add it as a learner when it starts, with
+    /// its peer certificate as its credential, and to remove it when it
+    /// stops.
+    pub learner: bool,
+    /// The ids read replicas may take (`"101-199"`): a node whose
+    /// certificate carries one of them may ask this cluster's leader to add
+    /// it as a learner, or remove it. Empty: none may.
+    pub replica_ids: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -442,6 +462,9 @@ impl Default for NodeConfig {
             region: "sh".into(),
             data_dir: PathBuf::from("data"),
             original_api: false,
+            pod_name: String::new(),
+            id_base: 1,
+            hosts_file: PathBuf::new(),
         }
     }
 }
@@ -703,6 +726,7 @@ fn read_elsewhere() -> Vec<String> {
             "DISCOVERY_SKIP_PYTHON_SDK",
             "DISCOVERY_BENCH_KEEP",
             "DISCOVERY_SCREENSHOT",
+            "DISCOVERY_REQUIRE_KUBECTL",
         ]
         .map(String::from),
     );
@@ -891,8 +915,25 @@ impl Config {
         if let Some((zone, _)) = self.zones.iter().find(|(_, nodes)| nodes.is_empty()) {
             anyhow::bail!("[zones] {zone:?} names no node");
         }
+        if !self.node.pod_name.is_empty() {
+            let ordinal = ordinal(&self.node.pod_name)?;
+            self.node.id = self.node.id_base.checked_add(ordinal).with_context(|| {
+                format!("node.id_base {} + ordinal {ordinal}", self.node.id_base)
+            })?;
+            if self.node.name.is_empty() {
+                self.node.name.clone_from(&self.node.pod_name);
+            }
+        }
         if self.node.name.is_empty() {
             self.node.name = format!("discovery-{}", self.node.id);
+        }
+        self.replica_ids()?;
+        if self.cluster.learner {
+            self.cluster.join = true;
+            anyhow::ensure!(
+                !self.cluster.members.is_empty(),
+                "cluster.learner = true: cluster.members must name the members to ask"
+            );
         }
         self.check_upstreams()?;
         if self.node.raft_advertise.is_empty() {
@@ -1064,6 +1105,22 @@ impl Config {
             .collect()
     }
 
+    /// The ids read replicas may take (`cluster.replica_ids`), if any.
+    pub fn replica_ids(&self) -> anyhow::Result<Option<std::ops::RangeInclusive<NodeId>>> {
+        let text = self.cluster.replica_ids.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let range = text
+            .split_once('-')
+            .and_then(|(a, b)| Some(a.trim().parse().ok()?..=b.trim().parse().ok()?))
+            .filter(|r: &std::ops::RangeInclusive<NodeId>| !r.is_empty())
+            .with_context(|| {
+                format!("cluster.replica_ids {text:?}: expected FIRST-LAST, e.g. \"101-199\"")
+            })?;
+        Ok(Some(range))
+    }
+
     /// The eviction rules.
     pub fn eviction_policy(&self) -> Policy {
         let e = &self.eviction;
@@ -1115,6 +1172,16 @@ impl Config {
             limits: self.limits,
         }
     }
+}
+
+/// The ordinal of a StatefulSet's pod, the number after the last `-` of
+/// its name.
+fn ordinal(pod: &str) -> anyhow::Result<NodeId> {
+    pod.rsplit_once('-')
+        .and_then(|(_, n)| n.parse().ok())
+        .with_context(|| {
+            format!("node.pod_name {pod:?} is no StatefulSet pod's name (NAME-ORDINAL)")
+        })
 }
 
 /// The host part of `host:port` (brackets kept for IPv6).
@@ -1195,6 +1262,39 @@ mod tests {
         let mut half = insecure();
         half.tls.client_cert = "c.pem".into();
         assert!(half.finish().is_err());
+    }
+
+    #[test]
+    fn a_pods_name_gives_the_id_and_name() {
+        let mut c = insecure();
+        c.node.pod_name = "discovery-replica-2".into();
+        c.node.id_base = 101;
+        let c = c.finish().unwrap();
+        assert_eq!(
+            (c.node.id, c.node.name.as_str()),
+            (103, "discovery-replica-2")
+        );
+        let mut c = insecure();
+        c.node.pod_name = "discovery".into();
+        let e = c.finish().unwrap_err().to_string();
+        assert!(e.contains("no StatefulSet pod's name"), "{e}");
+        // A read replica never forms a cluster, and must know whom to ask.
+        let mut c = insecure();
+        c.cluster.learner = true;
+        assert!(c.clone().finish().is_err());
+        c.cluster.members.push(MemberConfig {
+            id: 1,
+            name: "n1".into(),
+            raft_addr: "n1:7271".into(),
+            api_addr: "n1:7171".into(),
+            zone: String::new(),
+        });
+        assert!(c.finish().unwrap().cluster.join);
+        let mut c = insecure();
+        c.cluster.replica_ids = "101-199".into();
+        assert_eq!(c.replica_ids().unwrap(), Some(101..=199));
+        c.cluster.replica_ids = "199-101".into();
+        assert!(c.finish().is_err());
     }
 
     #[test]

@@ -13,10 +13,11 @@ use tokio::task::JoinSet;
 use crate::auth::AdminToken;
 use crate::clock::now;
 use crate::cluster::appender::Appender;
-use crate::cluster::bootstrap::form_cluster;
+use crate::cluster::bootstrap::{form_cluster, Forming};
 use crate::cluster::catch_up::{lift_when_caught_up, ReadBarrier};
 use crate::cluster::consistency::{propose_checks, start_check, Compare};
 use crate::cluster::evictor::{evict_silent, EvictionState};
+use crate::cluster::founding::Founding;
 use crate::cluster::handover::{Handover, HandoverError, WriteGate};
 use crate::cluster::identity::{self, ClusterId, Verdict};
 use crate::cluster::leader_watch::count_leader_changes;
@@ -37,7 +38,7 @@ use crate::http::head::HeadLimits;
 use crate::http::observe::Observe;
 use crate::local::LocalRegistry;
 use crate::peer::client::PeerClient;
-use crate::peer::guard::Guard;
+use crate::peer::guard::{Guard, Guarding};
 use crate::peer::identity::Identity;
 use crate::peer::network::Network;
 use crate::peer::rotation;
@@ -47,7 +48,7 @@ use crate::raft::data_dir;
 use crate::raft::log_store::{LogStore, Records};
 use crate::raft::space::SpaceGuard;
 use crate::raft::state_machine::{SnapshotMetrics, StateMachine};
-use crate::raft::Raft;
+use crate::raft::{Member, Raft};
 use crate::registry::{Registry, Schedules};
 use crate::self_discovery::SelfDiscovery;
 use crate::server::{open_files, serve, Bounds, Listener, Tls};
@@ -93,6 +94,9 @@ pub struct Node {
     db: sled::Db,
     local: Arc<LocalRegistry>,
     handover: Handover,
+    /// A read replica leaves its cluster when it stops: how it reaches the
+    /// members to ask.
+    replica: Option<(Link, Vec<Member>)>,
     /// Flushed once clients are let go.
     access_log: Option<Arc<AccessLog>>,
     /// Stops the client listener, first.
@@ -132,7 +136,8 @@ impl Node {
                 &config.tls.client_key,
             )?)
         };
-        let peer_client = PeerClient::new(peer_tls.as_ref())?;
+        let hosts = crate::peer::client::Hosts::read(&config.node.hosts_file)?;
+        let peer_client = PeerClient::resolving(peer_tls.as_ref(), hosts)?;
         let (peer_server_tls, rotate) = match &peer_tls {
             Some(tls) => {
                 let (source, rotate) = rotation::start(tls, peer_client.clone());
@@ -183,6 +188,16 @@ impl Node {
             },
         )?;
         let records = Records::open(&db)?;
+        // A voter of a configured cluster on a directory no node ever
+        // used decides first whether it founds the cluster or lost its
+        // disk (see `cluster::founding`).
+        let pristine = !data_dir::claimed(&data_dir)
+            && records.is_empty()
+            && state_machine.applied_index().is_none()
+            && rebuilding.is_none();
+        let founding = Arc::new(Founding::new(
+            pristine && !config.cluster.join && config.initial_members().len() > 1,
+        ));
         data_dir::check(
             &data_dir,
             config.node.id,
@@ -408,16 +423,20 @@ impl Node {
             metrics_token: AdminToken::new(config.metrics_token()),
             public_status: config.security.public_status,
         });
-        let guard = Guard::new(
-            raft.clone(),
-            config.cluster.members.iter().map(|m| m.id).collect(),
-            config.zones.keys().cloned().collect(),
-            AdminToken::new(config.admin_token()),
-            config.tls.insecure_peers,
-            cluster.clone(),
-            faults.clone(),
-        );
+        let guard = Guard::new(Guarding {
+            raft: raft.clone(),
+            configured: config.cluster.members.iter().map(|m| m.id).collect(),
+            zones: config.zones.keys().cloned().collect(),
+            admin: AdminToken::new(config.admin_token()),
+            insecure: config.tls.insecure_peers,
+            cluster: cluster.clone(),
+            faults: faults.clone(),
+            founding: founding.clone(),
+        });
         let peers = Arc::new(PeerApi {
+            founding: founding.clone(),
+            replica_pace: Default::default(),
+            replica_ids: config.replica_ids()?,
             raft: raft.clone(),
             guard,
             zone: config.node.zone.clone(),
@@ -733,13 +752,36 @@ impl Node {
             stop.clone(),
         ));
         let retry = Duration::from_millis(config.raft.heartbeat_ms * 2);
+        let replica = config.cluster.learner.then(|| {
+            let members: Vec<Member> = config
+                .initial_members()
+                .into_iter()
+                .filter(|(id, _)| *id != config.node.id)
+                .map(|(_, m)| m)
+                .collect();
+            (link.clone(), members)
+        });
+        if let Some((link, members)) = &replica {
+            tasks.spawn(crate::cluster::replica::join(
+                link.clone(),
+                (config.node.id, config.me()),
+                members.clone(),
+                Duration::from_secs(1),
+                stop.clone(),
+            ));
+        }
         if !join {
             tasks.spawn(form_cluster(
                 raft.clone(),
-                config.node.id,
-                config.initial_members(),
-                link.clone(),
-                retry,
+                Forming {
+                    me: config.node.id,
+                    initial: config.initial_members(),
+                    link: link.clone(),
+                    retry,
+                    founding,
+                    data_dir: data_dir.clone(),
+                    faults: faults.clone(),
+                },
                 stop.clone(),
             ));
         }
@@ -761,6 +803,7 @@ impl Node {
             db,
             local,
             handover,
+            replica,
             access_log,
             clients_stop,
             clients,
@@ -806,6 +849,9 @@ impl Node {
                 Err(HandoverError::NoOtherVoter) => {}
                 Err(e) => tracing::warn!("stopping without handing leadership over: {e}"),
             }
+        }
+        if let Some((link, members)) = &self.replica {
+            crate::cluster::replica::leave(&self.raft, link, self.handover.me, members).await;
         }
         self.local.hub().close();
         let _ = self.clients_stop.send(true);

@@ -105,7 +105,7 @@ pub async fn ask(
         .iter()
         .filter(|(id, _)| *id != me)
         .map(|(_, member)| async move {
-            let state = link.bootstrap_state(member, within).await.ok()?;
+            let state = link.bootstrap_state(member, None, within).await.ok()?;
             Some(state.cluster)
         });
     let answers: Vec<Option<String>> = futures::future::join_all(asks)

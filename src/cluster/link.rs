@@ -60,10 +60,13 @@ pub trait PeerLink: Send + Sync {
         within: Duration,
     ) -> Result<ForwardedRenews, LinkError>;
 
-    /// Whether `to` has joined a cluster.
+    /// Whether `to` has joined a cluster; `asker`, a pristine node that
+    /// may count `to` in the cluster it forms, says who asks (a peer
+    /// certificate proves it; plain peers take it as said).
     async fn bootstrap_state(
         &self,
         to: &Member,
+        asker: Option<NodeId>,
         within: Duration,
     ) -> Result<BootstrapState, LinkError>;
 
@@ -136,6 +139,15 @@ pub trait PeerLink: Send + Sync {
         apps: bool,
         hold: Duration,
     ) -> Result<Option<CheckRecord>, LinkError>;
+
+    /// Asks `to`, the leader, to add this read replica as a learner or
+    /// remove it.
+    async fn replica(
+        &self,
+        to: &Member,
+        request: &super::replica::Request,
+        within: Duration,
+    ) -> Result<Result<(), String>, LinkError>;
 
     /// Asks the leader `to` for a step of this node's repair.
     async fn repair(

@@ -278,7 +278,7 @@ async fn ask_joiner(link: &Link, member: &Member) -> Result<BootstrapState, Link
     let deadline = tokio::time::Instant::now() + ASK_JOINER;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match link.bootstrap_state(member, left).await {
+        match link.bootstrap_state(member, None, left).await {
             Err(LinkError::NotSent(_)) if left > ASK_AGAIN => {
                 tokio::time::sleep(ASK_AGAIN).await;
             }

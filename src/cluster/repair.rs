@@ -110,6 +110,7 @@ pub async fn accept(raft: &Raft, request: RepairStep) -> Result<(), String> {
         return Err("this node does not lead".into());
     }
     let Some(member) = member else {
+        // Read by [`not_a_member`].
         return Err(format!("node {id} is not a member"));
     };
     let set = |rebuilding: bool| {
@@ -185,23 +186,11 @@ pub async fn rebuild_damaged(
         attempts <= MAX_ATTEMPTS,
         "{why}; rebuilt {MAX_ATTEMPTS} times in a row and damaged again: look at the disk"
     );
-    let request = RepairStep {
-        node: me,
-        step: Step::Demote,
-    };
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        for member in &others {
-            if let Ok(Ok(())) = link.repair(member, &request, STEP_WITHIN).await {
-                let rebuild = Rebuild {
-                    why,
-                    attempts,
-                    set_aside: false,
-                };
-                data_dir::mark_rebuild(data_dir, &rebuild)?;
-                tracing::warn!("rebuilding from the cluster: its leader took this node's vote");
-                return Ok(());
-            }
+        if give_vote_up(link, me, &others).await.is_ok() {
+            mark(data_dir, why, attempts)?;
+            return Ok(());
         }
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
@@ -210,6 +199,42 @@ pub async fn rebuild_damaged(
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Asks each of `members` once to take this node's vote (only the leader
+/// does): `Ok` once one did, else each one's answer.
+pub async fn give_vote_up(link: &Link, me: NodeId, members: &[&Member]) -> Result<(), Vec<String>> {
+    let request = RepairStep {
+        node: me,
+        step: Step::Demote,
+    };
+    let mut answers = Vec::new();
+    for member in members {
+        match link.repair(member, &request, STEP_WITHIN).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(why)) => answers.push(why),
+            Err(e) => answers.push(e.to_string()),
+        }
+    }
+    Err(answers)
+}
+
+/// Records a rebuild for the node to start on: its vote was taken.
+pub fn mark(data_dir: &Path, why: String, attempts: u32) -> std::io::Result<()> {
+    let rebuild = Rebuild {
+        why,
+        attempts,
+        set_aside: false,
+    };
+    data_dir::mark_rebuild(data_dir, &rebuild)?;
+    tracing::warn!("rebuilding from the cluster: its leader took this node's vote");
+    Ok(())
+}
+
+/// What the leader answers a node that asks for its vote to be taken and
+/// is no member: [`accept`]'s refusal.
+pub fn not_a_member(answer: &str) -> bool {
+    answer.ends_with("is not a member")
 }
 
 /// A node's repair task: hears what checks find and what operators ask,

@@ -12,6 +12,7 @@ pub mod head;
 pub mod observe;
 pub mod origins;
 pub mod params;
+pub mod probes;
 pub mod reply;
 pub mod scheduler;
 pub mod streamed;
@@ -35,6 +36,9 @@ use observe::Observe;
 const RESTORE_BODY: usize = 192 << 20;
 
 /// Where operators post membership changes.
+/// Liveness and readiness probes (see [`probes`]).
+pub const LIVE_PATH: &str = "/admin/live";
+pub const READY_PATH: &str = "/admin/ready";
 pub const MEMBERSHIP_PATH: &str = "/admin/membership";
 
 /// Where operators set, clear (POST, admin token) and list (GET) the
@@ -85,7 +89,7 @@ pub fn router(
         .route("/discovery/poll", only(get(discovery::poll)))
         .route("/discovery/polls", only(get(discovery::polls)))
         .route("/discovery/nodes", only(get(discovery::nodes)))
-        .with_state(api);
+        .with_state(api.clone());
     if original_only {
         return writes
             .merge(reads)
@@ -93,6 +97,10 @@ pub fn router(
             .layer(DefaultBodyLimit::max(max_body))
             .layer(from_fn_with_state(observe, observe::observe));
     }
+    let probes = Router::new()
+        .route(LIVE_PATH, get(probes::live))
+        .route(READY_PATH, get(probes::ready))
+        .with_state(api);
     let changes = Router::new()
         .route(MEMBERSHIP_PATH, post(admin::membership))
         .route(TRANSFER_LEADER_PATH, post(admin::transfer_leader))
@@ -122,6 +130,7 @@ pub fn router(
         .with_state(admin);
     writes
         .merge(reads)
+        .merge(probes)
         .merge(changes)
         .merge(status)
         .fallback(|| async { reply::not_found() })

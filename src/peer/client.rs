@@ -51,6 +51,45 @@ pub struct PeerClient {
     /// node's cluster id once known, sent with every call
     /// ([`identity::HEADER`]).
     built: Arc<RwLock<(Option<PeerTls>, Option<HeaderValue>)>>,
+    /// Names dialled at fixed addresses instead of asking DNS.
+    hosts: Arc<Hosts>,
+}
+
+/// Names and the addresses they are dialled at, read from a file in
+/// `/etc/hosts` format (`node.hosts_file`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Hosts(Vec<(String, std::net::IpAddr)>);
+
+impl Hosts {
+    /// Parses `/etc/hosts` lines: an address, then its names; `#` starts a
+    /// comment.
+    pub fn parse(text: &str) -> Result<Hosts, String> {
+        let mut hosts = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default();
+            let mut words = line.split_whitespace();
+            let Some(addr) = words.next() else { continue };
+            let ip = addr
+                .parse()
+                .map_err(|_| format!("line {}: {addr:?} is no IP address", n + 1))?;
+            let names: Vec<&str> = words.collect();
+            if names.is_empty() {
+                return Err(format!("line {}: {addr} has no name", n + 1));
+            }
+            hosts.extend(names.into_iter().map(|name| (name.to_string(), ip)));
+        }
+        Ok(Hosts(hosts))
+    }
+
+    /// Reads `path`; none when the path is empty.
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Hosts> {
+        if path.as_os_str().is_empty() {
+            return Ok(Hosts::default());
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        Hosts::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
 }
 
 struct Pools {
@@ -63,16 +102,21 @@ struct Pools {
 fn pool(
     tls: Option<ClientConfig>,
     cluster: Option<&HeaderValue>,
+    hosts: &Hosts,
 ) -> reqwest::Result<reqwest::Client> {
     let mut headers = HeaderMap::new();
     if let Some(cluster) = cluster {
         headers.insert(identity::HEADER, cluster.clone());
     }
-    let builder = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .default_headers(headers)
         .connect_timeout(CONNECT_TIMEOUT)
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true);
+    // The port of the address given is not used: the URL's is.
+    for (name, ip) in &hosts.0 {
+        builder = builder.resolve(name, std::net::SocketAddr::new(*ip, 0));
+    }
     match tls {
         Some(tls) => builder.use_preconfigured_tls(tls),
         None => builder,
@@ -80,12 +124,16 @@ fn pool(
     .build()
 }
 
-fn pools(tls: Option<&PeerTls>, cluster: Option<&HeaderValue>) -> reqwest::Result<Pools> {
-    let nodes = pool(tls.map(|t| t.client.clone()), cluster)?;
+fn pools(
+    tls: Option<&PeerTls>,
+    cluster: Option<&HeaderValue>,
+    hosts: &Hosts,
+) -> reqwest::Result<Pools> {
+    let nodes = pool(tls.map(|t| t.client.clone()), cluster, hosts)?;
     // Without a link certificate other zones are called as this zone's
     // nodes are (and refuse, unless peers are insecure).
     let zones = match tls.and_then(|t| t.link.clone()) {
-        Some(link) => pool(Some(link), cluster)?,
+        Some(link) => pool(Some(link), cluster, hosts)?,
         None => nodes.clone(),
     };
     Ok(Pools { nodes, zones })
@@ -94,17 +142,24 @@ fn pools(tls: Option<&PeerTls>, cluster: Option<&HeaderValue>) -> reqwest::Resul
 impl PeerClient {
     /// Calls peers over mutual TLS with `tls`, or in plain HTTP without.
     pub fn new(tls: Option<&PeerTls>) -> reqwest::Result<Self> {
+        Self::resolving(tls, Hosts::default())
+    }
+
+    /// As [`PeerClient::new`], dialling the names of `hosts` at their
+    /// addresses.
+    pub fn resolving(tls: Option<&PeerTls>, hosts: Hosts) -> reqwest::Result<Self> {
         Ok(PeerClient {
-            pools: Arc::new(RwLock::new(pools(tls, None)?)),
+            pools: Arc::new(RwLock::new(pools(tls, None, &hosts)?)),
             scheme: if tls.is_some() { "https" } else { "http" },
             built: Arc::new(RwLock::new((tls.cloned(), None))),
+            hosts: Arc::new(hosts),
         })
     }
 
     /// Calls with `tls` from now on.
     pub fn reload(&self, tls: &PeerTls) -> reqwest::Result<()> {
         let mut built = self.built.write();
-        *self.pools.write() = pools(Some(tls), built.1.as_ref())?;
+        *self.pools.write() = pools(Some(tls), built.1.as_ref(), &self.hosts)?;
         built.0 = Some(tls.clone());
         Ok(())
     }
@@ -113,7 +168,7 @@ impl PeerClient {
     pub fn set_cluster(&self, id: &str) -> anyhow::Result<()> {
         let value = HeaderValue::from_str(id)?;
         let mut built = self.built.write();
-        *self.pools.write() = pools(built.0.as_ref(), Some(&value))?;
+        *self.pools.write() = pools(built.0.as_ref(), Some(&value), &self.hosts)?;
         built.1 = Some(value);
         Ok(())
     }
@@ -239,9 +294,14 @@ impl PeerLink for PeerClient {
     async fn bootstrap_state(
         &self,
         to: &Member,
+        asker: Option<NodeId>,
         within: Duration,
     ) -> Result<BootstrapState, LinkError> {
-        self.get(to, paths::BOOTSTRAP, within).await
+        let mut request = self.http().get(self.url(to, paths::BOOTSTRAP));
+        if let Some(asker) = asker {
+            request = request.query(&[("from", asker)]);
+        }
+        exchange(request, within).await
     }
 
     async fn read_index(&self, to: &Member, within: Duration) -> Result<ReadIndex, LinkError> {
@@ -338,6 +398,15 @@ impl PeerLink for PeerClient {
         self.post(to, paths::REPAIR, step, within).await
     }
 
+    async fn replica(
+        &self,
+        to: &Member,
+        request: &crate::cluster::replica::Request,
+        within: Duration,
+    ) -> Result<Result<(), String>, LinkError> {
+        self.post(to, paths::REPLICA, request, within).await
+    }
+
     async fn zone_nodes(&self, to: &Member, within: Duration) -> Result<Vec<NodeView>, LinkError> {
         let url = self.url(to, paths::ZONE_NODES);
         exchange(self.zones().get(url), within).await
@@ -366,5 +435,30 @@ impl PeerLink for PeerClient {
             .header(AUTHORIZATION, &operator.0)
             .json(&successor);
         exchange(request, within).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Hosts;
+
+    #[test]
+    fn a_hosts_file_names_addresses() {
+        let hosts = Hosts::parse("# pods\n127.0.1.10 a a.svc  # first\n\n::1 b\n").unwrap();
+        let names: Vec<(&str, String)> = hosts
+            .0
+            .iter()
+            .map(|(n, ip)| (n.as_str(), ip.to_string()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("a", "127.0.1.10".to_string()),
+                ("a.svc", "127.0.1.10".to_string()),
+                ("b", "::1".to_string())
+            ]
+        );
+        assert!(Hosts::parse("nowhere a").unwrap_err().contains("line 1"));
+        assert!(Hosts::parse("127.0.0.1").unwrap_err().contains("no name"));
     }
 }

@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use super::identity::Caller;
 use super::paths;
 use crate::auth::AdminToken;
+use crate::cluster::founding::Founding;
 use crate::cluster::identity::{self, ClusterId, HEADER as CLUSTER_HEADER};
 use crate::raft::{Member, NodeId, Raft};
 use crate::shutdown::Faults;
@@ -50,6 +51,10 @@ pub enum Rule {
     Joining,
     /// Another zone: its link.
     Link,
+    /// A node's request for itself, member or not (a read replica
+    /// joining): any node of this zone; the route checks that the body is
+    /// for the caller.
+    Itself,
 }
 
 /// The rule of each peer route; none for anything else.
@@ -62,6 +67,7 @@ pub fn rule(path: &str) -> Option<Rule> {
         paths::MEMBERSHIP | paths::TRANSFER_LEADER => Rule::Admin,
         paths::BOOTSTRAP | paths::READ_INDEX | paths::HEALTH => Rule::Joining,
         paths::ZONE_CHANGES | paths::ZONE_WRITE | paths::ZONE_NODES => Rule::Link,
+        paths::REPLICA => Rule::Itself,
         _ => return None,
     })
 }
@@ -110,6 +116,7 @@ pub fn decide(rule: Rule, caller: &Caller, view: &View) -> Result<(), String> {
         Rule::Member | Rule::Admin => member,
         Rule::Joining => unjoined || member || view.configured.contains(&id),
         Rule::Link => return Err(format!("node {id} is no zone link")),
+        Rule::Itself => true,
     };
     if allowed {
         return Ok(());
@@ -139,28 +146,39 @@ pub struct Guard {
     /// are most of the cluster, this node's data is the foreign one.
     foreign_callers: Mutex<BTreeSet<NodeId>>,
     faults: Faults,
+    /// Whether this pristine voter still decides: then it takes no
+    /// replication and casts no vote (see `cluster::founding`).
+    founding: Arc<Founding>,
     logged: Mutex<HashSet<String>>,
 }
 
+/// What a guard is made of: the node's view and what it answers with.
+pub struct Guarding {
+    pub raft: Raft,
+    /// The configured initial members (`[cluster] members`).
+    pub configured: BTreeSet<NodeId>,
+    /// Other zones this node follows (`[zones]`).
+    pub zones: BTreeSet<String>,
+    pub admin: AdminToken,
+    /// Peers talk plain HTTP.
+    pub insecure: bool,
+    pub cluster: ClusterId,
+    pub faults: Faults,
+    pub founding: Arc<Founding>,
+}
+
 impl Guard {
-    pub fn new(
-        raft: Raft,
-        configured: BTreeSet<NodeId>,
-        zones: BTreeSet<String>,
-        admin: AdminToken,
-        insecure: bool,
-        cluster: ClusterId,
-        faults: Faults,
-    ) -> Arc<Self> {
+    pub fn new(g: Guarding) -> Arc<Self> {
         Arc::new(Guard {
-            raft,
-            configured,
-            zones,
-            admin,
-            insecure,
-            cluster,
+            raft: g.raft,
+            configured: g.configured,
+            zones: g.zones,
+            admin: g.admin,
+            insecure: g.insecure,
+            cluster: g.cluster,
             foreign_callers: Mutex::new(BTreeSet::new()),
-            faults,
+            faults: g.faults,
+            founding: g.founding,
             logged: Mutex::new(HashSet::new()),
         })
     }
@@ -273,6 +291,15 @@ pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: 
         }
         return guard.refuse(&caller, "no such route").into_response();
     };
+    // Not refused (nothing is wrong with the caller): not yet.
+    if guard.founding.deciding() && matches!(rule, Rule::Replication | Rule::Vote | Rule::Leader) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node started on an empty data directory and has not yet learnt whether \
+             it founds its cluster or rejoins it",
+        )
+            .into_response();
+    }
     // Other zones (other clusters) stream and hand writes; a node may ask
     // which cluster this one is. The cluster's own routes are its own.
     if !matches!(rule, Rule::Link | Rule::Joining) {
@@ -349,9 +376,14 @@ mod tests {
     }
 
     #[test]
-    fn a_node_that_is_no_member_may_call_nothing() {
+    fn a_node_that_is_no_member_may_call_nothing_but_ask_to_join() {
         let stranger = Caller::Node(9);
-        for path in paths::ALL {
+        let (m, c, z) = (membership(), configured(), zones());
+        // A read replica asks for itself (the route checks the body).
+        assert!(decide(Rule::Itself, &stranger, &view(&m, &c, &z)).is_ok());
+        let link = Caller::Link("sh002".into());
+        assert!(decide(Rule::Itself, &link, &view(&m, &c, &z)).is_err());
+        for path in paths::ALL.into_iter().filter(|p| *p != paths::REPLICA) {
             let rule = rule(path).unwrap();
             assert!(
                 decide(

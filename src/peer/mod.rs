@@ -55,6 +55,8 @@ pub mod paths {
     /// Where a repairing node asks the leader for its vote to be taken
     /// or given back.
     pub const REPAIR: &str = "/internal/repair";
+    /// Where a read replica asks the leader to add or remove it.
+    pub const REPLICA: &str = "/internal/replica";
     /// Liveness probes.
     pub const HEALTH: &str = "/internal/health";
     /// The leader asks its successor to campaign.
@@ -69,7 +71,7 @@ pub mod paths {
     pub const ZONE_NODES: &str = "/internal/zone/nodes";
 
     /// Every peer route, for the tests that check none is served to clients.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 18] = [
         APPEND,
         VOTE,
         SNAPSHOT,
@@ -81,6 +83,7 @@ pub mod paths {
         READ_INDEX,
         CHECK,
         REPAIR,
+        REPLICA,
         HEALTH,
         ELECT,
         TRANSFER_LEADER,
@@ -136,6 +139,7 @@ pub fn router(peers: Arc<PeerApi>) -> Router {
         .route(paths::READ_INDEX, get(routes::read_index))
         .route(paths::CHECK, get(routes::check))
         .route(paths::REPAIR, post(routes::repair).layer(small()))
+        .route(paths::REPLICA, post(routes::replica).layer(small()))
         .route(paths::HEALTH, get(routes::health))
         .with_state(peers)
         .layer(axum::middleware::from_fn_with_state(guard, guard::check))

@@ -32,6 +32,7 @@ use crate::auth::{Access, Origin};
 use crate::cluster::appender::Appender;
 use crate::cluster::bootstrap::BootstrapState;
 use crate::cluster::catch_up::{self, ReadIndex};
+use crate::cluster::founding::Founding;
 use crate::cluster::handover::{self, ElectRequest, Handover, HandoverError};
 use crate::cluster::identity::ClusterId;
 use crate::cluster::link::Link;
@@ -41,6 +42,7 @@ use crate::cluster::renewer::{
     self, ForwardRenews, ForwardedRenews, RenewLedger, RenewSettings, Renewer,
 };
 use crate::cluster::repair::{self, RepairStep};
+use crate::cluster::replica;
 use crate::cluster::writer::{self, Committed, Forward, ForwardError, WriteError, Writer};
 use crate::local::{CheckRecord, LocalRegistry};
 use crate::raft::space::SpaceGuard;
@@ -97,6 +99,12 @@ pub struct PeerApi {
     pub protection: Arc<Protection>,
     /// How this node reaches its peers (a learner it adds, as leader).
     pub link: Link,
+    /// Whether this pristine voter still decides, and whom it told.
+    pub founding: Arc<Founding>,
+    /// When each read replica's last request was taken here.
+    pub replica_pace: replica::Pace,
+    /// The ids read replicas may take (`cluster.replica_ids`).
+    pub replica_ids: Option<std::ops::RangeInclusive<NodeId>>,
 }
 
 /// Check questions that ask for every app's digest (a copy of about 100
@@ -251,6 +259,28 @@ pub async fn repair(
     Ok(Json(repair::accept(&peers.raft, request).await))
 }
 
+/// A read replica asks this node, the leader, to add or remove it: for
+/// itself only (see `cluster::replica`).
+pub async fn replica(
+    State(peers): State<Arc<PeerApi>>,
+    Extension(caller): Extension<Caller>,
+    Json(request): Json<replica::Request>,
+) -> Result<Json<Result<(), String>>, (StatusCode, String)> {
+    peers
+        .guard
+        .claims(&caller, "a read replica's request", Some(request.node))?;
+    Ok(Json(
+        replica::accept(
+            &peers.raft,
+            &peers.link,
+            &peers.replica_pace,
+            peers.replica_ids.as_ref(),
+            request,
+        )
+        .await,
+    ))
+}
+
 pub async fn membership(
     State(peers): State<Arc<PeerApi>>,
     Json(change): Json<Change>,
@@ -366,9 +396,30 @@ pub async fn zone_nodes(State(peers): State<Arc<PeerApi>>) -> Json<Vec<NodeView>
     Json(peers.nodes.own())
 }
 
-pub async fn bootstrap_state(State(peers): State<Arc<PeerApi>>) -> Json<BootstrapState> {
+#[derive(Debug, serde::Deserialize)]
+pub struct BootstrapQuery {
+    /// Who asks, as it says: a pristine node that may count this one in.
+    from: Option<NodeId>,
+}
+
+pub async fn bootstrap_state(
+    State(peers): State<Arc<PeerApi>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<BootstrapQuery>,
+) -> Json<BootstrapState> {
+    let initialized = peers.raft.is_initialized().await.unwrap_or(true);
+    // Counted in by the asker (see `cluster::founding`): the node its
+    // certificate proves, or with plain peers the one it says it is.
+    let asker = match caller {
+        Caller::Node(id) => Some(id).filter(|id| q.from == Some(*id)),
+        Caller::Unproven => q.from,
+        _ => None,
+    };
+    if let (false, Some(asker)) = (initialized, asker) {
+        peers.founding.told(asker);
+    }
     Json(BootstrapState {
-        initialized: peers.raft.is_initialized().await.unwrap_or(true),
+        initialized,
         cluster: peers.cluster.get(),
         node: Some(peers.me.clone()),
     })

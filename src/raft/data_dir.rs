@@ -77,6 +77,12 @@ pub fn check(
     Ok(())
 }
 
+/// Whether a node has started on this data directory before (it names its
+/// owner).
+pub fn claimed(dir: &Path) -> bool {
+    dir.join(OWNER_FILE).exists()
+}
+
 /// The file that names the cluster a data directory belongs to (see
 /// [`crate::cluster::identity`]); written once the cluster's name is
 /// applied here.

@@ -1,6 +1,7 @@
 //! `discoveryctl`: look at a cluster, check a node's health, change the
 //! membership, make the cluster's certificates.
 
+mod kubernetes;
 mod registry;
 mod scheduler;
 mod upstream;
@@ -113,11 +114,11 @@ enum Command {
         id: NodeId,
     },
     /// A consistent copy of the whole registry (confirmed with the leader)
-    /// into FILE; needs the admin token.
+    /// into FILE (`-`: standard output); needs the admin token.
     Backup { file: PathBuf },
     /// Replaces the whole registry of the cluster `--node` belongs to with
-    /// FILE's, through the log (any cluster, a new one too); needs the
-    /// admin token.
+    /// FILE's (`-`: standard input), through the log (any cluster, a new
+    /// one too); needs the admin token.
     Restore { file: PathBuf },
     /// The leader hands its leadership to voter ID (default: the most
     /// caught-up one) without an election gap; needs the admin token.
@@ -260,6 +261,12 @@ enum Certs {
     },
     /// Print the identity a certificate carries and when it expires.
     Show { cert: PathBuf },
+    /// Make what a zone on Kubernetes lacks (as `cluster` does) and print
+    /// the Secrets the manifests of deploy/kubernetes mount: one per pod
+    /// (`discovery-tls-POD`: ca.crt, tls.crt, tls.key), the link's, the
+    /// other zones' CAs. `kubectl apply -f` the output; see
+    /// docs/kubernetes.md.
+    Kubernetes(kubernetes::Kubernetes),
 }
 
 /// Where a certificate is issued, for how long, and whether over one.
@@ -374,6 +381,7 @@ fn make_certs(command: Certs) -> anyhow::Result<()> {
                 }
             }
         }
+        Certs::Kubernetes(k) => kubernetes::run(k)?,
         Certs::Show { cert } => {
             let (identity, expires) = certs::describe(&cert)?;
             println!("{} ({identity}), valid until {expires}", identity.uri());
@@ -517,6 +525,16 @@ async fn main() -> anyhow::Result<()> {
                         .sum()
                 })
                 .unwrap_or(0);
+            if file.as_os_str() == "-" {
+                // To standard output (`kubectl exec … backup - > FILE`);
+                // the summary to standard error.
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                out.write_all(&answer)?;
+                out.flush()?;
+                eprintln!("{instances} instances at index {}", backup["applied_index"]);
+                return Ok(());
+            }
             // Written beside it, then renamed: never a half-written FILE.
             let tmp = file.with_extension("partial");
             std::fs::write(&tmp, &answer).with_context(|| format!("writing {}", file.display()))?;
@@ -529,8 +547,14 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Restore { file } => {
-            let body =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let body = if file.as_os_str() == "-" {
+                let mut body = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut body)
+                    .context("reading standard input")?;
+                body
+            } else {
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
+            };
             let request = http.post(format!("{base}/admin/restore")).body(body);
             let message = admin_envelope(request, cli.token.as_deref(), &base).await?;
             println!("{message}");
