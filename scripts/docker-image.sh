@@ -27,7 +27,7 @@ target=${CARGO_TARGET_DIR:-target}/release
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 root=$stage/rootfs
-mkdir -p "$root/bin" "$root/etc" "$stage/data" "$stage/certs" "$stage/ca" "$stage/zone-cas"
+mkdir -p "$root/bin" "$root/etc" "$stage/data" "$stage/certs" "$stage/ca" "$stage/zone-cas" "$stage/workdir"
 
 # Copies a file (following links) to the same path inside the image.
 place() {
@@ -72,6 +72,9 @@ COPY --chown=65534:65534 data/ /data/
 COPY --chown=65534:65534 certs/ /certs/
 COPY --chown=65534:65534 ca/ /ca/
 COPY --chown=65534:65534 zone-cas/ /zone-cas/
+# The working directory of the Kubernetes manifests (deploy/kubernetes):
+# config/, tls/ and data/ are mounted under it.
+COPY --chown=65534:65534 workdir/ /var/lib/discovery/
 USER nobody
 VOLUME /data
 # 7171: clients (discovery API, /admin). 7271: peers (Raft, forwarded

@@ -142,6 +142,10 @@ fn every_route(term: u64, claimed: NodeId, index: u64) -> Vec<(&'static str, Opt
             post(format!(r#"{{"from":{claimed},"last_log_index":{index}}}"#).into_bytes()),
         ),
         (paths::TRANSFER_LEADER, post(b"null".to_vec())),
+        (
+            paths::REPLICA,
+            post(format!(r#"{{"node":{claimed},"step":"leave"}}"#).into_bytes()),
+        ),
         (paths::ZONE_CHANGES, None),
         (
             paths::ZONE_WRITE,
@@ -277,6 +281,10 @@ async fn every_peer_route_refuses_callers_its_certificate_does_not_allow() {
                 if *who == "a member speaking for the leader" && open_to_members.contains(&path) {
                     continue;
                 }
+                // Any node of the zone may ask for itself (below).
+                if *who == "a non-member" && path == paths::REPLICA {
+                    continue;
+                }
                 // Twice: the second refusal is not logged again.
                 for _ in 0..2 {
                     let answer = call(client, &addr, path, &body).await;
@@ -294,6 +302,34 @@ async fn every_peer_route_refuses_callers_its_certificate_does_not_allow() {
         }
     }
 
+    // The non-member asking to join or leave as a read replica, for
+    // itself: heard, and refused before the log (no id is kept for
+    // replicas here).
+    let (_, stranger_client, _) = &callers[0];
+    for step in ["join", "leave"] {
+        let body = json!({"node": 9, "step": step, "member": {
+            "name": "evil", "raft_addr": "127.0.0.1:1", "api_addr": "127.0.0.1:2", "zone": "sh001",
+            "rebuilding": false}});
+        let answer: Value = stranger_client
+            .post(format!(
+                "https://{}{}",
+                cluster.peer_addr(leader),
+                paths::REPLICA
+            ))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            answer["Err"]
+                .as_str()
+                .is_some_and(|e| e.contains("not among the ids read replicas may take")),
+            "{answer}"
+        );
+    }
     assert_eq!(
         state(&cluster).await,
         before,

@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use common::TestNode;
@@ -14,35 +13,7 @@ use common::TestNode;
 /// A directory from which Python imports the SDK, installing it there
 /// first if need be.
 fn sdk_path() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("python-sdk");
-    let importable = || {
-        Command::new("python3")
-            .args(["-c", "import discovery"])
-            .env("PYTHONPATH", &dir)
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !importable() {
-        let installed = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg("--target")
-            .arg(&dir)
-            .arg("python-discovery-client")
-            .status()
-            .expect("python3 runs");
-        assert!(
-            installed.success(),
-            "pip install python-discovery-client failed"
-        );
-        assert!(importable(), "the SDK installed but does not import");
-    }
-    dir
+    common::python_package("python-sdk", "discovery", "python-discovery-client")
 }
 
 #[tokio::test]

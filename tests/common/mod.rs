@@ -446,3 +446,39 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// A directory from which Python imports `module`, `package` installed
+/// there from PyPI first if it does not import yet (under cargo's scratch
+/// directory, named `dir`).
+pub fn python_package(dir: &str, module: &str, package: &str) -> std::path::PathBuf {
+    use std::process::Command;
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(dir);
+    let importable = || {
+        Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .env("PYTHONPATH", &dir)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !importable() {
+        let installed = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg("--target")
+            .arg(&dir)
+            .arg(package)
+            .status()
+            .expect("python3 runs");
+        assert!(installed.success(), "pip install {package} failed");
+        assert!(
+            importable(),
+            "{package} installed but {module} does not import"
+        );
+    }
+    dir
+}
