@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::batches::{in_batches, split_by_size};
 use super::handover::WriteGate;
+use super::messages::Committed;
 use super::quorum;
-use super::writer::Committed;
 use crate::raft::{Member, NodeId, Proposal, ProposalResult, Raft};
 
 /// Merged entries under way at once. openraft appends and flushes one

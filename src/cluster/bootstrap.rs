@@ -18,7 +18,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::founding::{judge, Founding, Judgement};
@@ -27,19 +26,7 @@ use super::repair;
 use crate::raft::{Member, NodeId, Raft};
 use crate::shutdown::Faults;
 
-/// Whether a node has joined a cluster, as it tells its peers.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct BootstrapState {
-    pub initialized: bool,
-    /// The cluster it belongs to, once its log is named (none from
-    /// earlier builds).
-    #[serde(default)]
-    pub cluster: Option<String>,
-    /// Who the node is, as its own configuration says (none from earlier
-    /// builds): what adding it takes its client address and zone from.
-    #[serde(default)]
-    pub node: Option<(NodeId, Member)>,
-}
+pub use super::messages::BootstrapState;
 
 /// What forming a cluster needs besides Raft and the members.
 pub struct Forming {

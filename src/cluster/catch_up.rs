@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, RaftError};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::link::Link;
@@ -13,14 +12,7 @@ use super::protection::Protection;
 use crate::raft::{NodeId, Raft};
 use crate::self_discovery::SelfDiscovery;
 
-/// The leader's answer when asked for the index a reader must have applied.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum ReadIndex {
-    /// Everything committed up to now is at or below this index.
-    Index(u64),
-    /// This node does not lead.
-    NotLeader,
-}
+pub use super::messages::ReadIndex;
 
 /// The leader's side: confirms it still leads (a quorum round) and returns
 /// its commit point.

@@ -23,7 +23,6 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -32,6 +31,8 @@ use tokio::time::Instant;
 use super::link::Link;
 use crate::auth::Operator;
 use crate::raft::{NodeId, Raft};
+
+pub use super::messages::{ElectRequest, HandoverError};
 
 /// Holds new proposals while leadership is handed over. A proposal holds
 /// a pass while it is handed to Raft; closing waits for those under way,
@@ -53,35 +54,6 @@ impl WriteGate {
     async fn close(&self) -> RwLockWriteGuard<'_, ()> {
         self.passes.write().await
     }
-}
-
-/// Why leadership was not handed over.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-pub enum HandoverError {
-    #[error("node {0} does not lead (leader: {1:?})")]
-    NotLeader(NodeId, Option<NodeId>),
-    #[error("no other voter to hand leadership to")]
-    NoOtherVoter,
-    #[error("node {0} is not a voter of this cluster")]
-    NotAVoter(NodeId),
-    #[error("node {0} did not catch up within {1:?}")]
-    NotCaughtUp(NodeId, Duration),
-    #[error("node {0} refused to campaign: {1}")]
-    Refused(NodeId, String),
-    #[error("node {0} did not answer: {1}")]
-    Unreachable(NodeId, String),
-    #[error("node {0} did not take over within {1:?} (leader now: {2:?})")]
-    NotTakenOver(NodeId, Duration, Option<NodeId>),
-}
-
-/// What the leader asks its successor.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ElectRequest {
-    /// The leader asking.
-    pub from: NodeId,
-    /// The leader's last log index: the successor campaigns only if it
-    /// holds as much, or the leader would refuse its vote.
-    pub last_log_index: u64,
 }
 
 /// What a node needs to hand its leadership over. Cheap to clone.

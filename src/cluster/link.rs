@@ -5,18 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::bootstrap::BootstrapState;
-use super::catch_up::ReadIndex;
-use super::handover::{ElectRequest, HandoverError};
-use super::membership::{Change, Changed};
-use super::renewer::{ForwardedRenews, Renews};
-use super::repair::RepairStep;
-use super::writer::{Committed, Forward, ForwardError, WriteError};
+use super::messages::{
+    BootstrapState, Change, Changed, Committed, ElectRequest, Forward, ForwardError,
+    ForwardedRenews, HandoverError, ReadIndex, Renews, RepairStep, ReplicaRequest, WriteError,
+    ZoneWrite, ZoneWritten,
+};
 use crate::auth::Operator;
 use crate::local::CheckRecord;
 use crate::raft::{Member, NodeId};
 use crate::self_discovery::NodeView;
-use crate::zones::router::{ZoneWrite, ZoneWritten};
 use crate::zones::{ZoneAnswer, ZoneCursor};
 
 /// Why a call to a peer got no answer.
@@ -145,7 +142,7 @@ pub trait PeerLink: Send + Sync {
     async fn replica(
         &self,
         to: &Member,
-        request: &super::replica::Request,
+        request: &ReplicaRequest,
         within: Duration,
     ) -> Result<Result<(), String>, LinkError>;
 

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::ChangeMembers;
-use serde::{Deserialize, Serialize};
 
 use super::bootstrap::BootstrapState;
 use super::link::{Link, LinkError};
 use crate::auth::Operator;
 use crate::raft::{Member, NodeId, Raft};
+
+pub use super::messages::{Change, Changed};
 
 /// How long adding a learner waits for the node at the address given to
 /// say who it is: a mistyped address is refused within this, nothing
@@ -28,36 +29,6 @@ pub const JOIN_WAIT: Duration = Duration::from_secs(60);
 /// How long a change handed to the leader may take: asking the joiner,
 /// its catch-up, and then some.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// A change of membership.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "change")]
-pub enum Change {
-    /// Replicate to a new node without giving it a vote; answers once it
-    /// has caught up and serves reads. An empty name, client address or
-    /// zone is taken from the node itself, which is asked who it is at
-    /// `raft_addr` before anything is committed.
-    AddLearner {
-        id: NodeId,
-        #[serde(flatten)]
-        member: Member,
-        /// How long to wait for it to serve, in seconds: at most (and by
-        /// default) [`JOIN_WAIT`].
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        wait_secs: Option<u64>,
-    },
-    /// Make a learner a voter.
-    Promote { id: NodeId },
-    /// Take a node out of the cluster (voter or learner).
-    Remove { id: NodeId },
-}
-
-/// The membership after a change: voters and every node.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Changed {
-    pub voters: BTreeSet<NodeId>,
-    pub nodes: BTreeSet<NodeId>,
-}
 
 type WriteError = RaftError<NodeId, ClientWriteError<NodeId, Member>>;
 

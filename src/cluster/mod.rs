@@ -1,7 +1,9 @@
 //! Running the registry as a cluster member: forming the cluster, the write
 //! and renew paths, eviction, start-up protection, membership changes, repairing a replica that
 //! diverged, a node that learns it was removed, and the node's view of its
-//! peers, and handing leadership over.
+//! peers, and handing leadership over. What nodes say to each other (the
+//! requests and answers the link carries) lives in [`messages`], which
+//! imports none of the modules that make and take them.
 
 pub mod appender;
 pub mod batches;
@@ -15,6 +17,7 @@ pub mod identity;
 pub mod leader_watch;
 pub mod link;
 pub mod membership;
+pub mod messages;
 pub mod peers;
 pub mod protection;
 pub mod quorum;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -29,18 +29,10 @@ use openraft::RaftMetrics;
 use crate::raft::{Member, NodeId, Raft};
 use crate::registry::{key_ok, Command, InstanceKey, Limits, RegistryError, Renewal, Timestamp};
 
+pub use super::messages::{ForwardedRenews, Renews};
+
 /// The most renews one batch carries.
 const MAX_BATCH: usize = 4096;
-
-/// Renews a follower hands the leader, with each one's sender, which the
-/// leader checks against its own `allow_write_from`; no senders from an
-/// earlier build.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Renews {
-    pub keys: Vec<InstanceKey>,
-    #[serde(default)]
-    pub from: Vec<Origin>,
-}
 
 /// What a leader reads: [`Renews`], or the bare list of keys an earlier
 /// build sends.
@@ -61,16 +53,6 @@ impl From<ForwardRenews> for Renews {
             },
         }
     }
-}
-
-/// The leader's answer to forwarded renews.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum ForwardedRenews {
-    Answered(Vec<Renewal>),
-    /// This node does not lead (or has lost its quorum).
-    NotLeader,
-    /// A key breaks the registry's rules: nothing was renewed.
-    Invalid(RegistryError),
 }
 
 /// Renews accepted by this node as leader and not yet proposed, and a count

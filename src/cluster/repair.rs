@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use openraft::ChangeMembers;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use super::handover::Handover;
@@ -35,6 +34,8 @@ use super::link::Link;
 use crate::raft::data_dir::{self, Rebuild};
 use crate::raft::{Member, NodeId, Raft};
 use crate::shutdown::{stopped, Faults};
+
+pub use super::messages::{RepairStep, Step};
 
 /// Rebuilds in a row that end diverged before automatic repair gives up.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -45,23 +46,6 @@ const STEP_WITHIN: Duration = Duration::from_secs(10);
 /// How long a repair keeps asking for a step when there is no leader to
 /// ask, or it refuses.
 const STEP_TRIES: Duration = Duration::from_secs(60);
-
-/// What a repairing node asks of the leader.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    /// Take my vote: I set my data aside and rebuild it.
-    Demote,
-    /// Give my vote back: I rebuilt and agree.
-    Promote,
-}
-
-/// A step, with the node it is for (which must be the caller).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RepairStep {
-    pub node: NodeId,
-    pub step: Step,
-}
 
 /// What the repair task hears.
 #[derive(Clone, Debug, PartialEq, Eq)]

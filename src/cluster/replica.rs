@@ -16,12 +16,13 @@ use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::link::Link;
 use super::membership::{self, Change};
 use crate::raft::{Member, NodeId, Raft};
+
+pub use super::messages::{ReplicaRequest as Request, ReplicaStep as Step};
 
 /// The least time between two requests of one replica that a member
 /// takes.
@@ -33,25 +34,6 @@ const JOIN_WITHIN: Duration = Duration::from_secs(90);
 
 /// How long a stopping replica tries to leave.
 const LEAVE_WITHIN: Duration = Duration::from_secs(10);
-
-/// What a replica asks for itself.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "step")]
-pub enum Step {
-    /// Add me as a learner, as this member.
-    Join { member: Member },
-    /// Remove me.
-    Leave,
-}
-
-/// A replica's request, with the node it is for (which must be the
-/// caller).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Request {
-    pub node: NodeId,
-    #[serde(flatten)]
-    pub step: Step,
-}
 
 /// When each replica's last request was taken here.
 #[derive(Debug, Default)]

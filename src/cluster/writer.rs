@@ -34,6 +34,8 @@ use crate::raft::space::SpaceGuard;
 use crate::raft::{Member, NodeId, Proposal, ProposalResult, Raft};
 use crate::registry::{validate, Command, Outcome, RegistryError, Rules};
 
+pub use super::messages::{Committed, Forward, ForwardError, WriteError};
+
 /// The most commands one log entry carries.
 const MAX_BATCH: usize = 1024;
 
@@ -46,49 +48,6 @@ const IN_FLIGHT: usize = 2;
 /// wait for its answer.
 const REPLACED_LEADER_GRACE: Duration = Duration::from_millis(250);
 
-/// Why a write was not carried out.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum WriteError {
-    /// No leader took the write within the bounded wait: it was never
-    /// proposed, and never applies.
-    #[error("no quorum, not applied: no leader took this write within {0:?}")]
-    NoQuorum(Duration),
-    /// The leader holding the write stopped answering and another took
-    /// over: it may or may not be applied.
-    #[error("no quorum, outcome unknown: leader {0} was replaced while it held this write, which may still apply")]
-    LeaderReplaced(NodeId),
-    /// The write reached the log but was not committed within the bounded
-    /// wait (the leader has lost its quorum, or the leader stopped
-    /// answering): it applies if a quorum takes that entry later.
-    #[error("no quorum, outcome unknown: {0}; the write may still apply")]
-    Unknown(String),
-    /// The node is shutting down or its Raft stopped.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    /// The command breaks the registry's rules: nothing was proposed.
-    #[error("{0}")]
-    Invalid(RegistryError),
-    /// Committed at this log index, but not yet applied on this node within
-    /// the bounded wait: another node may already show it, this one not yet.
-    #[error("committed at index {0} but not yet applied on this node")]
-    NotAppliedHere(u64),
-    /// This node's disk, or the leader's, is below its free-space reserve:
-    /// nothing was proposed; writes resume once space returns.
-    #[error("{0}")]
-    DiskFull(String),
-    /// The write belongs to another zone, which did not answer.
-    #[error("{0}")]
-    ZoneUnreachable(String),
-}
-
-/// A proposal the leader committed and applied: its outcomes and the log
-/// index of its entry.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct Committed {
-    pub result: ProposalResult,
-    pub index: u64,
-}
-
 type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
 
 /// A command on its way, with its sender and who waits for its outcome.
@@ -96,17 +55,6 @@ struct Queued {
     command: Command,
     origin: Origin,
     reply: Reply,
-}
-
-/// What a follower hands the leader: one log entry's commands and, for
-/// each, who sent it. Only the commands go into the log.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Forward {
-    #[serde(flatten)]
-    pub proposal: Proposal,
-    /// Each command's sender, in order; none from an earlier build.
-    #[serde(default)]
-    pub origins: Vec<Origin>,
 }
 
 /// What every write is checked against before it is proposed.
@@ -397,20 +345,6 @@ enum Forwarded {
     /// The leader never took the proposal (unreachable, or no longer
     /// leading): safe to try again.
     NotSent,
-}
-
-/// A leader's refusal of a forwarded proposal.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub enum ForwardError {
-    /// This node does not lead (any more); nothing was proposed.
-    NotLeader,
-    /// A command breaks the registry's rules: nothing was proposed.
-    Invalid(RegistryError),
-    /// Proposed, or tried to, and failed.
-    Failed(String),
-    /// The leader's disk is below its free-space reserve: nothing was
-    /// proposed.
-    DiskFull(String),
 }
 
 /// The leader's side of a forwarded proposal: checks every command with the

@@ -8,19 +8,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::cluster::link::{Link, LinkError};
-use crate::cluster::writer::WriteError;
+use crate::cluster::messages::WriteError;
+pub use crate::cluster::messages::{ZoneWrite, ZoneWritten};
 use crate::raft::Member;
-use crate::registry::{Command, InstanceKey, Outcome, Renewal};
-
-/// A write handed to the zone that owns the instance.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum ZoneWrite {
-    Command(Command),
-    Renew(InstanceKey),
-}
+use crate::registry::Command;
 
 impl ZoneWrite {
     /// Whether another zone may hand this write to zone `own`: only what
@@ -46,13 +38,6 @@ impl ZoneWrite {
             ))
         }
     }
-}
-
-/// The owning zone's answer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum ZoneWritten {
-    Outcome(Outcome),
-    Renewal(Renewal),
 }
 
 /// The other zones and how to reach them. Cheap to clone.
