@@ -81,7 +81,7 @@ pub struct Status {
     /// Original discovery clusters followed (`[[upstream]]`), when there
     /// are: what is held of each, and how this node works the link.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub upstreams: BTreeMap<String, super::upstream::UpstreamStatus>,
+    pub upstreams: BTreeMap<String, crate::upstream::report::UpstreamStatus>,
 }
 
 /// What this zone holds of another.
@@ -238,7 +238,7 @@ fn read_status(
     // deadlocks (parking_lot lets the writer go first).
     let instances = api.local.read().len();
     let zones = zones_status(&api, &contacts);
-    let upstreams = super::upstream::statuses(&api.local.read(), &upstreams);
+    let upstreams = crate::upstream::report::statuses(&api.local.read(), &upstreams);
     Status {
         id: m.id,
         diverged: api.protection.diverged(),
@@ -318,8 +318,10 @@ pub async fn metrics(
         .into_iter()
         .map(|(zone, z)| z.sample(zone))
         .collect();
-    let upstreams =
-        super::upstream::samples(&super::upstream::statuses(&api.local.read(), &upstreams));
+    let upstreams = crate::upstream::report::samples(&crate::upstream::report::statuses(
+        &api.local.read(),
+        &upstreams,
+    ));
     let sample = Sample {
         held_polls: api.local.hub().held(),
         by_env,

@@ -16,6 +16,7 @@ pub mod client;
 pub mod diff;
 pub mod export;
 pub mod import;
+pub mod report;
 pub mod status;
 
 use std::sync::Arc;
