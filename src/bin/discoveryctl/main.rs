@@ -782,8 +782,12 @@ fn print_status(s: &Value) {
     );
     if let Some(members) = s["members"].as_object() {
         for (id, m) in members {
+            // A voter whose vote was taken to rebuild its data is a
+            // learner until it agrees again.
             let role = if m["voter"] == true {
                 "voter"
+            } else if m["rebuilding"] == true {
+                "rebuilding"
             } else {
                 "learner"
             };
