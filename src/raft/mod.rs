@@ -14,6 +14,7 @@
 //! (`crate::peer::network`).
 
 pub mod data_dir;
+pub mod durable;
 pub mod framing;
 pub mod log_store;
 mod recent;

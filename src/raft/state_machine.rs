@@ -25,7 +25,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-use super::data_dir::{move_into_place, write_synced};
+use super::durable::{move_into_place, write_synced};
 use super::space::SpaceGuard;
 use super::{Member, NodeId, ProposalResult, StorageError, TypeConfig};
 use crate::local::LocalRegistry;
