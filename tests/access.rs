@@ -229,6 +229,15 @@ async fn less_for_strangers_and_wrong_tokens_do_not_flood_the_log() {
         assert!(inside["storage"].is_object(), "{inside}");
     }
 
+    // Probes are asked by orchestrators, which carry no token: open, and
+    // one constant line that names nothing of the cluster.
+    for (path, want) in [
+        ("/admin/ready", r#"{"ready":true}"#),
+        ("/admin/live", r#"{"live":true}"#),
+    ] {
+        assert_eq!(get(path, None).await, (200, want.to_string()), "{path}");
+    }
+
     let (code, body) = get("/metrics", None).await;
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("metrics_token"), "{body}");

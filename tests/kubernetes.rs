@@ -412,7 +412,7 @@ async fn read_replicas_join_serve_polls_and_leave_by_themselves() {
             .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    common::wait_held(&r1, 1).await;
     register_many(&r0, "k8s.replicated", 1, 2).await;
     let woken = tokio::time::timeout(Duration::from_secs(10), poll)
         .await
