@@ -402,6 +402,7 @@ async fn read_replicas_join_serve_polls_and_leave_by_themselves() {
     let r0 = learners[0].client();
     let r1 = learners[1].client();
     register_many(&r0, "k8s.replicated", 0, 1).await;
+    common::wait_listed(&r1, "k8s.replicated", "host-0").await;
     let latest = r1.latest("k8s.replicated").await;
     let poll = tokio::spawn({
         let r1 = r1.clone();

@@ -224,6 +224,18 @@ pub async fn hostnames(c: &Client, appid: &str) -> std::collections::BTreeSet<St
         .collect()
 }
 
+/// Waits until a fetch of `appid` on `c` lists `hostname` (a node other
+/// than the one that took the write applies it a moment later).
+pub async fn wait_listed(c: &Client, appid: &str, hostname: &str) {
+    for _ in 0..500 {
+        if hostnames(c, appid).await.contains(hostname) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{hostname} never listed: {}", c.fetch(appid, 3).await.text);
+}
+
 /// One answer: HTTP status, headers, body text and body JSON.
 #[derive(Debug)]
 pub struct Answer {
@@ -453,14 +465,16 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 pub fn python_package(dir: &str, module: &str, package: &str) -> std::path::PathBuf {
     use std::process::Command;
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(dir);
-    let importable = || {
+    // The first try's ModuleNotFoundError is expected: not printed.
+    let importable = |stderr: std::process::Stdio| {
         Command::new("python3")
             .args(["-c", &format!("import {module}")])
             .env("PYTHONPATH", &dir)
+            .stderr(stderr)
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !importable() {
+    if !importable(std::process::Stdio::null()) {
         let installed = Command::new("python3")
             .args([
                 "-m",
@@ -472,11 +486,12 @@ pub fn python_package(dir: &str, module: &str, package: &str) -> std::path::Path
             .arg("--target")
             .arg(&dir)
             .arg(package)
+            .env("PIP_ROOT_USER_ACTION", "ignore")
             .status()
             .expect("python3 runs");
         assert!(installed.success(), "pip install {package} failed");
         assert!(
-            importable(),
+            importable(std::process::Stdio::inherit()),
             "{package} installed but {module} does not import"
         );
     }
