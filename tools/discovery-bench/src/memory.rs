@@ -53,12 +53,13 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
     tokio::time::sleep(settle).await;
     let full = server.rss()?;
     println!(
-        "memory: {} instances ({} apps x {per_app}) RSS {} (empty {}, {} B/instance)",
+        "memory: {} instances ({} apps x {per_app}) RSS {} (empty {}, {} B/instance), peak while loading {}",
         args.instances,
         args.apps,
         Mib(full),
         Mib(empty),
-        full.saturating_sub(empty) / args.instances.max(1)
+        full.saturating_sub(empty) / args.instances.max(1),
+        Mib(server.peak()?)
     );
 
     // fetch/all streams: the answer is never whole in the server's memory.
@@ -70,12 +71,29 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
     let took = asked.elapsed();
     tokio::time::sleep(settle).await;
     println!(
-        "fetch/all: {:.1} MB in {} RSS after {}",
+        "fetch/all: {:.1} MB in {} RSS after {}, peak so far {}",
         body.len() as f64 / 1e6,
         Ms::from(took),
-        Mib(server.rss()?)
+        Mib(server.rss()?),
+        Mib(server.peak()?)
     );
     drop(body);
+
+    // Consumers fetch every app: what a node keeps of the answers it gave
+    // (rendered fetch data is cached per app until the app changes).
+    let asked = Instant::now();
+    for app in 0..args.apps {
+        discovery::fetch(addr, &fleet.appid(app)).await?;
+    }
+    let took = asked.elapsed();
+    tokio::time::sleep(settle).await;
+    println!(
+        "every app fetched once: {} apps in {} RSS after {}, peak so far {}",
+        args.apps,
+        Ms::from(took),
+        Mib(server.rss()?),
+        Mib(server.peak()?)
+    );
 
     // The app registered last is checked: it is the most likely to be
     // missing if the restart lost the tail of the log.
@@ -89,11 +107,12 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
         let instances = discovery::status(addr).await?.instances;
         tokio::time::sleep(settle).await;
         println!(
-            "restart after {}: serving in {} (stop took {}, {instances} instances) RSS {}",
+            "restart after {}: serving in {} (stop took {}, {instances} instances) RSS {}, peak since the restart {}",
             signal.name(),
             Ms::from(serving),
             Ms::from(stopped),
-            Mib(server.rss()?)
+            Mib(server.rss()?),
+            Mib(server.peak()?)
         );
     }
     Ok(())

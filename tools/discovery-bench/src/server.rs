@@ -336,13 +336,23 @@ impl Server {
 
     /// The server's resident memory (VmRSS), in bytes.
     pub fn rss(&self) -> Result<u64> {
+        self.status_kb("VmRSS:")
+    }
+
+    /// The most the server has been resident since it started (VmHWM, the
+    /// kernel's high-water mark), in bytes: what a memory limit must allow.
+    pub fn peak(&self) -> Result<u64> {
+        self.status_kb("VmHWM:")
+    }
+
+    fn status_kb(&self, field: &str) -> Result<u64> {
         let path = format!("/proc/{}/status", self.pid);
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
         let kb: u64 = text
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no VmRSS in {path}"))?;
+            .with_context(|| format!("no {field} in {path}"))?;
         Ok(kb * 1024)
     }
 
