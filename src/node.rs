@@ -275,6 +275,7 @@ impl Node {
         let snapshot_check = state_machine.check();
         let refusals = Refusals::new();
         let network = Network::new(peer_client, refusals.clone());
+        let raft_started = std::time::Instant::now();
         let raft = Raft::new(
             config.node.id,
             Arc::new(raft_config),
@@ -283,6 +284,10 @@ impl Node {
             state_machine,
         )
         .await?;
+        tracing::info!(
+            ms = raft_started.elapsed().as_millis() as u64,
+            "raft started"
+        );
         // The membership as the data directory holds it (snapshot and log),
         // against this node's configuration.
         let stored: Vec<_> = raft

@@ -240,22 +240,17 @@ impl StateMachine {
         };
         let path = dir.join(SNAPSHOT_FILE);
         if path.exists() {
-            let bytes = std::fs::read(&path)
-                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-            // Checked as UTF-8 once, whole, rather than string by string.
-            let file: SnapshotFile = std::str::from_utf8(&bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "{} is corrupt or truncated ({e}): refusing to start without the \
+            let started = Instant::now();
+            let (file, size, crc) = read_snapshot(&path).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is corrupt or truncated ({e}): refusing to start without the \
                      registry it holds; restore it from a backup, or move the data \
                      directory away and add this node back as a new one",
-                        path.display()
-                    )
-                })?;
-            sm.space.snapshot_written(bytes.len() as u64);
-            sm.metrics.bytes.set(bytes.len() as i64);
+                    path.display()
+                )
+            })?;
+            sm.space.snapshot_written(size);
+            sm.metrics.bytes.set(size as i64);
             sm.last_applied = file.meta.last_log_id;
             sm.membership = file.meta.last_membership.clone();
             sm.local
@@ -270,7 +265,13 @@ impl StateMachine {
                     written.hex()
                 ));
             }
-            *sm.current.0.lock() = Some((file.meta, crc32fast::hash(&bytes)));
+            tracing::info!(
+                size,
+                instances = sm.local.read().len(),
+                ms = started.elapsed().as_millis() as u64,
+                "snapshot read"
+            );
+            *sm.current.0.lock() = Some((file.meta, crc));
         }
         Ok(sm)
     }
@@ -302,6 +303,19 @@ impl StateMachine {
             .map(|(id, member)| (*id, member.clone()))
             .collect()
     }
+}
+
+/// Reads a snapshot file as it streams from disk (never whole in memory:
+/// next to the registry it holds, that would be its size again), with its
+/// size and CRC-32.
+fn read_snapshot(path: &Path) -> std::io::Result<(SnapshotFile, u64, u32)> {
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut reader = Crc::new(file);
+    let parsed: SnapshotFile =
+        serde_json::from_reader(BufReader::with_capacity(1 << 20, &mut reader))
+            .map_err(io_error)?;
+    Ok((parsed, size, reader.hasher.finalize()))
 }
 
 fn io_error(e: impl std::fmt::Display) -> std::io::Error {
@@ -461,13 +475,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (dir, current, installed) = (self.dir.clone(), self.current.clone(), meta.clone());
         let (parsed, size) = tokio::task::spawn_blocking(move || {
             let incoming = dir.join(INCOMING_FILE);
-            let reader = std::fs::File::open(&incoming)?;
-            let size = reader.metadata()?.len();
-            let mut reader = Crc::new(reader);
-            let parsed: SnapshotFile =
-                serde_json::from_reader(BufReader::with_capacity(1 << 20, &mut reader))
-                    .map_err(io_error)?;
-            current.replace(&dir, &incoming, installed, reader.hasher.finalize())?;
+            let (parsed, size, crc) = read_snapshot(&incoming)?;
+            current.replace(&dir, &incoming, installed, crc)?;
             Ok::<_, std::io::Error>((parsed, size))
         })
         .await

@@ -21,6 +21,9 @@ use super::scheduler::Schedule;
 use super::zones::Partitions;
 use super::{AppSnapshot, RegistrySnapshot};
 
+/// Apps read and not yet filed, at most: a few hundred kilobytes.
+const FILING_QUEUE: usize = 64;
+
 /// The apps by env then appid, as [`super::Registry`] keeps them.
 pub(super) type Envs = HashMap<String, HashMap<String, Arc<App>>>;
 
@@ -106,12 +109,41 @@ impl<'de> Deserialize<'de> for Thawed {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a list of apps")
             }
+            /// Parsing and filing overlap: each app read is handed to a
+            /// thread that files it (sorting its instances in, sharing
+            /// their names, hashing them for the digest) while the next
+            /// one is read. A queue of a few apps bounds what waits.
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Apps, A::Error> {
-                let mut thawed = Thawed::default();
-                while let Some(app) = seq.next_element::<AppSnapshot>()? {
-                    thawed.add(app);
-                }
-                Ok(Apps(thawed))
+                std::thread::scope(|scope| {
+                    let (apps, filed) = std::sync::mpsc::sync_channel::<AppSnapshot>(FILING_QUEUE);
+                    let filer = scope.spawn(move || {
+                        let mut thawed = Thawed::default();
+                        for app in filed {
+                            thawed.add(app);
+                        }
+                        thawed
+                    });
+                    let mut read = Ok(());
+                    loop {
+                        match seq.next_element::<AppSnapshot>() {
+                            Ok(Some(app)) => {
+                                if apps.send(app).is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                read = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                    drop(apps);
+                    let thawed = filer.join().map_err(|_| {
+                        serde::de::Error::custom("filing the snapshot's apps failed")
+                    })?;
+                    read.map(|()| Apps(thawed))
+                })
             }
         }
 
