@@ -136,7 +136,7 @@ impl SelfDiscovery {
                 env: env.into(),
                 appid: APPID.into(),
                 hostname: n.name.as_str().into(),
-                addrs: vec![format!("http://{}", n.api_addr)],
+                addrs: vec![format!("http://{}", n.api_addr)].into(),
                 version: Name::default(),
                 metadata: Metadata::new(),
                 status: Status::Up,
@@ -241,8 +241,8 @@ mod tests {
             .expect("woken");
         assert_eq!(sd.instances("prod").len(), 1);
         assert_eq!(
-            sd.instances("prod")[0].addrs,
-            vec!["http://a:7171".to_string()]
+            sd.instances("prod")[0].addrs[..],
+            ["http://a:7171".to_string()]
         );
         assert_eq!(sd.instances("prod")[0].env, "prod");
         sd.with_nodes(|n| assert_eq!(n.iter().map(|s| s.status).collect::<Vec<_>>(), vec![0, 1]));

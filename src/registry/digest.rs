@@ -156,7 +156,7 @@ mod tests {
         changed.push(instance("a", r#"{"k":"w"}"#));
         changed.push(instance("a", r#"{"kv":""}"#));
         let mut i = base.clone();
-        i.addrs.push(String::new());
+        i.addrs = [&i.addrs[..], &[String::new()]].concat().into();
         changed.push(i);
         // "ab" + "" is not "a" + "b".
         let mut i = base.clone();

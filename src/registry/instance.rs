@@ -118,7 +118,9 @@ pub struct Instance {
     pub env: Name,
     pub appid: Name,
     pub hostname: Name,
-    pub addrs: Vec<String>,
+    /// Exactly as long as it is (no spare capacity), 8 bytes shorter than
+    /// a `Vec`: what keeps an instance in its size class.
+    pub addrs: Box<[String]>,
     pub version: Name,
     pub metadata: Metadata,
     pub status: Status,
@@ -138,7 +140,7 @@ impl Instance {
             env: reg.env.into(),
             appid: reg.appid.into(),
             hostname: reg.hostname.into(),
-            addrs: reg.addrs,
+            addrs: reg.addrs.into_boxed_slice(),
             version: reg.version.into(),
             metadata: reg.metadata,
             status: reg.status,
@@ -201,9 +203,12 @@ mod tests {
     }
 
     #[test]
-    fn an_instance_fits_jemallocs_192_byte_size_class() {
-        // A million of them are boxed: 193 bytes would cost 224.
-        assert!(std::mem::size_of::<Instance>() <= 192);
+    fn an_instance_fits_jemallocs_160_byte_size_class() {
+        // A million of them, each behind an `Arc` (two counts, 16 bytes):
+        // 161 bytes in all would cost 192.
+        assert_eq!(std::mem::size_of::<std::sync::Arc<Instance>>(), 8);
+        assert_eq!(std::mem::size_of::<Name>(), 8);
+        assert!(std::mem::size_of::<Instance>() + 16 <= 160);
     }
 
     #[test]

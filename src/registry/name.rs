@@ -5,19 +5,21 @@
 //! A `Name` is a reference-counted string: cloning it shares the text, so
 //! an app keeps one copy of each and its instances point at it (see
 //! [`super::app::App::insert`]). It reads, compares, hashes, orders and
-//! serializes exactly as the string it holds.
+//! serializes exactly as the string it holds. One pointer wide (the length
+//! lives with the count and the text), where `Arc<str>` takes two.
 
 use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::fmt;
 use std::ops::Deref;
-use std::sync::Arc;
+
+use arcstr::ArcStr;
 
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Name(Arc<str>);
+pub struct Name(ArcStr);
 
 impl Name {
     pub fn as_str(&self) -> &str {
@@ -26,7 +28,7 @@ impl Name {
 
     /// Makes `self` share `other`'s text when the two read the same.
     pub fn share(&mut self, other: &Name) {
-        if !Arc::ptr_eq(&self.0, &other.0) && *self.0 == *other.0 {
+        if !ArcStr::ptr_eq(&self.0, &other.0) && *self.0 == *other.0 {
             *self = other.clone();
         }
     }
@@ -34,7 +36,7 @@ impl Name {
     /// Whether the two share one copy of their text.
     #[cfg(test)]
     pub fn is_shared_with(&self, other: &Name) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        ArcStr::ptr_eq(&self.0, &other.0)
     }
 
     /// The `Name` for `text` when read from a snapshot or the log: a name
@@ -81,13 +83,13 @@ impl Borrow<str> for Name {
 
 impl From<&str> for Name {
     fn from(s: &str) -> Self {
-        Name(Arc::from(s))
+        Name(ArcStr::from(s))
     }
 }
 
 impl From<String> for Name {
     fn from(s: String) -> Self {
-        Name(Arc::from(s))
+        Name(ArcStr::from(s))
     }
 }
 
@@ -216,7 +218,7 @@ mod tests {
         let mut other = Name::from("prod");
         same.share(&first);
         other.share(&first);
-        assert!(Arc::ptr_eq(&same.0, &first.0));
+        assert!(same.is_shared_with(&first));
         assert_eq!(other, "prod");
     }
 
@@ -225,7 +227,7 @@ mod tests {
         let a: Name = serde_json::from_str(r#""zone-a""#).unwrap();
         let b: Name = serde_json::from_str(r#""zone-a""#).unwrap();
         let c: Name = serde_json::from_str(r#""zone-b""#).unwrap();
-        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert!(a.is_shared_with(&b));
         assert_eq!((a.as_str(), c.as_str()), ("zone-a", "zone-b"));
     }
 }

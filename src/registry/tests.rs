@@ -79,7 +79,7 @@ fn reregister_replaces_data_and_keeps_first_registration() {
         at: 200,
     });
     let i = r.get(&key("a", "z1", "h1")).unwrap();
-    assert_eq!(i.addrs, vec!["grpc://new:1".to_string()]);
+    assert_eq!(i.addrs[..], ["grpc://new:1".to_string()]);
     assert_eq!((i.reg_timestamp, i.up_timestamp), (100, 100));
     assert_eq!((i.dirty_timestamp, i.latest_timestamp), (200, 200));
     assert_eq!(r.len(), 1);
@@ -569,7 +569,7 @@ fn a_backup_with_a_misfiled_or_invalid_instance_is_refused() {
     assert!(e.to_string().contains("filed under dev/b"), "{e}");
 
     let mut backup = source.to_snapshot();
-    backup.apps[0].instances[0].addrs = vec!["not a url".into()];
+    backup.apps[0].instances[0].addrs = vec!["not a url".into()].into();
     let e = validate(&Command::Restore { backup, at: 100 }, 100, &rules).unwrap_err();
     assert!(e.to_string().contains("addrs"), "{e}");
 }

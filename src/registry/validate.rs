@@ -343,7 +343,7 @@ pub fn instance_ok(i: &Instance, l: &Limits) -> Result<(), RegistryError> {
         env: i.env.to_string(),
         appid: i.appid.to_string(),
         hostname: i.hostname.to_string(),
-        addrs: i.addrs.clone(),
+        addrs: i.addrs.to_vec(),
         version: i.version.to_string(),
         metadata: i.metadata.clone(),
         status: i.status,

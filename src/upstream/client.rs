@@ -93,7 +93,7 @@ impl Wire {
             env: self.env.into(),
             appid: self.appid.into(),
             hostname: self.hostname.into(),
-            addrs: self.addrs.unwrap_or_default(),
+            addrs: self.addrs.unwrap_or_default().into(),
             version: self.version.into(),
             metadata,
             status,
@@ -402,7 +402,7 @@ mod tests {
         assert_eq!((a.dirty_timestamp, a.latest_timestamp), (4, 5));
         assert_eq!(b.status, Status::Waiting);
         assert_eq!(b.metadata.get("n"), Some("7"));
-        assert_eq!(b.addrs, vec!["grpc://127.0.0.1:9001,http://127.0.0.1:8001"]);
+        assert_eq!(b.addrs[..], ["grpc://127.0.0.1:9001,http://127.0.0.1:8001"]);
     }
 
     #[test]

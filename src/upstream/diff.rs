@@ -200,7 +200,7 @@ mod tests {
             env: own.env.to_string(),
             appid: own.appid.to_string(),
             hostname: own.hostname.to_string(),
-            addrs: own.addrs.clone(),
+            addrs: own.addrs.to_vec(),
             version: own.version.to_string(),
             metadata: own.metadata.clone(),
             status: own.status,
@@ -237,14 +237,14 @@ mod tests {
         assert_eq!(d.changes.len(), 1);
         apply(&mut r, d.changes);
         assert_eq!(r.upstream_of(&own.key()), Some("old"));
-        assert_eq!(r.get(&own.key()).unwrap().addrs, vec!["http://theirs:80"]);
+        assert_eq!(r.get(&own.key()).unwrap().addrs[..], ["http://theirs:80"]);
         // A register here takes it back.
         r.apply(&Command::Register {
             registration: reg,
             at: 80,
         });
         assert_eq!(r.upstream_of(&own.key()), None);
-        assert_eq!(r.get(&own.key()).unwrap().addrs, vec!["http://mine:80"]);
+        assert_eq!(r.get(&own.key()).unwrap().addrs[..], ["http://mine:80"]);
     }
 
     #[test]
