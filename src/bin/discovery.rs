@@ -18,6 +18,18 @@ use tokio::signal::unix::{signal, SignalKind};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read as it starts (`_RJEM_MALLOC_CONF` in the
+/// environment still overrides them). Pages freed go back to the system
+/// from a thread of jemalloc's own about a second after they went unused,
+/// not ten seconds later and only when some allocation happens to check:
+/// rendering every app's answer once (consumers fetching all of a million
+/// instances) left 125 MiB behind that way, and raised the peak by as much
+/// (docs/benchmarks.md).
+#[cfg(not(feature = "system-alloc"))]
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8; 43] = b"background_thread:true,dirty_decay_ms:1000\0";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
