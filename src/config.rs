@@ -251,6 +251,10 @@ pub struct RaftConfig {
 pub struct PollConfig {
     /// How long a long poll is held before answering `-304`.
     pub hold_ms: u64,
+    /// What the rendered fetch answers kept for the polls and fetches that
+    /// read them next may take, in MiB, all apps together; the oldest
+    /// rendered goes first (`registry::rendered`).
+    pub rendered_mb: u64,
 }
 
 /// The stream of this zone's own changes to the other zones.
@@ -484,7 +488,10 @@ impl Default for RaftConfig {
 
 impl Default for PollConfig {
     fn default() -> Self {
-        PollConfig { hold_ms: 30_000 }
+        PollConfig {
+            hold_ms: 30_000,
+            rendered_mb: 32,
+        }
     }
 }
 

@@ -175,6 +175,9 @@ impl Node {
         let metrics = Arc::new(Metrics::new());
         let mut registry = Registry::new(Schedules::new(config.schedules.clone()));
         registry.stream_own(!config.zones.is_empty());
+        registry
+            .rendered()
+            .set_budget((config.poll.rendered_mb as usize) << 20);
         let local = LocalRegistry::keeping(registry, config.zone_stream.keep_changes);
         let space = SpaceGuard::new(&data_dir, config.storage.min_free_mb << 20);
         let state_machine = StateMachine::open(

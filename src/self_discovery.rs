@@ -18,6 +18,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::poll::PollHub;
+use crate::registry::rendered::Answers;
 use crate::registry::{
     App, AppKey, FetchMiss, Instance, Metadata, Name, PollView, Status, StatusMask, Timestamp,
 };
@@ -53,6 +54,9 @@ pub struct NodeStatus<'a> {
 }
 
 /// The published view of the cluster's members.
+/// The app is made for each read: its answer is not kept.
+static UNKEPT: Answers = Answers::new(0);
+
 pub struct SelfDiscovery {
     state: RwLock<State>,
     hub: Arc<PollHub>,
@@ -169,9 +173,10 @@ impl SelfDiscovery {
         if app.is_empty() {
             return Err(FetchMiss::UnknownApp);
         }
-        app.render(zone, mask, None).ok_or(FetchMiss::UnknownZone {
-            latest_timestamp: app.latest_timestamp(),
-        })
+        app.render(zone, mask, None, &UNKEPT)
+            .ok_or(FetchMiss::UnknownZone {
+                latest_timestamp: app.latest_timestamp(),
+            })
     }
 
     /// What a poll of `infra.discovery` holding `since` sees.
@@ -182,7 +187,7 @@ impl SelfDiscovery {
         } else if app.latest_timestamp() <= since || !app.has_up(zone) {
             PollView::Unchanged
         } else {
-            app.render(zone, StatusMask::UP, None)
+            app.render(zone, StatusMask::UP, None, &UNKEPT)
                 .map_or(PollView::Unchanged, PollView::Changed)
         }
     }

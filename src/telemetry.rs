@@ -105,6 +105,8 @@ pub enum PollAnswer {
 #[derive(Clone, Debug, Default)]
 pub struct Sample {
     pub held_polls: usize,
+    /// Bytes of rendered fetch answers kept, and the most they may take.
+    pub rendered: (usize, usize),
     /// `(env, apps, instances)`.
     pub by_env: Vec<(String, usize, usize)>,
     pub self_preservation: Option<bool>,
@@ -165,6 +167,8 @@ pub struct Metrics {
     /// check agrees again).
     pub rebuilds: Counter,
     held_polls: Gauge,
+    rendered_bytes: Gauge,
+    rendered_budget_bytes: Gauge,
     apps: Family<EnvLabels, Gauge>,
     instances: Family<EnvLabels, Gauge>,
     self_preservation: Gauge,
@@ -232,6 +236,8 @@ impl Metrics {
             scrubs: Counter::default(),
             rebuilds: Counter::default(),
             held_polls: Gauge::default(),
+            rendered_bytes: Gauge::default(),
+            rendered_budget_bytes: Gauge::default(),
             apps: Family::default(),
             instances: Family::default(),
             self_preservation: Gauge::default(),
@@ -282,6 +288,16 @@ impl Metrics {
             m.poll_wake_seconds.clone(),
         );
         r.register("polls_held", "Polls held now", m.held_polls.clone());
+        r.register(
+            "rendered_bytes",
+            "Bytes of rendered fetch answers kept for their next readers",
+            m.rendered_bytes.clone(),
+        );
+        r.register(
+            "rendered_budget_bytes",
+            "The most the rendered fetch answers kept may take (poll.rendered_mb)",
+            m.rendered_budget_bytes.clone(),
+        );
         r.register("apps", "Apps in the registry, by env", m.apps.clone());
         r.register(
             "instances",
@@ -539,6 +555,8 @@ impl Metrics {
             g.set(v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX)));
         }
         gauge(&self.held_polls, Some(s.held_polls as u64));
+        gauge(&self.rendered_bytes, Some(s.rendered.0 as u64));
+        gauge(&self.rendered_budget_bytes, Some(s.rendered.1 as u64));
         self.apps.clear();
         self.instances.clear();
         for (env, apps, instances) in &s.by_env {

@@ -413,3 +413,65 @@ async fn polls_of_infra_discovery_answer_in_any_env() {
     assert_eq!(a.code(), -304, "no membership change, no answer");
     node.stop().await;
 }
+
+/// The value of one unlabelled gauge in a `/metrics` text.
+fn gauge(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+/// A client fetching every app cannot make the node keep every rendered
+/// answer: what is kept stays within `poll.rendered_mb`, and an answer
+/// pushed out is rendered again, the same bytes.
+#[tokio::test]
+async fn rendered_answers_kept_stay_within_their_budget() {
+    let node = TestNode::start_with(5000, |c| c.poll.rendered_mb = 1).await;
+    let c = node.client();
+    // 20 apps of 10 instances with 7,000 bytes of metadata each: an
+    // answer is about 70 KB, all of them 1.4 MB, over the 1 MiB budget.
+    let metadata = format!(r#"{{"blob":"{}"}}"#, "x".repeat(7000));
+    let apps: Vec<String> = (0..20).map(|a| format!("big.app{a:02}")).collect();
+    for appid in &apps {
+        for h in 0..10 {
+            let a = c
+                .post(
+                    "/discovery/register",
+                    &[
+                        ("zone", "sh001"),
+                        ("env", "dev"),
+                        ("appid", appid),
+                        ("hostname", &format!("h{h}")),
+                        ("status", "1"),
+                        ("addrs", "http://10.0.0.1:80"),
+                        ("metadata", &metadata),
+                    ],
+                )
+                .await;
+            assert_eq!(a.code(), 0, "{}", a.text);
+        }
+    }
+    let mut first = Vec::new();
+    for appid in &apps {
+        let a = c.fetch(appid, 1).await;
+        assert_eq!(a.code(), 0, "{}", a.text);
+        assert!(a.text.len() > 70_000, "{} bytes", a.text.len());
+        first.push(a.text);
+    }
+    let metrics = c.get("/metrics").await.text;
+    let (kept, budget) = (
+        gauge(&metrics, "discovery_rendered_bytes"),
+        gauge(&metrics, "discovery_rendered_budget_bytes"),
+    );
+    assert_eq!(budget, 1 << 20);
+    assert!(kept > 0 && kept <= budget, "{kept} bytes kept");
+    // Twice over, in the same order: every answer was pushed out before it
+    // was asked again, and is rendered again the same.
+    for (appid, before) in apps.iter().zip(&first) {
+        assert_eq!(&c.fetch(appid, 1).await.text, before, "{appid}");
+    }
+    let kept = gauge(&c.get("/metrics").await.text, "discovery_rendered_bytes");
+    assert!(kept <= budget, "{kept} bytes kept");
+}

@@ -324,6 +324,7 @@ pub async fn metrics(
     ));
     let sample = Sample {
         held_polls: api.local.hub().held(),
+        rendered: api.local.read().rendered().kept(),
         by_env,
         self_preservation: eviction.preservation.lock().map(|p| p.protecting),
         protected: api.protection.is_on(),

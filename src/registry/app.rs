@@ -1,8 +1,8 @@
 //! One `(env, appid)`: its instances by zone, its change timestamp, and the
-//! rendered fetch answers cached until it next changes.
+//! rendered fetch answers while its registry keeps them (see `super::rendered`).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::digest::Sum;
 use super::instance::{Instance, StatusMask, Timestamp};
 use super::name::Name;
+use super::rendered::{Answers, Slot};
 use super::scheduler::SchedulerRule;
 
 /// The instances of one app, by zone then hostname (sorted, so every replica
@@ -19,8 +20,9 @@ use super::scheduler::SchedulerRule;
 pub struct App {
     zones: BTreeMap<Name, Hosts>,
     latest_timestamp: Timestamp,
-    /// Rendered all-zone fetch data, one slot per status mask 1..=3.
-    rendered: [OnceLock<Bytes>; 3],
+    /// Rendered all-zone fetch data, one slot per status mask 1..=3, while
+    /// its registry keeps it (see [`super::rendered`]).
+    rendered: [Slot; 3],
     /// The sum of its instances' hashes, kept as they change.
     digest: Sum,
 }
@@ -160,20 +162,19 @@ impl App {
         }
     }
 
-    /// The rendered JSON of `fetch_data`, cached for the all-zone case.
+    /// The rendered JSON of `fetch_data`, kept among `answers` for the
+    /// all-zone case.
     pub fn render(
         &self,
         zone: Option<&str>,
         mask: StatusMask,
         scheduler: Option<&[SchedulerRule]>,
+        answers: &Answers,
     ) -> Option<Bytes> {
         match zone {
             None => {
                 let slot = &self.rendered[mask.bits() as usize - 1];
-                Some(
-                    slot.get_or_init(|| encode(&self.data(None, mask, scheduler)))
-                        .clone(),
-                )
+                Some(slot.get_or_render(answers, || encode(&self.data(None, mask, scheduler))))
             }
             Some(_) => self.fetch_data(zone, mask, scheduler).map(|d| encode(&d)),
         }
@@ -212,7 +213,7 @@ impl App {
 
     fn invalidate(&mut self) {
         for slot in &mut self.rendered {
-            slot.take();
+            slot.clear();
         }
     }
 }

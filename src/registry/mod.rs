@@ -10,6 +10,7 @@ pub mod eviction;
 mod instance;
 mod metadata;
 mod name;
+pub mod rendered;
 pub mod restore;
 mod scheduler;
 mod thaw;
@@ -103,6 +104,8 @@ pub struct Registry {
     restoring: Option<Box<restore::Staged>>,
     /// Original discovery clusters followed (replicated).
     upstreams: upstream::Upstreams,
+    /// The rendered fetch answers its apps keep (not replicated).
+    rendered: rendered::Answers,
 }
 
 /// One app's digest: what replicas compare to find where they differ.
@@ -149,6 +152,11 @@ impl Registry {
             schedules,
             ..Registry::default()
         }
+    }
+
+    /// The rendered fetch answers its apps keep, within their budget.
+    pub fn rendered(&self) -> &rendered::Answers {
+        &self.rendered
     }
 
     /// How many instances are registered.
@@ -902,7 +910,7 @@ impl Registry {
         mask: StatusMask,
     ) -> Result<Bytes, FetchMiss> {
         let app = self.app(env, appid).ok_or(FetchMiss::UnknownApp)?;
-        app.render(zone, mask, self.rules(env, appid))
+        app.render(zone, mask, self.rules(env, appid), &self.rendered)
             .ok_or(FetchMiss::UnknownZone {
                 latest_timestamp: app.latest_timestamp(),
             })
@@ -916,7 +924,7 @@ impl Registry {
         if app.latest_timestamp() <= since || !app.has_up(zone) {
             return PollView::Unchanged;
         }
-        match app.render(zone, StatusMask::UP, self.rules(env, appid)) {
+        match app.render(zone, StatusMask::UP, self.rules(env, appid), &self.rendered) {
             Some(bytes) => PollView::Changed(bytes),
             None => PollView::Unchanged,
         }
