@@ -322,9 +322,10 @@ pub async fn metrics(
         &api.local.read(),
         &upstreams,
     ));
+    let rendered = api.local.read().rendered().kept();
     let sample = Sample {
         held_polls: api.local.hub().held(),
-        rendered: api.local.read().rendered().kept(),
+        rendered,
         by_env,
         self_preservation: eviction.preservation.lock().map(|p| p.protecting),
         protected: api.protection.is_on(),

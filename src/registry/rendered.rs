@@ -68,15 +68,16 @@ impl Answers {
     fn keep(&self, answer: Bytes) -> Weak<Bytes> {
         let size = answer.len();
         let budget = self.budget.load(Ordering::Relaxed);
+        // Checked first: an answer that could never fit pushes none out.
+        if size > budget {
+            return Weak::new();
+        }
         let mut kept = self.kept.lock();
         while kept.bytes + size > budget {
             match kept.answers.pop_front() {
                 Some(old) => kept.bytes -= old.len(),
                 None => break,
             }
-        }
-        if size > budget {
-            return Weak::new();
         }
         let answer = Arc::new(answer);
         let weak = Arc::downgrade(&answer);
@@ -148,6 +149,8 @@ mod tests {
         let got = big.get_or_render(&answers, || Bytes::from(vec![1; 2000]));
         assert_eq!(got.len(), 2000);
         assert!(bytes() <= 1000);
+        // ... and pushes out none of those kept.
+        slots[3].get_or_render(&answers, || panic!("slot 3 was pushed out"));
         let again = big.get_or_render(&answers, || Bytes::from_static(b"again"));
         assert_eq!(again, "again");
 
