@@ -763,3 +763,32 @@ fn a_restore_in_parts_survives_a_snapshot_taken_half_way() {
     assert!(installed.apply(&part(1)).outcome.is_err());
     assert_eq!(installed.to_snapshot().digest(), before);
 }
+
+#[test]
+fn a_registry_that_exported_to_an_original_is_written_and_read_as_a_snapshot() {
+    let mut r = Registry::default();
+    register(&mut r, "a", "z1", "h1", 100);
+    r.apply(&Command::UpstreamExported {
+        upstream: "old".into(),
+        exported: vec![(key("a", "z1", "h1"), 100)],
+        withdrawn: Vec::new(),
+        at: 110,
+    });
+    let snap = serde_json::to_vec(&r.to_snapshot()).unwrap();
+    assert_eq!(serde_json::to_vec(&r.freeze()).unwrap(), snap);
+    let mut back = Registry::default();
+    back.restore(serde_json::from_slice::<Thawed>(&snap).unwrap());
+    assert_eq!(back.to_snapshot(), r.to_snapshot());
+    assert_eq!(back.digest(), r.digest());
+}
+
+#[test]
+fn an_upstream_written_by_an_earlier_build_is_read() {
+    // Earlier builds wrote `exported` as an object (possible only empty).
+    let json = r#"{"cursor":3,"applied_at":5,"keys":[],"exported":{}}"#;
+    let upstream: crate::registry::upstream::Upstream = serde_json::from_str(json).unwrap();
+    assert_eq!(upstream.cursor, 3);
+    assert!(upstream.exported.is_empty());
+    let written = serde_json::to_string(&upstream).unwrap();
+    assert!(written.ends_with(r#""exported":[]}"#), "{written}");
+}

@@ -36,8 +36,67 @@ pub struct Upstream {
     /// This cluster's own instances registered there, each with the
     /// `dirty_timestamp` it had when it was: a changed one is registered
     /// again, one gone from here is cancelled there, whichever node
-    /// leads.
+    /// leads. Written as a list of `[key, timestamp]` pairs: JSON keys
+    /// are strings only.
+    #[serde(with = "key_pairs")]
     pub exported: BTreeMap<InstanceKey, Timestamp>,
+}
+
+/// A map keyed by instance key, written as a list of pairs. Earlier builds
+/// wrote it as a JSON object, which they could do only while it was empty
+/// (a non-empty one failed every snapshot and backup): an object is still
+/// read.
+mod key_pairs {
+    use std::collections::BTreeMap;
+    use std::fmt;
+
+    use serde::de::{MapAccess, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    use super::{InstanceKey, Timestamp};
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<InstanceKey, Timestamp>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    struct Pairs;
+
+    impl<'de> Visitor<'de> for Pairs {
+        type Value = BTreeMap<InstanceKey, Timestamp>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of [instance key, timestamp] pairs")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut map = BTreeMap::new();
+            while let Some((key, at)) = seq.next_element::<(InstanceKey, Timestamp)>()? {
+                map.insert(key, at);
+            }
+            Ok(map)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+            let mut map = BTreeMap::new();
+            while let Some((key, at)) = entries.next_entry::<InstanceKey, Timestamp>()? {
+                map.insert(key, at);
+            }
+            Ok(map)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<InstanceKey, Timestamp>, D::Error> {
+        if d.is_human_readable() {
+            d.deserialize_any(Pairs)
+        } else {
+            d.deserialize_seq(Pairs)
+        }
+    }
 }
 
 /// Every original cluster followed, by the name the configuration gives it.
