@@ -24,6 +24,8 @@
 //!   connections, new instances) and how often a warning is logged.
 //! - [`auth`]: the admin token operators' changes are checked against.
 //! - [`clock`]: the wall clock proposers stamp commands with.
+//! - [`wire`]: the binary frames peers exchange on the hot paths (Raft
+//!   appends and votes, forwarded writes and renews), versioned.
 //! - [`config`]: the TOML file, flags and environment of a node.
 //! - [`upstream`]: following an original discovery cluster both ways while
 //!   a fleet moves over.
@@ -51,4 +53,5 @@ pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod upstream;
+pub mod wire;
 pub mod zones;

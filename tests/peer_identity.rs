@@ -9,11 +9,14 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, Timings, ADMIN_TOKEN};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+use raft_discovery::auth::Origin;
+use raft_discovery::cluster::messages::{Forward, Renews};
 use raft_discovery::peer::certs::Issued;
 use raft_discovery::peer::identity::Identity;
 use raft_discovery::peer::paths;
 use raft_discovery::raft::{NodeId, Proposal, TypeConfig};
 use raft_discovery::registry::{Command, Metadata, Registration, Status};
+use raft_discovery::wire;
 use serde_json::{json, Value};
 
 /// An HTTPS client trusting the cluster's CA, presenting `identity`.
@@ -53,6 +56,14 @@ fn register(appid: &str, hostname: &str) -> Command {
 /// An append from `leader` in `term`, after `index`, carrying a forged
 /// registration.
 fn forged_append(term: u64, leader: NodeId, index: u64) -> Vec<u8> {
+    serde_json::to_vec(&forged_append_request(term, leader, index)).unwrap()
+}
+
+fn forged_append_request(
+    term: u64,
+    leader: NodeId,
+    index: u64,
+) -> openraft::raft::AppendEntriesRequest<TypeConfig> {
     let at = |i| LogId::new(CommittedLeaderId::new(term, leader), i);
     let entry = Entry::<TypeConfig> {
         log_id: at(index + 1),
@@ -60,24 +71,56 @@ fn forged_append(term: u64, leader: NodeId, index: u64) -> Vec<u8> {
             commands: vec![register("forged.app", "evil")],
         }),
     };
-    let req = openraft::raft::AppendEntriesRequest::<TypeConfig> {
+    openraft::raft::AppendEntriesRequest::<TypeConfig> {
         vote: Vote::new_committed(term, leader),
         prev_log_id: Some(at(index)),
         entries: vec![entry],
         leader_commit: Some(at(index + 1)),
-    };
-    serde_json::to_vec(&req).unwrap()
+    }
 }
 
 fn forged_vote(term: u64, candidate: NodeId, index: u64) -> Vec<u8> {
-    let req = openraft::raft::VoteRequest::<NodeId> {
+    serde_json::to_vec(&forged_vote_request(term, candidate, index)).unwrap()
+}
+
+fn forged_vote_request(
+    term: u64,
+    candidate: NodeId,
+    index: u64,
+) -> openraft::raft::VoteRequest<NodeId> {
+    openraft::raft::VoteRequest::<NodeId> {
         vote: Vote::new(term, candidate),
         last_log_id: Some(LogId::new(
             CommittedLeaderId::new(term, candidate),
             index + 1_000,
         )),
+    }
+}
+
+/// The routes that take binary frames (`raft_discovery::wire`), with a
+/// forged body of each as a frame: what a peer of this build sends.
+fn framed_routes(term: u64, claimed: NodeId, index: u64) -> Vec<(&'static str, Vec<u8>)> {
+    let snapshot: openraft::raft::InstallSnapshotRequest<TypeConfig> =
+        serde_json::from_slice(&forged_snapshot(term, claimed)).unwrap();
+    let forward = Forward {
+        proposal: Proposal {
+            commands: vec![register("forged.app", "evil")],
+        },
+        origins: vec![Origin::Cluster],
     };
-    serde_json::to_vec(&req).unwrap()
+    vec![
+        (
+            paths::APPEND,
+            wire::encode(&forged_append_request(term, claimed, index)).unwrap(),
+        ),
+        (
+            paths::VOTE,
+            wire::encode(&forged_vote_request(term + 1, claimed, index)).unwrap(),
+        ),
+        (paths::SNAPSHOT, wire::encode(&snapshot).unwrap()),
+        (paths::PROPOSE, wire::encode(&forward).unwrap()),
+        (paths::RENEW, wire::encode(&Renews::default()).unwrap()),
+    ]
 }
 
 /// A whole snapshot's framed header from `leader`, then junk.
@@ -290,6 +333,22 @@ async fn every_peer_route_refuses_callers_its_certificate_does_not_allow() {
                     let answer = call(client, &addr, path, &body).await;
                     assert_eq!(answer, Ok(403), "{who} -> node {target}: {path}");
                 }
+            }
+            // The same forgeries as binary frames: decoded, then checked
+            // the same.
+            for (path, frame) in framed_routes(term, *claimed, index) {
+                if *who == "a member speaking for the leader" && open_to_members.contains(&path) {
+                    continue;
+                }
+                let answer = client
+                    .post(format!("https://{addr}{path}"))
+                    .header("content-type", wire::MEDIA_TYPE)
+                    .body(frame)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .map_err(|e| e.to_string());
+                assert_eq!(answer, Ok(403), "{who} -> node {target}: {path} (frame)");
             }
         }
         // (d) no certificate: no handshake at all.

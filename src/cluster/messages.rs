@@ -190,13 +190,53 @@ pub struct Committed {
 // From `writer`.
 /// What a follower hands the leader: one log entry's commands and, for
 /// each, who sent it. Only the commands go into the log.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Forward {
-    #[serde(flatten)]
     pub proposal: Proposal,
     /// Each command's sender, in order; none from an earlier build.
-    #[serde(default)]
     pub origins: Vec<Origin>,
+}
+
+/// In JSON, the proposal's fields with the origins beside them, as earlier
+/// builds read and write them; in a frame (`crate::wire`), which cannot
+/// carry a flattened struct, the two in order.
+impl Serialize for Forward {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Flat<'a> {
+            #[serde(flatten)]
+            proposal: &'a Proposal,
+            origins: &'a [Origin],
+        }
+        if s.is_human_readable() {
+            Flat {
+                proposal: &self.proposal,
+                origins: &self.origins,
+            }
+            .serialize(s)
+        } else {
+            (&self.proposal, &self.origins).serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Forward {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Flat {
+            #[serde(flatten)]
+            proposal: Proposal,
+            #[serde(default)]
+            origins: Vec<Origin>,
+        }
+        let (proposal, origins) = if d.is_human_readable() {
+            let flat = Flat::deserialize(d)?;
+            (flat.proposal, flat.origins)
+        } else {
+            Deserialize::deserialize(d)?
+        };
+        Ok(Forward { proposal, origins })
+    }
 }
 
 // From `writer`.

@@ -35,12 +35,29 @@ pub use super::messages::{ForwardedRenews, Renews};
 const MAX_BATCH: usize = 4096;
 
 /// What a leader reads: [`Renews`], or the bare list of keys an earlier
-/// build sends.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// build sends (in JSON: frames are [`Renews`] only).
+#[derive(Debug)]
 pub enum ForwardRenews {
     Renews(Renews),
     Keys(Vec<InstanceKey>),
+}
+
+impl<'de> Deserialize<'de> for ForwardRenews {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Renews(Renews),
+            Keys(Vec<InstanceKey>),
+        }
+        if !d.is_human_readable() {
+            return Renews::deserialize(d).map(ForwardRenews::Renews);
+        }
+        Ok(match Either::deserialize(d)? {
+            Either::Renews(renews) => ForwardRenews::Renews(renews),
+            Either::Keys(keys) => ForwardRenews::Keys(keys),
+        })
+    }
 }
 
 impl From<ForwardRenews> for Renews {

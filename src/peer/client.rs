@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
 use rustls::ClientConfig;
 use serde::de::DeserializeOwned;
@@ -29,6 +29,7 @@ use crate::cluster::writer::{Committed, Forward, ForwardError, WriteError};
 use crate::local::CheckRecord;
 use crate::raft::{Member, NodeId};
 use crate::self_discovery::NodeView;
+use crate::wire;
 use crate::zones::router::{ZoneWrite, ZoneWritten};
 use crate::zones::{ZoneAnswer, ZoneCursor};
 
@@ -53,6 +54,38 @@ pub struct PeerClient {
     built: Arc<RwLock<(Option<PeerTls>, Option<HeaderValue>)>>,
     /// Names dialled at fixed addresses instead of asking DNS.
     hosts: Arc<Hosts>,
+    /// Peers that refused a frame lately: spoken to in JSON.
+    json_only: Arc<JsonOnly>,
+}
+
+/// How long a peer that refused a frame (an earlier build, or one that
+/// does not read this build's frame version) is spoken to in JSON before a
+/// frame is tried again: a rolling upgrade replaces it meanwhile, and one
+/// refused call a minute costs it nothing.
+pub const JSON_ONLY_FOR: Duration = Duration::from_secs(60);
+
+/// The peers (by address) that refused a frame, and when.
+#[derive(Default)]
+struct JsonOnly(parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+impl JsonOnly {
+    fn speaks_frames(&self, addr: &str) -> bool {
+        let mut refused = self.0.lock();
+        match refused.get(addr) {
+            Some(at) if at.elapsed() < JSON_ONLY_FOR => false,
+            Some(_) => {
+                refused.remove(addr);
+                true
+            }
+            None => true,
+        }
+    }
+
+    fn refused(&self, addr: &str) {
+        self.0
+            .lock()
+            .insert(addr.to_string(), std::time::Instant::now());
+    }
 }
 
 /// Names and the addresses they are dialled at, read from a file in
@@ -153,6 +186,7 @@ impl PeerClient {
             scheme: if tls.is_some() { "https" } else { "http" },
             built: Arc::new(RwLock::new((tls.cloned(), None))),
             hosts: Arc::new(hosts),
+            json_only: Arc::default(),
         })
     }
 
@@ -200,6 +234,38 @@ impl PeerClient {
         exchange(request, within).await
     }
 
+    /// POSTs `body` as a binary frame ([`crate::wire`]) and reads the
+    /// answer in the encoding it comes in; to a peer that refuses frames
+    /// (415: an earlier build), sends it again as JSON, which it read
+    /// nothing of, and keeps to JSON with it for [`JSON_ONLY_FOR`].
+    pub async fn call<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        to: &Member,
+        path: &str,
+        body: &Req,
+        within: Duration,
+    ) -> Result<Resp, LinkError> {
+        if self.json_only.speaks_frames(&to.raft_addr) {
+            let frame = wire::encode(body).map_err(|e| LinkError::NotSent(e.to_string()))?;
+            let response = self
+                .http()
+                .post(self.url(to, path))
+                .header(CONTENT_TYPE, wire::MEDIA_TYPE)
+                .body(frame)
+                .timeout(within)
+                .send()
+                .await
+                .map_err(link_error)?;
+            if response.status() != StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                return read(response).await;
+            }
+            let why = response.text().await.unwrap_or_default();
+            tracing::info!(peer = %to, %why, "peer refused a frame: speaking JSON to it");
+            self.json_only.refused(&to.raft_addr);
+        }
+        self.post(to, path, body, within).await
+    }
+
     async fn get<Resp: DeserializeOwned>(
         &self,
         to: &Member,
@@ -217,6 +283,12 @@ async fn exchange<Resp: DeserializeOwned>(
     within: Duration,
 ) -> Result<Resp, LinkError> {
     let response = request.timeout(within).send().await.map_err(link_error)?;
+    read(response).await
+}
+
+/// Reads an answer: its value, in the encoding it came in (a frame or
+/// JSON), or why there is none.
+async fn read<Resp: DeserializeOwned>(response: reqwest::Response) -> Result<Resp, LinkError> {
     let status = response.status();
     if status == StatusCode::INSUFFICIENT_STORAGE {
         // The peer took nothing (its disk is short of room): safe to send
@@ -238,7 +310,15 @@ async fn exchange<Resp: DeserializeOwned>(
     if !status.is_success() {
         return Err(LinkError::Failed(format!("HTTP {status}")));
     }
-    response.json().await.map_err(link_error)
+    let framed = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|media| media.as_bytes() == wire::MEDIA_TYPE.as_bytes());
+    if !framed {
+        return response.json().await.map_err(link_error);
+    }
+    let body = response.bytes().await.map_err(link_error)?;
+    wire::decode(&body).map_err(|e| LinkError::Failed(e.to_string()))
 }
 
 /// A peer's 403: its guard refused this node, and said why (`refused: …`).
@@ -279,7 +359,7 @@ impl PeerLink for PeerClient {
         forward: &Forward,
         within: Duration,
     ) -> Result<Result<Committed, ForwardError>, LinkError> {
-        self.post(to, paths::PROPOSE, forward, within).await
+        self.call(to, paths::PROPOSE, forward, within).await
     }
 
     async fn renew(
@@ -288,7 +368,7 @@ impl PeerLink for PeerClient {
         renews: &Renews,
         within: Duration,
     ) -> Result<ForwardedRenews, LinkError> {
-        self.post(to, paths::RENEW, renews, within).await
+        self.call(to, paths::RENEW, renews, within).await
     }
 
     async fn bootstrap_state(
@@ -460,5 +540,115 @@ mod tests {
         );
         assert!(Hosts::parse("nowhere a").unwrap_err().contains("line 1"));
         assert!(Hosts::parse("127.0.0.1").unwrap_err().contains("no name"));
+    }
+}
+
+#[cfg(test)]
+mod framing_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::extract::Request;
+    use axum::middleware::{self, Next};
+    use axum::routing::post;
+    use axum::{Json, Router};
+
+    use super::*;
+    use crate::peer::framed::Framed;
+    use crate::raft::{Proposal, ProposalResult};
+    use crate::registry::{Applied, Command};
+
+    fn committed() -> Result<Committed, ForwardError> {
+        Ok(Committed {
+            result: ProposalResult {
+                outcomes: vec![Ok(Applied::Done)],
+            },
+            index: 7,
+        })
+    }
+
+    /// A peer listening with `routes`; counts the requests it gets as
+    /// (frames, others).
+    async fn peer(routes: Router) -> (Member, Arc<(AtomicUsize, AtomicUsize)>) {
+        let seen = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+        let counts = seen.clone();
+        let app = routes.layer(middleware::from_fn(move |req: Request, next: Next| {
+            let counts = counts.clone();
+            async move {
+                let framed = req
+                    .headers()
+                    .get(CONTENT_TYPE)
+                    .is_some_and(|m| m.as_bytes() == wire::MEDIA_TYPE.as_bytes());
+                let count = if framed { &counts.0 } else { &counts.1 };
+                count.fetch_add(1, Ordering::SeqCst);
+                next.run(req).await
+            }
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let member = Member {
+            raft_addr: addr.to_string(),
+            ..Member::default()
+        };
+        (member, seen)
+    }
+
+    fn forward() -> Forward {
+        Forward {
+            proposal: Proposal {
+                commands: vec![Command::Check { round: 1 }],
+            },
+            origins: vec![crate::auth::Origin::Cluster],
+        }
+    }
+
+    #[tokio::test]
+    async fn an_earlier_build_that_reads_json_only_is_spoken_to_in_json() {
+        // The route as an earlier build served it: axum's JSON extractor,
+        // which refuses any other media type with 415 before the handler.
+        let (old, seen) = peer(Router::new().route(
+            paths::PROPOSE,
+            post(|Json(_): Json<Forward>| async { Json(committed()) }),
+        ))
+        .await;
+        let client = PeerClient::new(None).unwrap();
+        let within = Duration::from_secs(5);
+        let answer = client.propose(&old, &forward(), within).await.unwrap();
+        assert_eq!(answer.unwrap().index, 7);
+        // A frame, refused; then the same as JSON.
+        assert_eq!(seen.0.load(Ordering::SeqCst), 1);
+        assert_eq!(seen.1.load(Ordering::SeqCst), 1);
+        // From then on, JSON only.
+        client
+            .propose(&old, &forward(), within)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen.0.load(Ordering::SeqCst), 1);
+        assert_eq!(seen.1.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_peer_of_this_build_gets_frames_and_answers_in_frames() {
+        let (new, seen) = peer(Router::new().route(
+            paths::PROPOSE,
+            post(|body: Framed<Forward>| async move {
+                assert_eq!(body.value, forward());
+                body.encoding.answer(committed())
+            }),
+        ))
+        .await;
+        let client = PeerClient::new(None).unwrap();
+        for _ in 0..2 {
+            let answer = client
+                .propose(&new, &forward(), Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(answer.unwrap().index, 7);
+        }
+        assert_eq!(seen.0.load(Ordering::SeqCst), 2);
+        assert_eq!(seen.1.load(Ordering::SeqCst), 0);
     }
 }

@@ -12,12 +12,14 @@
 //! - [`certs`]: making the CA and node certificates;
 //! - [`client`]: the calling side, the cluster's [`PeerLink`];
 //! - [`network`]: openraft's RPCs over that client;
+//! - [`framed`]: bodies in binary frames or JSON, answered in kind;
 //! - [`routes`]: the serving side.
 //!
 //! [`PeerLink`]: crate::cluster::link::PeerLink
 
 pub mod certs;
 pub mod client;
+pub mod framed;
 pub mod guard;
 pub mod identity;
 pub mod network;

@@ -92,7 +92,7 @@ impl Peer {
         E: DeserializeOwned,
     {
         self.client
-            .post(&self.member, path, req, option.hard_ttl())
+            .call(&self.member, path, req, option.hard_ttl())
             .await
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Extension, Query, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use futures::StreamExt;
 use openraft::error::{Fatal, InstallSnapshotError, RaftError};
@@ -25,6 +26,7 @@ use openraft::Snapshot;
 
 use tokio::io::AsyncWriteExt;
 
+use super::framed::Framed;
 use super::guard::Guard;
 use super::identity::Caller;
 use super::network::parse_header;
@@ -126,8 +128,9 @@ pub const APP_LISTS: (usize, usize) = (4, 1);
 pub async fn append(
     State(peers): State<Arc<PeerApi>>,
     Extension(caller): Extension<Caller>,
-    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
-) -> Result<Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>>, (StatusCode, String)> {
+    body: Framed<AppendEntriesRequest<TypeConfig>>,
+) -> Result<Response, (StatusCode, String)> {
+    let (req, encoding) = (body.value, body.encoding);
     let leader = req.vote.leader_id().voted_for();
     peers.guard.claims(&caller, "an append", leader)?;
     if !req.entries.is_empty() {
@@ -140,30 +143,34 @@ pub async fn append(
             return Err((StatusCode::INSUFFICIENT_STORAGE, full.to_string()));
         }
     }
-    Ok(Json(peers.raft.append_entries(req).await))
+    let answered: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+        peers.raft.append_entries(req).await;
+    Ok(encoding.answer(answered))
 }
 
 pub async fn vote(
     State(peers): State<Arc<PeerApi>>,
     Extension(caller): Extension<Caller>,
-    Json(req): Json<VoteRequest<NodeId>>,
-) -> Result<Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>>, (StatusCode, String)> {
+    body: Framed<VoteRequest<NodeId>>,
+) -> Result<Response, (StatusCode, String)> {
+    let (req, encoding) = (body.value, body.encoding);
     let candidate = req.vote.leader_id().voted_for();
     peers.guard.claims(&caller, "a vote request", candidate)?;
-    Ok(Json(peers.raft.vote(req).await))
+    let answered: Result<VoteResponse<NodeId>, RaftError<NodeId>> = peers.raft.vote(req).await;
+    Ok(encoding.answer(answered))
 }
 
 pub async fn snapshot(
     State(peers): State<Arc<PeerApi>>,
     Extension(caller): Extension<Caller>,
-    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
-) -> Result<
-    Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>>,
-    (StatusCode, String),
-> {
+    body: Framed<InstallSnapshotRequest<TypeConfig>>,
+) -> Result<Response, (StatusCode, String)> {
+    let (req, encoding) = (body.value, body.encoding);
     let leader = req.vote.leader_id().voted_for();
     peers.guard.claims(&caller, "a snapshot", leader)?;
-    Ok(Json(peers.raft.install_snapshot(req).await))
+    let answered: Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> =
+        peers.raft.install_snapshot(req).await;
+    Ok(encoding.answer(answered))
 }
 
 /// A whole snapshot from the leader: a framed header, then the snapshot's
@@ -230,20 +237,16 @@ fn stored(e: std::io::Error) -> (StatusCode, String) {
     )
 }
 
-pub async fn propose(
-    State(peers): State<Arc<PeerApi>>,
-    Json(forward): Json<Forward>,
-) -> Json<Result<Committed, ForwardError>> {
-    Json(
-        writer::accept_forwarded(
-            &peers.appender,
-            &peers.rules,
-            &peers.access,
-            &peers.space,
-            forward,
-        )
-        .await,
+pub async fn propose(State(peers): State<Arc<PeerApi>>, body: Framed<Forward>) -> Response {
+    let answered: Result<Committed, ForwardError> = writer::accept_forwarded(
+        &peers.appender,
+        &peers.rules,
+        &peers.access,
+        &peers.space,
+        body.value,
     )
+    .await;
+    body.encoding.answer(answered)
 }
 
 /// A repairing member asks this node, the leader, for its vote to be taken
@@ -504,16 +507,14 @@ pub async fn read_index(State(peers): State<Arc<PeerApi>>) -> Json<ReadIndex> {
     Json(catch_up::read_index(&peers.raft).await)
 }
 
-pub async fn renew(
-    State(peers): State<Arc<PeerApi>>,
-    Json(renews): Json<ForwardRenews>,
-) -> Json<ForwardedRenews> {
-    Json(renewer::accept_forwarded(
+pub async fn renew(State(peers): State<Arc<PeerApi>>, body: Framed<ForwardRenews>) -> Response {
+    let answered: ForwardedRenews = renewer::accept_forwarded(
         &peers.raft,
         &peers.local,
         &peers.ledger,
         &peers.renew,
         &peers.access,
-        renews.into(),
-    ))
+        body.value.into(),
+    );
+    body.encoding.answer(answered)
 }

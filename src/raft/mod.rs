@@ -49,7 +49,7 @@ pub struct Member {
     /// because its registry differed from the cluster's, rebuilds it from
     /// the cluster (see `crate::cluster::repair`): it gets its vote back,
     /// and the flag is cleared, once a check finds it agrees again.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "crate::wire::omitted")]
     pub rebuilding: bool,
 }
 

@@ -83,7 +83,7 @@ pub enum Command {
         /// from earlier builds).
         #[serde(default)]
         term: u64,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "crate::wire::omitted")]
         log: Option<String>,
     },
     /// Names this zone's log, once: other zones' cursors carry the name,

@@ -1147,20 +1147,20 @@ pub struct RegistrySnapshot {
     pub high_water: Timestamp,
     pub apps: Vec<AppSnapshot>,
     /// Other zones' partitions: which instances each holds, and its cursor.
-    #[serde(default, skip_serializing_if = "Partitions::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::wire::omitted")]
     pub partitions: Partitions,
     /// Schedules set at run time.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::wire::omitted")]
     pub schedules: Vec<Schedule>,
     /// The identity of this zone's log, once named.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::wire::omitted")]
     pub log: Option<String>,
     /// The parts of a restore under way.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::wire::omitted")]
     pub restoring: Option<Box<restore::Staged>>,
     /// Original discovery clusters followed: what was imported from each
     /// and exported to it.
-    #[serde(default, skip_serializing_if = "upstream::Upstreams::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::wire::omitted")]
     pub upstreams: upstream::Upstreams,
 }
 

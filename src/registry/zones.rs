@@ -53,16 +53,16 @@ pub struct Partition {
     pub cursor: u64,
     /// The term of that entry, and the origin's log (the name it gave
     /// it): with the index, where in which log this partition stands.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::wire::omitted")]
     pub term: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::wire::omitted")]
     pub log: Option<String>,
     /// When (this zone's clock, as stamped by its leader) the last batch
     /// from the origin was applied.
     pub applied_at: Timestamp,
     pub keys: BTreeSet<InstanceKey>,
     /// The parts of a full copy received so far, not yet in force.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::wire::omitted")]
     pub staged: Option<Staged>,
 }
 
@@ -74,10 +74,6 @@ pub struct Staged {
     /// The next part expected.
     pub next: u32,
     pub instances: Vec<Instance>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// Every origin's partition, by zone name.
