@@ -314,3 +314,105 @@ fn registers_vec(
         })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origins_of_a_fleet_being_moved_are_paid_from_the_unsent_budget() {
+    // An original holding 25,000 instances with long hostnames, all
+    // imported here: `/admin/origins` lists every one (about 8 MB).
+    const N: usize = 25_000;
+    let original = TestNode::start_with(1000, |c| {
+        c.node.original_api = true;
+        c.connections.new_instances_burst = N as u32 + 100;
+        c.connections.new_instances_per_app_burst = N as u32 + 100;
+    })
+    .await;
+    let old = original.client();
+    let registered: Vec<common::Answer> = futures::stream::iter((0..N).map(|i| {
+        let old = old.clone();
+        async move {
+            let host = format!("{i:06}-{}", "h".repeat(230));
+            let app = format!("moved.app{}", i % 25);
+            old.register(&app, "sh001", &host, "1").await
+        }
+    }))
+    .buffer_unordered(32)
+    .collect()
+    .await;
+    assert!(registered.iter().all(|a| a.code() == 0));
+
+    // 25,000 rows at 128 bytes each: 3.2 MB held per answer against a
+    // budget of 5 MB (1.25 MB per address): one answer at a time.
+    let node = TestNode::start_with(1000, |c| {
+        c.upstreams = vec![raft_discovery::config::UpstreamConfig {
+            name: "old".into(),
+            nodes: vec![original.base.trim_start_matches("http://").to_string()],
+            export: false,
+            full_every_ms: 500,
+            ..Default::default()
+        }];
+        c.connections.send_timeout_ms = 1500;
+        c.connections.max_unsent_bytes = 5_000_000;
+    })
+    .await;
+    let c = node.client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = c.status().await;
+        if status["upstreams"]["old"]["imported"].as_u64() == Some(N as u64) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never imported: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let whole = c.get("/admin/origins").await;
+    assert_eq!(whole.status, 200);
+    let rows: serde_json::Value = serde_json::from_str(&whole.text).unwrap();
+    let listed: usize = rows
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_array().unwrap().len())
+        .sum();
+    assert_eq!(listed, N);
+    let full_len = whole.text.len();
+    assert!(full_len > 7_000_000, "{full_len} bytes");
+
+    // One address asks and reads nothing: it holds its answer's share.
+    let mut slow = ask_and_never_read(&node.base, [127, 0, 0, 2], "/admin/origins").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The same address again, and another one: refused at once, named.
+    for source in [[127, 0, 0, 2], [127, 0, 0, 3]] {
+        let refused = Client::from_source(&node.base, source)
+            .get("/admin/origins")
+            .await;
+        assert_eq!(
+            (refused.status, refused.code()),
+            (503, -503),
+            "{}",
+            refused.text
+        );
+        assert!(
+            refused.text.contains("origins: bytes of answers unsent"),
+            "{}",
+            refused.text
+        );
+    }
+    // The rest of the node is not held back.
+    assert_eq!(c.fetch("moved.app3", 3).await.code(), 0);
+
+    // The send timeout cuts the slow reader and gives its share back.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut got)).await;
+    assert!(
+        got.len() < full_len,
+        "cut: {} of {full_len} bytes",
+        got.len()
+    );
+    let served = Client::from_source(&node.base, [127, 0, 0, 3])
+        .get("/admin/origins")
+        .await;
+    assert_eq!(served.status, 200);
+    assert_eq!(served.text.len(), full_len);
+    node.stop().await;
+}
