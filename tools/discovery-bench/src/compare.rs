@@ -173,15 +173,19 @@ struct RegisterSide {
     led: Latencies,
     followed: Latencies,
     errors: u64,
+    /// CPU per register summed over the nodes, each round, in us.
+    cpu_us: Vec<f64>,
 }
 
 impl RegisterSide {
     fn line(&mut self) -> String {
         format!(
-            "{:.0} req/s (rounds: {}), all {}; via leader {:.0} req/s {}; \
-             via followers {:.0} req/s {}; errors {}",
+            "{:.0} req/s (rounds: {}), CPU {:.0} us/register (rounds: {}), all {}; \
+             via leader {:.0} req/s {}; via followers {:.0} req/s {}; errors {}",
             mean(&self.rates),
             list(&self.rates),
+            mean(&self.cpu_us),
+            list(&self.cpu_us),
             self.all.summary(),
             mean(&self.led_rates),
             self.led.summary(),
@@ -208,6 +212,7 @@ pub async fn register(base: &Launch, args: &RegisterArgs) -> Result<()> {
             led: Latencies::default(),
             followed: Latencies::default(),
             errors: 0,
+            cpu_us: Vec::new(),
         })
         .collect();
     let r = &args.register;
@@ -227,6 +232,8 @@ pub async fn register(base: &Launch, args: &RegisterArgs) -> Result<()> {
             );
             eprintln!("# {label}: {}", side.launch.describe());
             let m = cluster_register::measure(&side.launch, r).await?;
+            side.cpu_us.push(m.cpu_per_register_us());
+            let cpu_line = m.cpu_line();
             let (mut led, mut followed) = by_role(m.outcomes, &m.ids, m.leader);
             let (led_line, followed_line) = (
                 led.line(&format!("{label} via leader"), &what),
@@ -247,6 +254,7 @@ pub async fn register(base: &Launch, args: &RegisterArgs) -> Result<()> {
             );
             println!("{led_line}");
             println!("{followed_line}");
+            println!("{label} {cpu_line}");
             side.all.append(&mut all.latencies);
         }
     }

@@ -357,6 +357,11 @@ impl Server {
     }
 
     /// CPU time (user and system) the server has used so far.
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     pub fn cpu_time(&self) -> Result<Duration> {
         crate::cpu::process_time(self.pid)
     }
