@@ -1,35 +1,43 @@
-//! How a log entry is stored: a marker, the CRC-32 of its JSON, then the
-//! JSON. The checksum is checked on every read and by the scrub
+//! How a log entry is stored: a marker, the CRC-32 of the entry's bytes,
+//! then the entry as a binary frame ([`crate::wire`], as peers send it).
+//! The checksum is checked on every read and by the scrub
 //! ([`super::scrub`]), so an entry changed on disk (a bit flip, an editor,
-//! a restore gone wrong) is found instead of applied. Entries stored before
-//! checksums start with `{` and are read unchecked.
+//! a restore gone wrong) is found instead of applied.
+//!
+//! Earlier builds stored the entry as JSON, behind a marker of its own, or
+//! (before checksums) bare, starting with `{`: both are still read, so a
+//! log written by them carries on. Their builds cannot read a frame: a
+//! node that wrote its log with this build is not started again on an
+//! earlier one (operations.md, "Upgrades").
 
 use crate::raft::TypeConfig;
+use crate::wire;
 use openraft::Entry;
 
-/// What a stored entry with a checksum starts with: no JSON document does.
-const MARKER: [u8; 2] = [0xC5, 0x01];
+/// What an entry stored as a frame starts with: no JSON document does.
+const FRAMED: [u8; 2] = [0xC5, 0x02];
+
+/// What an entry stored as JSON with a checksum (earlier builds) starts
+/// with.
+const JSON: [u8; 2] = [0xC5, 0x01];
 
 /// The marker and the checksum.
-const HEADER: usize = MARKER.len() + 4;
+const HEADER: usize = FRAMED.len() + 4;
 
 /// An entry as stored.
-pub fn encode(entry: &Entry<TypeConfig>) -> Result<Vec<u8>, serde_json::Error> {
+pub fn encode(entry: &Entry<TypeConfig>) -> Result<Vec<u8>, wire::FrameError> {
     let mut raw = Vec::with_capacity(256);
-    raw.extend_from_slice(&MARKER);
+    raw.extend_from_slice(&FRAMED);
     raw.extend_from_slice(&[0; 4]);
-    serde_json::to_writer(&mut raw, entry)?;
+    raw.extend_from_slice(&wire::encode(entry)?);
     let sum = crc32fast::hash(&raw[HEADER..]);
-    raw[MARKER.len()..HEADER].copy_from_slice(&sum.to_le_bytes());
+    raw[FRAMED.len()..HEADER].copy_from_slice(&sum.to_le_bytes());
     Ok(raw)
 }
 
-/// The JSON of a stored entry, once its checksum holds.
-pub fn json(raw: &[u8]) -> Result<&[u8], String> {
-    if !raw.starts_with(&MARKER) {
-        return Ok(raw);
-    }
-    let Some(stored) = raw.get(MARKER.len()..HEADER) else {
+/// The bytes behind the marker, once their checksum holds.
+fn checked(raw: &[u8]) -> Result<&[u8], String> {
+    let Some(stored) = raw.get(FRAMED.len()..HEADER) else {
         return Err(format!("cut short at {} bytes", raw.len()));
     };
     let stored = u32::from_le_bytes(stored.try_into().unwrap_or_default());
@@ -45,7 +53,15 @@ pub fn json(raw: &[u8]) -> Result<&[u8], String> {
 
 /// A stored entry, checked and decoded.
 pub fn decode(raw: &[u8]) -> Result<Entry<TypeConfig>, String> {
-    serde_json::from_slice(json(raw)?).map_err(|e| format!("not an entry: {e}"))
+    if raw.starts_with(&FRAMED) {
+        return wire::decode(checked(raw)?).map_err(|e| format!("not an entry: {e}"));
+    }
+    let json = if raw.starts_with(&JSON) {
+        checked(raw)?
+    } else {
+        raw
+    };
+    serde_json::from_slice(json).map_err(|e| format!("not an entry: {e}"))
 }
 
 #[cfg(test)]
@@ -69,7 +85,7 @@ mod tests {
     #[test]
     fn any_changed_byte_is_found() {
         let raw = encode(&entry()).unwrap();
-        for at in MARKER.len()..raw.len() {
+        for at in FRAMED.len()..raw.len() {
             let mut flipped = raw.clone();
             flipped[at] ^= 0x10;
             assert!(decode(&flipped).is_err(), "byte {at} changed unnoticed");
@@ -79,8 +95,24 @@ mod tests {
     }
 
     #[test]
-    fn entries_stored_before_checksums_still_read() {
+    fn entries_earlier_builds_stored_still_read() {
+        // Before checksums: bare JSON.
         let legacy = serde_json::to_vec(&entry()).unwrap();
         assert_eq!(decode(&legacy).unwrap(), entry());
+        // JSON behind its checksum, as the builds before frames stored it.
+        let mut json = JSON.to_vec();
+        json.extend_from_slice(&crc32fast::hash(&legacy).to_le_bytes());
+        json.extend_from_slice(&legacy);
+        assert_eq!(decode(&json).unwrap(), entry());
+        json[HEADER] ^= 0x10;
+        assert!(decode(&json).unwrap_err().contains("checksum mismatch"));
+    }
+
+    #[test]
+    fn an_entry_is_stored_as_a_frame() {
+        let raw = encode(&entry()).unwrap();
+        assert!(raw.starts_with(&FRAMED));
+        assert_eq!(raw[HEADER], wire::VERSION);
+        assert!(raw.len() < serde_json::to_vec(&entry()).unwrap().len());
     }
 }
