@@ -145,3 +145,18 @@ mod tests {
         assert!(decode::<String>(&huge).is_err());
     }
 }
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+    use crate::registry::Metadata;
+
+    #[test]
+    fn a_count_far_past_the_bytes_there_reserves_nothing_for_it() {
+        // A metadata map claiming 2^62 entries, then none: refused, not
+        // allocated (nor a capacity overflow).
+        let mut frame = vec![VERSION];
+        frame.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40]);
+        assert!(decode::<Metadata>(&frame).is_err());
+    }
+}

@@ -442,3 +442,28 @@ fn frames_are_smaller_than_json() {
     let frame = wire::encode(&append()).unwrap().len();
     assert!(frame * 2 < json, "frame {frame} bytes, JSON {json}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// Whatever bytes a peer sends as a frame, decoding answers an error
+    /// or a value: it never panics, nor reserves memory a count claims.
+    #[test]
+    fn any_bytes_decode_to_a_value_or_an_error(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+        let mut frame = vec![wire::VERSION];
+        frame.extend_from_slice(&body);
+        let _ = wire::decode::<AppendEntriesRequest<TypeConfig>>(&frame);
+        let _ = wire::decode::<Forward>(&frame);
+        let _ = wire::decode::<Renews>(&frame);
+        let _ = wire::decode::<VoteRequest<NodeId>>(&frame);
+    }
+
+    /// A recorded frame with bytes changed: the same.
+    #[test]
+    fn a_damaged_frame_decodes_to_a_value_or_an_error(at in 1usize..2335, to in proptest::prelude::any::<u8>()) {
+        let mut frame = wire::encode(&append()).unwrap();
+        let at = at % frame.len();
+        frame[at] = to;
+        let _ = wire::decode::<AppendEntriesRequest<TypeConfig>>(&frame);
+    }
+}

@@ -118,7 +118,10 @@ impl<'de> Deserialize<'de> for Metadata {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Metadata, A::Error> {
-                let mut entries = Vec::with_capacity(access.size_hint().unwrap_or(0));
+                // A binary frame states the count before the entries: what
+                // is reserved ahead is bounded, the rest grows as read.
+                let ahead = access.size_hint().unwrap_or(0).min(64);
+                let mut entries = Vec::with_capacity(ahead);
                 while let Some(entry) = access.next_entry::<String, String>()? {
                     entries.push(entry);
                 }
