@@ -54,6 +54,49 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, FrameError> {
     postcard::to_extend(value, vec![VERSION]).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
+/// Writes `value` as a frame of this build's version to `out`, as it is
+/// encoded (a snapshot: never whole in memory).
+pub fn write<W: std::io::Write, T: Serialize + ?Sized>(
+    mut out: W,
+    value: &T,
+) -> Result<(), FrameError> {
+    struct Unset;
+    impl Drop for Unset {
+        fn drop(&mut self) {
+            ENCODING.with(|e| e.set(false));
+        }
+    }
+    out.write_all(&[VERSION])
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    ENCODING.with(|e| e.set(true));
+    let _unset = Unset;
+    postcard::to_io(value, out)
+        .map(|_| ())
+        .map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// The most bytes one string or byte string of a frame read from a stream
+/// may take (each is read into this much room, then copied out).
+const STREAMED_ITEM: usize = 16 << 20;
+
+/// Reads a frame of any version this build reads from `input`, as it
+/// streams: what is read is only ever one value's worth at a time.
+pub fn read<R: std::io::Read, T: DeserializeOwned>(mut input: R) -> Result<T, FrameError> {
+    let mut version = [0u8];
+    input
+        .read_exact(&mut version)
+        .map_err(|_| FrameError::Empty)?;
+    match version[0] {
+        1 => {
+            let mut room = vec![0u8; STREAMED_ITEM];
+            let (value, _) = postcard::from_io((input, &mut room[..]))
+                .map_err(|e| FrameError::Malformed(e.to_string()))?;
+            Ok(value)
+        }
+        v => Err(FrameError::UnknownVersion(v)),
+    }
+}
+
 /// Decodes a frame of any version this build reads.
 pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, FrameError> {
     let (&version, body) = frame.split_first().ok_or(FrameError::Empty)?;
@@ -77,7 +120,12 @@ pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, FrameError> {
 /// For `skip_serializing_if`: whether a field holding its default is left
 /// out, which JSON does and a frame never does.
 pub fn omitted<T: Default + PartialEq>(value: &T) -> bool {
-    !ENCODING.with(Cell::get) && *value == T::default()
+    omits(*value == T::default())
+}
+
+/// Whether a field found `empty` is left out: never in a frame.
+pub fn omits(empty: bool) -> bool {
+    empty && !ENCODING.with(Cell::get)
 }
 
 #[cfg(test)]

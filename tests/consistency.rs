@@ -191,7 +191,8 @@ async fn a_snapshot_changed_under_a_running_node_is_found_by_the_scrub() {
     }
     // In place, as a disk would: the same file, one byte changed.
     let mut bytes = std::fs::read(&snapshot).unwrap();
-    let at = bytes.windows(4).position(|w| w == b"\"h1\"").unwrap() + 1;
+    // A hostname in the frame: its length (2), then "h1".
+    let at = bytes.windows(3).position(|w| w == b"\x02h1").unwrap() + 1;
     bytes[at] = b'H';
     std::fs::OpenOptions::new()
         .write(true)

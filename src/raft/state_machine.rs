@@ -10,7 +10,7 @@
 //! loaded, is what the scrub checks it against while the node runs
 //! ([`SnapshotCheck`]).
 
-use std::io::BufReader;
+use std::io::{BufRead, BufReader};
 use std::time::Instant;
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -31,6 +31,7 @@ use super::{Member, NodeId, ProposalResult, StorageError, TypeConfig};
 use crate::local::LocalRegistry;
 use crate::registry::digest::Sum;
 use crate::registry::{Frozen, Thawed};
+use crate::wire;
 
 /// The snapshot's file in the data directory.
 pub const SNAPSHOT_FILE: &str = "snapshot.json";
@@ -185,7 +186,8 @@ struct SnapshotFile {
 #[derive(Serialize)]
 struct SnapshotFileOut<'a> {
     meta: &'a SnapshotMeta<NodeId, Member>,
-    instances_sum: Sum,
+    /// Always some: written as [`SnapshotFile`] reads it.
+    instances_sum: Option<Sum>,
     registry: &'a Frozen,
 }
 
@@ -312,9 +314,22 @@ fn read_snapshot(path: &Path) -> std::io::Result<(SnapshotFile, u64, u32)> {
     let file = std::fs::File::open(path)?;
     let size = file.metadata()?.len();
     let mut reader = Crc::new(file);
-    let parsed: SnapshotFile =
-        serde_json::from_reader(BufReader::with_capacity(1 << 20, &mut reader))
-            .map_err(io_error)?;
+    let mut buffered = BufReader::with_capacity(1 << 20, &mut reader);
+    // A frame (this build) starts with its version; JSON (earlier builds,
+    // read and replaced by the next snapshot) with `{`.
+    let json = buffered.fill_buf()?.first() == Some(&b'{');
+    let parsed: SnapshotFile = if json {
+        serde_json::from_reader(buffered).map_err(io_error)?
+    } else {
+        let parsed = wire::read(&mut buffered).map_err(io_error)?;
+        // Read to its end, as JSON's reader does: the checksum covers the
+        // whole file, and bytes past the snapshot are damage.
+        let after = std::io::copy(&mut buffered, &mut std::io::sink())?;
+        if after > 0 {
+            return Err(io_error(format!("{after} bytes after the snapshot")));
+        }
+        parsed
+    };
     Ok((parsed, size, reader.hasher.finalize()))
 }
 
@@ -351,13 +366,13 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             let building = dir.join(BUILDING_FILE);
             let file = SnapshotFileOut {
                 meta: &meta,
-                instances_sum: registry.instances_sum(),
+                instances_sum: Some(registry.instances_sum()),
                 registry: &registry,
             };
             let mut crc = 0;
             write_synced(&building, |w| {
                 let mut w = Crc::new(w);
-                serde_json::to_writer(&mut w, &file).map_err(io_error)?;
+                wire::write(&mut w, &file).map_err(io_error)?;
                 crc = w.hasher.finalize();
                 Ok(())
             })?;
@@ -499,5 +514,81 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.current
             .open(&self.dir)
             .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{Command, Metadata, Registration, Registry, Status};
+
+    fn registry() -> Registry {
+        let mut r = Registry::default();
+        for i in 0..20 {
+            r.apply(&Command::Register {
+                registration: Registration {
+                    region: "sh".into(),
+                    zone: "sh001".into(),
+                    env: "dev".into(),
+                    appid: format!("app{}", i % 3),
+                    hostname: format!("h{i}"),
+                    addrs: vec!["http://10.0.0.1:80".into()],
+                    version: String::new(),
+                    metadata: Metadata::new(),
+                    status: Status::Up,
+                },
+                at: 100 + i,
+            });
+        }
+        r
+    }
+
+    fn file(r: &Registry) -> (SnapshotMeta<NodeId, Member>, Frozen) {
+        let meta = SnapshotMeta {
+            last_log_id: None,
+            last_membership: Default::default(),
+            snapshot_id: "s-1".into(),
+        };
+        (meta, r.freeze())
+    }
+
+    #[test]
+    fn a_snapshot_is_read_as_a_frame_and_as_the_json_earlier_builds_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry();
+        let (meta, frozen) = file(&r);
+        let out = SnapshotFileOut {
+            meta: &meta,
+            instances_sum: Some(frozen.instances_sum()),
+            registry: &frozen,
+        };
+        let framed = dir.path().join("framed");
+        let mut bytes = Vec::new();
+        wire::write(&mut bytes, &out).unwrap();
+        std::fs::write(&framed, &bytes).unwrap();
+        let json = dir.path().join("json");
+        std::fs::write(&json, serde_json::to_vec(&out).unwrap()).unwrap();
+        assert!(bytes.len() < std::fs::metadata(&json).unwrap().len() as usize);
+        for path in [&framed, &json] {
+            let (read, size, crc) = read_snapshot(path).unwrap();
+            let whole = std::fs::read(path).unwrap();
+            assert_eq!(size, whole.len() as u64);
+            assert_eq!(crc, crc32fast::hash(&whole), "the checksum covers the file");
+            assert_eq!(read.instances_sum, Some(frozen.instances_sum()));
+            let mut back = Registry::default();
+            back.restore(read.registry);
+            assert_eq!(back.to_snapshot(), r.to_snapshot());
+        }
+        // Cut short, or with bytes after it: refused.
+        std::fs::write(&framed, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(read_snapshot(&framed).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        std::fs::write(&framed, &longer).unwrap();
+        let Err(e) = read_snapshot(&framed) else {
+            panic!("read with a byte after it");
+        };
+        let e = e.to_string();
+        assert!(e.contains("after the snapshot"), "{e}");
     }
 }

@@ -1209,16 +1209,26 @@ impl Serialize for Frozen {
         struct Fields<'a> {
             high_water: Timestamp,
             apps: Apps<'a>,
-            #[serde(skip_serializing_if = "Partitions::is_empty")]
+            #[serde(skip_serializing_if = "no_partitions")]
             partitions: &'a Partitions,
-            #[serde(skip_serializing_if = "<[Schedule]>::is_empty")]
+            #[serde(skip_serializing_if = "no_schedules")]
             schedules: &'a [Schedule],
-            #[serde(skip_serializing_if = "Option::is_none")]
+            #[serde(skip_serializing_if = "crate::wire::omitted")]
             log: Option<&'a str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
+            #[serde(skip_serializing_if = "crate::wire::omitted")]
             restoring: Option<&'a restore::Staged>,
-            #[serde(skip_serializing_if = "upstream::Upstreams::is_empty")]
+            #[serde(skip_serializing_if = "no_upstreams")]
             upstreams: &'a upstream::Upstreams,
+        }
+        // JSON leaves these out when empty; a frame never does.
+        fn no_partitions(p: &&Partitions) -> bool {
+            crate::wire::omits(p.is_empty())
+        }
+        fn no_schedules(s: &&[Schedule]) -> bool {
+            crate::wire::omits(s.is_empty())
+        }
+        fn no_upstreams(u: &&upstream::Upstreams) -> bool {
+            crate::wire::omits(u.is_empty())
         }
         struct Apps<'a>(&'a [(String, String, Arc<App>)]);
         impl Serialize for Apps<'_> {
@@ -1242,7 +1252,13 @@ impl Serialize for Frozen {
         struct Instances<'a>(&'a App);
         impl Serialize for Instances<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_seq(self.0.instances())
+                // The count first: a frame writes it before the items.
+                use serde::ser::SerializeSeq;
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for instance in self.0.instances() {
+                    seq.serialize_element(instance)?;
+                }
+                seq.end()
             }
         }
         Fields {

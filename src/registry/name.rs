@@ -161,7 +161,10 @@ impl Serialize for Name {
 
 impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(NameVisitor)
+        // As a `String` would be read (the visitor copies the text out at
+        // once): a frame read from a stream lends a name's bytes only
+        // until the next one.
+        d.deserialize_string(NameVisitor)
     }
 }
 

@@ -792,3 +792,72 @@ fn an_upstream_written_by_an_earlier_build_is_read() {
     let written = serde_json::to_string(&upstream).unwrap();
     assert!(written.ends_with(r#""exported":[]}"#), "{written}");
 }
+
+#[test]
+fn a_frozen_registry_written_as_a_frame_reads_back_whole() {
+    // The parts a snapshot may hold: apps, a schedule, the log's name, an
+    // original followed (with exports), a restore half received (another
+    // zone's partitions travel in tests/frames.rs).
+    let mut r = Registry::default();
+    for i in 0..50 {
+        register(
+            &mut r,
+            &format!("app{}", i % 3),
+            "z1",
+            &format!("h{i}"),
+            100 + i,
+        );
+    }
+    r.apply(&Command::Schedule {
+        appid: "app0".into(),
+        env: None,
+        rules: Some(vec![SchedulerRule {
+            src: "z1".into(),
+            dst: BTreeMap::from([("z2".to_string(), 1)]),
+        }]),
+        at: 200,
+    });
+    r.apply(&Command::NameLog {
+        log: "log-1".into(),
+    });
+    r.apply(&Command::UpstreamExported {
+        upstream: "old".into(),
+        exported: vec![(key("app0", "z1", "h0"), 100)],
+        withdrawn: Vec::new(),
+        at: 210,
+    });
+    let parts = restore::split(r.to_snapshot(), 1 << 10);
+    r.apply(&Command::RestorePart {
+        id: 300,
+        part: 0,
+        of: parts.len() as u32,
+        instances: 50,
+        backup: parts[0].clone(),
+        at: 300,
+    });
+    let whole = r.to_snapshot();
+    assert!(whole.restoring.is_some() && whole.log.is_some());
+    assert!(!whole.schedules.is_empty() && !whole.upstreams.is_empty());
+
+    let mut frame = Vec::new();
+    crate::wire::write(&mut frame, &r.freeze()).unwrap();
+    let thawed: Thawed = crate::wire::read(&frame[..]).unwrap();
+    let mut back = Registry::default();
+    back.restore(thawed);
+    assert_eq!(back.to_snapshot(), whole);
+    assert_eq!(back.digest(), r.digest());
+    // Written with nothing optional: read back the same way.
+    let mut empty = Vec::new();
+    crate::wire::write(&mut empty, &Registry::default().freeze()).unwrap();
+    let thawed: Thawed = crate::wire::read(&empty[..]).unwrap();
+    let mut back = Registry::default();
+    back.restore(thawed);
+    assert_eq!(back.to_snapshot(), Registry::default().to_snapshot());
+    // The JSON of the same registry is as it was: nothing left out of a
+    // frame leaks into it.
+    let json = serde_json::to_string(&Registry::default().freeze()).unwrap();
+    assert!(
+        !json.contains("partitions") && !json.contains("upstreams"),
+        "{json}"
+    );
+}
