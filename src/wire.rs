@@ -1,9 +1,10 @@
-//! How values travel between nodes in binary frames: a version byte, then
-//! the value in postcard (serde's compact, non-self-describing encoding).
-//! JSON stays what every peer route reads too, so a node of an earlier
-//! build (JSON only) and a node that does not know a frame's version are
-//! still understood: they refuse the frame (415), and the sender speaks
-//! JSON to them.
+//! Binary frames: a version byte, then the value in postcard (serde's
+//! compact, non-self-describing encoding). What peers send each other on
+//! the hot calls, and how log entries and snapshots are stored. JSON stays
+//! what every peer route reads too, so a node of an earlier build (JSON
+//! only) and a node that does not know a frame's version are still
+//! understood: they refuse the frame (415), and the sender speaks JSON to
+//! them.
 //!
 //! postcard writes every field, in order, with no names: a value encodes
 //! as its type stood when the frame was made. A change to any type that
@@ -41,8 +42,8 @@ thread_local! {
     static ENCODING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Encodes `value` as a frame of this build's version.
-pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, FrameError> {
+/// Runs `encode` with fields JSON omits written ([`omitted`]).
+fn encoding<R>(encode: impl FnOnce() -> R) -> R {
     struct Unset;
     impl Drop for Unset {
         fn drop(&mut self) {
@@ -51,7 +52,13 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, FrameError> {
     }
     ENCODING.with(|e| e.set(true));
     let _unset = Unset;
-    postcard::to_extend(value, vec![VERSION]).map_err(|e| FrameError::Malformed(e.to_string()))
+    encode()
+}
+
+/// Encodes `value` as a frame of this build's version.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, FrameError> {
+    encoding(|| postcard::to_extend(value, vec![VERSION]))
+        .map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
 /// Writes `value` as a frame of this build's version to `out`, as it is
@@ -60,17 +67,9 @@ pub fn write<W: std::io::Write, T: Serialize + ?Sized>(
     mut out: W,
     value: &T,
 ) -> Result<(), FrameError> {
-    struct Unset;
-    impl Drop for Unset {
-        fn drop(&mut self) {
-            ENCODING.with(|e| e.set(false));
-        }
-    }
     out.write_all(&[VERSION])
         .map_err(|e| FrameError::Malformed(e.to_string()))?;
-    ENCODING.with(|e| e.set(true));
-    let _unset = Unset;
-    postcard::to_io(value, out)
+    encoding(|| postcard::to_io(value, out))
         .map(|_| ())
         .map_err(|e| FrameError::Malformed(e.to_string()))
 }
