@@ -9,7 +9,9 @@
 //! postcard writes every field, in order, with no names: a value encodes
 //! as its type stood when the frame was made. A change to any type that
 //! travels in frames is a new [`VERSION`]; the recorded frames of each
-//! earlier version (`tests/data/frames/`) must still decode. Fields that
+//! earlier version (`tests/data/frames/`) must still decode, and a build
+//! that makes a newer version answers a frame in the version it came in
+//! (its asker may read no other). Fields that
 //! JSON leaves out when empty (`skip_serializing_if`) must not be left out
 //! of a frame: their types test with [`omitted`], which never omits while
 //! a frame is being encoded.
