@@ -379,7 +379,20 @@ async fn the_origins_of_a_fleet_being_moved_are_paid_from_the_unsent_budget() {
 
     // One address asks and reads nothing: it holds its answer's share.
     let mut slow = ask_and_never_read(&node.base, [127, 0, 0, 2], "/admin/origins").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until the node has taken its request (and its share), the same
+    // address is still served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Client::from_source(&node.base, [127, 0, 0, 2])
+        .get("/admin/origins")
+        .await
+        .status
+        == 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the unread answer never held its share"
+        );
+    }
     // The same address again, and another one: refused at once, named.
     for source in [[127, 0, 0, 2], [127, 0, 0, 3]] {
         let refused = Client::from_source(&node.base, source)

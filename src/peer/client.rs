@@ -14,6 +14,7 @@ use rustls::ClientConfig;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::framed::Encoding;
 use super::paths;
 use super::tls::PeerTls;
 use crate::auth::Operator;
@@ -276,7 +277,7 @@ impl PeerClient {
     }
 }
 
-/// Sends a request and reads its JSON answer, sorting failures by whether
+/// Sends a request and reads its answer, sorting failures by whether
 /// the peer may have seen the request.
 async fn exchange<Resp: DeserializeOwned>(
     request: reqwest::RequestBuilder,
@@ -310,11 +311,7 @@ async fn read<Resp: DeserializeOwned>(response: reqwest::Response) -> Result<Res
     if !status.is_success() {
         return Err(LinkError::Failed(format!("HTTP {status}")));
     }
-    let framed = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|media| media.as_bytes() == wire::MEDIA_TYPE.as_bytes());
-    if !framed {
+    if Encoding::of(response.headers()) != Some(Encoding::Frame) {
         return response.json().await.map_err(link_error);
     }
     let body = response.bytes().await.map_err(link_error)?;
@@ -576,10 +573,7 @@ mod framing_tests {
         let app = routes.layer(middleware::from_fn(move |req: Request, next: Next| {
             let counts = counts.clone();
             async move {
-                let framed = req
-                    .headers()
-                    .get(CONTENT_TYPE)
-                    .is_some_and(|m| m.as_bytes() == wire::MEDIA_TYPE.as_bytes());
+                let framed = Encoding::of(req.headers()) == Some(Encoding::Frame);
                 let count = if framed { &counts.0 } else { &counts.1 };
                 count.fetch_add(1, Ordering::SeqCst);
                 next.run(req).await

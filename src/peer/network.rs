@@ -1,5 +1,6 @@
-//! The client side of Raft RPCs: JSON over HTTP (mutual TLS) to a peer's
-//! listener, on the node's one pooled [`PeerClient`].
+//! The client side of Raft RPCs: binary frames (JSON to a peer of an
+//! earlier build) over HTTP (mutual TLS) to a peer's listener, on the
+//! node's one pooled [`PeerClient`]; whole snapshots as their file's bytes.
 
 use std::future::Future;
 use std::io::SeekFrom;
