@@ -60,6 +60,12 @@ async fn stopped_follower(hosts: &[&str]) -> (Cluster, usize, usize) {
     }
     let odd = (leader + 1) % 3;
     cluster.wait_serving(odd).await;
+    // Stopped only once it holds every register: a write is acknowledged
+    // once the other follower has it, and an entry this one never got
+    // cannot be damaged on its disk (nor its removal be a gap).
+    let status = cluster.status(leader).await.expect("the leader's status");
+    let last = status["last_log_index"].as_u64().expect("a log index");
+    cluster.wait_applied(odd, last).await;
     cluster.terminate(odd).await;
     (cluster, leader, odd)
 }
