@@ -35,6 +35,7 @@ use crate::http::access_log::{self, AccessLog};
 use crate::http::admin::Admin;
 use crate::http::discovery::Api;
 use crate::http::head::HeadLimits;
+use crate::http::lean::HeldPolls;
 use crate::http::observe::Observe;
 use crate::local::LocalRegistry;
 use crate::peer::client::PeerClient;
@@ -51,6 +52,7 @@ use crate::raft::state_machine::{SnapshotMetrics, StateMachine};
 use crate::raft::{Member, Raft};
 use crate::registry::{Registry, Schedules};
 use crate::self_discovery::SelfDiscovery;
+use crate::server::lean::Lean;
 use crate::server::{open_files, serve, Bounds, Listener, Tls};
 use crate::shutdown::{watch_core, Faults, Stop};
 use crate::telemetry::Metrics;
@@ -526,6 +528,15 @@ impl Node {
         // Clients are let go first when the node stops, while Raft and the
         // peers still run, so writes under way can still be applied here.
         let (clients_stop, clients_stopped) = watch::channel(false);
+        let observe = Observe {
+            metrics: metrics.clone(),
+            head: HeadLimits {
+                uri_bytes: c.max_uri_bytes,
+                header_bytes: c.max_header_bytes,
+            },
+            access_log: access_log.clone(),
+        };
+        let lean: Arc<dyn Lean> = Arc::new(HeldPolls::new(api.clone(), observe.clone()));
         let clients = tokio::spawn(serve(
             Listener {
                 tcp: listener,
@@ -534,16 +545,10 @@ impl Node {
                     admin,
                     access,
                     c.max_body_bytes,
-                    Observe {
-                        metrics: metrics.clone(),
-                        head: HeadLimits {
-                            uri_bytes: c.max_uri_bytes,
-                            header_bytes: c.max_header_bytes,
-                        },
-                        access_log: access_log.clone(),
-                    },
+                    observe,
                     config.node.original_api,
                 ),
+                lean: Some(lean),
                 tls: client_tls.map(Tls::fixed),
                 name: "client",
                 bounds: Bounds {
@@ -563,6 +568,7 @@ impl Node {
             Listener {
                 tcp: peer_listener,
                 router: crate::peer::router(peers),
+                lean: None,
                 tls: peer_server_tls,
                 name: "peer",
                 bounds: Bounds {

@@ -491,10 +491,15 @@ async fn hold(api: &Api, env: &str, zone: Option<&str>, apps: &[(String, Timesta
 }
 
 pub async fn polls(State(api): Shared, ConnectInfo(client): Client, p: Params) -> Response {
-    if let Err(r) = guard(&api) {
+    held_polls(&api, client, &p).await
+}
+
+/// `polls`, from the router or served outside it ([`super::lean`]).
+pub async fn held_polls(api: &Api, client: SocketAddr, p: &Params) -> Response {
+    if let Err(r) = guard(api) {
         return r;
     }
-    let _held = match poll_room(&api, client.ip()) {
+    let _held = match poll_room(api, client.ip()) {
         Ok(share) => share,
         Err(r) => return r,
     };
@@ -526,10 +531,10 @@ pub async fn polls(State(api): Shared, ConnectInfo(client): Client, p: Params) -
     let zone = try_param!(p.one("zone"));
     // The first answer is consistent when asked: a change already there
     // is answered from a state that holds every acknowledged write.
-    if let Err(r) = consistent(&api, &p).await {
+    if let Err(r) = consistent(api, p).await {
         return r;
     }
-    match hold(&api, env, zone, &apps).await {
+    match hold(api, env, zone, &apps).await {
         Held::Changed { data, missing } => {
             let data: Vec<(&str, Bytes)> =
                 data.iter().map(|(a, b)| (a.as_str(), b.clone())).collect();
@@ -541,10 +546,15 @@ pub async fn polls(State(api): Shared, ConnectInfo(client): Client, p: Params) -
 }
 
 pub async fn poll(State(api): Shared, ConnectInfo(client): Client, p: Params) -> Response {
-    if let Err(r) = guard(&api) {
+    held_poll(&api, client, &p).await
+}
+
+/// `poll`, from the router or served outside it ([`super::lean`]).
+pub async fn held_poll(api: &Api, client: SocketAddr, p: &Params) -> Response {
+    if let Err(r) = guard(api) {
         return r;
     }
-    let _held = match poll_room(&api, client.ip()) {
+    let _held = match poll_room(api, client.ip()) {
         Ok(share) => share,
         Err(r) => return r,
     };
@@ -554,11 +564,11 @@ pub async fn poll(State(api): Shared, ConnectInfo(client): Client, p: Params) ->
     let since = try_param!(p.number::<Timestamp>("latest_timestamp")).unwrap_or(0);
     let apps = [(appid.to_string(), since)];
     let zone = try_param!(p.one("zone"));
-    let (_, missing) = look(&api, env, zone, &apps);
+    let (_, missing) = look(api, env, zone, &apps);
     if !missing.is_empty() {
         return reply::poll_unknown(appid);
     }
-    match hold(&api, env, zone, &apps).await {
+    match hold(api, env, zone, &apps).await {
         Held::Changed { mut data, .. } => match data.pop() {
             Some((_, bytes)) => reply::ok_shared(bytes),
             None => reply::not_modified(),

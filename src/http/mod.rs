@@ -9,6 +9,7 @@ pub mod all;
 pub mod console;
 pub mod discovery;
 pub mod head;
+pub mod lean;
 pub mod observe;
 pub mod origins;
 pub mod params;
@@ -35,10 +36,14 @@ use observe::Observe;
 /// of it; JSON adds its field names).
 const RESTORE_BODY: usize = 192 << 20;
 
-/// Where operators post membership changes.
+/// Where clients hold long polls (served outside the router too: [`lean`]).
+pub const POLL_PATH: &str = "/discovery/poll";
+pub const POLLS_PATH: &str = "/discovery/polls";
+
 /// Liveness and readiness probes (see [`probes`]).
 pub const LIVE_PATH: &str = "/admin/live";
 pub const READY_PATH: &str = "/admin/ready";
+/// Where operators post membership changes.
 pub const MEMBERSHIP_PATH: &str = "/admin/membership";
 
 /// Where operators set, clear (POST, admin token) and list (GET) the
@@ -86,8 +91,8 @@ pub fn router(
         .route("/discovery/fetch", only(get(discovery::fetch)))
         .route("/discovery/fetchs", only(get(discovery::fetchs)))
         .route("/discovery/fetch/all", only(get(discovery::fetch_all)))
-        .route("/discovery/poll", only(get(discovery::poll)))
-        .route("/discovery/polls", only(get(discovery::polls)))
+        .route(POLL_PATH, only(get(discovery::poll)))
+        .route(POLLS_PATH, only(get(discovery::polls)))
         .route("/discovery/nodes", only(get(discovery::nodes)))
         .with_state(api.clone());
     if original_only {

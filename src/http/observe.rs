@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -41,8 +41,7 @@ pub async fn observe(State(o): State<Observe>, req: Request, next: Next) -> Resp
     // keeping it costs no copy of the path.
     let endpoint = req.extensions().get::<MatchedPath>().cloned();
     // RUST_LOG=access=off turns it off too, as for any log target.
-    let logged =
-        o.access_log.is_some() && tracing::enabled!(target: "access", tracing::Level::INFO);
+    let logged = o.logging();
     // What stays in this future while the request is handled (a long poll
     // is held in it) is kept small: the line is boxed, and so is reading
     // the parameters.
@@ -57,26 +56,65 @@ pub async fn observe(State(o): State<Observe>, req: Request, next: Next) -> Resp
         None => next.run(req).await,
     };
     let took = started.elapsed();
-    let status = response.status();
-    let code = response
-        .headers()
-        .get(super::reply::KRATOS_CODE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_else(|| status.as_str());
     let endpoint = endpoint.as_ref().map_or("other", MatchedPath::as_str);
-    o.metrics.request(endpoint, code, took);
-    if let (Some(line), Some(log)) = (line, &o.access_log) {
-        log.log(&Entry {
-            method: line.method.as_str(),
-            path: &line.path,
-            params: &line.params,
-            code,
-            status: status.as_u16(),
-            latency: took,
-            remote: line.remote,
-        });
-    }
+    let seen = line.as_ref().map(|line| Seen {
+        method: line.method.as_str(),
+        path: &line.path,
+        params: &line.params,
+        remote: line.remote,
+    });
+    o.record(endpoint, &response, took, seen);
     response
+}
+
+/// What an access-log line says of a request.
+pub struct Seen<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// As [`logged_params`] makes them.
+    pub params: &'a str,
+    pub remote: Option<SocketAddr>,
+}
+
+impl Observe {
+    /// Whether requests are to be logged at all.
+    pub fn logging(&self) -> bool {
+        self.access_log.is_some() && tracing::enabled!(target: "access", tracing::Level::INFO)
+    }
+
+    /// Counts an answered request under `endpoint`, and logs it when
+    /// `seen`.
+    pub fn record(
+        &self,
+        endpoint: &str,
+        response: &Response,
+        took: Duration,
+        seen: Option<Seen<'_>>,
+    ) {
+        let status = response.status();
+        let code = response
+            .headers()
+            .get(super::reply::KRATOS_CODE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| status.as_str());
+        self.metrics.request(endpoint, code, took);
+        if let (Some(seen), Some(log)) = (seen, &self.access_log) {
+            log.log(&Entry {
+                method: seen.method,
+                path: seen.path,
+                params: seen.params,
+                code,
+                status: status.as_u16(),
+                latency: took,
+                remote: seen.remote,
+            });
+        }
+    }
+}
+
+/// A query as an access-log line shows it: secrets hidden, cut short.
+pub fn logged_params(query: &str) -> String {
+    shorten(redact(query.to_string()))
 }
 
 /// The access-log line's view of the request.

@@ -4,12 +4,21 @@
 //! connection may sit idle, and how many may be open.
 //!
 //! - [`watch`]: a connection's idle state and its request-read deadline;
+//! - [`lean`]: requests served outside hyper while they wait (held polls),
+//!   on plain connections whose heads are read by [`plain`] and framed by
+//!   [`framing`], answered by [`answer`]; hyper gets the others, one at a
+//!   time, through [`prefixed`];
 //! - [`slots`]: the cap on open connections;
 //! - [`open_files`]: raising the open-files limit;
 //! - [`listen`]: binding with the system's accept backlog.
 
+mod answer;
+mod framing;
+pub mod lean;
 pub mod listen;
 pub mod open_files;
+mod plain;
+mod prefixed;
 pub mod slots;
 pub mod watch;
 
@@ -32,6 +41,7 @@ use tower::ServiceExt;
 
 use crate::fair::{Shares, Throttle};
 use crate::shutdown::stopped;
+use plain::Plain;
 use slots::Slots;
 use watch::{ConnState, Watched};
 
@@ -77,6 +87,8 @@ pub struct Listener {
     /// Names the listener in logs ("client", "peer").
     pub name: &'static str,
     pub bounds: Bounds,
+    /// Requests served outside hyper on plain connections.
+    pub lean: Option<Arc<dyn lean::Lean>>,
 }
 
 /// How long and how many.
@@ -114,6 +126,7 @@ pub async fn serve(listener: Listener, mut shutdown: signal::Receiver<bool>) {
         tls,
         name,
         bounds,
+        lean,
     } = listener;
     let slots = Slots::new(bounds.max_connections, bounds.per_client);
     // A quarter of the handshakes for one address: one that opens
@@ -124,11 +137,13 @@ pub async fn serve(listener: Listener, mut shutdown: signal::Receiver<bool>) {
     let warnings = Arc::new(Throttle::new(Duration::from_secs(60)));
     let overload_answers = Arc::new(Semaphore::new(OVERLOAD_ANSWERS));
     // Past the cap a connection gets one answer, quickly, and is closed.
-    let overload_bounds = Bounds {
+    let overload_bounds = Arc::new(Bounds {
         read_within: bounds.read_within.min(Duration::from_secs(1)),
         idle: Duration::from_secs(1),
         ..bounds.clone()
-    };
+    });
+    // Shared: each connection's task keeps a pointer, not a copy.
+    let bounds = Arc::new(bounds);
     // Connections run as tasks of their own, only counted: one that ends
     // wakes nobody (reaping them from a set woke this loop once per
     // connection, a tenth of a woken poll's own instructions).
@@ -169,14 +184,21 @@ pub async fn serve(listener: Listener, mut shutdown: signal::Receiver<bool>) {
                 let mut conn = Conn { remote, state: slot.state.clone(), keep_alive: true, tag: None };
                 let tls = tls.as_ref().map(|source| source.borrow().clone());
                 let (router, bounds, stop) = (router.clone(), bounds.clone(), shutdown.clone());
+                let lean = lean.clone();
                 // Two tasks of their own: a task is as large as its
                 // largest state, and a TLS connection's (rustls' buffers
                 // inline) would make every plain one as large.
                 match tls {
-                    None => connections.spawn(async move {
-                        let _slot = slot;
-                        conn.serve(stream, router, &bounds, stop).await;
-                    }),
+                    None => match lean {
+                        Some(lean) => {
+                            let io = Watched::new(stream, conn.state.clone(), bounds.read_within, bounds.send_within);
+                            connections.spawn(Plain { conn, slot, io, router, bounds, stop, lean }.run())
+                        }
+                        None => connections.spawn(async move {
+                            let _slot = slot;
+                            conn.serve(stream, router, &bounds, stop).await;
+                        }),
+                    },
                     Some(tls) => {
                         let handshaking = match handshakes.take(remote.ip()) {
                             Ok(share) => share,

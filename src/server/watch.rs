@@ -97,6 +97,11 @@ impl<S> Watched<S> {
         }
     }
 
+    /// The stream itself.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     /// Notes a write: an answer is going out, so the request was read; a
     /// write that waits arms the send timeout, one that makes progress
     /// disarms it. Turns a write that waited too long into an error.
@@ -150,6 +155,37 @@ impl Progress for () {
     }
 }
 
+impl<S> Watched<S> {
+    /// Notes bytes of a request read: the first starts its clock; one
+    /// that comes after `read_within` is an error.
+    fn arrived(&mut self) -> io::Result<()> {
+        if self.state.begin_request() {
+            self.request_started = Some(Instant::now());
+        } else if self
+            .request_started
+            .is_some_and(|t| t.elapsed() > self.read_within)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request not received within the read timeout",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Watched<tokio::net::TcpStream> {
+    /// Reads what the socket has now into `buf`, without waiting
+    /// (`WouldBlock` when it has nothing: readiness can be stale).
+    pub fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let n = self.inner.try_read_buf(buf)?;
+        if n > 0 {
+            self.arrived()?;
+        }
+        Ok(n)
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -159,16 +195,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            if self.state.begin_request() {
-                self.request_started = Some(Instant::now());
-            } else if self
-                .request_started
-                .is_some_and(|t| t.elapsed() > self.read_within)
-            {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "request not received within the read timeout",
-                )));
+            if let Err(e) = self.arrived() {
+                return Poll::Ready(Err(e));
             }
         }
         polled
