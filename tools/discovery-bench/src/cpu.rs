@@ -7,6 +7,12 @@ use anyhow::{Context, Result};
 
 /// User plus system CPU time process `pid` has used so far.
 pub fn process_time(pid: u32) -> Result<Duration> {
+    let (user, system) = process_times(pid)?;
+    Ok(user + system)
+}
+
+/// User and system CPU time process `pid` has used so far, apart.
+pub fn process_times(pid: u32) -> Result<(Duration, Duration)> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     // The command name (field 2) may hold spaces: count fields after it.
@@ -22,14 +28,15 @@ pub fn process_time(pid: u32) -> Result<Duration> {
             .and_then(|f| f.parse().ok())
             .with_context(|| format!("no field {} in {path}", i + 3))
     };
-    let total = ticks(11)? + ticks(12)?;
+    let (user, system) = (ticks(11)?, ticks(12)?);
     // SAFETY: sysconf only reads a system constant.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let per_second = u64::try_from(per_second)
         .ok()
         .filter(|&t| t > 0)
         .context("sysconf(_SC_CLK_TCK)")?;
-    Ok(Duration::from_nanos(total * 1_000_000_000 / per_second))
+    let time = |t: u64| Duration::from_nanos(t * 1_000_000_000 / per_second);
+    Ok((time(user), time(system)))
 }
 
 /// This bench's own CPU time so far.

@@ -67,19 +67,23 @@ struct Run {
     change: Duration,
     /// Server CPU from the change until every poll was answered.
     cpu: Duration,
+    /// The user-space part of it (the rest is the kernel's: writes,
+    /// closes).
+    user: Duration,
 }
 
 impl Run {
     fn line(&mut self, label: &str, count: u64) -> String {
         format!(
             "polls {label}: answered {}/{count} wake {} memory {} B/poll (RSS {} -> {}) \
-             CPU {:.1} us/woken poll (change answered in {})",
+             CPU {:.1} us/woken poll, user {:.1} (change answered in {})",
             self.answered,
             self.wake.summary(),
             self.per_poll,
             Mib(self.base),
             Mib(self.held),
             self.cpu.as_secs_f64() * 1e6 / count.max(1) as f64,
+            self.user.as_secs_f64() * 1e6 / count.max(1) as f64,
             Ms::from(self.change),
         )
     }
@@ -143,19 +147,22 @@ pub async fn run(launch: &Launch, args: &Args) -> Result<()> {
     if args.rounds > 1 {
         for subject in [Subject::Ours, Subject::Bare] {
             let mut all = Latencies::default();
-            let (mut per_poll, mut cpu, mut n) = (0, Duration::ZERO, 0u32);
+            let (mut per_poll, mut cpu, mut user, mut n) =
+                (0, Duration::ZERO, Duration::ZERO, 0u32);
             for (_, run) in runs.iter().filter(|(s, _)| *s == subject) {
                 all.append(&mut run.wake.clone());
                 per_poll += run.per_poll;
                 cpu += run.cpu;
+                user += run.user;
                 n += 1;
             }
             println!(
-                "polls {} over {n} rounds: wake {} memory {} B/poll CPU {:.1} us/woken poll",
+                "polls {} over {n} rounds: wake {} memory {} B/poll CPU {:.1} us/woken poll, user {:.2}",
                 subject.label(),
                 all.summary(),
                 per_poll / u64::from(n.max(1)),
                 cpu.as_secs_f64() * 1e6 / f64::from(n.max(1)) / args.count.max(1) as f64,
+                user.as_secs_f64() * 1e6 / f64::from(n.max(1)) / args.count.max(1) as f64,
             );
         }
     }
@@ -249,7 +256,7 @@ async fn measure(
     }
 
     let mut trigger = Conn::connect(addr).await?;
-    let cpu_before = server.cpu_time()?;
+    let (user_before, system_before) = server.cpu_times()?;
     let sent = Instant::now();
     let reply = timeout(REQUEST_TIMEOUT, trigger.send(wake))
         .await
@@ -263,7 +270,9 @@ async fn measure(
     let change = sent.elapsed();
 
     let (answered, wake) = collect(&mut polls, sent).await;
-    let cpu = server.cpu_time()?.saturating_sub(cpu_before);
+    let (user_after, system_after) = server.cpu_times()?;
+    let user = user_after.saturating_sub(user_before);
+    let cpu = user + system_after.saturating_sub(system_before);
     Ok(Run {
         answered,
         wake,
@@ -272,6 +281,7 @@ async fn measure(
         held,
         change,
         cpu,
+        user,
     })
 }
 

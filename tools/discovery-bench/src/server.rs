@@ -366,6 +366,11 @@ impl Server {
         crate::cpu::process_time(self.pid)
     }
 
+    /// User and system CPU time used so far, apart.
+    pub fn cpu_times(&self) -> Result<(Duration, Duration)> {
+        crate::cpu::process_times(self.pid)
+    }
+
     /// Sends `signal` and waits for the process to exit; returns how long
     /// that took.
     pub async fn stop(mut self, signal: Signal) -> Result<Duration> {
