@@ -356,7 +356,8 @@ async fn a_node_stops_at_once_with_connections_idle_after_answers() {
     let mut idle = Vec::new();
     for request in [
         register,
-        "GET /discovery/fetch?env=dev&appid=lean.app&status=1 HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+        "GET /discovery/fetch?env=dev&appid=lean.app&status=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+            .to_string(),
         poll_head("env=dev&hostname=c&appid=lean.app&latest_timestamp=0"),
     ] {
         let mut s = TcpStream::connect(&node.config.node.listen).await.unwrap();
@@ -369,10 +370,50 @@ async fn a_node_stops_at_once_with_connections_idle_after_answers() {
     tokio::time::timeout(Duration::from_secs(10), node.stop())
         .await
         .expect("the node stopped");
-    assert!(start.elapsed() < Duration::from_secs(3), "stopped after {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "stopped after {:?}",
+        start.elapsed()
+    );
     for mut s in idle {
         let mut rest = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest)).await;
         assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed: {read:?}");
     }
+}
+
+/// A connection that only fetched for a while is hyper's from then on
+/// (`HYPER_AFTER`): a poll it sends later is still held and woken.
+#[tokio::test]
+async fn a_connection_that_fetched_many_times_still_holds_a_poll() {
+    let node = TestNode::start(30_000).await;
+    let c = node.client();
+    c.register("lean.app", "sh001", "h1", "1").await;
+    let mut s = TcpStream::connect(&node.config.node.listen).await.unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..20 {
+        s.write_all(
+            b"GET /discovery/fetch?env=dev&appid=lean.app&status=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        assert!(answer(&mut s, &mut buf)
+            .await
+            .body
+            .contains(r#""hostname":"h1""#));
+    }
+    let latest = c.latest("lean.app").await;
+    s.write_all(
+        poll_head(&format!(
+            "env=dev&hostname=c&appid=lean.app&latest_timestamp={latest}"
+        ))
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    wait_held(&c, 1).await;
+    c.register("lean.app", "sh001", "h2", "1").await;
+    let woken = answer(&mut s, &mut buf).await;
+    assert!(woken.body.contains(r#""hostname":"h2""#), "{}", woken.body);
+    node.stop().await;
 }
