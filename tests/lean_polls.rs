@@ -328,9 +328,10 @@ async fn bytes_sent_while_a_poll_is_held_wait_for_its_answer() {
     node.stop().await;
 }
 
-/// A kept-alive connection idle after an answer (hyper's or a poll's)
-/// does not hold up a node that stops: readiness left over from the
-/// request's reads must not leave it reading with no eye on the stop.
+/// A kept-alive connection idle after an answer (hyper's or a poll's), or
+/// one whose head is half sent, does not hold up a node that stops:
+/// readiness left over from the request's reads must not leave it reading
+/// with no eye on the stop.
 #[tokio::test]
 async fn a_node_stops_at_once_with_connections_idle_after_answers() {
     let node = TestNode::start_with(1000, |c| {
@@ -361,6 +362,12 @@ async fn a_node_stops_at_once_with_connections_idle_after_answers() {
         answer(&mut s, &mut Vec::new()).await;
         idle.push(s);
     }
+    // And one whose head has not come whole.
+    let mut half = TcpStream::connect(&node.config.node.listen).await.unwrap();
+    half.write_all(b"GET /discovery/polls?env=dev HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    idle.push(half);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let start = Instant::now();
     tokio::time::timeout(Duration::from_secs(10), node.stop())

@@ -211,11 +211,15 @@ impl Conn {
                 buf.reserve(buf.capacity().max(FIRST_READ));
             }
             // A request under way: it arrives within the bounds, or the
-            // connection closes.
-            match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
+            // connection closes (as hyper, without an answer); a node that
+            // stops closes it too, as hyper's graceful stop closes a
+            // connection whose head has not come whole.
+            let got = tokio::select! {
+                got = tokio::time::timeout_at(deadline, io.read_buf(&mut buf)) => got,
+                _ = stopped(stop) => return Next::Close,
+            };
+            match got {
                 Ok(Ok(n)) if n > 0 => {}
-                // Closed, failed, or not in time: as hyper, closed without
-                // an answer.
                 _ => return Next::Close,
             }
         }
