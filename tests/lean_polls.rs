@@ -317,6 +317,9 @@ async fn bytes_sent_while_a_poll_is_held_wait_for_its_answer() {
     )
     .await
     .unwrap();
+    // Nothing tells when the node has seen those bytes: time for it to
+    // (wrongly) answer the poll because of them, then the poll must still
+    // be held.
     tokio::time::sleep(Duration::from_millis(200)).await;
     wait_held(&c, 1).await;
     c.register("lean.app", "sh001", "h2", "1").await;
@@ -368,6 +371,8 @@ async fn a_node_stops_at_once_with_connections_idle_after_answers() {
         .await
         .unwrap();
     idle.push(half);
+    // Nothing tells when the node has read the half head: time for it to
+    // be reading the rest when the stop comes.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let start = Instant::now();
     tokio::time::timeout(Duration::from_secs(10), node.stop())

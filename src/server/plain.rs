@@ -91,10 +91,8 @@ impl Plain {
             // Requests in a row that were not taken here.
             let mut streak = 0;
             loop {
-                // Each step between requests is boxed, and made in a statement
-                // of its own (a temporary lives to the end of its statement,
-                // across the await): a task is as large as its largest state,
-                // and a held poll's is this small one.
+                // Each step between requests is boxed: a task is as large as
+                // its largest state, and a held poll's is this small one.
                 let next = if streak < HYPER_AFTER {
                     let next =
                         Box::pin(
